@@ -1,0 +1,195 @@
+// Package trace holds what the tracer observed of one build: the payload the
+// tracer signs (inside a DSSE envelope) and the frontend embeds in the
+// runtime-trace attestation. Field names are part of the published format
+// (docs/trace-format.md); change them only with a new Version.
+package trace
+
+import "time"
+
+// PayloadType is the DSSE payload type of a signed Build.
+const PayloadType = "application/vnd.buildtrace.trace.v1+json"
+
+// Version names this schema inside the payload.
+const Version = "https://buildtrace.dev/trace/v1"
+
+// Build is every step the tracer saw run under one build trace ID.
+type Build struct {
+	Version      string    `json:"version"`
+	BuildTraceID string    `json:"buildTraceID"` // the W3C trace ID from TRACEPARENT
+	Tracer       Tracer    `json:"tracer"`
+	GeneratedAt  time.Time `json:"generatedAt"`
+	Steps        []Step    `json:"steps"`
+	// Pending lists steps that started but were not sealed before the
+	// request's wait ran out; a build with pending steps is incomplete.
+	Pending []string `json:"pending,omitempty"`
+}
+
+// Tracer identifies the monitor.
+type Tracer struct {
+	Name    string `json:"name"` // "buildtraced"
+	Version string `json:"version"`
+	Host    string `json:"host"`
+	Kernel  string `json:"kernel"`
+	// Since is when the tracer started following cgroups. A step of a build
+	// that began after Since and is absent from Steps did not run.
+	Since time.Time `json:"since"`
+}
+
+// Step is one run of one tagged ExecOp (one runc container).
+type Step struct {
+	StepID       string        `json:"stepID"`
+	ContainerID  string        `json:"containerID"`
+	Cgroup       string        `json:"cgroup"`
+	Start        time.Time     `json:"start"`
+	End          time.Time     `json:"end"`
+	Processes    []Process     `json:"processes"`
+	Files        []FileOp      `json:"files,omitempty"`
+	Reads        Reads         `json:"reads"`
+	Network      []Destination `json:"network,omitempty"`
+	DNS          []DNSQuery    `json:"dns,omitempty"`
+	Resources    Resources     `json:"resources"`
+	Diff         Diff          `json:"diff"`
+	Completeness Completeness  `json:"completeness"`
+}
+
+// Process is one process (thread group) of a step. A process that forked
+// and never exec'd keeps its parent's binary and Argv and has Exec false.
+type Process struct {
+	PID           uint32     `json:"pid"` // as the host sees it
+	PPID          uint32     `json:"ppid"`
+	Exec          bool       `json:"exec"`
+	Binary        string     `json:"binary,omitempty"` // path as the container sees it
+	Argv          []string   `json:"argv,omitempty"`
+	ArgvTruncated bool       `json:"argvTruncated,omitempty"`
+	UID           uint32     `json:"uid"`
+	GID           uint32     `json:"gid"`
+	Cwd           string     `json:"cwd,omitempty"`
+	Start         time.Time  `json:"start"`
+	End           *time.Time `json:"end,omitempty"`
+	ExitCode      *int       `json:"exitCode,omitempty"`
+	Signal        int        `json:"signal,omitempty"`
+	// Execs holds earlier images when a process exec'd more than once.
+	Execs []Exec `json:"execs,omitempty"`
+}
+
+// Exec is one earlier execve of a process that exec'd again.
+type Exec struct {
+	Binary        string    `json:"binary"`
+	Argv          []string  `json:"argv,omitempty"`
+	ArgvTruncated bool      `json:"argvTruncated,omitempty"`
+	Time          time.Time `json:"time"`
+}
+
+// File operation names.
+const (
+	OpCreate   = "create"
+	OpWrite    = "write" // opened for writing
+	OpTruncate = "truncate"
+	OpUnlink   = "unlink"
+	OpRename   = "rename"
+	OpChmod    = "chmod"
+	OpChown    = "chown"
+	OpLink     = "link"
+	OpSymlink  = "symlink"
+	OpMkdir    = "mkdir"
+	OpRmdir    = "rmdir"
+)
+
+// FileOp is one successful file-changing system call.
+type FileOp struct {
+	Op     string    `json:"op"`
+	Path   string    `json:"path"`             // as the container sees it
+	Target string    `json:"target,omitempty"` // rename/link destination, symlink target
+	Mode   *uint32   `json:"mode,omitempty"`
+	UID    *int64    `json:"uid,omitempty"`
+	GID    *int64    `json:"gid,omitempty"`
+	PID    uint32    `json:"pid"`
+	Time   time.Time `json:"time"`
+}
+
+// Reads summarises files opened read-only.
+type Reads struct {
+	Paths     []string `json:"paths,omitempty"` // distinct, sorted, capped
+	Distinct  int      `json:"distinct"`        // distinct paths seen, including those over the cap
+	Truncated bool     `json:"truncated,omitempty"`
+}
+
+// Destination is one remote endpoint a step sent to.
+type Destination struct {
+	Protocol      string    `json:"protocol"` // "tcp" or "udp"
+	IP            string    `json:"ip"`
+	Port          uint16    `json:"port"`
+	Hostname      string    `json:"hostname,omitempty"` // from a DNS answer the step received
+	Op            string    `json:"op"`                 // first way it was reached: connect, sendto, sendmsg
+	PIDs          []uint32  `json:"pids"`               // processes that reached it
+	Count         int       `json:"count"`
+	BytesSent     uint64    `json:"bytesSent"`
+	BytesReceived uint64    `json:"bytesReceived"`
+	First         time.Time `json:"first"`
+}
+
+// DNSQuery is one DNS question a step asked on port 53 and what came back.
+type DNSQuery struct {
+	PID     uint32   `json:"pid"`
+	Server  string   `json:"server"` // ip:port
+	Name    string   `json:"name"`
+	Type    string   `json:"type"`
+	Answers []string `json:"answers,omitempty"`
+}
+
+// Resources is what the step's processes used.
+type Resources struct {
+	WallNanos      int64  `json:"wallNanos"`
+	CPUUserNanos   uint64 `json:"cpuUserNanos"`
+	CPUSystemNanos uint64 `json:"cpuSystemNanos"`
+	PeakRSSBytes   uint64 `json:"peakRSSBytes"` // largest single process
+	ReadBytes      uint64 `json:"readBytes"`    // through read-like syscalls
+	WriteBytes     uint64 `json:"writeBytes"`   // through write-like syscalls
+	Processes      int    `json:"processes"`
+}
+
+// Change kinds in a Diff.
+const (
+	ChangeCreated  = "created"
+	ChangeModified = "modified"
+	ChangeDeleted  = "deleted"
+)
+
+// Diff is the step's net effect on the container's root file system, read
+// from the overlay upper directory when the step ended.
+type Diff struct {
+	// Digest is "sha256:<hex>" over the normalised diff
+	// (docs/diff-digest.md); a verifier recomputes it from the layer tar.
+	Digest    string       `json:"digest"`
+	Changes   []FileChange `json:"changes,omitempty"`
+	Truncated bool         `json:"truncated,omitempty"` // Changes capped; Digest still covers all
+	Error     string       `json:"error,omitempty"`     // why there is no digest
+}
+
+// FileChange is one path in the diff.
+type FileChange struct {
+	Change     string `json:"change"` // created, modified, deleted
+	Path       string `json:"path"`
+	Type       string `json:"type,omitempty"` // file, dir, symlink, char, block, fifo, socket
+	Mode       uint32 `json:"mode,omitempty"` // permission bits incl. setuid/setgid/sticky
+	UID        uint32 `json:"uid"`
+	GID        uint32 `json:"gid"`
+	Size       int64  `json:"size,omitempty"`
+	SHA256     string `json:"sha256,omitempty"`
+	LinkTarget string `json:"linkTarget,omitempty"`
+}
+
+// Completeness says whether the tracer lost anything of this step.
+type Completeness struct {
+	Complete bool `json:"complete"`
+	// FollowedFromStart is true when the step's cgroup was tracked before
+	// its first exec.
+	FollowedFromStart bool   `json:"followedFromStart"`
+	EventsEmitted     uint64 `json:"eventsEmitted"`
+	EventsDropped     uint64 `json:"eventsDropped"`   // ring buffer was full
+	EventsTruncated   uint64 `json:"eventsTruncated"` // a path or argv was cut
+	// Unobserved counts activity the hooks see only as a count, for
+	// example io_uring submissions.
+	Unobserved map[string]uint64 `json:"unobserved,omitempty"`
+	Reasons    []string          `json:"reasons,omitempty"`
+}

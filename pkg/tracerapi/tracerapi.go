@@ -1,0 +1,130 @@
+// Package tracerapi is the loopback HTTP API between buildtraced and its
+// callers (the frontend, the CLI, tests). It carries signed traces; the
+// payload schema is package trace.
+package tracerapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+)
+
+// DefaultAddr is where buildtraced listens unless told otherwise.
+const DefaultAddr = "127.0.0.1:7390"
+
+// TracePath is the route of a build's trace; the caller must name the
+// build trace ID, there is no listing.
+const TracePath = "/v1/builds/"
+
+// HealthPath answers whether the tracer is up and since when.
+const HealthPath = "/v1/health"
+
+// TraceResponse is the body of GET /v1/builds/{traceID}?wait=DURATION.
+// Envelope's payload is a JSON trace.Build of type trace.PayloadType.
+type TraceResponse struct {
+	Envelope *dsse.Envelope `json:"envelope"`
+}
+
+// Health is the body of GET /v1/health.
+type Health struct {
+	Version string    `json:"version"`
+	Since   time.Time `json:"since"`
+	KeyID   string    `json:"keyID,omitempty"`
+}
+
+// ErrorResponse is the body of any non-200 answer.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}
+
+// Client calls a buildtraced.
+type Client struct {
+	Addr string // host:port
+	HTTP *http.Client
+}
+
+// ValidTraceID reports whether id is a W3C trace ID: 32 lowercase hex
+// characters, not all zero.
+func ValidTraceID(id string) bool {
+	if len(id) != 32 || id == strings.Repeat("0", 32) {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
+}
+
+// Trace fetches the signed trace of one build, letting the tracer wait up
+// to wait for steps that started but are not finished.
+func (c *Client) Trace(ctx context.Context, traceID string, wait time.Duration) (*dsse.Envelope, error) {
+	if !ValidTraceID(traceID) {
+		return nil, fmt.Errorf("invalid build trace ID %q: want 32 lowercase hex characters", traceID)
+	}
+	u := url.URL{Scheme: "http", Host: c.Addr, Path: TracePath + traceID, RawQuery: url.Values{"wait": {wait.String()}}.Encode()}
+	var resp TraceResponse
+	if err := c.get(ctx, u.String(), &resp); err != nil {
+		return nil, err
+	}
+	if resp.Envelope == nil {
+		return nil, fmt.Errorf("tracer at %s returned no envelope for build %s", c.Addr, traceID)
+	}
+	return resp.Envelope, nil
+}
+
+// Health asks whether the tracer is up.
+func (c *Client) Health(ctx context.Context) (*Health, error) {
+	u := url.URL{Scheme: "http", Host: c.Addr, Path: HealthPath}
+	var h Health
+	if err := c.get(ctx, u.String(), &h); err != nil {
+		return nil, err
+	}
+	return &h, nil
+}
+
+func (c *Client) get(ctx context.Context, u string, into any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	res, err := c.httpClient().Do(req)
+	if err != nil {
+		return fmt.Errorf("tracer at %s: %w", c.Addr, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(res.Body, 1<<30))
+	if err != nil {
+		return fmt.Errorf("tracer at %s: reading answer: %w", c.Addr, err)
+	}
+	if res.StatusCode != http.StatusOK {
+		var e ErrorResponse
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return fmt.Errorf("tracer at %s: %s: %s", c.Addr, res.Status, e.Error)
+		}
+		return fmt.Errorf("tracer at %s: %s", c.Addr, res.Status)
+	}
+	if err := json.Unmarshal(body, into); err != nil {
+		return fmt.Errorf("tracer at %s: decoding answer: %w", c.Addr, err)
+	}
+	return nil
+}
+
+// ErrUnreachable is wrapped by callers that could not reach the tracer.
+var ErrUnreachable = errors.New("tracer unreachable")
