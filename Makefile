@@ -1,0 +1,50 @@
+# buildtrace — see README.md. Everything that needs the lab runs as root.
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+GO ?= go
+# Tests run packages one at a time: the end-to-end packages share one lab.
+GOTEST_FLAGS ?= -p 1 -count=1 -timeout 45m
+
+.PHONY: all build lab lab-down lab-status demo test unit bench generate check-generate vet clean
+
+all: build
+
+build:
+	@mkdir -p bin
+	@if ls cmd/*/main.go >/dev/null 2>&1; then $(GO) build -o bin/ ./cmd/...; fi
+	@# The frontend runs in a FROM scratch image: static, no cgo.
+	@if [ -d cmd/buildtrace-frontend ]; then CGO_ENABLED=0 $(GO) build -trimpath -o bin/buildtrace-frontend ./cmd/buildtrace-frontend; fi
+
+lab: build
+	hack/lab.sh up
+
+lab-down:
+	hack/lab.sh down
+
+lab-status:
+	hack/lab.sh status
+
+demo: lab
+	hack/demo.sh
+
+vet:
+	$(GO) vet ./...
+
+# generate rebuilds the committed bpf2go output (needs clang, bpftool).
+generate:
+	cd bpf && $(GO) generate ./...
+
+check-generate:
+	hack/check-generate.sh
+
+test: lab vet check-generate
+	$(GO) test $(GOTEST_FLAGS) ./...
+
+unit:
+	$(GO) test -short ./...
+
+bench: lab
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
+
+clean:
+	rm -rf bin

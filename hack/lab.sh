@@ -1,0 +1,289 @@
+#!/usr/bin/env bash
+# The buildtrace lab: a real BuildKit (runc, overlayfs, host network), a
+# registry on 127.0.0.1:5000, a buildx builder named "buildtrace", a busybox
+# base image built FROM scratch, and buildtraced — all on one machine, as
+# root, offline. State and logs live under .lab/ at the repository root.
+#
+#   hack/lab.sh deps     install Debian packages the lab needs
+#   hack/lab.sh tools    build (once, cached) buildkitd, buildctl, buildx
+#   hack/lab.sh up       start what is not running; wait until each part answers
+#   hack/lab.sh down     stop everything
+#   hack/lab.sh status   say what runs
+#   hack/lab.sh env      print variables for a shell (eval "$(hack/lab.sh env)")
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LAB=$REPO/.lab
+: "${HOME:=/root}"
+export HOME
+export PATH=/usr/local/go/bin:$PATH
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/buildtrace
+REGISTRY=127.0.0.1:5000
+BUILDER=buildtrace
+TRACER_ADDR=${BUILDTRACE_TRACER:-127.0.0.1:7390}
+BASE_IMAGE=$REGISTRY/library/busybox:latest
+FRONTEND_IMAGE=$REGISTRY/buildtrace/frontend:dev
+
+# A unix socket path must fit in 108 bytes; a deep checkout gets one in /run.
+SOCK_DIR=$LAB/run
+if [ ${#SOCK_DIR} -gt 80 ]; then
+	SOCK_DIR=/run/buildtrace-lab-$(printf %s "$REPO" | sha256sum | cut -c1-12)
+fi
+SOCK=$SOCK_DIR/buildkitd.sock
+ADDR=unix://$SOCK
+
+log() { printf 'lab: %s\n' "$*" >&2; }
+die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
+
+need_root() { [ "$(id -u)" = 0 ] || die "the lab runs buildkitd and eBPF programs and needs root (uid 0), not uid $(id -u)"; }
+
+cmd_deps() {
+	need_root
+	local pkgs=(runc docker-registry busybox-static clang llvm bpftool libbpf-dev iproute2 ca-certificates curl)
+	local missing=()
+	for p in "${pkgs[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	log "installing Debian packages: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# tools builds the pinned BuildKit and buildx binaries from their Go modules
+# once per pin (keyed by the pin files' hash) and copies them into .lab/bin.
+cmd_tools() {
+	local key dir
+	key=$(cat "$REPO"/hack/labtools/*/go.mod "$REPO"/hack/labtools/*/go.sum | sha256sum | cut -c1-16)
+	dir=$CACHE/tools-$key
+	if [ ! -x "$dir/buildkitd" ] || [ ! -x "$dir/buildctl" ] || [ ! -x "$dir/buildx" ]; then
+		log "building buildkitd, buildctl and buildx from their modules (once; a few minutes)"
+		mkdir -p "$dir.tmp"
+		(cd "$REPO/hack/labtools/buildkit" && go build -trimpath -o "$dir.tmp/" github.com/moby/buildkit/cmd/buildkitd github.com/moby/buildkit/cmd/buildctl)
+		(cd "$REPO/hack/labtools/buildx" && go build -trimpath -o "$dir.tmp/" github.com/docker/buildx/cmd/buildx)
+		rm -rf "$dir" && mv "$dir.tmp" "$dir"
+	fi
+	mkdir -p "$LAB/bin"
+	for b in buildkitd buildctl buildx; do
+		cmp -s "$dir/$b" "$LAB/bin/$b" 2>/dev/null || install -m 0755 "$dir/$b" "$LAB/bin/$b"
+	done
+	# buildx as a docker CLI plugin, so `docker buildx` works as for any user.
+	mkdir -p "$HOME/.docker/cli-plugins"
+	cmp -s "$dir/buildx" "$HOME/.docker/cli-plugins/docker-buildx" 2>/dev/null ||
+		install -m 0755 "$dir/buildx" "$HOME/.docker/cli-plugins/docker-buildx"
+}
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+wait_for() { # wait_for WHAT SECONDS CMD...
+	local what=$1 secs=$2
+	shift 2
+	local i
+	for ((i = 0; i < secs * 5; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.2
+	done
+	die "$what did not answer within ${secs}s (logs: $LAB/logs)"
+}
+
+registry_ok() { curl -fs "http://$REGISTRY/v2/" >/dev/null; }
+buildkit_ok() { "$LAB/bin/buildctl" --addr "$ADDR" debug workers >/dev/null; }
+tracer_ok() { curl -fs "http://$TRACER_ADDR/v1/health" >/dev/null; }
+
+start_registry() {
+	if registry_ok; then return 0; fi
+	mkdir -p "$LAB/registry/data" "$LAB/logs"
+	cat >"$LAB/registry/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $LAB/registry/data
+  delete:
+    enabled: true
+http:
+  addr: $REGISTRY
+EOF
+	log "starting registry on $REGISTRY"
+	setsid /usr/bin/docker-registry serve "$LAB/registry/config.yml" >>"$LAB/logs/registry.log" 2>&1 </dev/null &
+	echo $! >"$LAB/registry.pid"
+	wait_for registry 30 registry_ok
+}
+
+start_buildkitd() {
+	if alive "$LAB/buildkitd.pid" && buildkit_ok; then return 0; fi
+	if alive "$LAB/buildkitd.pid"; then
+		kill "$(cat "$LAB/buildkitd.pid")" 2>/dev/null || true
+		sleep 1
+	fi
+	mkdir -p "$LAB/buildkit" "$LAB/logs" "$SOCK_DIR"
+	rm -f "$SOCK"
+	cat >"$LAB/buildkitd.toml" <<EOF
+root = "$LAB/buildkit"
+[grpc]
+  address = ["$ADDR"]
+[worker.oci]
+  enabled = true
+  snapshotter = "overlayfs"
+  binary = "runc"
+  networkMode = "host"
+  gc = true
+  gckeepstorage = "10GB"
+[worker.containerd]
+  enabled = false
+[registry."$REGISTRY"]
+  http = true
+  insecure = true
+EOF
+	log "starting buildkitd at $ADDR"
+	setsid "$LAB/bin/buildkitd" --config "$LAB/buildkitd.toml" >>"$LAB/logs/buildkitd.log" 2>&1 </dev/null &
+	echo $! >"$LAB/buildkitd.pid"
+	wait_for buildkitd 60 buildkit_ok
+}
+
+ensure_builder() {
+	local want
+	want=$(docker buildx inspect "$BUILDER" 2>/dev/null | awk '/^Endpoint:/ {print $2; exit}') || true
+	if [ "$want" != "$ADDR" ]; then
+		docker buildx rm "$BUILDER" >/dev/null 2>&1 || true
+		log "creating buildx builder $BUILDER (remote driver, $ADDR)"
+		docker buildx create --name "$BUILDER" --driver remote "$ADDR" >/dev/null
+	fi
+	wait_for "buildx builder $BUILDER" 30 docker buildx inspect --bootstrap "$BUILDER"
+}
+
+# The base image: Debian's static busybox and its applet links, FROM scratch.
+ensure_base() {
+	if curl -fs -o /dev/null -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' \
+		"http://$REGISTRY/v2/library/busybox/manifests/latest"; then
+		return 0
+	fi
+	log "building $BASE_IMAGE from Debian's busybox-static"
+	local ctx=$LAB/base
+	rm -rf "$ctx" && mkdir -p "$ctx/rootfs/bin" "$ctx/rootfs/etc" "$ctx/rootfs/tmp" "$ctx/rootfs/root"
+	cp /bin/busybox "$ctx/rootfs/bin/busybox"
+	local a
+	for a in $(/bin/busybox --list); do
+		[ "$a" = busybox ] || ln -sf busybox "$ctx/rootfs/bin/$a"
+	done
+	chmod 1777 "$ctx/rootfs/tmp"
+	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$ctx/rootfs/etc/passwd"
+	printf 'root:x:0:\nnogroup:x:65534:\n' >"$ctx/rootfs/etc/group"
+	printf 'FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD ["/bin/sh"]\n' >"$ctx/Dockerfile"
+	"$LAB/bin/buildctl" --addr "$ADDR" build --frontend dockerfile.v0 \
+		--local context="$ctx" --local dockerfile="$ctx" \
+		--output "type=image,name=$BASE_IMAGE,push=true,registry.insecure=true" >>"$LAB/logs/base.log" 2>&1 ||
+		die "building the base image failed (see $LAB/logs/base.log)"
+}
+
+ensure_keys() {
+	[ -f "$LAB/keys/tracer.key" ] && return 0
+	mkdir -p "$LAB/keys"
+	"$REPO/bin/buildtrace" keygen --private "$LAB/keys/tracer.key" --public "$LAB/keys/tracer.pub" >/dev/null
+}
+
+# buildtraced runs when `make build` produced it; it restarts when its binary changed.
+start_tracer() {
+	[ -x "$REPO/bin/buildtraced" ] || { log "bin/buildtraced not built: builds are not traced"; return 0; }
+	ensure_keys
+	local sum
+	sum=$(sha256sum "$REPO/bin/buildtraced" | cut -c1-64)
+	if alive "$LAB/buildtraced.pid" && tracer_ok && [ "$(cat "$LAB/buildtraced.sum" 2>/dev/null)" = "$sum" ]; then
+		return 0
+	fi
+	if alive "$LAB/buildtraced.pid"; then
+		kill "$(cat "$LAB/buildtraced.pid")" 2>/dev/null || true
+		for _ in $(seq 50); do alive "$LAB/buildtraced.pid" || break; sleep 0.1; done
+	fi
+	mkdir -p "$LAB/tracer" "$LAB/logs"
+	log "starting buildtraced on $TRACER_ADDR"
+	setsid "$REPO/bin/buildtraced" --listen "$TRACER_ADDR" --key "$LAB/keys/tracer.key" --state "$LAB/tracer" \
+		>>"$LAB/logs/buildtraced.log" 2>&1 </dev/null &
+	echo $! >"$LAB/buildtraced.pid"
+	echo "$sum" >"$LAB/buildtraced.sum"
+	wait_for buildtraced 30 tracer_ok
+}
+
+# The frontend image, published when `make build` produced its binary.
+publish_frontend() {
+	[ -x "$REPO/bin/buildtrace-frontend" ] && [ -f "$REPO/Dockerfile.frontend" ] || {
+		log "bin/buildtrace-frontend not built: $FRONTEND_IMAGE not published"
+		return 0
+	}
+	local sum
+	sum=$(cat "$REPO/bin/buildtrace-frontend" "$REPO/Dockerfile.frontend" | sha256sum | cut -c1-64)
+	if [ "$(cat "$LAB/frontend.sum" 2>/dev/null)" = "$sum" ] && curl -fs -o /dev/null \
+		-H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json' \
+		"http://$REGISTRY/v2/buildtrace/frontend/manifests/dev"; then
+		return 0
+	fi
+	log "publishing $FRONTEND_IMAGE"
+	"$LAB/bin/buildctl" --addr "$ADDR" build --frontend dockerfile.v0 \
+		--local context="$REPO" --local dockerfile="$REPO" --opt filename=Dockerfile.frontend --opt target=local \
+		--output "type=image,name=$FRONTEND_IMAGE,push=true,registry.insecure=true" >>"$LAB/logs/frontend.log" 2>&1 ||
+		die "publishing the frontend image failed (see $LAB/logs/frontend.log)"
+	echo "$sum" >"$LAB/frontend.sum"
+}
+
+cmd_up() {
+	need_root
+	cmd_deps
+	cmd_tools
+	mkdir -p "$LAB/logs"
+	start_registry
+	start_buildkitd
+	ensure_builder
+	ensure_base
+	start_tracer
+	publish_frontend
+	cmd_status
+}
+
+stop_pid() {
+	local name=$1 f=$LAB/$1.pid
+	if alive "$f"; then
+		log "stopping $name"
+		kill "$(cat "$f")" 2>/dev/null || true
+		for _ in $(seq 50); do alive "$f" || break; sleep 0.1; done
+		alive "$f" && kill -9 "$(cat "$f")" 2>/dev/null || true
+	fi
+	rm -f "$f"
+}
+
+cmd_down() {
+	stop_pid buildtraced
+	stop_pid buildkitd
+	stop_pid registry
+	rm -f "$SOCK"
+}
+
+cmd_status() {
+	local s
+	s() { if "$2" 2>/dev/null; then printf '%-12s up    %s\n' "$1" "$3"; else printf '%-12s down  %s\n' "$1" "$3"; fi; }
+	s registry registry_ok "http://$REGISTRY"
+	s buildkitd buildkit_ok "$ADDR"
+	s buildtraced tracer_ok "http://$TRACER_ADDR"
+}
+
+cmd_env() {
+	cat <<EOF
+export BUILDTRACE_LAB=$LAB
+export BUILDKIT_HOST=$ADDR
+export BUILDTRACE_REGISTRY=$REGISTRY
+export BUILDTRACE_BUILDER=$BUILDER
+export BUILDTRACE_TRACER=$TRACER_ADDR
+export PATH=$LAB/bin:\$PATH
+EOF
+}
+
+case ${1:-} in
+deps) cmd_deps ;;
+tools) cmd_tools ;;
+up) cmd_up ;;
+down) cmd_down ;;
+status) cmd_status ;;
+env) cmd_env ;;
+*) die "usage: $0 deps|tools|up|down|status|env" ;;
+esac

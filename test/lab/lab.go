@@ -1,0 +1,201 @@
+// Package lab gives end-to-end tests the real build lab of hack/lab.sh:
+// buildkitd with runc, the registry on 127.0.0.1:5000, the buildx builder
+// "buildtrace", and buildtraced when it is built. Tests build through
+// `docker buildx build --builder buildtrace`, as a user would, and read what
+// came out with package registry.
+package lab
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/buildtrace/buildtrace/pkg/registry"
+)
+
+// Lab is a running lab.
+type Lab struct {
+	Repo         string // repository root
+	Dir          string // .lab
+	Registry     string // 127.0.0.1:5000
+	Builder      string // buildx builder name
+	BuildkitAddr string // unix://...
+	TracerAddr   string // host:port of buildtraced
+	BaseImage    string // FROM line for test Dockerfiles
+	Frontend     string // the buildtrace frontend image (syntax line)
+	TracerPub    string // the tracer's public key file
+}
+
+var (
+	upOnce sync.Once
+	upLab  *Lab
+	upErr  error
+)
+
+// RequireRoot skips the test (loudly) when not root; under CI=true it fails
+// instead, so CI can never pass by skipping.
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	msg := fmt.Sprintf("SKIP (needs root: %s)", why)
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + " — CI runs as root, so this is a failure")
+	}
+	t.Skip(msg)
+}
+
+// Require brings the lab up once per test binary (hack/lab.sh up is
+// idempotent) and returns it. In -short mode it skips.
+func Require(t testing.TB) *Lab {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("SKIP (-short: end-to-end test needs the build lab)")
+	}
+	RequireRoot(t, "the lab runs buildkitd, runc and eBPF")
+	upOnce.Do(func() { upLab, upErr = up() })
+	if upErr != nil {
+		t.Fatalf("bringing the lab up: %v", upErr)
+	}
+	return upLab
+}
+
+func repoRoot() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", fmt.Errorf("cannot locate the repository")
+	}
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..")), nil
+}
+
+func up() (*Lab, error) {
+	repo, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(filepath.Join(repo, "hack", "lab.sh"), "up")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("hack/lab.sh up: %v\n%s", err, out.String())
+	}
+	envOut, err := exec.Command(filepath.Join(repo, "hack", "lab.sh"), "env").Output()
+	if err != nil {
+		return nil, fmt.Errorf("hack/lab.sh env: %w", err)
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(string(envOut), "\n") {
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		if ok {
+			env[k] = v
+		}
+	}
+	l := &Lab{
+		Repo:         repo,
+		Dir:          env["BUILDTRACE_LAB"],
+		Registry:     env["BUILDTRACE_REGISTRY"],
+		Builder:      env["BUILDTRACE_BUILDER"],
+		BuildkitAddr: env["BUILDKIT_HOST"],
+		TracerAddr:   env["BUILDTRACE_TRACER"],
+	}
+	l.BaseImage = l.Registry + "/library/busybox:latest"
+	l.Frontend = l.Registry + "/buildtrace/frontend:dev"
+	l.TracerPub = filepath.Join(l.Dir, "keys", "tracer.pub")
+	return l, nil
+}
+
+// Ref returns a fresh image reference in the lab registry.
+func (l *Lab) Ref(name string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s/test/%s:%s", l.Registry, name, hex.EncodeToString(b[:]))
+}
+
+// WriteContext writes files (path → content) into a new build context dir.
+func WriteContext(t testing.TB, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// Build is one `docker buildx build` invocation.
+type Build struct {
+	Context    string
+	Dockerfile string   // -f, optional
+	Tag        string   // -t, optional
+	Push       bool     // --push
+	Args       []string // more flags, e.g. --attest type=provenance,mode=max
+}
+
+// Result is what the build printed and how it ended.
+type Result struct {
+	Output   string // stdout and stderr, plain progress
+	Err      error
+	Duration time.Duration
+}
+
+// Buildx runs `docker buildx build --builder <lab builder>` with b.
+func (l *Lab) Buildx(ctx context.Context, b Build) Result {
+	args := []string{"buildx", "build", "--builder", l.Builder, "--progress", "plain"}
+	if b.Dockerfile != "" {
+		args = append(args, "-f", b.Dockerfile)
+	}
+	if b.Tag != "" {
+		args = append(args, "-t", b.Tag)
+	}
+	if b.Push {
+		args = append(args, "--push")
+	}
+	args = append(args, b.Args...)
+	args = append(args, b.Context)
+	cmd := exec.CommandContext(ctx, "docker", args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	res := Result{Output: out.String(), Duration: time.Since(start)}
+	if err != nil {
+		res.Err = fmt.Errorf("docker %s: %w", strings.Join(args, " "), err)
+	}
+	return res
+}
+
+// MustBuild runs Buildx and fails the test when the build fails.
+func (l *Lab) MustBuild(t testing.TB, ctx context.Context, b Build) Result {
+	t.Helper()
+	res := l.Buildx(ctx, b)
+	if res.Err != nil {
+		t.Fatalf("%v\n%s", res.Err, res.Output)
+	}
+	return res
+}
+
+// Image reads ref's index and attestations from the lab registry.
+func (l *Lab) Image(t testing.TB, ctx context.Context, ref string) *registry.Image {
+	t.Helper()
+	img, err := registry.New(registry.Options{}).Read(ctx, ref)
+	if err != nil {
+		t.Fatalf("reading %s: %v", ref, err)
+	}
+	return img
+}
