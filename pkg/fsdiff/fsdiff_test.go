@@ -1,0 +1,141 @@
+package fsdiff
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/buildtrace/buildtrace/pkg/trace"
+)
+
+type tarEntry struct {
+	hdr  tar.Header
+	body string
+}
+
+func layerTar(t testing.TB, entries ...tarEntry) *bytes.Reader {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := e.hdr
+		h.Size = int64(len(e.body))
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		h.Format = tar.FormatPAX
+		must(t, tw.WriteHeader(&h))
+		if e.body != "" {
+			_, err := tw.Write([]byte(e.body))
+			must(t, err)
+		}
+	}
+	must(t, tw.Close())
+	return bytes.NewReader(buf.Bytes())
+}
+
+func sum(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+// TestSerialisation pins the canonical form documented in
+// docs/diff-digest.md.
+func TestSerialisation(t *testing.T) {
+	r := layerTar(t,
+		tarEntry{hdr: tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755}},
+		tarEntry{hdr: tar.Header{Name: "etc/a b", Mode: 0o4755, Uid: 1, Gid: 2,
+			PAXRecords: map[string]string{paxCapability: "\x01\x00"}}, body: "hi"},
+		tarEntry{hdr: tar.Header{Name: "etc/.wh.old"}},
+		tarEntry{hdr: tar.Header{Name: "var/.wh..wh..opq"}},
+		tarEntry{hdr: tar.Header{Name: "ln", Typeflag: tar.TypeSymlink, Linkname: "/etc/a b", Mode: 0o777}},
+		tarEntry{hdr: tar.Header{Name: "dev/null", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 3, Mode: 0o666}},
+		tarEntry{hdr: tar.Header{Name: "hard", Typeflag: tar.TypeLink, Linkname: "etc/a b"}},
+		tarEntry{hdr: tar.Header{Name: "p%", Typeflag: tar.TypeFifo, Mode: 0o600}},
+	)
+	want := "buildtrace-diff-v1\n" +
+		"char /dev/null mode=666 uid=0 gid=0 dev=1,3\n" +
+		"file /etc/a%20b mode=4755 uid=1 gid=2 size=2 sha256=" + sum("hi") + " cap=0100\n" +
+		"deleted /etc/old\n" +
+		"file /hard mode=4755 uid=1 gid=2 size=2 sha256=" + sum("hi") + " cap=0100\n" +
+		"symlink /ln mode=777 uid=0 gid=0 target=/etc/a%20b\n" +
+		"fifo /p%25 mode=600 uid=0 gid=0\n" +
+		"opaque /var\n"
+	d, changes, err := FromLayer(context.Background(), r)
+	must(t, err)
+	// The literal is also in docs/diff-digest.md.
+	if wantD := "sha256:d244a28dd71f2f8537d798ab4035c2409587f26cac187e82507e9e974b73612e"; d != wantD || "sha256:"+sum(want) != wantD {
+		t.Errorf("digest %s, want %s over:\n%s", d, wantD, want)
+	}
+	if len(changes) != 7 || changes[1].Path != "/etc/a b" || changes[1].Mode != 0o4755 || changes[2].Change != trace.ChangeDeleted {
+		t.Errorf("changes = %+v", changes)
+	}
+}
+
+func TestFromLayerErrors(t *testing.T) {
+	r := layerTar(t, tarEntry{hdr: tar.Header{Name: "b", Typeflag: tar.TypeLink, Linkname: "a"}})
+	if _, _, err := FromLayer(context.Background(), r); err == nil || !strings.Contains(err.Error(), "hard link b") {
+		t.Fatalf("err = %v, want dangling hard link error", err)
+	}
+	if _, _, err := FromLayer(context.Background(), strings.NewReader("not a tar, but long enough to hold a header?"+strings.Repeat("x", 600))); err == nil {
+		t.Fatal("garbage accepted as a tar")
+	}
+}
+
+// TestPlainUpper covers a bottommost step (no lowers) without overlay.
+func TestPlainUpper(t *testing.T) {
+	ctx := context.Background()
+	upper := t.TempDir()
+	writeFile(t, filepath.Join(upper, "a/b"), "x", 0o644)
+	writeFile(t, filepath.Join(upper, "proc/stub"), "", 0o644)
+	writeFile(t, filepath.Join(upper, "etc/resolv.conf"), "", 0o644)
+	must(t, os.Symlink("b", filepath.Join(upper, "a/l")))
+	d, err := FromUpper(ctx, upper, Options{Exclude: []string{"/proc", "etc/resolv.conf"}})
+	must(t, err)
+	if len(d.Changes) != 2 || d.Changes[0].Path != "/a/b" || d.Changes[0].Change != trace.ChangeCreated || d.Changes[1].LinkTarget != "b" {
+		t.Fatalf("changes = %+v", d.Changes)
+	}
+	uid, gid := os.Getuid(), os.Getgid()
+	r := layerTar(t,
+		tarEntry{hdr: tar.Header{Name: "a/", Typeflag: tar.TypeDir, Mode: 0o755}},
+		tarEntry{hdr: tar.Header{Name: "a/b", Mode: 0o644, Uid: uid, Gid: gid}, body: "x"},
+		tarEntry{hdr: tar.Header{Name: "a/l", Typeflag: tar.TypeSymlink, Linkname: "b", Mode: 0o777, Uid: uid, Gid: gid}},
+	)
+	ld, _, err := FromLayer(ctx, r)
+	must(t, err)
+	if ld != d.Digest {
+		t.Fatalf("layer digest %s != upper digest %s", ld, d.Digest)
+	}
+	if _, err := FromUpper(ctx, filepath.Join(upper, "missing"), Options{}); err == nil {
+		t.Fatal("missing upper dir accepted")
+	}
+}
+
+// BenchmarkFromUpper walks an upper dir of 10k small files.
+func BenchmarkFromUpper(b *testing.B) {
+	upper := b.TempDir()
+	const n = 10000
+	for i := range n {
+		p := filepath.Join(upper, fmt.Sprintf("d%02d/f%05d", i%100, i))
+		if i < 100 {
+			must(b, os.MkdirAll(filepath.Dir(p), 0o755))
+		}
+		must(b, os.WriteFile(p, []byte(strings.Repeat("x", i%4096)), 0o644))
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		d, err := FromUpper(ctx, upper, Options{})
+		if err != nil || len(d.Changes) != n {
+			b.Fatalf("%v, %d changes", err, len(d.Changes))
+		}
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "files/s")
+}

@@ -1,0 +1,118 @@
+package fsdiff
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+
+	"github.com/buildtrace/buildtrace/pkg/trace"
+)
+
+const (
+	whiteoutPrefix = ".wh."
+	whiteoutMeta   = ".wh..wh."
+	whiteoutOpaque = ".wh..wh..opq"
+	paxCapability  = "SCHILY.xattr.security.capability"
+)
+
+// FromLayer computes the normalised diff of an uncompressed OCI layer tar
+// (the caller decompresses). A tar cannot tell created from modified, so
+// the changes of present paths have an empty Change.
+func FromLayer(ctx context.Context, r io.Reader) (string, []trace.FileChange, error) {
+	tr := tar.NewReader(r)
+	byPath := map[string]*entry{}
+	buf := make([]byte, 128*1024)
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", nil, err
+		}
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return "", nil, fmt.Errorf("reading layer tar: %w", err)
+		}
+		p := path.Clean("/" + hdr.Name)
+		if p == "/" {
+			continue
+		}
+		dir, base := path.Dir(p), path.Base(p)
+		switch {
+		case base == whiteoutOpaque:
+			byPath[dir+"\x00opaque"] = &entry{path: dir, kind: kindOpaque}
+			continue
+		case strings.HasPrefix(base, whiteoutMeta):
+			continue // other AUFS metadata; not a path of the image
+		case strings.HasPrefix(base, whiteoutPrefix):
+			dp := path.Join(dir, base[len(whiteoutPrefix):])
+			byPath[dp] = &entry{path: dp, kind: kindDeleted}
+			continue
+		}
+		e := &entry{
+			path: p,
+			mode: uint32(hdr.Mode) & 07777,
+			uid:  uint32(hdr.Uid),
+			gid:  uint32(hdr.Gid),
+		}
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			delete(byPath, p) // a directory replaces a file of the same name
+			continue
+		case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+			e.kind = kindFile
+			h := sha256.New()
+			n, err := io.CopyBuffer(h, tr, buf)
+			if err != nil {
+				return "", nil, fmt.Errorf("reading layer tar entry %s: %w", hdr.Name, err)
+			}
+			e.size = n
+			e.sha256 = hex.EncodeToString(h.Sum(nil))
+		case tar.TypeLink:
+			target := path.Clean("/" + hdr.Linkname)
+			t, ok := byPath[target]
+			if !ok || t.kind == kindDeleted {
+				return "", nil, fmt.Errorf("layer tar: hard link %s points to %s, which is not earlier in the layer", hdr.Name, hdr.Linkname)
+			}
+			// A hard link shares its target's inode: content and metadata.
+			linked := *t
+			linked.path = p
+			byPath[p] = &linked
+			continue
+		case tar.TypeSymlink:
+			e.kind = kindSymlink
+			e.link = hdr.Linkname
+		case tar.TypeChar, tar.TypeBlock:
+			e.kind = kindChar
+			if hdr.Typeflag == tar.TypeBlock {
+				e.kind = kindBlock
+			}
+			e.major, e.minor = uint32(hdr.Devmajor), uint32(hdr.Devminor)
+		case tar.TypeFifo:
+			e.kind = kindFifo
+		case tar.TypeXGlobalHeader:
+			continue
+		default:
+			return "", nil, fmt.Errorf("layer tar entry %s: unsupported type %q", hdr.Name, hdr.Typeflag)
+		}
+		if c, ok := hdr.PAXRecords[paxCapability]; ok && c != "" {
+			e.caps = []byte(c)
+		}
+		byPath[p] = e
+	}
+	es := make([]*entry, 0, len(byPath))
+	for _, e := range byPath {
+		es = append(es, e)
+	}
+	sortEntries(es)
+	changes := make([]trace.FileChange, 0, len(es))
+	for _, e := range es {
+		changes = append(changes, e.change(false))
+	}
+	return digest(es), changes, nil
+}
