@@ -1,0 +1,6 @@
+// Package bpf holds the buildtrace eBPF programs and their bpf2go bindings.
+// The generated files are committed so building needs no clang; regenerate
+// with `go generate` in this directory.
+package bpf
+
+//go:generate go tool bpf2go -tags linux -cc clang -target bpfel -cflags "-O2 -g -Wall -Werror" -type event -type cg_stats -type traffic_key -type traffic_val Buildtrace buildtrace.bpf.c -- -I.

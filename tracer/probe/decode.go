@@ -1,0 +1,287 @@
+package probe
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"path"
+	"strings"
+	"time"
+)
+
+// Kernel record layout (struct event in bpf/buildtrace.bpf.c); a test checks
+// headerSize against the bpf2go type.
+const headerSize = 152
+
+// kindSync is the marker Sync makes the kernel emit; never passed to fn.
+const kindSync Kind = 100
+
+const (
+	flagTruncated     = 1 << 0
+	flagArgvTruncated = 1 << 1
+	flagFirstInCgroup = 1 << 2
+	flagHasMode       = 1 << 3
+	flagHasOwner      = 1 << 4
+	flagOutgoing      = 1 << 5
+	flagTraceID       = 1 << 6
+)
+
+// File operations as the kernel reports them (enum file_op).
+const (
+	fopOpen = iota + 1
+	fopTruncate
+	fopUnlink
+	fopRename
+	fopChmod
+	fopChown
+	fopLink
+	fopSymlink
+	fopMkdir
+	fopRmdir
+)
+
+const (
+	oWronly = 01
+	oRdwr   = 02
+	oCreat  = 0100
+	oTrunc  = 01000
+
+	afInet  = 2
+	afInet6 = 10
+
+	protoTCP = 6
+	protoUDP = 17
+)
+
+// header is the fixed part of a kernel record.
+type header struct {
+	ts, cgroupID   uint64
+	b              [5]uint64
+	pid, tid, ppid uint32
+	a              [5]uint32
+	kind, flags    uint16
+	family, port   uint16
+	lens           [4]uint16
+	addr           [16]byte
+	traceID        [32]byte
+}
+
+func parseHeader(rec []byte) (header, [4][]byte, error) {
+	var h header
+	var blobs [4][]byte
+	if len(rec) < headerSize {
+		return h, blobs, fmt.Errorf("short record: %d bytes", len(rec))
+	}
+	le := binary.LittleEndian
+	h.ts = le.Uint64(rec[0:])
+	h.cgroupID = le.Uint64(rec[8:])
+	for i := range h.b {
+		h.b[i] = le.Uint64(rec[16+8*i:])
+	}
+	h.pid = le.Uint32(rec[56:])
+	h.tid = le.Uint32(rec[60:])
+	h.ppid = le.Uint32(rec[64:])
+	for i := range h.a {
+		h.a[i] = le.Uint32(rec[68+4*i:])
+	}
+	h.kind = le.Uint16(rec[88:])
+	h.flags = le.Uint16(rec[90:])
+	h.family = le.Uint16(rec[92:])
+	h.port = le.Uint16(rec[94:])
+	for i := range h.lens {
+		h.lens[i] = le.Uint16(rec[96+2*i:])
+	}
+	copy(h.addr[:], rec[104:120])
+	copy(h.traceID[:], rec[120:152])
+	data := rec[headerSize:]
+	for i, n := range h.lens {
+		if int(n) > len(data) {
+			return h, blobs, fmt.Errorf("record kind %d: blob %d of %d bytes overruns record", h.kind, i, n)
+		}
+		blobs[i], data = data[:n], data[n:]
+	}
+	return h, blobs, nil
+}
+
+// decode turns one ring buffer record into an Event. bootWall converts
+// the kernel's CLOCK_MONOTONIC nanoseconds to wall time.
+func decode(rec []byte, bootWall int64) (Event, error) {
+	h, blobs, err := parseHeader(rec)
+	if err != nil {
+		return Event{}, err
+	}
+	ev := Event{
+		Kind:     Kind(h.kind),
+		Time:     time.Unix(0, int64(h.ts)+bootWall),
+		CgroupID: h.cgroupID,
+		PID:      h.pid,
+		TID:      h.tid,
+		PPID:     h.ppid,
+	}
+	trunc := h.flags&flagTruncated != 0
+	switch ev.Kind {
+	case KindCgroupMkdir, KindCgroupRmdir:
+		ev.Cgroup = &CgroupInfo{Path: string(blobs[0])}
+	case KindFork, KindIOUring, kindSync:
+	case KindExec:
+		cwd := string(blobs[2])
+		x := &ExecInfo{
+			Binary:        joinPath(cwd, string(blobs[0])),
+			Argv:          splitArgv(blobs[1]),
+			ArgvTruncated: h.flags&flagArgvTruncated != 0,
+			UID:           h.a[0],
+			GID:           h.a[1],
+			Cwd:           cwd,
+			FirstInCgroup: h.flags&flagFirstInCgroup != 0,
+		}
+		if h.flags&flagTraceID != 0 {
+			x.TraceID = string(h.traceID[:])
+		}
+		ev.Exec = x
+	case KindExit:
+		ev.Exit = &ExitInfo{
+			Code:           int(h.a[0]),
+			Signal:         int(h.a[1]),
+			CPUUserNanos:   h.b[0],
+			CPUSystemNanos: h.b[1],
+			MaxRSSBytes:    h.b[2],
+			ReadBytes:      h.b[3],
+			WriteBytes:     h.b[4],
+		}
+	case KindFile:
+		f := &FileInfo{
+			Op:        fileOp(h.a[0], h.a[1]),
+			Path:      joinPath(string(blobs[1]), string(blobs[0])),
+			Truncated: trunc,
+		}
+		if f.Op == "" {
+			return Event{}, fmt.Errorf("file record with unknown op %d", h.a[0])
+		}
+		switch {
+		case h.a[0] == fopSymlink:
+			f.Target = string(blobs[2]) // as given, not resolved
+		case h.lens[2] > 0 || h.lens[3] > 0:
+			f.Target = joinPath(string(blobs[3]), string(blobs[2]))
+		}
+		if h.flags&flagHasMode != 0 {
+			m := h.a[2] & 07777
+			f.Mode = &m
+		}
+		if h.flags&flagHasOwner != 0 {
+			u, g := int64(int32(h.a[3])), int64(int32(h.a[4]))
+			f.UID, f.GID = &u, &g
+		}
+		ev.File = f
+	case KindNet:
+		addr, ok := addrPort(h)
+		if !ok {
+			return Event{}, fmt.Errorf("net record with address family %d", h.family)
+		}
+		ev.Net = &NetInfo{Op: netOp(h.a[0]), Protocol: protoName(h.a[1]), Addr: addr}
+	case KindDNS:
+		addr, ok := addrPort(h)
+		if !ok {
+			return Event{}, fmt.Errorf("dns record with address family %d", h.family)
+		}
+		ev.DNS = &DNSInfo{
+			Outgoing: h.flags&flagOutgoing != 0,
+			Peer:     addr,
+			Payload:  append([]byte(nil), blobs[0]...),
+		}
+	default:
+		return Event{}, fmt.Errorf("unknown record kind %d", h.kind)
+	}
+	return ev, nil
+}
+
+// joinPath makes p absolute against dir, the directory the kernel walked for
+// a relative path (dirfd or cwd). An empty p means dir itself (fd calls).
+func joinPath(dir, p string) string {
+	switch {
+	case p == "":
+		return dir
+	case strings.HasPrefix(p, "/"):
+		return path.Clean(p)
+	case dir == "":
+		return p // the directory could not be resolved; keep what was given
+	}
+	return path.Join(dir, p)
+}
+
+func splitArgv(b []byte) []string {
+	s := strings.TrimSuffix(string(b), "\x00")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\x00")
+}
+
+func fileOp(op, flags uint32) string {
+	switch op {
+	case fopOpen:
+		switch {
+		case flags&oCreat != 0:
+			return "create"
+		case flags&oTrunc != 0 && flags&(oWronly|oRdwr) != 0:
+			return "truncate"
+		case flags&(oWronly|oRdwr) != 0:
+			return "write"
+		}
+		return "read"
+	case fopTruncate:
+		return "truncate"
+	case fopUnlink:
+		return "unlink"
+	case fopRename:
+		return "rename"
+	case fopChmod:
+		return "chmod"
+	case fopChown:
+		return "chown"
+	case fopLink:
+		return "link"
+	case fopSymlink:
+		return "symlink"
+	case fopMkdir:
+		return "mkdir"
+	case fopRmdir:
+		return "rmdir"
+	}
+	return ""
+}
+
+func netOp(op uint32) string {
+	switch op {
+	case 1:
+		return "connect"
+	case 2:
+		return "sendto"
+	case 3:
+		return "sendmsg"
+	}
+	return fmt.Sprintf("op%d", op)
+}
+
+func protoName(p uint32) string {
+	switch p {
+	case protoTCP:
+		return "tcp"
+	case protoUDP:
+		return "udp"
+	}
+	return fmt.Sprintf("proto%d", p)
+}
+
+func addrPort(h header) (netip.AddrPort, bool) {
+	return makeAddrPort(int(h.family), h.addr, h.port)
+}
+
+func makeAddrPort(family int, a [16]byte, port uint16) (netip.AddrPort, bool) {
+	switch family {
+	case afInet:
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(a[:4])), port), true
+	case afInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a).Unmap(), port), true
+	}
+	return netip.AddrPort{}, false
+}

@@ -1,0 +1,74 @@
+package probe
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/buildtrace/buildtrace/bpf"
+)
+
+func TestHeaderSizeMatchesKernel(t *testing.T) {
+	if n := binary.Size(bpf.BuildtraceEvent{}); n != headerSize {
+		t.Fatalf("struct event is %d bytes, decoder assumes %d", n, headerSize)
+	}
+}
+
+func TestJoinPath(t *testing.T) {
+	for _, c := range []struct{ dir, p, want string }{
+		{"/work", "a/b", "/work/a/b"},
+		{"/work", "../x", "/x"},
+		{"/work", "/abs//y", "/abs/y"},
+		{"/work/fd-dir", "", "/work/fd-dir"},
+		{"", "rel", "rel"},
+	} {
+		if got := joinPath(c.dir, c.p); got != c.want {
+			t.Errorf("joinPath(%q, %q) = %q, want %q", c.dir, c.p, got, c.want)
+		}
+	}
+}
+
+func TestFileOpFromOpenFlags(t *testing.T) {
+	for _, c := range []struct {
+		flags uint32
+		want  string
+	}{
+		{0, "read"},
+		{oWronly, "write"},
+		{oRdwr, "write"},
+		{oWronly | oTrunc, "truncate"},
+		{oWronly | oCreat | oTrunc, "create"},
+		{oTrunc, "read"},
+	} {
+		if got := fileOp(fopOpen, c.flags); got != c.want {
+			t.Errorf("flags %#o: %q, want %q", c.flags, got, c.want)
+		}
+	}
+}
+
+func TestDecodeFile(t *testing.T) {
+	rec := make([]byte, headerSize)
+	le := binary.LittleEndian
+	le.PutUint64(rec[0:], 1000)
+	le.PutUint64(rec[8:], 42)
+	le.PutUint32(rec[56:], 7)
+	le.PutUint16(rec[88:], uint16(KindFile))
+	le.PutUint16(rec[90:], flagHasMode)
+	le.PutUint32(rec[68:], fopRename)
+	le.PutUint32(rec[76:], 0o100644)
+	blobs := []string{"old", "/w", "../new", "/w/sub"}
+	for i, b := range blobs {
+		le.PutUint16(rec[96+2*i:], uint16(len(b)))
+		rec = append(rec, b...)
+	}
+	ev, err := decode(rec, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := ev.File
+	if ev.CgroupID != 42 || ev.PID != 7 || ev.Time.UnixNano() != 1005 || f.Op != "rename" || f.Path != "/w/old" || f.Target != "/w/new" || *f.Mode != 0o644 {
+		t.Fatalf("decoded %+v %+v", ev, *f)
+	}
+	if _, err := decode(rec[:len(rec)-1], 0); err == nil {
+		t.Fatal("short record decoded")
+	}
+}

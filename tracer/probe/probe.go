@@ -1,0 +1,366 @@
+//go:build linux
+
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/buildtrace/buildtrace/bpf"
+)
+
+// DefaultCgroupRoot is where the cgroup2 hierarchy is mounted on a hybrid host.
+const DefaultCgroupRoot = "/sys/fs/cgroup/unified"
+
+// DefaultRingBufferSize is the kernel-to-user ring buffer size.
+const DefaultRingBufferSize = 16 << 20
+
+// trackedPrefix is the cgroup2 path under which cgroups are followed; the
+// BPF program matches the same prefix.
+const trackedPrefix = "buildtrace"
+
+// syncMagic makes personality(2) a marker; see sys_enter in the BPF program.
+const syncMagic = 0xffffffff
+
+// Options configures Load.
+type Options struct {
+	CgroupRoot     string // cgroup2 mount, default DefaultCgroupRoot
+	RingBufferSize int    // bytes, a power of two multiple of the page size; 0 = DefaultRingBufferSize
+}
+
+// Probe is the loaded and attached kernel side.
+type Probe struct {
+	objs     bpf.BuildtraceObjects
+	links    []link.Link
+	rd       *ringbuf.Reader
+	bootWall int64 // wall ns minus CLOCK_MONOTONIC ns
+
+	runMu   sync.Mutex // one Run at a time
+	pending []Event    // cgroups found by the start-up scan, passed to the first Run
+
+	syncSeq  atomic.Uint64
+	syncMu   sync.Mutex
+	syncDone uint64 // highest marker seen by Run
+	waiters  map[uint64]chan struct{}
+}
+
+// Load removes the memlock limit, loads and attaches all programs and starts
+// tracking the cgroups that already exist under <CgroupRoot>/buildtrace.
+func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
+	if opts.CgroupRoot == "" {
+		opts.CgroupRoot = DefaultCgroupRoot
+	}
+	size := opts.RingBufferSize
+	if size == 0 {
+		size = DefaultRingBufferSize
+	}
+	if size < os.Getpagesize() || size&(size-1) != 0 {
+		return nil, fmt.Errorf("ring buffer size %d: must be a power of two of at least one page", size)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("removing memlock rlimit: %w", err)
+	}
+	spec, err := bpf.LoadBuildtrace()
+	if err != nil {
+		return nil, fmt.Errorf("reading BPF object: %w", err)
+	}
+	spec.Maps["events"].MaxEntries = uint32(size)
+	if err := spec.Variables["tracer_tgid"].Set(uint32(os.Getpid())); err != nil {
+		return nil, fmt.Errorf("setting tracer_tgid: %w", err)
+	}
+	p := &Probe{waiters: map[uint64]chan struct{}{}}
+	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("loading BPF programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("loading BPF programs: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			p.Close()
+		}
+	}()
+	// Track existing cgroups before attaching, so their first events count.
+	if err := p.scan(opts.CgroupRoot); err != nil {
+		return nil, err
+	}
+	o := &p.objs
+	for _, t := range []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"cgroup_mkdir", o.CgroupMkdir},
+		{"cgroup_rmdir", o.CgroupRmdir},
+		{"sched_process_fork", o.SchedFork},
+		{"sched_process_exec", o.SchedExec},
+		{"sched_process_exit", o.SchedExit},
+		{"io_uring_submit_req", o.IoUringSubmitReq},
+	} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: t.prog, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return nil, fmt.Errorf("attaching tp_btf/%s: %w", t.name, err)
+		}
+		p.links = append(p.links, l)
+	}
+	for _, t := range []struct {
+		name string
+		prog *ebpf.Program
+	}{{"sys_enter", o.SysEnter}, {"sys_exit", o.SysExit}} {
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: t.name, Program: t.prog})
+		if err != nil {
+			return nil, fmt.Errorf("attaching raw_tp/%s: %w", t.name, err)
+		}
+		p.links = append(p.links, l)
+	}
+	for _, t := range []struct {
+		attach ebpf.AttachType
+		prog   *ebpf.Program
+	}{{ebpf.AttachCGroupInetEgress, o.SkbEgress}, {ebpf.AttachCGroupInetIngress, o.SkbIngress}} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: opts.CgroupRoot, Attach: t.attach, Program: t.prog})
+		if err != nil {
+			return nil, fmt.Errorf("attaching cgroup_skb %s at %s: %w", t.attach, opts.CgroupRoot, err)
+		}
+		p.links = append(p.links, l)
+	}
+	if p.rd, err = ringbuf.NewReader(o.Events); err != nil {
+		return nil, fmt.Errorf("opening ring buffer: %w", err)
+	}
+	p.bootWall = clockOffset()
+	return p, ctx.Err()
+}
+
+// clockOffset measures wall time minus CLOCK_MONOTONIC, keeping the
+// tightest of a few samples.
+func clockOffset() int64 {
+	var best, bestGap int64 = 0, -1
+	for range 5 {
+		var a, b unix.Timespec
+		unix.ClockGettime(unix.CLOCK_MONOTONIC, &a)
+		wall := time.Now().UnixNano()
+		unix.ClockGettime(unix.CLOCK_MONOTONIC, &b)
+		gap := b.Nano() - a.Nano()
+		if bestGap < 0 || gap < bestGap {
+			bestGap, best = gap, wall-(a.Nano()+gap/2)
+		}
+	}
+	return best
+}
+
+// scan tracks every cgroup below <root>/buildtrace. On cgroup2 a cgroup's ID
+// is the inode number of its directory.
+func (p *Probe) scan(root string) error {
+	top := filepath.Join(root, trackedPrefix)
+	err := filepath.WalkDir(top, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // gone meanwhile, or no build ran yet
+			}
+			return err
+		}
+		if !d.IsDir() || path == top {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("no inode for %s", path)
+		}
+		rel, err := filepath.Rel(root, path)
+		if err != nil {
+			return err
+		}
+		if err := p.track(st.Ino); err != nil {
+			return err
+		}
+		p.pending = append(p.pending, Event{
+			Kind:     KindCgroupMkdir,
+			Time:     fi.ModTime(),
+			CgroupID: st.Ino,
+			Cgroup:   &CgroupInfo{Path: "/" + filepath.ToSlash(rel)},
+		})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("scanning existing cgroups under %s: %w", top, err)
+	}
+	return nil
+}
+
+func (p *Probe) track(id uint64) error {
+	var zero bpf.BuildtraceCgStats
+	if err := p.objs.Stats.Update(id, zero, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return fmt.Errorf("adding stats for cgroup %d: %w", id, err)
+	}
+	if err := p.objs.Tracked.Put(id, uint8(1)); err != nil {
+		return fmt.Errorf("tracking cgroup %d: %w", id, err)
+	}
+	return nil
+}
+
+// Run reads events and passes them to fn in the order the kernel wrote them,
+// until ctx is done (it then returns ctx.Err()) or the probe is closed.
+func (p *Probe) Run(ctx context.Context, fn func(Event)) error {
+	p.runMu.Lock()
+	defer p.runMu.Unlock()
+	for _, ev := range p.pending {
+		fn(ev)
+	}
+	p.pending = nil
+
+	// Flush interrupts a blocked read; it then returns ErrFlushed once the
+	// records already in the ring are read.
+	stop := context.AfterFunc(ctx, func() { p.rd.Flush() })
+	defer stop()
+	var rec ringbuf.Record
+	for {
+		if err := p.rd.ReadInto(&rec); err != nil {
+			switch {
+			case errors.Is(err, ringbuf.ErrFlushed):
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				continue // a flush from an earlier Run's ctx
+			case errors.Is(err, ringbuf.ErrClosed):
+				return nil
+			}
+			return fmt.Errorf("reading ring buffer: %w", err)
+		}
+		ev, err := decode(rec.RawSample, p.bootWall)
+		if err != nil {
+			return fmt.Errorf("decoding event: %w", err)
+		}
+		if ev.Kind == kindSync {
+			p.synced(mustSeq(rec.RawSample))
+			continue
+		}
+		fn(ev)
+	}
+}
+
+func mustSeq(rec []byte) uint64 {
+	h, _, _ := parseHeader(rec)
+	return h.b[0]
+}
+
+func (p *Probe) synced(seq uint64) {
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
+	if seq > p.syncDone {
+		p.syncDone = seq
+	}
+	for s, ch := range p.waiters {
+		if s <= seq {
+			close(ch)
+			delete(p.waiters, s)
+		}
+	}
+}
+
+// Sync returns once every event the kernel emitted before the call has been
+// passed to Run's fn. It makes the kernel write a marker record through the
+// same ring buffer and waits for Run to reach it, so Run must be running.
+func (p *Probe) Sync(ctx context.Context) error {
+	seq := p.syncSeq.Add(1)
+	ch := make(chan struct{})
+	p.syncMu.Lock()
+	p.waiters[seq] = ch
+	p.syncMu.Unlock()
+	// personality(0xffffffff) only queries; the BPF program turns the call
+	// from this process into a marker carrying seq.
+	unix.Syscall(unix.SYS_PERSONALITY, syncMagic, uintptr(seq), 0)
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		p.syncMu.Lock()
+		delete(p.waiters, seq)
+		p.syncMu.Unlock()
+		return fmt.Errorf("waiting for event marker %d: %w", seq, ctx.Err())
+	}
+}
+
+// Stats returns what the kernel counted for a tracked cgroup (zero once
+// forgotten or when never tracked).
+func (p *Probe) Stats(cgroupID uint64) CgroupStats {
+	var st bpf.BuildtraceCgStats
+	if err := p.objs.Stats.Lookup(cgroupID, &st); err != nil {
+		return CgroupStats{}
+	}
+	return CgroupStats{Emitted: st.Emitted, Dropped: st.Dropped, Truncated: st.Truncated, IOUring: st.IoUring}
+}
+
+// Traffic returns the bytes the cgroup exchanged per remote endpoint.
+func (p *Probe) Traffic(cgroupID uint64) []Traffic {
+	var (
+		out []Traffic
+		k   bpf.BuildtraceTrafficKey
+		v   bpf.BuildtraceTrafficVal
+	)
+	it := p.objs.Traffic.Iterate()
+	for it.Next(&k, &v) {
+		if k.CgroupId != cgroupID {
+			continue
+		}
+		addr, ok := makeAddrPort(int(k.Family), k.Addr, k.Port)
+		if !ok {
+			continue
+		}
+		out = append(out, Traffic{Protocol: protoName(uint32(k.Proto)), Addr: addr, BytesSent: v.Sent, BytesReceived: v.Received})
+	}
+	return out
+}
+
+// Forget stops tracking a cgroup and drops its per-cgroup kernel state.
+// Call it after the cgroup's step is sealed; Stats and Traffic are empty after.
+func (p *Probe) Forget(cgroupID uint64) {
+	p.objs.Tracked.Delete(cgroupID)
+	p.objs.Seen.Delete(cgroupID)
+	p.objs.Stats.Delete(cgroupID)
+	var (
+		k    bpf.BuildtraceTrafficKey
+		v    bpf.BuildtraceTrafficVal
+		keys []bpf.BuildtraceTrafficKey
+	)
+	it := p.objs.Traffic.Iterate()
+	for it.Next(&k, &v) {
+		if k.CgroupId == cgroupID {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		p.objs.Traffic.Delete(k)
+	}
+}
+
+// Close detaches all programs and frees the kernel objects; a running Run
+// returns.
+func (p *Probe) Close() error {
+	var errs []error
+	if p.rd != nil {
+		errs = append(errs, p.rd.Close())
+	}
+	for _, l := range p.links {
+		errs = append(errs, l.Close())
+	}
+	p.links = nil
+	errs = append(errs, p.objs.Close())
+	return errors.Join(errs...)
+}

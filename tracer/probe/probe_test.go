@@ -1,0 +1,455 @@
+//go:build linux
+
+package probe
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root: loads eBPF programs and creates cgroups")
+		}
+		t.Skip("SKIP (needs root: loads eBPF programs and creates cgroups)")
+	}
+}
+
+const busybox = "/bin/busybox"
+
+func randHex(t testing.TB, n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// mkCgroup creates <root>/buildtrace/<step>/buildkit/<id> and removes it (and
+// the parents it made) at the end of the test.
+func mkCgroup(t testing.TB, step, id string) string {
+	t.Helper()
+	base := filepath.Join(DefaultCgroupRoot, trackedPrefix)
+	dirs := []string{base, filepath.Join(base, step), filepath.Join(base, step, "buildkit"), filepath.Join(base, step, "buildkit", id)}
+	for _, d := range dirs {
+		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for i := len(dirs) - 1; i > 0; i-- { // leave the shared buildtrace dir
+			os.Remove(dirs[i])
+		}
+	})
+	return dirs[3]
+}
+
+func inode(t testing.TB, path string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+// inCgroup runs script with busybox sh inside cgroup dir cg.
+func inCgroup(cg, dir string, env []string, script string) *exec.Cmd {
+	cmd := exec.Command(busybox, "sh", "-c", `echo $$ > "$0"/cgroup.procs && exec /bin/busybox sh -c "$1"`, cg, script)
+	cmd.Dir = dir
+	cmd.Env = env
+	return cmd
+}
+
+type collector struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (c *collector) add(ev Event) {
+	c.mu.Lock()
+	c.events = append(c.events, ev)
+	c.mu.Unlock()
+}
+
+func (c *collector) all() []Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Event(nil), c.events...)
+}
+
+func startProbe(t *testing.T) (*Probe, *collector) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p, err := Load(ctx, Options{})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	c := &collector{}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, c.add) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+		if err := p.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return p, c
+}
+
+func syncProbe(t *testing.T, p *Probe) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Sync(ctx); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+}
+
+// dnsServer answers A queries on 127.0.0.1:53/udp with 127.0.0.2.
+func dnsServer(t *testing.T) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:53")
+	if err != nil {
+		t.Fatalf("DNS responder: %v", err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var m dnsmessage.Message
+			if err := m.Unpack(buf[:n]); err != nil || len(m.Questions) == 0 {
+				continue
+			}
+			m.Header.Response, m.Header.Authoritative = true, true
+			q := m.Questions[0]
+			if q.Type == dnsmessage.TypeA {
+				m.Answers = []dnsmessage.Resource{{
+					Header: dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
+					Body:   &dnsmessage.AResource{A: [4]byte{127, 0, 0, 2}},
+				}}
+			}
+			out, err := m.Pack()
+			if err != nil {
+				continue
+			}
+			pc.WriteTo(out, from)
+		}
+	}()
+}
+
+// tcpServer reads one line and answers "bye".
+func tcpServer(t *testing.T) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 64)
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.Read(buf)
+			io.WriteString(c, "bye\n")
+			c.Close()
+		}
+	}()
+	return netip.MustParseAddrPort(ln.Addr().String())
+}
+
+func TestProbe(t *testing.T) {
+	requireRoot(t)
+	if err := Check(); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	step := randHex(t, 16)
+	pre := mkCgroup(t, step, "pre")
+	preID := inode(t, pre)
+
+	start := time.Now()
+	p, c := startProbe(t)
+	t.Logf("Load took %v", time.Since(start))
+	dnsServer(t)
+	srv := tcpServer(t)
+
+	cg := mkCgroup(t, step, "run")
+	cgID := inode(t, cg)
+	// The same path in a cgroup v1 hierarchy must not be tracked.
+	v1 := filepath.Join("/sys/fs/cgroup/pids", trackedPrefix, step+"-v1")
+	if err := os.MkdirAll(v1, 0o755); err != nil {
+		t.Fatalf("v1 cgroup: %v", err)
+	}
+	t.Cleanup(func() { os.Remove(v1); os.Remove(filepath.Dir(v1)) })
+
+	dir := t.TempDir()
+	const traceID = "0af7651916cd43dd8448eb211c80319c"
+	secret := "s3cr3t-" + randHex(t, 12)
+	env := []string{
+		"PATH=/bin:/usr/bin",
+		"SECRET_TOKEN=" + secret,
+		"TRACEPARENT=00-" + traceID + "-b7ad6b7169203331-01",
+		"OTHER_SECRET=" + secret,
+	}
+	script := fmt.Sprintf(`
+echo hi > created.txt
+mkdir sub
+chmod 600 created.txt
+mv created.txt sub/moved.txt
+cd sub
+echo rel > rel.txt
+ln -s target-as-given link
+rm rel.txt
+cd ..
+echo abs > %[1]s/abs.txt
+/bin/busybox true one two
+/bin/busybox cat /etc/hostname > /dev/null
+(exit 3)
+/bin/busybox sh -c 'kill -9 $$'
+echo hello | /bin/busybox nc 127.0.0.1 %[2]d
+/bin/busybox nslookup buildtrace.test 127.0.0.1
+exit 0
+`, dir, srv.Port())
+	cmd := inCgroup(cg, dir, env, script)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("tracked script: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "127.0.0.2") {
+		t.Errorf("nslookup did not resolve through the test responder:\n%s", out)
+	}
+	shellPID := uint32(cmd.Process.Pid)
+	t.Logf("tracked script took %v", time.Since(start))
+
+	// A process in the cgroup tracked by the start-up scan.
+	if out, err := inCgroup(pre, dir, env, "/bin/busybox true pre").CombinedOutput(); err != nil {
+		t.Fatalf("pre cgroup: %v\n%s", err, out)
+	}
+
+	// An untracked process must not show up at all.
+	untracked := exec.Command(busybox, "sh", "-c", "echo x > untracked.txt; /bin/busybox true untracked")
+	untracked.Dir = dir
+	untracked.Env = env
+	if out, err := untracked.CombinedOutput(); err != nil {
+		t.Fatalf("untracked: %v\n%s", err, out)
+	}
+	syncProbe(t, p)
+	if err := os.Remove(cg); err != nil {
+		t.Fatal(err)
+	}
+	syncProbe(t, p)
+	evs := c.all()
+
+	find := func(what string, match func(Event) bool) Event {
+		t.Helper()
+		for _, ev := range evs {
+			if match(ev) {
+				return ev
+			}
+		}
+		t.Errorf("no event: %s", what)
+		return Event{}
+	}
+
+	// Cgroups: scanned one, created one (ID is the directory's inode), removed one.
+	find("scanned cgroup", func(ev Event) bool {
+		return ev.Kind == KindCgroupMkdir && ev.CgroupID == preID && ev.Cgroup.Path == "/buildtrace/"+step+"/buildkit/pre"
+	})
+	find("cgroup mkdir", func(ev Event) bool {
+		return ev.Kind == KindCgroupMkdir && ev.CgroupID == cgID && ev.Cgroup.Path == "/buildtrace/"+step+"/buildkit/run"
+	})
+	for _, ev := range evs {
+		if ev.Kind == KindCgroupMkdir && strings.HasSuffix(ev.Cgroup.Path, step+"-v1") {
+			t.Errorf("cgroup v1 mkdir tracked: %+v", ev)
+		}
+	}
+	find("cgroup rmdir", func(ev Event) bool {
+		return ev.Kind == KindCgroupRmdir && ev.CgroupID == cgID
+	})
+
+	// Exec: the first one carries the trace ID.
+	first := find("first exec", func(ev Event) bool { return ev.Kind == KindExec && ev.CgroupID == cgID && ev.Exec.FirstInCgroup })
+	if x := first.Exec; x != nil {
+		if x.TraceID != traceID {
+			t.Errorf("trace ID = %q, want %q", x.TraceID, traceID)
+		}
+		if x.Binary != busybox || len(x.Argv) != 4 || x.Argv[0] != busybox || x.Argv[1] != "sh" || x.Argv[3] != script {
+			t.Errorf("first exec = %q %q", x.Binary, x.Argv)
+		}
+		if x.Cwd != dir || x.UID != 0 || first.PID != shellPID {
+			t.Errorf("first exec cwd %q uid %d pid %d, want %q 0 %d", x.Cwd, x.UID, first.PID, dir, shellPID)
+		}
+	}
+	trueEv := find("exec true one two", func(ev Event) bool {
+		return ev.Kind == KindExec && ev.CgroupID == cgID && strings.Join(ev.Exec.Argv, " ") == "/bin/busybox true one two"
+	})
+	if trueEv.Exec != nil && (trueEv.Exec.FirstInCgroup || trueEv.Exec.TraceID != "" || trueEv.PPID != shellPID) {
+		t.Errorf("second exec: first=%v trace=%q ppid=%d", trueEv.Exec.FirstInCgroup, trueEv.Exec.TraceID, trueEv.PPID)
+	}
+	find("exec in scanned cgroup", func(ev Event) bool {
+		return ev.Kind == KindExec && ev.CgroupID == preID && strings.Join(ev.Exec.Argv, " ") == "/bin/busybox true pre"
+	})
+	find("fork", func(ev Event) bool { return ev.Kind == KindFork && ev.CgroupID == cgID && ev.PPID == shellPID })
+	find("exit 3", func(ev Event) bool {
+		return ev.Kind == KindExit && ev.CgroupID == cgID && ev.Exit.Code == 3 && ev.Exit.Signal == 0
+	})
+	find("kill -9", func(ev Event) bool { return ev.Kind == KindExit && ev.CgroupID == cgID && ev.Exit.Signal == 9 })
+	shellExit := find("shell exit", func(ev Event) bool { return ev.Kind == KindExit && ev.PID == shellPID })
+	if x := shellExit.Exit; x != nil && (x.CPUUserNanos+x.CPUSystemNanos == 0 || x.MaxRSSBytes == 0 || x.ReadBytes == 0 || x.WriteBytes == 0) {
+		t.Errorf("shell exit usage not counted: %+v", *x)
+	}
+
+	// Files, absolute as the process sees them.
+	file := func(op, path, target string) *FileInfo {
+		t.Helper()
+		ev := find(op+" "+path, func(ev Event) bool {
+			return ev.Kind == KindFile && ev.CgroupID == cgID && ev.File.Op == op && ev.File.Path == path && ev.File.Target == target
+		})
+		return ev.File
+	}
+	if f := file("create", dir+"/created.txt", ""); f != nil && (f.Mode == nil || *f.Mode != 0o666) {
+		t.Errorf("create mode = %v", f.Mode)
+	}
+	if f := file("mkdir", dir+"/sub", ""); f != nil && f.Mode == nil {
+		t.Error("mkdir without mode")
+	}
+	if f := file("chmod", dir+"/created.txt", ""); f != nil && (f.Mode == nil || *f.Mode != 0o600) {
+		t.Errorf("chmod mode = %v", f.Mode)
+	}
+	file("rename", dir+"/created.txt", dir+"/sub/moved.txt")
+	file("create", dir+"/sub/rel.txt", "")
+	file("symlink", dir+"/sub/link", "target-as-given")
+	file("unlink", dir+"/sub/rel.txt", "")
+	file("create", dir+"/abs.txt", "")
+	file("read", "/etc/hostname", "")
+
+	// Network.
+	find("tcp connect", func(ev Event) bool {
+		return ev.Kind == KindNet && ev.CgroupID == cgID && ev.Net.Op == "connect" && ev.Net.Protocol == "tcp" && ev.Net.Addr == srv
+	})
+	dns53 := netip.MustParseAddrPort("127.0.0.1:53")
+	find("udp connect to :53", func(ev Event) bool {
+		return ev.Kind == KindNet && ev.CgroupID == cgID && ev.Net.Protocol == "udp" && ev.Net.Addr == dns53
+	})
+	for _, outgoing := range []bool{true, false} {
+		ev := find(fmt.Sprintf("dns outgoing=%v", outgoing), func(ev Event) bool {
+			return ev.Kind == KindDNS && ev.CgroupID == cgID && ev.DNS.Outgoing == outgoing && ev.DNS.Peer == dns53
+		})
+		if ev.DNS != nil {
+			var m dnsmessage.Message
+			if err := m.Unpack(ev.DNS.Payload); err != nil || len(m.Questions) != 1 || m.Questions[0].Name.String() != "buildtrace.test." || m.Header.Response == outgoing {
+				t.Errorf("dns payload (outgoing=%v) = %v %+v", outgoing, err, m)
+			}
+		}
+	}
+	var tcpBytes *Traffic
+	for _, tr := range p.Traffic(cgID) {
+		if tr.Protocol == "tcp" && tr.Addr == srv {
+			tcpBytes = &tr
+		}
+	}
+	if tcpBytes == nil || tcpBytes.BytesSent == 0 || tcpBytes.BytesReceived == 0 {
+		t.Errorf("tcp traffic to %s = %+v (all: %+v)", srv, tcpBytes, p.Traffic(cgID))
+	}
+
+	st := p.Stats(cgID)
+	if st.Emitted == 0 || st.Dropped != 0 {
+		t.Errorf("stats = %+v", st)
+	}
+
+	// Nothing from the untracked process, and no environment leaks.
+	for _, ev := range evs {
+		if ev.Kind == KindFile && strings.HasSuffix(ev.File.Path, "untracked.txt") ||
+			ev.Kind == KindExec && strings.Contains(strings.Join(ev.Exec.Argv, " "), "untracked") {
+			t.Errorf("event from untracked process: %+v", ev)
+		}
+		scanned := ev.Kind == KindCgroupMkdir && ev.PID == 0 // other cgroups found by the start-up scan
+		if ev.CgroupID != cgID && ev.CgroupID != preID && !scanned {
+			t.Errorf("event from another cgroup %d: %+v", ev.CgroupID, ev)
+		}
+		b, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(secret)) || bytes.Contains(b, []byte("SECRET_TOKEN")) {
+			t.Errorf("environment leaked into event: %s", b)
+		}
+	}
+
+	p.Forget(cgID)
+	if st := p.Stats(cgID); st != (CgroupStats{}) {
+		t.Errorf("stats after Forget = %+v", st)
+	}
+	if tr := p.Traffic(cgID); len(tr) != 0 {
+		t.Errorf("traffic after Forget = %+v", tr)
+	}
+}
+
+func TestSyncIdleIsFast(t *testing.T) {
+	requireRoot(t)
+	p, _ := startProbe(t)
+	syncProbe(t, p) // warm up
+	start := time.Now()
+	const n = 100
+	for range n {
+		syncProbe(t, p)
+	}
+	if per := time.Since(start) / n; per > time.Millisecond {
+		t.Errorf("Sync took %v per call when idle", per)
+	}
+}
+
+// BenchmarkSyscallUntracked measures a syscall the probe inspects (openat)
+// from this untracked process; compare with the probe not loaded (-probe=false).
+func BenchmarkSyscallUntracked(b *testing.B) {
+	requireRoot(b)
+	for _, loaded := range []bool{false, true} {
+		b.Run(fmt.Sprintf("loaded=%v", loaded), func(b *testing.B) {
+			if loaded {
+				p, err := Load(context.Background(), Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer p.Close()
+			}
+			for b.Loop() {
+				fd, err := syscall.Open("/dev/null", syscall.O_RDONLY, 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				syscall.Close(fd)
+			}
+		})
+	}
+}
