@@ -1,0 +1,481 @@
+// Package assemble turns the probe's event stream into trace steps: one
+// step per container cgroup under /buildtrace/<step>/buildkit/, opened when
+// the cgroup is created and sealed when it is removed. It does no I/O; the
+// daemon feeds it events and supplies what only the system knows (kernel
+// counters, traffic, the file-system diff) at seal time.
+package assemble
+
+import (
+	"fmt"
+	"hash/maphash"
+	"net/netip"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/buildtrace/buildtrace/pkg/steptag"
+	"github.com/buildtrace/buildtrace/pkg/trace"
+	"github.com/buildtrace/buildtrace/tracer/probe"
+)
+
+// Default limits per step.
+const (
+	DefaultMaxFileOps = 500_000
+	DefaultMaxReads   = 10_000
+	// maxDistinctReads bounds the set used to count distinct read paths;
+	// past it Distinct is a lower bound.
+	maxDistinctReads = 2_000_000
+)
+
+// Options are the per-step limits. Zero values take the defaults.
+type Options struct {
+	MaxFileOps int
+	MaxReads   int
+}
+
+// Key names a step in the store and the API.
+type Key struct {
+	TraceID, StepID, ContainerID string
+}
+
+// Assembler holds the open steps, by cgroup ID. It is not safe for
+// concurrent use; the daemon calls it from the probe's event loop.
+type Assembler struct {
+	opts  Options
+	steps map[uint64]*Step
+	seed  maphash.Seed
+}
+
+// New returns an Assembler with no open step.
+func New(opts Options) *Assembler {
+	if opts.MaxFileOps <= 0 {
+		opts.MaxFileOps = DefaultMaxFileOps
+	}
+	if opts.MaxReads <= 0 {
+		opts.MaxReads = DefaultMaxReads
+	}
+	return &Assembler{opts: opts, steps: make(map[uint64]*Step), seed: maphash.MakeSeed()}
+}
+
+// Step is one open (or ended, not yet sealed) container of a step. Its
+// exported fields are for the daemon to read; only the Assembler changes
+// them, and an ended step no longer changes.
+type Step struct {
+	CgroupID          uint64
+	Cgroup            string
+	Container         steptag.Container
+	TraceID           string // empty until an exec carried TRACEPARENT
+	FollowedFromStart bool
+	Start, End        time.Time
+	// FirstPID is the process of the first exec, whose mountinfo holds the
+	// container's root mount.
+	FirstPID uint32
+
+	opts    Options
+	seed    maphash.Seed
+	started bool // an exec was seen: runc's setup is over
+
+	procs     []trace.Process
+	live      map[uint32]int // PID → index in procs while it runs
+	execTime  map[int]time.Time
+	firstExec time.Time
+	lastExit  time.Time
+	res       trace.Resources
+
+	files        []trace.FileOp
+	filesDropped int
+	reads        []string
+	readSet      map[string]struct{}
+	readHashes   map[uint64]struct{}
+	readsCapped  bool
+
+	dests map[destKey]*trace.Destination
+	dns   dnsLog
+}
+
+type destKey struct {
+	proto string
+	addr  netip.AddrPort
+}
+
+// Key returns the step's key. TraceID may be empty.
+func (s *Step) Key() Key {
+	return Key{TraceID: s.TraceID, StepID: s.Container.StepID, ContainerID: s.Container.ContainerID}
+}
+
+// Update says what an event did that the caller has to act on.
+type Update struct {
+	Opened    *Step // a container cgroup was created
+	FirstExec *Step // the step's first exec was seen (FirstPID set)
+	Ended     *Step // the container cgroup was removed: call Seal
+}
+
+// Track opens a step for a container cgroup that existed before the tracer
+// followed it. Its earlier activity is lost, so it is never complete.
+// traceID may be empty; a later exec can still supply it.
+func (a *Assembler) Track(cgroupID uint64, path string, traceID string, now time.Time) (*Step, bool) {
+	c, ok := steptag.ParseCgroup(path)
+	if !ok {
+		return nil, false
+	}
+	if s, ok := a.steps[cgroupID]; ok {
+		return s, true
+	}
+	s := a.newStep(cgroupID, path, c, now)
+	s.TraceID = traceID
+	s.started = true // we cannot tell whether runc is done; record everything
+	a.steps[cgroupID] = s
+	return s, true
+}
+
+func (a *Assembler) newStep(id uint64, path string, c steptag.Container, now time.Time) *Step {
+	return &Step{
+		CgroupID:  id,
+		Cgroup:    path,
+		Container: c,
+		Start:     now,
+		opts:      a.opts,
+		seed:      a.seed,
+		live:      make(map[uint32]int),
+		execTime:  make(map[int]time.Time),
+		readSet:   make(map[string]struct{}),
+		dests:     make(map[destKey]*trace.Destination),
+	}
+}
+
+// Open returns the open steps.
+func (a *Assembler) Open() []*Step {
+	out := make([]*Step, 0, len(a.steps))
+	for _, s := range a.steps {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Handle applies one event.
+func (a *Assembler) Handle(ev probe.Event) Update {
+	switch ev.Kind {
+	case probe.KindCgroupMkdir:
+		if ev.Cgroup == nil {
+			return Update{}
+		}
+		c, ok := steptag.ParseCgroup(ev.Cgroup.Path)
+		if !ok {
+			return Update{}
+		}
+		if _, ok := a.steps[ev.CgroupID]; ok {
+			// The probe replays cgroups that existed when it loaded as
+			// mkdir events; the start-up scan already tracked them as
+			// not followed from the start.
+			return Update{}
+		}
+		s := a.newStep(ev.CgroupID, ev.Cgroup.Path, c, ev.Time)
+		s.FollowedFromStart = true
+		a.steps[ev.CgroupID] = s
+		return Update{Opened: s}
+	case probe.KindCgroupRmdir:
+		s := a.steps[ev.CgroupID]
+		if s == nil && ev.Cgroup != nil {
+			s = a.byPath(ev.Cgroup.Path)
+		}
+		if s == nil {
+			return Update{}
+		}
+		delete(a.steps, s.CgroupID)
+		s.End = ev.Time
+		return Update{Ended: s}
+	}
+	s := a.steps[ev.CgroupID]
+	if s == nil {
+		return Update{}
+	}
+	if ev.Kind == probe.KindExec && ev.Exec != nil {
+		first := !s.started
+		s.exec(ev)
+		if first {
+			return Update{FirstExec: s}
+		}
+		return Update{}
+	}
+	if !s.started {
+		return Update{} // runc's own setup inside the container
+	}
+	switch ev.Kind {
+	case probe.KindFork:
+		s.fork(ev)
+	case probe.KindExit:
+		if ev.Exit != nil {
+			s.exit(ev)
+		}
+	case probe.KindFile:
+		if ev.File != nil {
+			s.file(ev)
+		}
+	case probe.KindNet:
+		if ev.Net != nil {
+			s.net(ev)
+		}
+	case probe.KindDNS:
+		if ev.DNS != nil {
+			s.dns.add(ev.PID, ev.DNS)
+		}
+	}
+	return Update{}
+}
+
+func (a *Assembler) byPath(path string) *Step {
+	for _, s := range a.steps {
+		if s.Cgroup == path {
+			return s
+		}
+	}
+	return nil
+}
+
+func (s *Step) exec(ev probe.Event) {
+	x := ev.Exec
+	if !s.started {
+		s.started = true
+		s.FirstPID = ev.PID
+		s.firstExec = ev.Time
+	}
+	if s.TraceID == "" && x.TraceID != "" {
+		s.TraceID = x.TraceID
+	}
+	i, ok := s.live[ev.PID]
+	if !ok {
+		// Forked before the first exec (runc's init): the process starts
+		// for us with its exec.
+		s.procs = append(s.procs, trace.Process{PID: ev.PID, PPID: ev.PPID, Start: ev.Time})
+		i = len(s.procs) - 1
+		s.live[ev.PID] = i
+	}
+	p := &s.procs[i]
+	if p.Exec {
+		p.Execs = append(p.Execs, trace.Exec{Binary: p.Binary, Argv: p.Argv, ArgvTruncated: p.ArgvTruncated, Time: s.execTime[i]})
+	}
+	p.Exec = true
+	p.Binary = x.Binary
+	p.Argv = x.Argv
+	p.ArgvTruncated = x.ArgvTruncated
+	p.UID, p.GID = x.UID, x.GID
+	p.Cwd = x.Cwd
+	s.execTime[i] = ev.Time
+}
+
+func (s *Step) fork(ev probe.Event) {
+	p := trace.Process{PID: ev.PID, PPID: ev.PPID, Start: ev.Time}
+	if pi, ok := s.live[ev.PPID]; ok {
+		parent := s.procs[pi]
+		p.Binary, p.Argv, p.ArgvTruncated = parent.Binary, parent.Argv, parent.ArgvTruncated
+		p.UID, p.GID, p.Cwd = parent.UID, parent.GID, parent.Cwd
+	}
+	// A PID still in live belongs to a process whose exit we missed; the
+	// new one replaces it.
+	s.procs = append(s.procs, p)
+	s.live[ev.PID] = len(s.procs) - 1
+}
+
+func (s *Step) exit(ev probe.Event) {
+	i, ok := s.live[ev.PID]
+	if !ok {
+		return // started before the first exec and never exec'd
+	}
+	delete(s.live, ev.PID)
+	p := &s.procs[i]
+	end := ev.Time
+	p.End = &end
+	if ev.Exit.Signal != 0 {
+		p.Signal = ev.Exit.Signal
+	} else {
+		code := ev.Exit.Code
+		p.ExitCode = &code
+	}
+	x := ev.Exit
+	s.res.CPUUserNanos += x.CPUUserNanos
+	s.res.CPUSystemNanos += x.CPUSystemNanos
+	s.res.ReadBytes += x.ReadBytes
+	s.res.WriteBytes += x.WriteBytes
+	s.res.PeakRSSBytes = max(s.res.PeakRSSBytes, x.MaxRSSBytes)
+	if ev.Time.After(s.lastExit) {
+		s.lastExit = ev.Time
+	}
+}
+
+func (s *Step) file(ev probe.Event) {
+	f := ev.File
+	if f.Op == "read" {
+		s.read(f.Path)
+		return
+	}
+	if len(s.files) >= s.opts.MaxFileOps {
+		s.filesDropped++
+		return
+	}
+	s.files = append(s.files, trace.FileOp{Op: f.Op, Path: f.Path, Target: f.Target, Mode: f.Mode, UID: f.UID, GID: f.GID, PID: ev.PID, Time: ev.Time})
+}
+
+func (s *Step) read(path string) {
+	if _, ok := s.readSet[path]; ok {
+		return
+	}
+	if len(s.reads) < s.opts.MaxReads {
+		s.readSet[path] = struct{}{}
+		s.reads = append(s.reads, path)
+		return
+	}
+	s.readsCapped = true
+	// Over the cap, count distinct paths by hash only.
+	if s.readHashes == nil {
+		s.readHashes = make(map[uint64]struct{})
+	}
+	if len(s.readHashes) < maxDistinctReads {
+		s.readHashes[maphash.String(s.seed, path)] = struct{}{}
+	}
+}
+
+func (s *Step) net(ev probe.Event) {
+	n := ev.Net
+	k := destKey{proto: n.Protocol, addr: n.Addr}
+	d := s.dests[k]
+	if d == nil {
+		d = &trace.Destination{Protocol: n.Protocol, IP: n.Addr.Addr().Unmap().String(), Port: n.Addr.Port(), Op: n.Op, First: ev.Time}
+		s.dests[k] = d
+	}
+	d.Count++
+	if !slices.Contains(d.PIDs, ev.PID) {
+		d.PIDs = append(d.PIDs, ev.PID)
+	}
+}
+
+// SealInput is what the system knows of an ended step.
+type SealInput struct {
+	Stats   probe.CgroupStats
+	Traffic []probe.Traffic
+	Diff    trace.Diff
+}
+
+// OpTrafficOnly is the Destination.Op of an endpoint seen only by the
+// packet counters (no connect/sendto/sendmsg was observed for it, e.g.
+// incoming connections or sendmmsg).
+const OpTrafficOnly = "traffic"
+
+// Seal builds the step's record. Call it once, after Handle returned the
+// step as Ended; it does not change the Step and may run on any goroutine.
+func (s *Step) Seal(in SealInput) trace.Step {
+	out := trace.Step{
+		StepID:      s.Container.StepID,
+		ContainerID: s.Container.ContainerID,
+		Cgroup:      s.Cgroup,
+		Start:       s.Start,
+		End:         s.End,
+		Processes:   slices.Clone(s.procs),
+		Files:       slices.Clone(s.files),
+		DNS:         slices.Clone(s.dns.queries),
+		Diff:        in.Diff,
+	}
+	if out.Processes == nil {
+		out.Processes = []trace.Process{}
+	}
+	out.Reads.Paths = slices.Clone(s.reads)
+	sort.Strings(out.Reads.Paths)
+	out.Reads.Distinct = len(s.reads) + len(s.readHashes)
+	out.Reads.Truncated = s.readsCapped
+
+	res := s.res
+	res.Processes = len(s.procs)
+	if !s.firstExec.IsZero() && !s.lastExit.IsZero() && s.lastExit.After(s.firstExec) {
+		res.WallNanos = s.lastExit.Sub(s.firstExec).Nanoseconds()
+	}
+	out.Resources = res
+
+	dests := make(map[destKey]*trace.Destination, len(s.dests))
+	for k, d := range s.dests {
+		c := *d
+		c.PIDs = slices.Clone(d.PIDs)
+		dests[k] = &c
+	}
+	for _, t := range in.Traffic {
+		k := destKey{proto: t.Protocol, addr: t.Addr}
+		d := dests[k]
+		if d == nil {
+			d = &trace.Destination{Protocol: t.Protocol, IP: t.Addr.Addr().Unmap().String(), Port: t.Addr.Port(), Op: OpTrafficOnly, PIDs: []uint32{}}
+			dests[k] = d
+		}
+		d.BytesSent += t.BytesSent
+		d.BytesReceived += t.BytesReceived
+	}
+	for k, d := range dests {
+		if h, ok := s.dns.hosts[k.addr.Addr().Unmap()]; ok {
+			d.Hostname = h
+		}
+		out.Network = append(out.Network, *d)
+	}
+	sort.Slice(out.Network, func(i, j int) bool {
+		a, b := out.Network[i], out.Network[j]
+		if !a.First.Equal(b.First) {
+			// Traffic-only endpoints have no time; they sort last.
+			if a.First.IsZero() != b.First.IsZero() {
+				return b.First.IsZero()
+			}
+			return a.First.Before(b.First)
+		}
+		if a.IP != b.IP {
+			return a.IP < b.IP
+		}
+		if a.Port != b.Port {
+			return a.Port < b.Port
+		}
+		return a.Protocol < b.Protocol
+	})
+
+	c := trace.Completeness{
+		FollowedFromStart: s.FollowedFromStart,
+		EventsEmitted:     in.Stats.Emitted,
+		EventsDropped:     in.Stats.Dropped,
+		EventsTruncated:   in.Stats.Truncated,
+	}
+	if in.Stats.IOUring > 0 {
+		c.Unobserved = map[string]uint64{"io_uring": in.Stats.IOUring}
+	}
+	var reasons []string
+	if !s.FollowedFromStart {
+		reasons = append(reasons, "the tracer started following this container after it had started")
+	}
+	if !s.started {
+		reasons = append(reasons, "no exec was seen in the container")
+	}
+	if s.TraceID == "" {
+		reasons = append(reasons, "no build trace ID (TRACEPARENT) was seen")
+	}
+	if in.Stats.Dropped > 0 {
+		reasons = append(reasons, fmt.Sprintf("%d events were dropped because the ring buffer was full", in.Stats.Dropped))
+	}
+	if in.Stats.Truncated > 0 {
+		reasons = append(reasons, fmt.Sprintf("%d events had a path or argv cut at the probe's limit", in.Stats.Truncated))
+	}
+	if in.Stats.IOUring > 0 {
+		reasons = append(reasons, fmt.Sprintf("%d io_uring submissions were made; their operations are not observed", in.Stats.IOUring))
+	}
+	if s.filesDropped > 0 {
+		reasons = append(reasons, fmt.Sprintf("file operations over the cap of %d: %d not recorded", s.opts.MaxFileOps, s.filesDropped))
+	}
+	if s.readsCapped {
+		reasons = append(reasons, fmt.Sprintf("read paths over the cap of %d: %d not listed", s.opts.MaxReads, len(s.readHashes)))
+	}
+	if len(s.readHashes) >= maxDistinctReads {
+		reasons = append(reasons, fmt.Sprintf("more than %d distinct paths were read; the distinct count is a lower bound", maxDistinctReads))
+	}
+	if s.dns.dropped > 0 {
+		reasons = append(reasons, fmt.Sprintf("DNS questions over the cap of %d: %d not recorded", maxDNSQueries, s.dns.dropped))
+	}
+	if in.Diff.Error != "" {
+		reasons = append(reasons, "no file-system diff: "+in.Diff.Error)
+	} else if in.Diff.Digest == "" {
+		reasons = append(reasons, "no file-system diff was computed")
+	}
+	c.Reasons = reasons
+	c.Complete = len(reasons) == 0
+	out.Completeness = c
+	return out
+}

@@ -1,0 +1,301 @@
+package assemble
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/buildtrace/buildtrace/pkg/steptag"
+	"github.com/buildtrace/buildtrace/pkg/trace"
+	"github.com/buildtrace/buildtrace/tracer/probe"
+)
+
+const (
+	traceA = "4bf92f3577b34da6a3ce929d0e0e4736"
+	traceB = "00f067aa0ba902b7aaaaaaaaaaaaaaaa"
+)
+
+var t0 = time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+
+func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+
+// feed is a synthetic event stream for one container cgroup.
+type feed struct {
+	a    *Assembler
+	cg   uint64
+	path string
+}
+
+func newFeed(a *Assembler, cg uint64, step, container string) *feed {
+	return &feed{a: a, cg: cg, path: "/" + steptag.CgroupParent(step) + "/buildkit/" + container}
+}
+
+func (f *feed) send(ev probe.Event) Update {
+	if ev.CgroupID == 0 {
+		ev.CgroupID = f.cg
+	}
+	return f.a.Handle(ev)
+}
+
+func (f *feed) mkdir(ms int) Update {
+	return f.send(probe.Event{Kind: probe.KindCgroupMkdir, Time: at(ms), Cgroup: &probe.CgroupInfo{Path: f.path}})
+}
+
+func (f *feed) rmdir(ms int) Update {
+	return f.send(probe.Event{Kind: probe.KindCgroupRmdir, Time: at(ms), Cgroup: &probe.CgroupInfo{Path: f.path}})
+}
+
+func (f *feed) exec(ms int, pid, ppid uint32, traceID string, argv ...string) Update {
+	return f.send(probe.Event{Kind: probe.KindExec, Time: at(ms), PID: pid, TID: pid, PPID: ppid,
+		Exec: &probe.ExecInfo{Binary: argv[0], Argv: argv, Cwd: "/", TraceID: traceID}})
+}
+
+func (f *feed) fork(ms int, pid, ppid uint32) {
+	f.send(probe.Event{Kind: probe.KindFork, Time: at(ms), PID: pid, TID: pid, PPID: ppid})
+}
+
+func (f *feed) exit(ms int, pid uint32, code, sig int, rss uint64) {
+	f.send(probe.Event{Kind: probe.KindExit, Time: at(ms), PID: pid, TID: pid,
+		Exit: &probe.ExitInfo{Code: code, Signal: sig, CPUUserNanos: 10, CPUSystemNanos: 5, MaxRSSBytes: rss, ReadBytes: 100, WriteBytes: 7}})
+}
+
+func (f *feed) file(ms int, pid uint32, op, path string) {
+	f.send(probe.Event{Kind: probe.KindFile, Time: at(ms), PID: pid, File: &probe.FileInfo{Op: op, Path: path}})
+}
+
+var goodDiff = trace.Diff{Digest: "sha256:" + strings.Repeat("0", 64)}
+
+func TestProcessTree(t *testing.T) {
+	a := New(Options{})
+	step := steptag.NewID([]byte("s1"))
+	f := newFeed(a, 100, step, "c1")
+	if u := f.mkdir(0); u.Opened == nil || !u.Opened.FollowedFromStart {
+		t.Fatalf("mkdir did not open a followed step: %+v", u)
+	}
+	// runc's setup: a fork, a mount-ish file op, a child that exits, all before the first exec.
+	f.fork(1, 10, 9)
+	f.fork(1, 11, 10)
+	f.file(2, 10, trace.OpMkdir, "/proc")
+	f.exit(3, 11, 0, 0, 1<<30)
+	u := f.exec(10, 10, 9, traceA, "/bin/sh", "-c", "make")
+	if u.FirstExec == nil || u.FirstExec.FirstPID != 10 || u.FirstExec.TraceID != traceA {
+		t.Fatalf("first exec update = %+v", u)
+	}
+	f.fork(20, 12, 10)
+	f.exec(21, 12, 10, "", "/usr/bin/make")
+	f.exec(25, 12, 10, "", "/usr/bin/cc", "-c", "x.c") // re-exec
+	f.fork(30, 13, 12)                                 // never execs
+	f.exit(40, 13, 0, 9, 4096)                         // killed
+	f.exit(50, 12, 2, 0, 8192)
+	f.file(55, 10, trace.OpCreate, "/out")
+	f.exit(60, 10, 3, 0, 2048)
+	u = f.rmdir(70)
+	if u.Ended == nil {
+		t.Fatal("rmdir did not end the step")
+	}
+	if len(a.Open()) != 0 {
+		t.Fatal("step still open after rmdir")
+	}
+	s := u.Ended.Seal(SealInput{Diff: goodDiff})
+
+	if len(s.Processes) != 3 {
+		t.Fatalf("got %d processes, want 3 (runc's setup process must be absent): %+v", len(s.Processes), s.Processes)
+	}
+	sh, mk, child := s.Processes[0], s.Processes[1], s.Processes[2]
+	if sh.PID != 10 || !sh.Exec || sh.Binary != "/bin/sh" || sh.ExitCode == nil || *sh.ExitCode != 3 || !sh.Start.Equal(at(10)) {
+		t.Errorf("sh = %+v", sh)
+	}
+	if mk.PPID != 10 || mk.Binary != "/usr/bin/cc" || len(mk.Execs) != 1 || mk.Execs[0].Binary != "/usr/bin/make" || !mk.Execs[0].Time.Equal(at(21)) {
+		t.Errorf("re-exec'd process = %+v", mk)
+	}
+	if *mk.ExitCode != 2 {
+		t.Errorf("make exit code = %d, want 2", *mk.ExitCode)
+	}
+	if child.Exec || child.Binary != "/usr/bin/cc" || child.PPID != 12 || child.Signal != 9 || child.ExitCode != nil {
+		t.Errorf("forked child = %+v", child)
+	}
+	r := s.Resources
+	if r.Processes != 3 || r.WallNanos != int64(50*time.Millisecond) || r.PeakRSSBytes != 8192 || r.CPUUserNanos != 30 || r.ReadBytes != 300 {
+		t.Errorf("resources = %+v", r)
+	}
+	if len(s.Files) != 1 || s.Files[0].Path != "/out" || s.Files[0].PID != 10 {
+		t.Errorf("files = %+v (the pre-exec mkdir must be absent)", s.Files)
+	}
+	if !s.Completeness.Complete || len(s.Completeness.Reasons) != 0 {
+		t.Errorf("completeness = %+v, want complete", s.Completeness)
+	}
+	if s.StepID != step || s.ContainerID != "c1" || !s.Start.Equal(at(0)) || !s.End.Equal(at(70)) {
+		t.Errorf("step identity/times = %s %s %v %v", s.StepID, s.ContainerID, s.Start, s.End)
+	}
+}
+
+func TestTraceIDSeparation(t *testing.T) {
+	a := New(Options{})
+	step := steptag.NewID([]byte("same"))
+	f1 := newFeed(a, 1, step, "c1")
+	f2 := newFeed(a, 2, step, "c2")
+	f1.mkdir(0)
+	f2.mkdir(0)
+	f1.exec(1, 10, 1, traceA, "/bin/true")
+	f2.exec(1, 20, 1, traceB, "/bin/false")
+	f1.exit(2, 10, 0, 0, 0)
+	f2.exit(2, 20, 1, 0, 0)
+	e1, e2 := f1.rmdir(3).Ended, f2.rmdir(3).Ended
+	if e1.Key() == e2.Key() {
+		t.Fatalf("two builds share a key: %+v", e1.Key())
+	}
+	if e1.Key().TraceID != traceA || e2.Key().TraceID != traceB || e1.Key().StepID != e2.Key().StepID {
+		t.Fatalf("keys = %+v %+v", e1.Key(), e2.Key())
+	}
+	s1 := e1.Seal(SealInput{Diff: goodDiff})
+	if len(s1.Processes) != 1 || s1.Processes[0].Binary != "/bin/true" {
+		t.Errorf("build A's step holds %+v", s1.Processes)
+	}
+}
+
+func TestIgnoresForeignCgroups(t *testing.T) {
+	a := New(Options{})
+	step := steptag.NewID([]byte("s"))
+	for _, p := range []string{"/buildtrace/" + step, "/buildtrace/" + step + "/buildkit", "/system.slice/x"} {
+		if u := a.Handle(probe.Event{Kind: probe.KindCgroupMkdir, CgroupID: 5, Cgroup: &probe.CgroupInfo{Path: p}}); u.Opened != nil {
+			t.Errorf("opened a step for %s", p)
+		}
+	}
+	// Events of an untracked cgroup are dropped.
+	a.Handle(probe.Event{Kind: probe.KindExec, CgroupID: 6, PID: 1, Exec: &probe.ExecInfo{Binary: "/x"}})
+	if len(a.Open()) != 0 {
+		t.Fatal("untracked cgroup produced a step")
+	}
+}
+
+func dnsPayload(t *testing.T, id uint16, response bool, name string, answers ...dnsmessage.Resource) []byte {
+	t.Helper()
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: id, Response: response})
+	b.EnableCompression()
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(b.StartQuestions())
+	must(b.Question(dnsmessage.Question{Name: dnsmessage.MustNewName(name), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}))
+	must(b.StartAnswers())
+	for _, r := range answers {
+		switch body := r.Body.(type) {
+		case *dnsmessage.CNAMEResource:
+			must(b.CNAMEResource(r.Header, *body))
+		case *dnsmessage.AResource:
+			must(b.AResource(r.Header, *body))
+		}
+	}
+	msg, err := b.Finish()
+	must(err)
+	return msg
+}
+
+func TestDNSHostnameOnDestination(t *testing.T) {
+	a := New(Options{})
+	f := newFeed(a, 7, steptag.NewID([]byte("net")), "c")
+	f.mkdir(0)
+	f.exec(1, 10, 1, traceA, "/usr/bin/wget", "http://example.test/")
+	server := netip.MustParseAddrPort("127.0.0.53:53")
+	hdr := func(name string, typ dnsmessage.Type) dnsmessage.ResourceHeader {
+		return dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName(name), Type: typ, Class: dnsmessage.ClassINET, TTL: 60}
+	}
+	f.send(probe.Event{Kind: probe.KindDNS, Time: at(2), PID: 10, DNS: &probe.DNSInfo{Outgoing: true, Peer: server, Payload: dnsPayload(t, 42, false, "example.test.")}})
+	answer := dnsPayload(t, 42, true, "example.test.",
+		dnsmessage.Resource{Header: hdr("example.test.", dnsmessage.TypeCNAME), Body: &dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName("cdn.example.test.")}},
+		dnsmessage.Resource{Header: hdr("cdn.example.test.", dnsmessage.TypeA), Body: &dnsmessage.AResource{A: [4]byte{127, 0, 0, 9}}},
+	)
+	f.send(probe.Event{Kind: probe.KindDNS, Time: at(3), PID: 10, DNS: &probe.DNSInfo{Peer: server, Payload: answer}})
+	dst := netip.MustParseAddrPort("127.0.0.9:80")
+	for i := range 3 {
+		f.send(probe.Event{Kind: probe.KindNet, Time: at(4 + i), PID: 10, Net: &probe.NetInfo{Op: "connect", Protocol: "tcp", Addr: dst}})
+	}
+	f.send(probe.Event{Kind: probe.KindNet, Time: at(8), PID: 11, Net: &probe.NetInfo{Op: "sendto", Protocol: "tcp", Addr: dst}})
+	f.exit(9, 10, 0, 0, 0)
+	s := f.rmdir(10).Ended.Seal(SealInput{Diff: goodDiff, Traffic: []probe.Traffic{
+		{Protocol: "tcp", Addr: dst, BytesSent: 100, BytesReceived: 2000},
+		{Protocol: "udp", Addr: netip.MustParseAddrPort("127.0.0.7:9"), BytesSent: 5},
+	}})
+	if len(s.DNS) != 1 {
+		t.Fatalf("dns = %+v", s.DNS)
+	}
+	q := s.DNS[0]
+	if q.Name != "example.test" || q.Type != "A" || q.Server != "127.0.0.53:53" || q.PID != 10 || len(q.Answers) != 2 || q.Answers[1] != "127.0.0.9" {
+		t.Errorf("dns query = %+v", q)
+	}
+	if len(s.Network) != 2 {
+		t.Fatalf("network = %+v", s.Network)
+	}
+	d := s.Network[0]
+	if d.Hostname != "example.test" || d.IP != "127.0.0.9" || d.Port != 80 || d.Op != "connect" || d.Count != 4 ||
+		len(d.PIDs) != 2 || d.BytesSent != 100 || d.BytesReceived != 2000 || !d.First.Equal(at(4)) {
+		t.Errorf("destination = %+v", d)
+	}
+	if o := s.Network[1]; o.Op != OpTrafficOnly || o.BytesSent != 5 || o.Hostname != "" {
+		t.Errorf("traffic-only destination = %+v", o)
+	}
+}
+
+func TestCapsAndCompleteness(t *testing.T) {
+	a := New(Options{MaxFileOps: 3, MaxReads: 2})
+	f := newFeed(a, 9, steptag.NewID([]byte("caps")), "c")
+	f.mkdir(0)
+	f.exec(1, 10, 1, traceA, "/bin/sh")
+	for i := range 5 {
+		f.file(2, 10, trace.OpWrite, "/w"+string(rune('a'+i)))
+	}
+	for _, p := range []string{"/r3", "/r1", "/r1", "/r2", "/r4"} {
+		f.file(3, 10, "read", p)
+	}
+	s := f.rmdir(4).Ended.Seal(SealInput{
+		Stats: probe.CgroupStats{Emitted: 20, Dropped: 2, Truncated: 1, IOUring: 4},
+		Diff:  trace.Diff{Error: "no overlay mount found"},
+	})
+	if len(s.Files) != 3 {
+		t.Errorf("files = %d, want cap 3", len(s.Files))
+	}
+	if got := strings.Join(s.Reads.Paths, ","); got != "/r1,/r3" || s.Reads.Distinct != 4 || !s.Reads.Truncated {
+		t.Errorf("reads = %+v", s.Reads)
+	}
+	c := s.Completeness
+	if c.Complete || c.EventsDropped != 2 || c.EventsTruncated != 1 || c.Unobserved["io_uring"] != 4 || c.EventsEmitted != 20 {
+		t.Errorf("completeness = %+v", c)
+	}
+	reasons := strings.Join(c.Reasons, "\n")
+	for _, want := range []string{"2 events were dropped", "1 events had a path", "4 io_uring", "cap of 3: 2 not recorded", "read paths over the cap of 2", "no file-system diff: no overlay mount found"} {
+		if !strings.Contains(reasons, want) {
+			t.Errorf("reasons lack %q:\n%s", want, reasons)
+		}
+	}
+}
+
+func TestTrackedLateIsIncomplete(t *testing.T) {
+	a := New(Options{})
+	step := steptag.NewID([]byte("late"))
+	path := "/" + steptag.CgroupParent(step) + "/buildkit/c"
+	s, ok := a.Track(3, path, "", t0)
+	if !ok || s.FollowedFromStart {
+		t.Fatalf("Track = %+v, %v", s, ok)
+	}
+	// An exec after the scan supplies the trace ID; a file op is recorded
+	// at once because the scan cannot tell whether runc is done.
+	f := &feed{a: a, cg: 3, path: path}
+	if u := f.mkdir(0); u.Opened != nil {
+		t.Error("a replayed mkdir reopened a tracked step as followed from the start")
+	}
+	f.file(1, 10, trace.OpCreate, "/a")
+	f.exec(2, 11, 10, traceB, "/bin/ls")
+	e := f.rmdir(3).Ended
+	if e.TraceID != traceB {
+		t.Errorf("trace ID = %q", e.TraceID)
+	}
+	sealed := e.Seal(SealInput{Diff: goodDiff})
+	if sealed.Completeness.Complete || len(sealed.Files) != 1 || !strings.Contains(sealed.Completeness.Reasons[0], "after it had started") {
+		t.Errorf("late step = %+v", sealed)
+	}
+}

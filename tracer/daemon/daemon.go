@@ -1,0 +1,206 @@
+// Package daemon runs buildtraced: it loads the probe, follows the
+// containers of tagged build steps, and serves their signed traces on a
+// loopback HTTP API until its context ends.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/buildtrace/buildtrace/pkg/sign"
+	"github.com/buildtrace/buildtrace/pkg/trace"
+	"github.com/buildtrace/buildtrace/pkg/tracerapi"
+	"github.com/buildtrace/buildtrace/tracer/probe"
+	"github.com/buildtrace/buildtrace/tracer/server"
+	"github.com/buildtrace/buildtrace/tracer/store"
+)
+
+// Config is the daemon's configuration, normally from flags.
+type Config struct {
+	Listen           string
+	AllowNonLoopback bool
+	Key              string // signer reference: PEM file or KMS URI
+	State            string // directory of the embedded store
+	MaxWait          time.Duration
+	CgroupRoot       string
+	Retention        time.Duration
+	Version          string
+	Logger           *slog.Logger
+}
+
+// ParseFlags fills a Config from command-line arguments.
+func ParseFlags(name string, args []string) (Config, slog.Level, error) {
+	var c Config
+	var level string
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.StringVar(&c.Listen, "listen", tracerapi.DefaultAddr, "`address` to serve the API on (loopback only unless --allow-non-loopback)")
+	fs.BoolVar(&c.AllowNonLoopback, "allow-non-loopback", false, "allow --listen on a non-loopback address (the API has no authentication)")
+	fs.StringVar(&c.Key, "key", "", "signing key: PEM private key `file` or KMS URI (required)")
+	fs.StringVar(&c.State, "state", "/var/lib/buildtrace", "`directory` of the trace store")
+	fs.DurationVar(&c.MaxWait, "max-wait", 2*time.Minute, "upper bound on how long a request waits for running steps")
+	fs.StringVar(&c.CgroupRoot, "cgroup-root", probe.DefaultCgroupRoot, "cgroup2 mount `directory`")
+	fs.DurationVar(&c.Retention, "retention", store.DefaultRetention, "how long a build's steps are kept after its last step ended")
+	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return c, 0, err
+	}
+	if fs.NArg() > 0 {
+		return c, 0, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if c.Key == "" {
+		return c, 0, errors.New("--key is required")
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return c, 0, fmt.Errorf("--log-level: %w", err)
+	}
+	if c.MaxWait <= 0 {
+		return c, 0, errors.New("--max-wait must be positive")
+	}
+	return c, lv, nil
+}
+
+// CheckListen refuses an address that is not loopback unless allowed: the
+// API serves build details to anyone who can reach it.
+func CheckListen(addr string, allowNonLoopback bool) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", addr, err)
+	}
+	if allowNonLoopback {
+		return nil
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("--listen %q is not a loopback address; the API is unauthenticated, pass --allow-non-loopback to serve it anyway", addr)
+	}
+	return nil
+}
+
+// Run runs the daemon until ctx is done.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = store.DefaultRetention
+	}
+	if err := CheckListen(cfg.Listen, cfg.AllowNonLoopback); err != nil {
+		return err
+	}
+	if err := probe.Check(); err != nil {
+		return fmt.Errorf("this kernel cannot run the probe: %w", err)
+	}
+	signer, err := sign.LoadSigner(ctx, cfg.Key)
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(cfg.State)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	expire(st, cfg.Retention, log)
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close()
+
+	p, err := probe.Load(ctx, probe.Options{CgroupRoot: cfg.CgroupRoot})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	since := time.Now().UTC()
+
+	host, _ := os.Hostname()
+	srv := server.New(server.Config{
+		Source:  p,
+		Store:   st,
+		Signer:  signer,
+		Logger:  log,
+		Tracer:  trace.Tracer{Name: "buildtraced", Version: cfg.Version, Host: host, Kernel: kernel(), Since: since},
+		MaxWait: cfg.MaxWait,
+	})
+	// After Load, so that a container either is found here or its mkdir
+	// is seen; those the probe replays are known as pre-existing.
+	if err := scan(cfg.CgroupRoot, srv, log); err != nil {
+		log.Warn("scanning running containers", "err", err)
+	}
+
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	runErr := make(chan error, 1)
+	go func() { runErr <- p.Run(runCtx, srv.Handle) }()
+
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- hs.Serve(ln) }()
+	log.Info("buildtraced started", "listen", ln.Addr().String(), "key", signer.KeyID(), "state", cfg.State, "cgroupRoot", cfg.CgroupRoot)
+
+	ticker := time.NewTicker(time.Hour)
+	defer ticker.Stop()
+	var result error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down")
+			break loop
+		case err := <-runErr:
+			result = fmt.Errorf("probe stopped: %w", err)
+			runErr = nil
+			break loop
+		case err := <-httpErr:
+			result = fmt.Errorf("serving API: %w", err)
+			break loop
+		case <-ticker.C:
+			expire(st, cfg.Retention, log)
+		}
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hs.Shutdown(shutCtx)
+	stopRun()
+	if runErr != nil {
+		if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) && result == nil {
+			result = fmt.Errorf("probe stopped: %w", err)
+		}
+	}
+	// Steps that ended are sealed into the store before it closes; steps
+	// still running are lost with the process.
+	srv.WaitSeals()
+	return result
+}
+
+func expire(st *store.Store, retention time.Duration, log *slog.Logger) {
+	n, err := st.Expire(time.Now().Add(-retention))
+	if err != nil {
+		log.Error("expiring old builds", "err", err)
+	} else if n > 0 {
+		log.Info("expired old builds", "count", n)
+	}
+}
+
+func kernel() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Sysname[:]) + " " + unix.ByteSliceToString(u.Release[:]) + " " + unix.ByteSliceToString(u.Machine[:])
+}

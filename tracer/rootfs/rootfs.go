@@ -1,0 +1,268 @@
+// Package rootfs finds the overlay layers of a BuildKit container's root
+// file system, so the tracer can read the step's diff from the upper
+// directory when the container ends.
+//
+// BuildKit's runc executor mounts the root on the host at
+// <root>/executor/<container id>/rootfs and writes the OCI bundle's
+// config.json beside it before it starts runc; FromBundle reads both. When
+// buildkitd runs in another mount namespace that mount is not visible here,
+// and FromProcess reads the container process's own mount table instead.
+package rootfs
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Layout is where a container's root file system lives.
+type Layout struct {
+	Upper  string
+	Lowers []string // top first, as overlayfs lists them
+	// Exclude holds the container's mount points: runc leaves empty stubs
+	// for them in the upper directory, which BuildKit removes.
+	Exclude []string
+	// Bundle is the OCI bundle directory, when the layout came from it.
+	Bundle string
+}
+
+// Mount is one line of a mountinfo file.
+type Mount struct {
+	MountPoint string
+	FSType     string
+	Source     string
+	Options    []string // super-block options, unescaped
+}
+
+// ParseMountinfo reads a /proc/<pid>/mountinfo file.
+func ParseMountinfo(r io.Reader) ([]Mount, error) {
+	var out []Mount
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024) // overlay lines with many layers are long
+	for sc.Scan() {
+		fields := strings.Split(sc.Text(), " ")
+		sep := -1
+		for i := 6; i < len(fields); i++ {
+			if fields[i] == "-" {
+				sep = i
+				break
+			}
+		}
+		if len(fields) < 5 || sep < 0 || len(fields) < sep+4 {
+			return nil, fmt.Errorf("malformed mountinfo line %q", sc.Text())
+		}
+		out = append(out, Mount{
+			MountPoint: unescape(fields[4]),
+			FSType:     fields[sep+1],
+			Source:     unescape(fields[sep+2]),
+			Options:    splitOptions(fields[sep+3]),
+		})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading mountinfo: %w", err)
+	}
+	return out, nil
+}
+
+// splitOptions splits super-block options on commas and undoes the
+// kernel's octal escapes. Overlay paths with a comma are escaped by the
+// kernel as \054, so splitting before unescaping is safe.
+func splitOptions(s string) []string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		parts[i] = unescape(p)
+	}
+	return parts
+}
+
+// unescape undoes mountinfo's \ooo escapes (space, tab, newline,
+// backslash, and whatever else the file system escapes).
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// splitLowers splits a lowerdir value on the colons that are not escaped
+// with a backslash (overlayfs's own escape for a colon in a path).
+func splitLowers(v string) []string {
+	var out []string
+	var cur strings.Builder
+	for i := 0; i < len(v); i++ {
+		switch {
+		case v[i] == '\\' && i+1 < len(v):
+			i++
+			cur.WriteByte(v[i])
+		case v[i] == ':':
+			out = append(out, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(v[i])
+		}
+	}
+	return append(out, cur.String())
+}
+
+// Overlay returns the upper and lower directories of an overlay mount.
+func Overlay(m Mount) (Layout, error) {
+	if m.FSType != "overlay" {
+		return Layout{}, fmt.Errorf("mount at %s is %s, not overlay", m.MountPoint, m.FSType)
+	}
+	var l Layout
+	for _, o := range m.Options {
+		k, v, _ := strings.Cut(o, "=")
+		switch k {
+		case "upperdir":
+			l.Upper = v
+		case "lowerdir":
+			l.Lowers = append(l.Lowers, splitLowers(v)...)
+		case "lowerdir+": // new mount API: one layer per option
+			l.Lowers = append(l.Lowers, v)
+		}
+	}
+	if l.Upper == "" {
+		return Layout{}, fmt.Errorf("overlay at %s has no upperdir (read-only root)", m.MountPoint)
+	}
+	// containerd passes lowerdirs relative to their common parent when the
+	// option string would not fit in a page; the snapshots sit side by
+	// side, so the upper's grandparent is that parent.
+	base := filepath.Dir(filepath.Dir(l.Upper))
+	for i, p := range l.Lowers {
+		if !filepath.IsAbs(p) {
+			l.Lowers[i] = filepath.Join(base, p)
+		}
+	}
+	return l, nil
+}
+
+// FindBundle finds the overlay root of BuildKit container id in mounts and
+// reads the bundle's config.json beside it for the mount points.
+func FindBundle(mounts []Mount, containerID string) (Layout, error) {
+	suffix := "/" + containerID + "/rootfs"
+	for i := len(mounts) - 1; i >= 0; i-- { // the latest mount wins
+		m := mounts[i]
+		if m.FSType != "overlay" || !strings.HasSuffix(m.MountPoint, suffix) {
+			continue
+		}
+		l, err := Overlay(m)
+		if err != nil {
+			return Layout{}, err
+		}
+		l.Bundle = filepath.Dir(m.MountPoint)
+		ex, err := BundleMounts(filepath.Join(l.Bundle, "config.json"))
+		if err != nil {
+			return Layout{}, err
+		}
+		l.Exclude = ex
+		return l, nil
+	}
+	return Layout{}, fmt.Errorf("no overlay mount at */%s/rootfs: %w", containerID, ErrNotFound)
+}
+
+// ErrNotFound is returned when there is no mount to read.
+var ErrNotFound = errors.New("root mount not found")
+
+// BundleMounts returns the destinations of an OCI bundle's mounts.
+func BundleMounts(configPath string) ([]string, error) {
+	b, err := os.ReadFile(configPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading OCI bundle config: %w", err)
+	}
+	var spec struct {
+		Mounts []struct {
+			Destination string `json:"destination"`
+		} `json:"mounts"`
+	}
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return nil, fmt.Errorf("parsing OCI bundle config %s: %w", configPath, err)
+	}
+	var out []string
+	for _, m := range spec.Mounts {
+		if m.Destination != "" && m.Destination != "/" {
+			out = append(out, filepath.Clean("/"+m.Destination))
+		}
+	}
+	return out, nil
+}
+
+// ProcessRoot returns the layout from a container process's own mount
+// table: its root mount's overlay and every other mount point.
+func ProcessRoot(mounts []Mount) (Layout, error) {
+	var root *Mount
+	var ex []string
+	for i := range mounts {
+		if mounts[i].MountPoint == "/" {
+			root = &mounts[i] // the last mount on / is the visible one
+			continue
+		}
+		ex = append(ex, mounts[i].MountPoint)
+	}
+	if root == nil {
+		return Layout{}, fmt.Errorf("no mount at /: %w", ErrNotFound)
+	}
+	l, err := Overlay(*root)
+	if err != nil {
+		return Layout{}, err
+	}
+	l.Exclude = ex
+	return l, nil
+}
+
+// FromBundle reads the host mount table (mountinfo, normally
+// /proc/self/mountinfo) for BuildKit container id.
+func FromBundle(mountinfo, containerID string) (Layout, error) {
+	mounts, err := readMountinfo(mountinfo)
+	if err != nil {
+		return Layout{}, err
+	}
+	return FindBundle(mounts, containerID)
+}
+
+// FromProcess reads the mount table of process pid (host PID). The process
+// must be in a mount namespace of its own: in ours its root is the host's.
+func FromProcess(pid uint32) (Layout, error) {
+	self, err1 := os.Readlink("/proc/self/ns/mnt")
+	other, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	if err := errors.Join(err1, err2); err != nil {
+		return Layout{}, fmt.Errorf("reading mount namespaces: %w", err)
+	}
+	if self == other {
+		return Layout{}, fmt.Errorf("process %d shares the tracer's mount namespace, so it is not in a container: %w", pid, ErrNotFound)
+	}
+	mounts, err := readMountinfo(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		return Layout{}, err
+	}
+	return ProcessRoot(mounts)
+}
+
+func readMountinfo(path string) ([]Mount, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading mount table: %w", err)
+	}
+	defer f.Close()
+	m, err := ParseMountinfo(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}

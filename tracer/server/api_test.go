@@ -1,0 +1,218 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/buildtrace/buildtrace/pkg/sign"
+	"github.com/buildtrace/buildtrace/pkg/steptag"
+	"github.com/buildtrace/buildtrace/pkg/trace"
+	"github.com/buildtrace/buildtrace/pkg/tracerapi"
+	"github.com/buildtrace/buildtrace/tracer/probe"
+	"github.com/buildtrace/buildtrace/tracer/store"
+)
+
+// quietSource stands in for the probe's counters: this test feeds
+// synthetic events, so there is nothing in the kernel to count.
+type quietSource struct{}
+
+func (quietSource) Sync(context.Context) error     { return nil }
+func (quietSource) Stats(uint64) probe.CgroupStats { return probe.CgroupStats{Emitted: 4} }
+func (quietSource) Traffic(uint64) []probe.Traffic { return nil }
+func (quietSource) Forget(uint64)                  {}
+
+type apiFixture struct {
+	t       *testing.T
+	dir     string
+	signer  *sign.Signer
+	pubPath string
+	srv     *Server
+	st      *store.Store
+	addr    string
+	http    *http.Server
+}
+
+func newFixture(t *testing.T, dir string, maxWait time.Duration) *apiFixture {
+	t.Helper()
+	priv, pub := filepath.Join(dir, "key.pem"), filepath.Join(dir, "key.pub")
+	if _, err := os.Stat(priv); err != nil {
+		if err := sign.GenerateKeyPair(priv, pub); err != nil {
+			t.Fatal(err)
+		}
+	}
+	signer, err := sign.LoadSigner(context.Background(), priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An empty host mount table: no step finds its overlay, so its diff
+	// fails, which the trace must report.
+	mi := filepath.Join(dir, "mountinfo")
+	if err := os.WriteFile(mi, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := New(Config{
+		Source:    quietSource{},
+		Store:     st,
+		Signer:    signer,
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Tracer:    trace.Tracer{Name: "buildtraced", Version: "test", Host: "h", Kernel: "k", Since: time.Now().UTC()},
+		MaxWait:   maxWait,
+		Mountinfo: mi,
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv.Handler()}
+	go hs.Serve(ln)
+	f := &apiFixture{t: t, dir: dir, signer: signer, pubPath: pub, srv: srv, st: st, addr: ln.Addr().String(), http: hs}
+	t.Cleanup(f.close)
+	return f
+}
+
+func (f *apiFixture) close() {
+	if f.http == nil {
+		return
+	}
+	f.http.Close()
+	f.srv.WaitSeals()
+	f.st.Close()
+	f.http = nil
+}
+
+// get fetches and verifies a trace.
+func (f *apiFixture) get(id string, wait time.Duration) *trace.Build {
+	f.t.Helper()
+	c := &tracerapi.Client{Addr: f.addr}
+	env, err := c.Trace(context.Background(), id, wait)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	v, err := sign.LoadVerifier(context.Background(), f.pubPath)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	payload, err := sign.Verify(context.Background(), v, env, trace.PayloadType)
+	if err != nil {
+		f.t.Fatalf("trace does not verify: %v", err)
+	}
+	var b trace.Build
+	if err := json.Unmarshal(payload, &b); err != nil {
+		f.t.Fatal(err)
+	}
+	return &b
+}
+
+const buildA = "0af7651916cd43dd8448eb211c80319c"
+
+func TestAPI(t *testing.T) {
+	dir := t.TempDir()
+	f := newFixture(t, dir, 1500*time.Millisecond)
+	step := steptag.NewID([]byte("api"))
+	path := "/" + steptag.CgroupParent(step) + "/buildkit/cont1"
+	now := time.Now()
+	ev := func(e probe.Event) { e.CgroupID = 77; f.srv.Handle(e) }
+
+	// A bad ID is refused with a clear error.
+	for _, bad := range []string{"xyz", strings.Repeat("0", 32), strings.ToUpper(buildA)} {
+		res, err := http.Get("http://" + f.addr + tracerapi.TracePath + bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e tracerapi.ErrorResponse
+		json.NewDecoder(res.Body).Decode(&e)
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadRequest || !strings.Contains(e.Error, "invalid build trace ID") {
+			t.Errorf("GET %s = %d %q, want 400 with an explanation", bad, res.StatusCode, e.Error)
+		}
+	}
+	res, err := http.Get("http://" + f.addr + tracerapi.TracePath + buildA + "?wait=soon")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadRequest {
+		t.Errorf("bad wait answered %d", res.StatusCode)
+	}
+
+	// Health names the signing key.
+	h, err := (&tracerapi.Client{Addr: f.addr}).Health(context.Background())
+	if err != nil || h.KeyID != f.signer.KeyID() || h.Version != "test" {
+		t.Fatalf("health = %+v, %v", h, err)
+	}
+
+	// An unknown build is not an error: it ran no step here.
+	if b := f.get("ffffffffffffffffffffffffffffffff", 0); len(b.Steps) != 0 || len(b.Pending) != 0 || b.Version != trace.Version {
+		t.Errorf("unknown build = %+v", b)
+	}
+
+	ev(probe.Event{Kind: probe.KindCgroupMkdir, Time: now, Cgroup: &probe.CgroupInfo{Path: path}})
+	ev(probe.Event{Kind: probe.KindExec, Time: now, PID: 4190001, PPID: 4190000, Exec: &probe.ExecInfo{Binary: "/bin/sh", Argv: []string{"sh"}, TraceID: buildA, FirstInCgroup: true}})
+
+	// The step runs: a short wait returns with it pending.
+	start := time.Now()
+	b := f.get(buildA, 300*time.Millisecond)
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Errorf("wait of 300ms returned after %v", took)
+	}
+	if len(b.Steps) != 0 || len(b.Pending) != 1 || b.Pending[0] != step {
+		t.Errorf("running build = steps %d pending %v", len(b.Steps), b.Pending)
+	}
+	// The server's --max-wait bounds a longer wait.
+	start = time.Now()
+	f.get(buildA, time.Hour)
+	if took := time.Since(start); took < 1500*time.Millisecond || took > 5*time.Second {
+		t.Errorf("wait of 1h with max 1.5s took %v", took)
+	}
+
+	// A waiting request returns as soon as the step is sealed.
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		ev(probe.Event{Kind: probe.KindExit, Time: now.Add(time.Second), PID: 4190001, Exit: &probe.ExitInfo{Code: 3}})
+		ev(probe.Event{Kind: probe.KindCgroupRmdir, Time: now.Add(2 * time.Second), Cgroup: &probe.CgroupInfo{Path: path}})
+	}()
+	start = time.Now()
+	b = f.get(buildA, time.Minute)
+	if took := time.Since(start); took > 1400*time.Millisecond {
+		t.Errorf("sealed step was served after %v, not as soon as it was sealed", took)
+	}
+	checkSealed(t, b, step)
+	if b.Tracer.Name != "buildtraced" || b.BuildTraceID != buildA {
+		t.Errorf("build header = %+v", b)
+	}
+
+	// A restart with the same store still serves it.
+	f.close()
+	f2 := newFixture(t, dir, time.Second)
+	checkSealed(t, f2.get(buildA, 0), step)
+}
+
+func checkSealed(t *testing.T, b *trace.Build, step string) {
+	t.Helper()
+	if len(b.Pending) != 0 || len(b.Steps) != 1 {
+		t.Fatalf("steps %d pending %v, want one sealed step", len(b.Steps), b.Pending)
+	}
+	s := b.Steps[0]
+	if s.StepID != step || s.ContainerID != "cont1" || len(s.Processes) != 1 || s.Processes[0].ExitCode == nil || *s.Processes[0].ExitCode != 3 {
+		t.Errorf("step = %+v", s)
+	}
+	if s.Diff.Error == "" || s.Completeness.Complete || s.Completeness.EventsEmitted != 4 {
+		t.Errorf("step without overlay: diff %+v completeness %+v", s.Diff, s.Completeness)
+	}
+	if !strings.Contains(strings.Join(s.Completeness.Reasons, "\n"), "no file-system diff") {
+		t.Errorf("reasons %q do not name the missing diff", s.Completeness.Reasons)
+	}
+}

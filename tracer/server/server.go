@@ -1,0 +1,231 @@
+// Package server is the heart of buildtraced: it feeds the probe's events
+// to the assembler, seals ended steps (file-system diff, kernel counters)
+// into the store, and answers the HTTP API with signed traces.
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/buildtrace/buildtrace/pkg/fsdiff"
+	"github.com/buildtrace/buildtrace/pkg/sign"
+	"github.com/buildtrace/buildtrace/pkg/trace"
+	"github.com/buildtrace/buildtrace/tracer/assemble"
+	"github.com/buildtrace/buildtrace/tracer/probe"
+	"github.com/buildtrace/buildtrace/tracer/rootfs"
+	"github.com/buildtrace/buildtrace/tracer/store"
+)
+
+// Source is what the server needs of the probe besides its event stream;
+// *probe.Probe satisfies it.
+type Source interface {
+	Sync(ctx context.Context) error
+	Stats(cgroupID uint64) probe.CgroupStats
+	Traffic(cgroupID uint64) []probe.Traffic
+	Forget(cgroupID uint64)
+}
+
+// Config is what a Server is built from.
+type Config struct {
+	Source  Source
+	Store   *store.Store
+	Signer  *sign.Signer
+	Logger  *slog.Logger
+	Tracer  trace.Tracer  // identity put into every trace
+	MaxWait time.Duration // upper bound on a request's wait
+	// Mountinfo is the host mount table to find BuildKit's executor
+	// mounts in; default /proc/self/mountinfo.
+	Mountinfo string
+	Limits    assemble.Options
+}
+
+// Server follows steps and serves their traces.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	asm     *assemble.Assembler
+	layouts map[uint64]layout           // by cgroup ID, while the step is open
+	sealing map[*assemble.Step]struct{} // ended, not yet in the store
+	changed chan struct{}               // closed when a step is sealed
+
+	seals   sync.WaitGroup
+	diffSem chan struct{} // bounds concurrent diffs: they read whole files
+}
+
+type layout struct {
+	l   rootfs.Layout
+	err error
+}
+
+// New returns a Server with no open step.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Mountinfo == "" {
+		cfg.Mountinfo = "/proc/self/mountinfo"
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = 2 * time.Minute
+	}
+	return &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		asm:     assemble.New(cfg.Limits),
+		layouts: make(map[uint64]layout),
+		sealing: make(map[*assemble.Step]struct{}),
+		changed: make(chan struct{}),
+		diffSem: make(chan struct{}, 2),
+	}
+}
+
+// Handle takes one probe event. It is the callback for probe.Run and must
+// be called from one goroutine, in order.
+func (s *Server) Handle(ev probe.Event) {
+	s.mu.Lock()
+	u := s.asm.Handle(ev)
+	s.mu.Unlock()
+
+	switch {
+	case u.Opened != nil:
+		// runc is starting: BuildKit has mounted the root and written the
+		// bundle, so both can be read now.
+		l, err := rootfs.FromBundle(s.cfg.Mountinfo, u.Opened.Container.ContainerID)
+		s.mu.Lock()
+		s.layouts[u.Opened.CgroupID] = layout{l, err}
+		s.mu.Unlock()
+		s.log.Debug("step started", "cgroup", u.Opened.Cgroup, "layoutErr", err)
+	case u.FirstExec != nil:
+		s.mu.Lock()
+		have := s.layouts[u.FirstExec.CgroupID]
+		s.mu.Unlock()
+		if have.err != nil || have.l.Upper == "" {
+			l, err := rootfs.FromProcess(u.FirstExec.FirstPID)
+			if err != nil {
+				if have.err != nil {
+					err = fmt.Errorf("%w; from the process: %w", have.err, err)
+				}
+				have = layout{err: err}
+			} else {
+				have = layout{l: l}
+			}
+			s.mu.Lock()
+			s.layouts[u.FirstExec.CgroupID] = have
+			s.mu.Unlock()
+		}
+		if u.FirstExec.TraceID == "" {
+			s.log.Warn("step has no build trace ID; it cannot be served", "cgroup", u.FirstExec.Cgroup)
+		}
+	case u.Ended != nil:
+		s.end(u.Ended)
+	case ev.Kind == probe.KindCgroupRmdir:
+		// An intermediate cgroup (/buildtrace/<step>[/buildkit]) or an
+		// unparseable one: nothing to seal, but the probe still holds it.
+		s.cfg.Source.Forget(ev.CgroupID)
+	}
+}
+
+// Track follows a container cgroup that existed before the probe was
+// loaded; pid is one of its processes (0 if none).
+func (s *Server) Track(cgroupID uint64, path, traceID string, pid uint32) {
+	s.mu.Lock()
+	st, ok := s.asm.Track(cgroupID, path, traceID, time.Now())
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	l, err := rootfs.FromBundle(s.cfg.Mountinfo, st.Container.ContainerID)
+	if err != nil && pid != 0 {
+		if pl, perr := rootfs.FromProcess(pid); perr == nil {
+			l, err = pl, nil
+		}
+	}
+	s.mu.Lock()
+	s.layouts[cgroupID] = layout{l, err}
+	s.mu.Unlock()
+	s.log.Info("following a container that started before the tracer", "cgroup", path, "trace", traceID)
+}
+
+// end takes the kernel's counters for an ended step at once (the probe
+// forgets the cgroup) and computes the diff in the background, so the
+// event loop never waits on the file system.
+func (s *Server) end(st *assemble.Step) {
+	src := s.cfg.Source
+	stats := src.Stats(st.CgroupID)
+	traffic := src.Traffic(st.CgroupID)
+	src.Forget(st.CgroupID)
+
+	s.mu.Lock()
+	l, ok := s.layouts[st.CgroupID]
+	delete(s.layouts, st.CgroupID)
+	if st.TraceID == "" {
+		s.mu.Unlock()
+		s.log.Warn("dropping step without build trace ID", "cgroup", st.Cgroup)
+		return
+	}
+	s.sealing[st] = struct{}{}
+	s.mu.Unlock()
+	if !ok {
+		l = layout{err: rootfs.ErrNotFound}
+	}
+
+	s.seals.Add(1)
+	go func() {
+		defer s.seals.Done()
+		s.diffSem <- struct{}{}
+		diff := s.diff(l)
+		<-s.diffSem
+		sealed := st.Seal(assemble.SealInput{Stats: stats, Traffic: traffic, Diff: diff})
+		if err := s.cfg.Store.Put(st.TraceID, sealed, time.Now()); err != nil {
+			s.log.Error("storing sealed step", "trace", st.TraceID, "step", sealed.StepID, "err", err)
+		}
+		s.log.Info("step sealed", "trace", st.TraceID, "step", sealed.StepID, "container", sealed.ContainerID,
+			"processes", len(sealed.Processes), "complete", sealed.Completeness.Complete)
+		s.mu.Lock()
+		delete(s.sealing, st)
+		close(s.changed)
+		s.changed = make(chan struct{})
+		s.mu.Unlock()
+	}()
+}
+
+func (s *Server) diff(l layout) trace.Diff {
+	if l.err != nil {
+		return trace.Diff{Error: "finding the container's root overlay: " + l.err.Error()}
+	}
+	d, err := fsdiff.FromUpper(context.Background(), l.l.Upper, fsdiff.Options{Lowers: l.l.Lowers, Exclude: l.l.Exclude})
+	if err != nil {
+		return trace.Diff{Error: "reading the overlay upper directory " + l.l.Upper + ": " + err.Error()}
+	}
+	return d
+}
+
+// WaitSeals returns when every ended step is in the store.
+func (s *Server) WaitSeals() { s.seals.Wait() }
+
+// pending returns the IDs of the steps of build traceID that have not been
+// stored yet, and a channel closed at the next seal.
+func (s *Server) pending(traceID string) ([]string, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := make(map[string]bool)
+	var ids []string
+	add := func(st *assemble.Step) {
+		if st.TraceID == traceID && !seen[st.Container.StepID] {
+			seen[st.Container.StepID] = true
+			ids = append(ids, st.Container.StepID)
+		}
+	}
+	for _, st := range s.asm.Open() {
+		add(st)
+	}
+	for st := range s.sealing {
+		add(st)
+	}
+	return ids, s.changed
+}
