@@ -1,0 +1,295 @@
+// Package frontend is a BuildKit gateway frontend: the stock Dockerfile
+// frontend with every RUN tagged for buildtraced and, per image platform,
+// an in-toto runtime-trace attestation of what the tracer saw.
+//
+// It wraps the gateway client handed to the stock builder: each LLB
+// definition the builder solves is rewritten (frontend/llbtag) and evaluated
+// right away, so the steps run while this frontend waits. Once the builder
+// returns, the frontend fetches the signed trace of this build from the
+// tracer on loopback and attaches it.
+package frontend
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/buildtrace/buildtrace/frontend/llbtag"
+	"github.com/buildtrace/buildtrace/pkg/attest"
+	"github.com/buildtrace/buildtrace/pkg/trace"
+	"github.com/buildtrace/buildtrace/pkg/tracerapi"
+	"github.com/moby/buildkit/client/llb"
+	"github.com/moby/buildkit/exporter/containerimage/exptypes"
+	"github.com/moby/buildkit/frontend/dockerfile/builder"
+	"github.com/moby/buildkit/frontend/gateway/client"
+	gatewaypb "github.com/moby/buildkit/frontend/gateway/pb"
+	"github.com/moby/buildkit/solver/result"
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+)
+
+// Build arguments that configure the frontend.
+const (
+	ArgTracer      = "BUILDTRACE_TRACER"      // host:port of buildtraced
+	ArgUnmonitored = "BUILDTRACE_UNMONITORED" // "fail" or "allow"
+	ArgWait        = "BUILDTRACE_WAIT"        // how long the tracer may wait for unfinished steps
+)
+
+// Unmonitored policies.
+const (
+	UnmonitoredFail  = "fail"
+	UnmonitoredAllow = "allow"
+)
+
+// AttestationPath is the file holding the predicate in the attestation ref.
+const AttestationPath = "/runtime-trace.json"
+
+// DefaultWait is the default of BUILDTRACE_WAIT.
+const DefaultWait = 60 * time.Second
+
+// Settings is the frontend's configuration, from build args.
+type Settings struct {
+	Tracer      string
+	Unmonitored string
+	Wait        time.Duration
+}
+
+// ParseSettings reads the frontend's build args from the frontend options.
+func ParseSettings(opts map[string]string) (Settings, error) {
+	s := Settings{Tracer: tracerapi.DefaultAddr, Unmonitored: UnmonitoredFail, Wait: DefaultWait}
+	if v := opts["build-arg:"+ArgTracer]; v != "" {
+		s.Tracer = v
+	}
+	switch v := opts["build-arg:"+ArgUnmonitored]; v {
+	case "":
+	case UnmonitoredFail, UnmonitoredAllow:
+		s.Unmonitored = v
+	default:
+		return s, fmt.Errorf("build arg %s=%q: want %q or %q", ArgUnmonitored, v, UnmonitoredFail, UnmonitoredAllow)
+	}
+	if v := opts["build-arg:"+ArgWait]; v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return s, fmt.Errorf("build arg %s=%q: want a duration such as 60s", ArgWait, v)
+		}
+		s.Wait = d
+	}
+	return s, nil
+}
+
+// TraceIDFromTraceparent returns the trace ID of a W3C traceparent header
+// value ("00-<trace id>-<span id>-<flags>").
+func TraceIDFromTraceparent(tp string) (string, error) {
+	parts := strings.Split(strings.TrimSpace(tp), "-")
+	if len(parts) < 4 || len(parts[0]) != 2 || !tracerapi.ValidTraceID(parts[1]) {
+		return "", fmt.Errorf("TRACEPARENT %q is not a W3C traceparent", tp)
+	}
+	return parts[1], nil
+}
+
+// Build is the frontend's gateway entry point.
+func Build(ctx context.Context, c client.Client) (*client.Result, error) {
+	start := time.Now()
+	set, err := ParseSettings(c.BuildOpts().Opts)
+	if err != nil {
+		return nil, err
+	}
+	if _, sub := c.BuildOpts().Opts["requestid"]; !sub && set.Unmonitored == UnmonitoredFail {
+		// Fail before building rather than after: unobserved steps cannot
+		// be observed later.
+		hc := &tracerapi.Client{Addr: set.Tracer, HTTP: &http.Client{Timeout: 10 * time.Second}}
+		if _, err := hc.Health(ctx); err != nil {
+			_, err = unmonitored(set, "", fmt.Errorf("%w: %w", tracerapi.ErrUnreachable, err))
+			return nil, err
+		}
+	}
+	tc := &tagClient{Client: c}
+	res, err := builder.Build(ctx, tc)
+	if err != nil {
+		return nil, err
+	}
+	if res == nil || res.Ref == nil && len(res.Refs) == 0 {
+		return res, nil // a subrequest answer (outline, lint, targets): nothing was built
+	}
+	finish := time.Now()
+
+	obs, err := observe(ctx, set, os.Getenv("TRACEPARENT"))
+	if err != nil {
+		return nil, err
+	}
+	if err := attach(ctx, c, res, tc.solves(), obs, start, finish); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// observation is what the tracer said about this build.
+type observation struct {
+	traceID   string
+	envelope  *dsse.Envelope // nil when unmonitored
+	build     *trace.Build
+	reason    string // why unmonitored
+	monitored bool
+}
+
+func observe(ctx context.Context, set Settings, traceparent string) (*observation, error) {
+	traceID, err := TraceIDFromTraceparent(traceparent)
+	if err != nil {
+		return unmonitored(set, "", fmt.Errorf("no build trace ID: %w", err))
+	}
+	tc := &tracerapi.Client{Addr: set.Tracer, HTTP: &http.Client{Timeout: set.Wait + 30*time.Second}}
+	env, err := tc.Trace(ctx, traceID, set.Wait)
+	if err != nil {
+		return unmonitored(set, traceID, fmt.Errorf("%w: %w", tracerapi.ErrUnreachable, err))
+	}
+	b, err := attest.DecodeEnvelope(env)
+	if err != nil {
+		return unmonitored(set, traceID, fmt.Errorf("tracer at %s: %w", set.Tracer, err))
+	}
+	if b.BuildTraceID != traceID {
+		return unmonitored(set, traceID, fmt.Errorf("tracer at %s answered with the trace of build %s, not %s", set.Tracer, b.BuildTraceID, traceID))
+	}
+	return &observation{traceID: traceID, envelope: env, build: b, monitored: true}, nil
+}
+
+func unmonitored(set Settings, traceID string, cause error) (*observation, error) {
+	if set.Unmonitored != UnmonitoredAllow {
+		return nil, fmt.Errorf("buildtrace: build not monitored by the tracer at %s (set build arg %s=%s to build anyway): %w",
+			set.Tracer, ArgUnmonitored, UnmonitoredAllow, cause)
+	}
+	return &observation{traceID: traceID, reason: cause.Error()}, nil
+}
+
+// attach adds one runtime-trace attestation per platform of res.
+func attach(ctx context.Context, c client.Client, res *client.Result, solves []solveRecord, obs *observation, start, finish time.Time) error {
+	ps, err := exptypes.ParsePlatforms(res.Metadata)
+	if err != nil {
+		return fmt.Errorf("reading result platforms: %w", err)
+	}
+	for _, p := range ps.Platforms {
+		ref := res.Ref
+		if len(res.Refs) > 0 {
+			r, ok := res.Refs[p.ID]
+			if !ok {
+				return fmt.Errorf("result has no ref for platform %s", p.ID)
+			}
+			ref = r
+		}
+		pred, err := attest.Derive(attest.Input{
+			Envelope:          obs.envelope,
+			Build:             obs.build,
+			Steps:             stepsOf(solves, ref),
+			BuildStart:        start,
+			BuildFinish:       finish,
+			Platform:          p.ID,
+			BuildTraceID:      obs.traceID,
+			Monitored:         obs.monitored,
+			UnmonitoredReason: obs.reason,
+		})
+		if err != nil {
+			return fmt.Errorf("runtime trace of %s: %w", p.ID, err)
+		}
+		dt, err := json.Marshal(pred)
+		if err != nil {
+			return fmt.Errorf("runtime trace of %s: %w", p.ID, err)
+		}
+		st := llb.Scratch().File(llb.Mkfile(AttestationPath, 0o644, dt), llb.WithCustomName("[buildtrace] runtime trace "+p.ID))
+		def, err := st.Marshal(ctx)
+		if err != nil {
+			return fmt.Errorf("runtime trace of %s: %w", p.ID, err)
+		}
+		r, err := c.Solve(ctx, client.SolveRequest{Definition: def.ToPB()})
+		if err != nil {
+			return fmt.Errorf("runtime trace of %s: %w", p.ID, err)
+		}
+		res.AddAttestation(p.ID, client.Attestation{
+			Kind:   gatewaypb.AttestationKind_InToto,
+			Ref:    r.Ref,
+			Path:   AttestationPath,
+			InToto: result.InTotoAttestation{PredicateType: attest.PredicateType},
+		})
+	}
+	return nil
+}
+
+// stepsOf returns the steps of every solve that produced ref.
+func stepsOf(solves []solveRecord, ref client.Reference) []attest.StepInfo {
+	var out []attest.StepInfo
+	for _, s := range solves {
+		if ref == nil || !slices.Contains(s.refs, ref) {
+			continue
+		}
+		for _, st := range s.steps {
+			si := attest.StepInfo{
+				StepID:      st.ID,
+				OpDigest:    st.Digest.String(),
+				Name:        st.Name,
+				Instruction: st.Instruction,
+				Stage:       st.Stage,
+				Platform:    st.Platform,
+			}
+			for _, l := range st.Locations {
+				si.Locations = append(si.Locations, attest.Location{File: l.Filename, StartLine: l.StartLine, EndLine: l.EndLine})
+			}
+			out = append(out, si)
+		}
+	}
+	return out
+}
+
+// solveRecord is one tagged solve: its steps and the refs it returned.
+type solveRecord struct {
+	steps []llbtag.Step
+	refs  []client.Reference
+}
+
+// tagClient tags and evaluates every LLB solve of the stock builder.
+type tagClient struct {
+	client.Client
+
+	mu      sync.Mutex
+	records []solveRecord
+}
+
+func (t *tagClient) Solve(ctx context.Context, req client.SolveRequest) (*client.Result, error) {
+	if req.Definition == nil || len(req.Definition.Def) == 0 {
+		return t.Client.Solve(ctx, req)
+	}
+	steps, err := llbtag.Tag(req.Definition)
+	if err != nil {
+		return nil, fmt.Errorf("buildtrace: tagging build steps: %w", err)
+	}
+	// Run the steps now, while the frontend waits, rather than lazily at
+	// export: the trace is fetched after the last solve returns.
+	req.Evaluate = true
+	res, err := t.Client.Solve(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if len(steps) > 0 {
+		rec := solveRecord{steps: steps}
+		_ = res.EachRef(func(r client.Reference) error {
+			if r != nil {
+				rec.refs = append(rec.refs, r)
+			}
+			return nil
+		})
+		t.mu.Lock()
+		t.records = append(t.records, rec)
+		t.mu.Unlock()
+	}
+	return res, nil
+}
+
+func (t *tagClient) solves() []solveRecord {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.records)
+}
+
+var _ client.Client = (*tagClient)(nil)
