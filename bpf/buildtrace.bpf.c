@@ -237,6 +237,15 @@ struct {
 	__type(value, struct tg_acc);
 } tgacc SEC(".maps");
 
+/* Runtime a container's first process had used (as runc init) when it
+ * exec'd the step's command; subtracted at its exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} execbase SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -593,6 +602,29 @@ static long env_step(__u32 i, struct env_ctx *c)
 	return 0;
 }
 
+/* cpu_split splits a thread's exact runtime by its tick-sampled
+ * user/system ratio, as the kernel does for getrusage. */
+static __always_inline void cpu_split(struct task_struct *p, __u64 skip, __u64 *user, __u64 *sys)
+{
+	__u64 ut = p->utime, st = p->stime, rt = p->se.sum_exec_runtime;
+	rt = rt > skip ? rt - skip : 0;
+	__u64 u = rt, sy = 0;
+	if (ut + st > 0) {
+		__u64 a = ut, b = st;
+		if (a + b > (1ULL << 30)) {
+			a >>= 20;
+			b >>= 20;
+		}
+		__u64 tot = a + b;
+		if (tot > 0) {
+			u = rt / tot * a + (rt % tot) * a / tot;
+			sy = rt - u;
+		}
+	}
+	*user = u;
+	*sys = sy;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -619,10 +651,26 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 
 	struct fs_struct *fs = BPF_CORE_READ(p, fs);
 	pos = append_walk(s, pos, 2, BPF_CORE_READ(fs, pwd.dentry), BPF_CORE_READ(fs, pwd.mnt), p);
+	/* The file actually executed: execve's name can be a symlink or
+	 * /proc/self/exe (busybox re-executing itself). */
+	struct file *exe = BPF_CORE_READ(bprm, file);
+	pos = append_walk(s, pos, 3, BPF_CORE_READ(exe, f_path.dentry), BPF_CORE_READ(exe, f_path.mnt), p);
 
 	__u8 one = 1;
 	if (bpf_map_update_elem(&seen, &cg, &one, BPF_NOEXIST) == 0) {
 		s->ev.flags |= EF_FIRST_IN_CGROUP;
+		/* What the container runtime (runc init) used before this first
+		 * exec is not the step's: start the process's accounts at minus
+		 * what it has so far (unsigned wrap-around), dropping runc's
+		 * exited threads too. */
+		__u64 rt = BPF_CORE_READ(p, se.sum_exec_runtime);
+		struct tg_acc base = {
+			.rchar = -BPF_CORE_READ(p, ioac.rchar),
+			.wchar = -BPF_CORE_READ(p, ioac.wchar),
+		};
+		__u32 tgid = BPF_CORE_READ(p, tgid);
+		bpf_map_update_elem(&tgacc, &tgid, &base, BPF_ANY);
+		bpf_map_update_elem(&execbase, &tgid, &rt, BPF_ANY);
 		struct env_ctx ec = {
 			.p = BPF_CORE_READ(mm, env_start),
 			.end = BPF_CORE_READ(mm, env_end),
@@ -640,22 +688,15 @@ int BPF_PROG(sched_exit, struct task_struct *p, bool group_dead)
 	if (!is_tracked(cg))
 		return 0;
 	__u32 tgid = p->tgid;
-	/* Split the exact runtime by the tick-sampled user/system ratio, as
-	 * the kernel does for getrusage. */
-	__u64 ut = p->utime, st = p->stime, rt = p->se.sum_exec_runtime;
-	__u64 u = rt, sy = 0;
-	if (ut + st > 0) {
-		__u64 a = ut, b = st;
-		if (a + b > (1ULL << 30)) {
-			a >>= 20;
-			b >>= 20;
-		}
-		__u64 tot = a + b;
-		if (tot > 0) {
-			u = rt / tot * a + (rt % tot) * a / tot;
-			sy = rt - u;
+	__u64 u, sy, skip = 0;
+	if (p->pid == tgid) {
+		__u64 *b = bpf_map_lookup_elem(&execbase, &tgid);
+		if (b) {
+			skip = *b;
+			bpf_map_delete_elem(&execbase, &tgid);
 		}
 	}
+	cpu_split(p, skip, &u, &sy);
 	struct tg_acc zero = {}, *acc;
 	bpf_map_update_elem(&tgacc, &tgid, &zero, BPF_NOEXIST);
 	acc = bpf_map_lookup_elem(&tgacc, &tgid);

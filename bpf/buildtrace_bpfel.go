@@ -94,6 +94,7 @@ type BuildtraceTrafficVal struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	BuildtraceMapEvents            = "events"
+	BuildtraceMapExecbase          = "execbase"
 	BuildtraceMapInflight          = "inflight"
 	BuildtraceMapNetseen           = "netseen"
 	BuildtraceMapPathbufs          = "pathbufs"
@@ -175,6 +176,7 @@ type BuildtraceProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type BuildtraceMapSpecs struct {
 	Events     *ebpf.MapSpec `ebpf:"events"`
+	Execbase   *ebpf.MapSpec `ebpf:"execbase"`
 	Inflight   *ebpf.MapSpec `ebpf:"inflight"`
 	Netseen    *ebpf.MapSpec `ebpf:"netseen"`
 	Pathbufs   *ebpf.MapSpec `ebpf:"pathbufs"`
@@ -214,6 +216,7 @@ func (o *BuildtraceObjects) Close() error {
 // It can be passed to LoadBuildtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BuildtraceMaps struct {
 	Events     *ebpf.Map `ebpf:"events"`
+	Execbase   *ebpf.Map `ebpf:"execbase"`
 	Inflight   *ebpf.Map `ebpf:"inflight"`
 	Netseen    *ebpf.Map `ebpf:"netseen"`
 	Pathbufs   *ebpf.Map `ebpf:"pathbufs"`
@@ -228,6 +231,7 @@ type BuildtraceMaps struct {
 func (m *BuildtraceMaps) Close() error {
 	return _BuildtraceClose(
 		m.Events,
+		m.Execbase,
 		m.Inflight,
 		m.Netseen,
 		m.Pathbufs,

@@ -64,6 +64,8 @@ type Monitor struct {
 	Name    string `json:"name,omitempty"`
 	Version string `json:"version,omitempty"`
 	Kernel  string `json:"kernel,omitempty"`
+	// BPFObjects is the digest of the eBPF object the tracer loaded.
+	BPFObjects string `json:"bpfObjects,omitempty"`
 	// Since is when the tracer began following cgroups.
 	Since *time.Time `json:"since,omitempty"`
 }
@@ -279,6 +281,7 @@ func Derive(in Input) (*Predicate, error) {
 		p.Monitor.Name = b.Tracer.Name
 		p.Monitor.Version = b.Tracer.Version
 		p.Monitor.Kernel = b.Tracer.Kernel
+		p.Monitor.BPFObjects = b.Tracer.BPFObjects
 		p.Monitor.Since = &since
 		p.MonitoredProcess.HostID = hostID(b.Tracer.Host)
 	} else {

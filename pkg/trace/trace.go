@@ -30,6 +30,8 @@ type Tracer struct {
 	Version string `json:"version"`
 	Host    string `json:"host"`
 	Kernel  string `json:"kernel"`
+	// BPFObjects is the digest of the loaded eBPF object file.
+	BPFObjects string `json:"bpfObjects"`
 	// Since is when the tracer started following cgroups. A step of a build
 	// that began after Since and is absent from Steps did not run.
 	Since time.Time `json:"since"`
@@ -55,10 +57,13 @@ type Step struct {
 // Process is one process (thread group) of a step. A process that forked
 // and never exec'd keeps its parent's binary and Argv and has Exec false.
 type Process struct {
-	PID           uint32     `json:"pid"` // as the host sees it
-	PPID          uint32     `json:"ppid"`
-	Exec          bool       `json:"exec"`
-	Binary        string     `json:"binary,omitempty"` // path as the container sees it
+	PID    uint32 `json:"pid"` // as the host sees it
+	PPID   uint32 `json:"ppid"`
+	Exec   bool   `json:"exec"`
+	Binary string `json:"binary,omitempty"` // file executed, as the container sees it
+	// Filename is the name execve was given when it differs from Binary
+	// (a symlink such as /bin/sh, or /proc/self/exe).
+	Filename      string     `json:"filename,omitempty"`
 	Argv          []string   `json:"argv,omitempty"`
 	ArgvTruncated bool       `json:"argvTruncated,omitempty"`
 	UID           uint32     `json:"uid"`
@@ -75,6 +80,7 @@ type Process struct {
 // Exec is one earlier execve of a process that exec'd again.
 type Exec struct {
 	Binary        string    `json:"binary"`
+	Filename      string    `json:"filename,omitempty"`
 	Argv          []string  `json:"argv,omitempty"`
 	ArgvTruncated bool      `json:"argvTruncated,omitempty"`
 	Time          time.Time `json:"time"`

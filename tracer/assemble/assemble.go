@@ -252,10 +252,14 @@ func (s *Step) exec(ev probe.Event) {
 	}
 	p := &s.procs[i]
 	if p.Exec {
-		p.Execs = append(p.Execs, trace.Exec{Binary: p.Binary, Argv: p.Argv, ArgvTruncated: p.ArgvTruncated, Time: s.execTime[i]})
+		p.Execs = append(p.Execs, trace.Exec{Binary: p.Binary, Filename: p.Filename, Argv: p.Argv, ArgvTruncated: p.ArgvTruncated, Time: s.execTime[i]})
 	}
 	p.Exec = true
 	p.Binary = x.Binary
+	p.Filename = ""
+	if x.Filename != x.Binary {
+		p.Filename = x.Filename
+	}
 	p.Argv = x.Argv
 	p.ArgvTruncated = x.ArgvTruncated
 	p.UID, p.GID = x.UID, x.GID
@@ -267,7 +271,7 @@ func (s *Step) fork(ev probe.Event) {
 	p := trace.Process{PID: ev.PID, PPID: ev.PPID, Start: ev.Time}
 	if pi, ok := s.live[ev.PPID]; ok {
 		parent := s.procs[pi]
-		p.Binary, p.Argv, p.ArgvTruncated = parent.Binary, parent.Argv, parent.ArgvTruncated
+		p.Binary, p.Filename, p.Argv, p.ArgvTruncated = parent.Binary, parent.Filename, parent.Argv, parent.ArgvTruncated
 		p.UID, p.GID, p.Cwd = parent.UID, parent.GID, parent.Cwd
 	}
 	// A PID still in live belongs to a process whose exit we missed; the

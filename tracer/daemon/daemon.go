@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/buildtrace/buildtrace/bpf"
 	"log/slog"
 	"net"
 	"net/http"
@@ -134,7 +135,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Store:   st,
 		Signer:  signer,
 		Logger:  log,
-		Tracer:  trace.Tracer{Name: "buildtraced", Version: cfg.Version, Host: host, Kernel: kernel(), Since: since},
+		Tracer:  trace.Tracer{Name: "buildtraced", Version: cfg.Version, Host: host, Kernel: kernel(), BPFObjects: bpf.ObjectDigest(), Since: since},
 		MaxWait: cfg.MaxWait,
 	})
 	// After Load, so that a container either is found here or its mkdir

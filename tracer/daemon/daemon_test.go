@@ -175,7 +175,7 @@ func TestDaemonRealProbe(t *testing.T) {
 	}
 	var sh *trace.Process
 	for i, p := range s.Processes {
-		if p.Exec && p.Binary == "/bin/busybox" && len(p.Argv) == 4 && strings.Contains(p.Argv[3], "exit 3") {
+		if p.Exec && (p.Filename == "/bin/busybox" || p.Binary == "/bin/busybox") && len(p.Argv) == 4 && strings.Contains(p.Argv[3], "exit 3") {
 			sh = &s.Processes[i]
 		}
 	}

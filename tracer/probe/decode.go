@@ -125,8 +125,14 @@ func decode(rec []byte, bootWall int64) (Event, error) {
 	case KindFork, KindIOUring, kindSync:
 	case KindExec:
 		cwd := string(blobs[2])
+		name := joinPath(cwd, string(blobs[0]))
+		binary := string(blobs[3])
+		if binary == "" {
+			binary = name
+		}
 		x := &ExecInfo{
-			Binary:        joinPath(cwd, string(blobs[0])),
+			Binary:        binary,
+			Filename:      name,
 			Argv:          splitArgv(blobs[1]),
 			ArgvTruncated: h.flags&flagArgvTruncated != 0,
 			UID:           h.a[0],

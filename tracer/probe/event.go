@@ -45,7 +45,8 @@ type CgroupInfo struct {
 
 // ExecInfo is a successful execve/execveat.
 type ExecInfo struct {
-	Binary        string // path of the executed file as the process sees it
+	Binary        string // path of the executed file as the process sees it (symlinks resolved)
+	Filename      string // the name execve was given, joined with Cwd when relative
 	Argv          []string
 	ArgvTruncated bool
 	UID, GID      uint32

@@ -233,6 +233,7 @@ ln -s target-as-given link
 rm rel.txt
 cd ..
 echo abs > %[1]s/abs.txt
+read line < /etc/hostname
 /bin/busybox true one two
 /bin/busybox cat /etc/hostname > /dev/null
 (exit 3)
@@ -304,7 +305,12 @@ exit 0
 		if x.TraceID != traceID {
 			t.Errorf("trace ID = %q, want %q", x.TraceID, traceID)
 		}
-		if x.Binary != busybox || len(x.Argv) != 4 || x.Argv[0] != busybox || x.Argv[1] != "sh" || x.Argv[3] != script {
+		// Binary is the file executed (symlinks resolved); Filename what execve was given.
+		real, err := filepath.EvalSymlinks(busybox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x.Binary != real || x.Filename != busybox || len(x.Argv) != 4 || x.Argv[0] != busybox || x.Argv[1] != "sh" || x.Argv[3] != script {
 			t.Errorf("first exec = %q %q", x.Binary, x.Argv)
 		}
 		if x.Cwd != dir || x.UID != 0 || first.PID != shellPID {

@@ -1,0 +1,326 @@
+package verify
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/buildtrace/buildtrace/pkg/attest"
+	"github.com/buildtrace/buildtrace/pkg/fsdiff"
+	"github.com/buildtrace/buildtrace/pkg/policy"
+	"github.com/buildtrace/buildtrace/pkg/sign"
+	"github.com/buildtrace/buildtrace/pkg/trace"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+const traceID = "0af7651916cd43dd8448eb211c80319c"
+
+// fixture is a signed build of two RUN steps and the image it made.
+type fixture struct {
+	dir       string
+	pub       string
+	target    Target
+	blobs     map[digest.Digest][]byte
+	statement map[string]any
+}
+
+func layerTar(t *testing.T, files map[string]string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for name, content := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(content))
+	}
+	tw.Close()
+	zw.Close()
+	return buf.Bytes()
+}
+
+func diffDigest(t *testing.T, blob []byte) string {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(blob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _, err := fsdiff.FromLayer(context.Background(), zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func newFixture(t *testing.T, mutate func(b *trace.Build)) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	priv, pub := filepath.Join(dir, "k"), filepath.Join(dir, "k.pub")
+	if err := sign.GenerateKeyPair(priv, pub); err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{dir: dir, pub: pub, blobs: map[digest.Digest][]byte{}}
+	base := layerTar(t, map[string]string{"bin/sh": "busybox"})
+	l1 := layerTar(t, map[string]string{"built-on.txt": "x86_64\n"})
+	l2 := layerTar(t, map[string]string{"app/registry.json": "{}"})
+	var layers []ocispec.Descriptor
+	for _, b := range [][]byte{base, l1, l2} {
+		d := digest.FromBytes(b)
+		f.blobs[d] = b
+		layers = append(layers, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d, Size: int64(len(b))})
+	}
+	start := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	exit := 0
+	b := trace.Build{
+		Version: trace.Version, BuildTraceID: traceID,
+		Tracer:      trace.Tracer{Name: "buildtraced", Version: "test", Host: "lab", Kernel: "6.18", Since: start.Add(-time.Hour)},
+		GeneratedAt: start.Add(time.Minute),
+		Steps: []trace.Step{
+			{StepID: "11111111111111111111111111111111", ContainerID: "c1", Start: start.Add(time.Second), End: start.Add(2 * time.Second),
+				Processes:    []trace.Process{{PID: 100, Exec: true, Binary: "/bin/sh", Argv: []string{"/bin/sh", "-c", "uname -m > /built-on.txt"}, ExitCode: &exit, Start: start.Add(time.Second)}},
+				Files:        []trace.FileOp{{Op: trace.OpCreate, Path: "/built-on.txt", PID: 100, Time: start.Add(time.Second)}},
+				Diff:         trace.Diff{Digest: diffDigest(t, l1)},
+				Resources:    trace.Resources{WallNanos: 1e9, Processes: 1},
+				Completeness: trace.Completeness{Complete: true, FollowedFromStart: true}},
+			{StepID: "22222222222222222222222222222222", ContainerID: "c2", Start: start.Add(3 * time.Second), End: start.Add(4 * time.Second),
+				Processes: []trace.Process{
+					{PID: 200, Exec: true, Binary: "/bin/sh", Argv: []string{"/bin/sh", "-c", "wget ..."}, ExitCode: &exit, Start: start.Add(3 * time.Second)},
+					{PID: 201, PPID: 200, Exec: true, Binary: "/bin/wget", Argv: []string{"wget", "-q", "-O", "/app/registry.json", "http://127.0.0.1:5000/v2/"}, ExitCode: &exit, Start: start.Add(3 * time.Second)},
+				},
+				Network:      []trace.Destination{{Protocol: "tcp", IP: "127.0.0.1", Port: 5000, Op: "connect", PIDs: []uint32{201}, Count: 1, First: start.Add(3 * time.Second)}},
+				Diff:         trace.Diff{Digest: diffDigest(t, l2), Changes: []trace.FileChange{{Change: trace.ChangeCreated, Path: "/app/registry.json", Type: "file"}}},
+				Resources:    trace.Resources{WallNanos: 1e9, Processes: 2},
+				Completeness: trace.Completeness{Complete: true, FollowedFromStart: true}},
+		},
+	}
+	if mutate != nil {
+		mutate(&b)
+	}
+	payload, err := json.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sign.LoadSigner(ctx, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := sign.Sign(ctx, s, trace.PayloadType, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pred, err := attest.Derive(attest.Input{
+		Envelope: env, BuildStart: start, Platform: "linux/amd64", BuildTraceID: traceID, Monitored: true,
+		Steps: []attest.StepInfo{
+			{StepID: "11111111111111111111111111111111", Instruction: "RUN uname -m > /built-on.txt", Stage: "stage-0", Platform: "linux/amd64", Locations: []attest.Location{{File: "Dockerfile", StartLine: 3, EndLine: 3}}},
+			{StepID: "22222222222222222222222222222222", Instruction: "RUN wget -q -O /app/registry.json http://127.0.0.1:5000/v2/", Stage: "stage-0", Platform: "linux/amd64", Locations: []attest.Location{{File: "Dockerfile", StartLine: 4, EndLine: 5}}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	predJSON, err := attest.Marshal(pred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.target = Target{
+		Platform: "linux/amd64",
+		Image:    ocispec.Manifest{Layers: layers},
+		Config: ocispec.Image{History: []ocispec.History{
+			{CreatedBy: "COPY rootfs/ / # buildkit"},
+			{CreatedBy: "ENV A=b", EmptyLayer: true},
+			{CreatedBy: "RUN /bin/sh -c uname -m > /built-on.txt # buildkit"},
+			{CreatedBy: "RUN /bin/sh -c wget -q -O /app/registry.json http://127.0.0.1:5000/v2/ # buildkit"},
+		}},
+	}
+	mf, _ := json.Marshal(f.target.Image)
+	f.target.Manifest = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(mf), Size: int64(len(mf))}
+	f.statement = map[string]any{
+		"_type":         "https://in-toto.io/Statement/v1",
+		"predicateType": attest.PredicateType,
+		"subject":       []any{map[string]any{"name": "img", "digest": map[string]any{"sha256": f.target.Manifest.Digest.Encoded()}}},
+		"predicate":     json.RawMessage(predJSON),
+	}
+	f.target.Statement, _ = json.Marshal(f.statement)
+	return f
+}
+
+func (f *fixture) opts(t *testing.T, pub, policyYAML string) Options {
+	t.Helper()
+	v, err := sign.LoadVerifier(context.Background(), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Verifier: v, OpenLayer: func(_ context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(f.blobs[d.Digest])), nil
+	}}
+	if policyYAML != "" {
+		p, err := policy.Parse([]byte(policyYAML))
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Policy, _ = policy.Compile(p)
+	}
+	return o
+}
+
+func checks(r *Result) string {
+	var s []string
+	for _, f := range r.Failures {
+		c := f.Check
+		if f.Rule != "" {
+			c += ":" + f.Rule
+		}
+		s = append(s, c)
+	}
+	return strings.Join(s, ",")
+}
+
+func TestHonestBuildPasses(t *testing.T) {
+	f := newFixture(t, nil)
+	r := Verify(context.Background(), f.target, f.opts(t, f.pub, ""))
+	if !r.Pass() {
+		t.Fatalf("honest build failed: %+v", r.Failures)
+	}
+	if len(r.Layers) != 2 || r.Layers[0].StepID != "11111111111111111111111111111111" || r.Layers[1].StepID != "22222222222222222222222222222222" {
+		t.Fatalf("layers not bound in order: %+v", r.Layers)
+	}
+}
+
+func TestTamperOneByte(t *testing.T) {
+	f := newFixture(t, nil)
+	// Change one byte of an observation the predicate shows in the clear.
+	s := string(f.target.Statement)
+	i := strings.Index(s, `"ip":"127.0.0.1"`)
+	if i < 0 {
+		t.Fatalf("no ip in statement: %s", s)
+	}
+	f.target.Statement = []byte(s[:i] + `"ip":"127.0.0.2"` + s[i+len(`"ip":"127.0.0.1"`):])
+	r := Verify(context.Background(), f.target, f.opts(t, f.pub, ""))
+	if checks(r) != CheckContent || !strings.Contains(r.Failures[0].Event, "monitorLog.network[0].ip") {
+		t.Fatalf("got %q: %+v", checks(r), r.Failures)
+	}
+}
+
+func TestTamperSignedPayload(t *testing.T) {
+	f := newFixture(t, nil)
+	var pred map[string]any
+	json.Unmarshal(f.statement["predicate"].(json.RawMessage), &pred)
+	env := pred["buildtrace"].(map[string]any)["envelope"].(map[string]any)
+	p := []byte(env["payload"].(string))
+	// Flip one base64 character of the payload.
+	if p[10] == 'A' {
+		p[10] = 'B'
+	} else {
+		p[10] = 'A'
+	}
+	env["payload"] = string(p)
+	f.statement["predicate"] = pred
+	f.target.Statement, _ = json.Marshal(f.statement)
+	r := Verify(context.Background(), f.target, f.opts(t, f.pub, ""))
+	if checks(r) != CheckSignature {
+		t.Fatalf("got %q: %+v", checks(r), r.Failures)
+	}
+}
+
+func TestWrongKey(t *testing.T) {
+	f := newFixture(t, nil)
+	other := filepath.Join(t.TempDir(), "o.pub")
+	if err := sign.GenerateKeyPair(filepath.Join(filepath.Dir(other), "o"), other); err != nil {
+		t.Fatal(err)
+	}
+	r := Verify(context.Background(), f.target, f.opts(t, other, ""))
+	if checks(r) != CheckSignature {
+		t.Fatalf("got %q: %+v", checks(r), r.Failures)
+	}
+}
+
+func TestMovedToOtherImage(t *testing.T) {
+	f := newFixture(t, nil)
+	// Another image with a different RUN layer, same statement, subject
+	// rewritten to the new manifest (the statement is not signed).
+	evil := layerTar(t, map[string]string{"app/registry.json": "{evil}"})
+	d := digest.FromBytes(evil)
+	f.blobs[d] = evil
+	f.target.Image.Layers[2] = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d, Size: int64(len(evil))}
+	mf, _ := json.Marshal(f.target.Image)
+	f.target.Manifest.Digest = digest.FromBytes(mf)
+	f.statement["subject"] = []any{map[string]any{"name": "img", "digest": map[string]any{"sha256": f.target.Manifest.Digest.Encoded()}}}
+	f.target.Statement, _ = json.Marshal(f.statement)
+	r := Verify(context.Background(), f.target, f.opts(t, f.pub, ""))
+	if checks(r) != CheckBinding {
+		t.Fatalf("got %q: %+v", checks(r), r.Failures)
+	}
+}
+
+func TestSubjectMismatch(t *testing.T) {
+	f := newFixture(t, nil)
+	f.target.Manifest.Digest = digest.FromString("other")
+	r := Verify(context.Background(), f.target, f.opts(t, f.pub, ""))
+	if checks(r) != CheckSubject {
+		t.Fatalf("got %q: %+v", checks(r), r.Failures)
+	}
+}
+
+func TestIncomplete(t *testing.T) {
+	f := newFixture(t, func(b *trace.Build) {
+		b.Steps[1].Completeness = trace.Completeness{Complete: false, FollowedFromStart: true, EventsDropped: 3}
+	})
+	r := Verify(context.Background(), f.target, f.opts(t, f.pub, ""))
+	if checks(r) != CheckCompleteness || !strings.Contains(r.Failures[0].Event, "3 events dropped") || r.Failures[0].Location != "Dockerfile:4-5" {
+		t.Fatalf("got %q: %+v", checks(r), r.Failures)
+	}
+	r = Verify(context.Background(), f.target, f.opts(t, f.pub, "incomplete:\n  allow: true\n"))
+	if !r.Pass() {
+		t.Fatalf("incomplete.allow: %+v", r.Failures)
+	}
+}
+
+func TestCached(t *testing.T) {
+	// Step 1 did not run in this build: its layer came from the cache.
+	f := newFixture(t, func(b *trace.Build) { b.Steps = b.Steps[1:] })
+	r := Verify(context.Background(), f.target, f.opts(t, f.pub, ""))
+	if checks(r) != CheckCached+","+CheckBinding {
+		t.Fatalf("got %q: %+v", checks(r), r.Failures)
+	}
+	r = Verify(context.Background(), f.target, f.opts(t, f.pub, "cached:\n  allow: true\n"))
+	if !r.Pass() || !r.Layers[0].Cached {
+		t.Fatalf("cached.allow: %+v %+v", r.Failures, r.Layers)
+	}
+}
+
+func TestPolicyFailureNamesStepAndProcess(t *testing.T) {
+	f := newFixture(t, nil)
+	r := Verify(context.Background(), f.target, f.opts(t, f.pub, "egress:\n  flagged: [127.0.0.0/8]\n"))
+	if checks(r) != "policy:egress.flagged" {
+		t.Fatalf("got %q: %+v", checks(r), r.Failures)
+	}
+	fl := r.Failures[0]
+	if fl.Location != "Dockerfile:4-5" || !strings.HasPrefix(fl.Instruction, "RUN wget") || fl.PID != 201 || fl.Argv[0] != "wget" || !strings.Contains(fl.Event, "127.0.0.1:5000") {
+		t.Fatalf("failure lacks step/process/event: %+v", fl)
+	}
+}
+
+func TestUnmonitored(t *testing.T) {
+	pred, err := attest.Derive(attest.Input{BuildTraceID: traceID, Platform: "linux/amd64", UnmonitoredReason: "tracer unreachable",
+		Steps: []attest.StepInfo{{StepID: "11111111111111111111111111111111", Instruction: "RUN true"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pj, _ := attest.Marshal(pred)
+	st, _ := json.Marshal(map[string]any{"_type": "https://in-toto.io/Statement/v1", "predicateType": attest.PredicateType,
+		"subject": []any{map[string]any{"digest": map[string]any{"sha256": digest.FromString("m").Encoded()}}}, "predicate": json.RawMessage(pj)})
+	r := Verify(context.Background(), Target{Manifest: ocispec.Descriptor{Digest: digest.FromString("m")}, Statement: st}, Options{})
+	if checks(r) != CheckCompleteness {
+		t.Fatalf("got %q: %+v", checks(r), r.Failures)
+	}
+}
