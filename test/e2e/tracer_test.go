@@ -261,7 +261,10 @@ func TestTracerKeepsConcurrentBuildsApart(t *testing.T) {
 			t.Fatalf("%v\n%s", r.Err, r.Output)
 		}
 	}
-	for _, c := range []struct{ b tracedBuild; own, other string }{{a, markA, markB}, {b, markB, markA}} {
+	for _, c := range []struct {
+		b          tracedBuild
+		own, other string
+	}{{a, markA, markB}, {b, markB, markA}} {
 		bt := fetchTrace(t, ctx, l, c.b.traceID)
 		raw, _ := json.Marshal(bt)
 		if !strings.Contains(string(raw), c.own) {
