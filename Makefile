@@ -1,6 +1,7 @@
 # buildtrace — see README.md. Everything that needs the lab runs as root.
 SHELL := /bin/bash
 export PATH := /usr/local/go/bin:$(PATH)
+export GOFLAGS ?= -buildvcs=false
 GO ?= go
 # Tests run packages one at a time: the end-to-end packages share one lab.
 GOTEST_FLAGS ?= -p 1 -count=1 -timeout 45m
