@@ -99,16 +99,23 @@ func Build(ctx context.Context, c client.Client) (*client.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, sub := c.BuildOpts().Opts["requestid"]; !sub && set.Unmonitored == UnmonitoredFail {
-		// Fail before building rather than after: unobserved steps cannot
-		// be observed later.
-		hc := &tracerapi.Client{Addr: set.Tracer, HTTP: &http.Client{Timeout: 10 * time.Second}}
-		if _, err := hc.Health(ctx); err != nil {
-			_, err = unmonitored(set, "", fmt.Errorf("%w: %w", tracerapi.ErrUnreachable, err))
-			return nil, err
-		}
-	}
 	tc := &tagClient{Client: c}
+	if _, sub := c.BuildOpts().Opts["requestid"]; !sub && set.Unmonitored == UnmonitoredFail {
+		// Fail before any step runs rather than after: unobserved steps
+		// cannot be observed later. The check runs while the stock
+		// frontend parses the Dockerfile and resolves images; the first
+		// tagged solve waits for it.
+		health := make(chan error, 1)
+		go func() {
+			hc := &tracerapi.Client{Addr: set.Tracer, HTTP: &http.Client{Timeout: 10 * time.Second}}
+			_, err := hc.Health(ctx)
+			if err != nil {
+				_, err = unmonitored(set, "", fmt.Errorf("%w: %w", tracerapi.ErrUnreachable, err))
+			}
+			health <- err
+		}()
+		tc.ready = sync.OnceValue(func() error { return <-health })
+	}
 	res, err := builder.Build(ctx, tc)
 	if err != nil {
 		return nil, err
@@ -252,6 +259,9 @@ type solveRecord struct {
 type tagClient struct {
 	client.Client
 
+	// ready, when set, must return nil before the first tagged solve.
+	ready func() error
+
 	mu      sync.Mutex
 	records []solveRecord
 }
@@ -263,6 +273,11 @@ func (t *tagClient) Solve(ctx context.Context, req client.SolveRequest) (*client
 	steps, err := llbtag.Tag(req.Definition)
 	if err != nil {
 		return nil, fmt.Errorf("buildtrace: tagging build steps: %w", err)
+	}
+	if t.ready != nil && len(steps) > 0 {
+		if err := t.ready(); err != nil {
+			return nil, err
+		}
 	}
 	// Run the steps now, while the frontend waits, rather than lazily at
 	// export: the trace is fetched after the last solve returns.
