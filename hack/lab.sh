@@ -10,6 +10,10 @@
 #   hack/lab.sh down     stop everything
 #   hack/lab.sh status   say what runs
 #   hack/lab.sh env      print variables for a shell (eval "$(hack/lab.sh env)")
+#
+# A second platform, linux/arm64, runs through Debian's qemu-user-static and
+# binfmt_misc (see ensure_foreign_platform); the base image is an index for
+# linux/amd64 and linux/arm64.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,6 +27,11 @@ BUILDER=buildtrace
 TRACER_ADDR=${BUILDTRACE_TRACER:-127.0.0.1:7390}
 BASE_IMAGE=$REGISTRY/library/busybox:latest
 FRONTEND_IMAGE=$REGISTRY/buildtrace/frontend:dev
+SCANNER_IMAGE=$REGISTRY/buildtrace/sbom-scanner:dev
+# The emulated platform: BuildKit's name, Debian's architecture, binfmt's name.
+FOREIGN_PLATFORM=linux/arm64
+FOREIGN_DEB_ARCH=arm64
+FOREIGN_QEMU=aarch64
 
 # A unix socket path must fit in 108 bytes; a deep checkout gets one in /run.
 SOCK_DIR=$LAB/run
@@ -39,7 +48,7 @@ need_root() { [ "$(id -u)" = 0 ] || die "the lab runs buildkitd and eBPF program
 
 cmd_deps() {
 	need_root
-	local pkgs=(runc docker-registry busybox-static clang llvm bpftool libbpf-dev iproute2 ca-certificates curl)
+	local pkgs=(runc docker-registry busybox-static clang llvm bpftool libbpf-dev iproute2 ca-certificates curl qemu-user-static)
 	local missing=()
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -91,8 +100,24 @@ registry_ok() { curl -fs "http://$REGISTRY/v2/" >/dev/null; }
 buildkit_ok() { "$LAB/bin/buildctl" --addr "$ADDR" debug workers >/dev/null; }
 tracer_ok() { curl -fs "http://$TRACER_ADDR/v1/health" >/dev/null; }
 
+# port_owner ADDR names the process listening on a TCP address, if any.
+port_owner() {
+	ss -Hltnp "sport = :${1##*:}" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2
+}
+
+# not_ours dies when another process (another checkout's lab, say) serves
+# an address this lab needs: tests would silently talk to it.
+not_ours() { # not_ours NAME ADDR PIDFILE
+	local pid
+	pid=$(port_owner "$2")
+	[ -n "$pid" ] && [ "$pid" = "$(cat "$3" 2>/dev/null)" ] && return 1
+	die "$2 is already served by another process (pid ${pid:-unknown}: $(tr '\0' ' ' </proc/"${pid:-0}"/cmdline 2>/dev/null)) — not this lab's $1; stop it (its lab's 'hack/lab.sh down') and run again"
+}
+
 start_registry() {
-	if registry_ok; then return 0; fi
+	if registry_ok; then
+		not_ours registry "$REGISTRY" "$LAB/registry.pid" || return 0
+	fi
 	mkdir -p "$LAB/registry/data" "$LAB/logs"
 	cat >"$LAB/registry/config.yml" <<EOF
 version: 0.1
@@ -154,28 +179,122 @@ ensure_builder() {
 	wait_for "buildx builder $BUILDER" 30 docker buildx inspect --bootstrap "$BUILDER"
 }
 
-# The base image: Debian's static busybox and its applet links, FROM scratch.
+# The base image: Debian's static busybox and its applet links, FROM scratch,
+# for linux/amd64 (the host's busybox-static) and linux/arm64 (the same
+# Debian version's busybox-static:arm64, unpacked, never installed).
 ensure_base() {
-	if curl -fs -o /dev/null -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' \
-		"http://$REGISTRY/v2/library/busybox/manifests/latest"; then
+	local index
+	index=$(curl -fs -H 'Accept: application/vnd.oci.image.index.v1+json' \
+		"http://$REGISTRY/v2/library/busybox/manifests/latest" 2>/dev/null) || true
+	# An earlier lab pushed a linux/amd64-only base: replace it.
+	if grep -Eq "\"architecture\": ?\"$FOREIGN_DEB_ARCH\"" <<<"$index"; then
 		return 0
 	fi
-	log "building $BASE_IMAGE from Debian's busybox-static"
-	local ctx=$LAB/base
-	rm -rf "$ctx" && mkdir -p "$ctx/rootfs/bin" "$ctx/rootfs/etc" "$ctx/rootfs/tmp" "$ctx/rootfs/root"
-	cp /bin/busybox "$ctx/rootfs/bin/busybox"
-	local a
-	for a in $(/bin/busybox --list); do
-		[ "$a" = busybox ] || ln -sf busybox "$ctx/rootfs/bin/$a"
-	done
-	chmod 1777 "$ctx/rootfs/tmp"
-	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$ctx/rootfs/etc/passwd"
-	printf 'root:x:0:\nnogroup:x:65534:\n' >"$ctx/rootfs/etc/group"
-	printf 'FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD ["/bin/sh"]\n' >"$ctx/Dockerfile"
+	log "building $BASE_IMAGE (linux/amd64, $FOREIGN_PLATFORM) from Debian's busybox-static"
+	local ctx=$LAB/base foreign
+	foreign=$(foreign_busybox)
+	rm -rf "$ctx" && mkdir -p "$ctx"
+	base_rootfs "$ctx/rootfs-amd64" /bin/busybox
+	base_rootfs "$ctx/rootfs-$FOREIGN_DEB_ARCH" "$foreign"
+	printf 'FROM scratch\nARG TARGETARCH\nCOPY rootfs-$TARGETARCH/ /\nENV PATH=/bin\nCMD ["/bin/sh"]\n' >"$ctx/Dockerfile"
 	"$LAB/bin/buildctl" --addr "$ADDR" build --frontend dockerfile.v0 \
-		--local context="$ctx" --local dockerfile="$ctx" \
+		--local context="$ctx" --local dockerfile="$ctx" --opt platform="linux/amd64,$FOREIGN_PLATFORM" \
 		--output "type=image,name=$BASE_IMAGE,push=true,registry.insecure=true" >>"$LAB/logs/base.log" 2>&1 ||
 		die "building the base image failed (see $LAB/logs/base.log)"
+}
+
+# base_rootfs DIR BUSYBOX lays out a root file system around one static busybox.
+base_rootfs() {
+	local root=$1 bb=$2 a
+	mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/root"
+	cp "$bb" "$root/bin/busybox"
+	# Debian builds busybox-static with one configuration for every
+	# architecture, so the host's applet list is the foreign one's too.
+	for a in $(/bin/busybox --list); do
+		[ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"
+	done
+	chmod 1777 "$root/tmp"
+	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
+	printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+}
+
+# foreign_busybox prints the path of the foreign architecture's static busybox,
+# downloaded once (same Debian version as the host's) into the cache.
+foreign_busybox() {
+	local ver dir
+	ver=$(dpkg-query -W -f='${Version}' busybox-static)
+	dir=$CACHE/busybox-$FOREIGN_DEB_ARCH-$ver
+	if [ ! -x "$dir/bin/busybox" ]; then
+		log "fetching busybox-static:$FOREIGN_DEB_ARCH $ver from Debian"
+		if ! dpkg --print-foreign-architectures | grep -qx "$FOREIGN_DEB_ARCH"; then
+			dpkg --add-architecture "$FOREIGN_DEB_ARCH"
+			apt-get update -qq >&2
+		fi
+		local deb
+		# apt downloads as user _apt: give it a directory it can reach and write.
+		deb=$(mktemp -d /tmp/buildtrace-busybox.XXXXXX)
+		chown _apt "$deb" 2>/dev/null || true
+		(cd "$deb" && apt-get download -qq "busybox-static:$FOREIGN_DEB_ARCH=$ver" ||
+			{ apt-get update -qq && apt-get download -qq "busybox-static:$FOREIGN_DEB_ARCH=$ver"; }) >&2 ||
+			die "cannot download busybox-static:$FOREIGN_DEB_ARCH=$ver"
+		rm -rf "$dir.tmp"
+		dpkg-deb -x "$deb"/*.deb "$dir.tmp"
+		rm -rf "$dir" "$deb" && mkdir -p "$dir" && mv "$dir.tmp/bin" "$dir/bin" && rm -rf "$dir.tmp"
+	fi
+	echo "$dir/bin/busybox"
+}
+
+# ensure_foreign_platform lets runc containers run $FOREIGN_PLATFORM binaries:
+# Debian's qemu-user-static registered with binfmt_misc, with the F flag so
+# the kernel opens the emulator at registration and a container's root file
+# system needs no copy of it. Without systemd nothing registers it at boot, so
+# the lab writes the package's binfmt.d line itself. BuildKit probes emulators
+# when it starts: a buildkitd started before the registration is restarted.
+ensure_foreign_platform() {
+	local conf=/usr/lib/binfmt.d/qemu-$FOREIGN_QEMU.conf entry=/proc/sys/fs/binfmt_misc/qemu-$FOREIGN_QEMU
+	[ -f "$conf" ] || { log "no $conf (qemu-user-static): builds for $FOREIGN_PLATFORM cannot run RUN steps"; return 0; }
+	if [ ! -f /proc/sys/fs/binfmt_misc/register ]; then
+		mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || {
+			log "cannot mount binfmt_misc: builds for $FOREIGN_PLATFORM cannot run RUN steps"
+			return 0
+		}
+	fi
+	if [ -f "$entry" ] && ! grep -q '^flags: .*F' "$entry"; then
+		# Registered by someone else without F: containers would not find the emulator.
+		echo -1 >"$entry"
+	fi
+	if [ ! -f "$entry" ]; then
+		log "registering qemu-$FOREIGN_QEMU-static with binfmt_misc (flags $(awk -F: '{print $NF}' "$conf"))"
+		cat "$conf" >/proc/sys/fs/binfmt_misc/register || { log "binfmt_misc registration refused"; return 0; }
+	fi
+	grep -qx enabled "$entry" || echo 1 >"$entry"
+	if alive "$LAB/buildkitd.pid" && buildkit_ok &&
+		! "$LAB/bin/buildctl" --addr "$ADDR" debug workers 2>/dev/null | grep -q "$FOREIGN_PLATFORM"; then
+		log "restarting buildkitd: it started before $FOREIGN_PLATFORM could be emulated"
+		stop_pid buildkitd
+	fi
+}
+
+# The SBOM generator for `--attest type=sbom,generator=$SCANNER_IMAGE`
+# (hack/sbom-scanner), built for the build platform; rebuilt when its source changes.
+ensure_scanner() {
+	local src=$REPO/hack/sbom-scanner ctx=$LAB/sbom-scanner sum
+	sum=$(cat "$src"/*.go "$src/Dockerfile" | sha256sum | cut -c1-64)
+	if [ "$(cat "$LAB/sbom-scanner.sum" 2>/dev/null)" = "$sum" ] && curl -fs -o /dev/null \
+		-H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json' \
+		"http://$REGISTRY/v2/buildtrace/sbom-scanner/manifests/dev"; then
+		return 0
+	fi
+	log "publishing $SCANNER_IMAGE"
+	rm -rf "$ctx" && mkdir -p "$ctx"
+	(cd "$REPO" && CGO_ENABLED=0 go build -trimpath -o "$ctx/sbom-scanner" ./hack/sbom-scanner) ||
+		die "building hack/sbom-scanner failed"
+	cp "$src/Dockerfile" "$ctx/Dockerfile"
+	"$LAB/bin/buildctl" --addr "$ADDR" build --frontend dockerfile.v0 \
+		--local context="$ctx" --local dockerfile="$ctx" \
+		--output "type=image,name=$SCANNER_IMAGE,push=true,registry.insecure=true" >>"$LAB/logs/sbom-scanner.log" 2>&1 ||
+		die "publishing the SBOM scanner image failed (see $LAB/logs/sbom-scanner.log)"
+	echo "$sum" >"$LAB/sbom-scanner.sum"
 }
 
 ensure_keys() {
@@ -196,6 +315,9 @@ start_tracer() {
 	if alive "$LAB/buildtraced.pid"; then
 		kill "$(cat "$LAB/buildtraced.pid")" 2>/dev/null || true
 		for _ in $(seq 50); do alive "$LAB/buildtraced.pid" || break; sleep 0.1; done
+	fi
+	if tracer_ok; then
+		not_ours buildtraced "$TRACER_ADDR" "$LAB/buildtraced.pid"
 	fi
 	mkdir -p "$LAB/tracer" "$LAB/logs"
 	log "starting buildtraced on $TRACER_ADDR"
@@ -233,9 +355,11 @@ cmd_up() {
 	cmd_tools
 	mkdir -p "$LAB/logs"
 	start_registry
+	ensure_foreign_platform
 	start_buildkitd
 	ensure_builder
 	ensure_base
+	ensure_scanner
 	start_tracer
 	publish_frontend
 	cmd_status
