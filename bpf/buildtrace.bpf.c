@@ -75,7 +75,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define NR_openat2 437
 #define NR_fchmodat2 452
 
-/* Sync marker: personality(SYNC_MAGIC, seq) from the tracer's own process. */
+/* Sync marker: personality(SYNC_MAGIC, seq) from the tracer's own process
+ * (seen at sys_exit). */
 #define SYNC_MAGIC 0xffffffffUL
 
 enum kind {
@@ -189,6 +190,10 @@ struct net_key {
 };
 
 volatile const __u32 tracer_tgid = 0;
+/* Pending bytes in the ring at which a record wakes the reader; below it
+ * records are written without a wakeup (see emit). Set by Go from the ring
+ * size. */
+volatile const __u64 wake_bytes = 1 << 18;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -222,13 +227,6 @@ struct {
 	__type(key, struct traffic_key);
 	__type(value, struct traffic_val);
 } traffic SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 32768);
-	__type(key, __u64);
-	__type(value, struct sargs);
-} inflight SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -302,6 +300,22 @@ static __always_inline struct scratch *begin(__u16 kind, __u64 cg)
 	return s;
 }
 
+/* Waking the reader per record costs an IPI and a context switch per
+ * event (measured: most of the tracer's cost on a file-heavy step). So
+ * records are written without a wakeup, and the reader is woken when
+ * wake_bytes are pending or for a record the daemon must act on at once
+ * (a container starts or ends, its first exec, a sync marker); the reader
+ * also polls every few tens of milliseconds. Order is unchanged. */
+static __always_inline __u64 wake_flags(struct event *ev)
+{
+	if (ev->kind == K_CGROUP_MKDIR || ev->kind == K_CGROUP_RMDIR ||
+	    (ev->kind == K_EXEC && (ev->flags & EF_FIRST_IN_CGROUP)))
+		return BPF_RB_FORCE_WAKEUP;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wake_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void emit(struct scratch *s, __u32 pos)
 {
 	__u64 size = sizeof(struct event) + (__u64)pos;
@@ -309,7 +323,7 @@ static __always_inline void emit(struct scratch *s, __u32 pos)
 		size = sizeof(struct scratch);
 	__u64 cg = s->ev.cgroup_id;
 	bool trunc = s->ev.flags & EF_TRUNCATED;
-	if (bpf_ringbuf_output(&events, s, size, 0) < 0) {
+	if (bpf_ringbuf_output(&events, s, size, wake_flags(&s->ev)) < 0) {
 		stat_add(cg, 1);
 		return;
 	}
@@ -775,41 +789,6 @@ static __always_inline bool is_udp(struct sock *sk)
 	       BPF_CORE_READ(sk, sk_type) == SOCK_DGRAM_;
 }
 
-SEC("raw_tp/sys_enter")
-int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
-{
-	if (nr == NR_personality) {
-		if (BPF_CORE_READ(regs, di) != SYNC_MAGIC || (bpf_get_current_pid_tgid() >> 32) != tracer_tgid)
-			return 0;
-		struct scratch *s = begin(K_SYNC, 0);
-		if (!s)
-			return 0;
-		s->ev.b[0] = BPF_CORE_READ(regs, si);
-		bpf_ringbuf_output(&events, s, sizeof(struct event), 0);
-		return 0;
-	}
-	if (!interesting(nr))
-		return 0;
-	if (!is_tracked(bpf_get_current_cgroup_id()))
-		return 0;
-	struct sargs a = {.nr = nr};
-	a.a[0] = BPF_CORE_READ(regs, di);
-	a.a[1] = BPF_CORE_READ(regs, si);
-	a.a[2] = BPF_CORE_READ(regs, dx);
-	a.a[3] = BPF_CORE_READ(regs, r10);
-	a.a[4] = BPF_CORE_READ(regs, r8);
-	a.a[5] = BPF_CORE_READ(regs, r9);
-	switch (nr) {
-	case NR_read: case NR_write: case NR_recvfrom: case NR_recvmsg: case NR_recvmmsg:
-		/* Only UDP sockets matter here (DNS); skip the rest cheaply. */
-		if (!is_udp(fd_sock(bpf_get_current_task_btf(), a.a[0])))
-			return 0;
-	}
-	__u64 tid = bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&inflight, &tid, &a, BPF_ANY);
-	return 0;
-}
-
 static __always_inline int do_file(struct sargs *a, long ret)
 {
 	__u64 cg = bpf_get_current_cgroup_id();
@@ -1011,25 +990,44 @@ static __always_inline int do_net(struct sargs *a, long ret)
 	return 0;
 }
 
+/* Only sys_exit is hooked: the argument registers in pt_regs are the
+ * caller's still (the kernel writes only ax), so the arguments need not be
+ * saved at entry, and failed calls, which change nothing, are skipped
+ * before any map lookup. */
 SEC("raw_tp/sys_exit")
 int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 {
 	long nr = BPF_CORE_READ(regs, orig_ax);
+	if (nr == NR_personality) {
+		if (BPF_CORE_READ(regs, di) != SYNC_MAGIC || (bpf_get_current_pid_tgid() >> 32) != tracer_tgid)
+			return 0;
+		struct scratch *s = begin(K_SYNC, 0);
+		if (!s)
+			return 0;
+		s->ev.b[0] = BPF_CORE_READ(regs, si);
+		bpf_ringbuf_output(&events, s, sizeof(struct event), BPF_RB_FORCE_WAKEUP);
+		return 0;
+	}
 	if (!interesting(nr))
-		return 0;
-	__u64 tid = bpf_get_current_pid_tgid();
-	struct sargs *p = bpf_map_lookup_elem(&inflight, &tid);
-	if (!p)
-		return 0;
-	struct sargs a = *p;
-	bpf_map_delete_elem(&inflight, &tid);
-	if (a.nr != nr)
 		return 0;
 	if (ret < 0 && !(nr == NR_connect && ret == -EINPROGRESS_))
 		return 0;
+	if (!is_tracked(bpf_get_current_cgroup_id()))
+		return 0;
+	struct sargs a = {.nr = nr};
+	a.a[0] = BPF_CORE_READ(regs, di);
+	a.a[1] = BPF_CORE_READ(regs, si);
+	a.a[2] = BPF_CORE_READ(regs, dx);
+	a.a[3] = BPF_CORE_READ(regs, r10);
+	a.a[4] = BPF_CORE_READ(regs, r8);
+	a.a[5] = BPF_CORE_READ(regs, r9);
 	switch (nr) {
-	case NR_read: case NR_write: case NR_connect: case NR_sendto: case NR_recvfrom:
-	case NR_sendmsg: case NR_recvmsg: case NR_sendmmsg: case NR_recvmmsg:
+	case NR_read: case NR_write: case NR_recvfrom: case NR_recvmsg: case NR_recvmmsg:
+		/* Only UDP sockets matter here (DNS); skip the rest cheaply. */
+		if (!is_udp(fd_sock(bpf_get_current_task_btf(), a.a[0])))
+			return 0;
+		return do_net(&a, ret);
+	case NR_connect: case NR_sendto: case NR_sendmsg: case NR_sendmmsg:
 		return do_net(&a, ret);
 	}
 	return do_file(&a, ret);

@@ -53,12 +53,6 @@ type BuildtracePathbuf struct {
 	Buf [4352]uint8
 }
 
-type BuildtraceSargs struct {
-	_  structs.HostLayout
-	Nr uint64
-	A  [6]uint64
-}
-
 type BuildtraceScratch struct {
 	_    structs.HostLayout
 	Ev   BuildtraceEvent
@@ -95,7 +89,6 @@ type BuildtraceTrafficVal struct {
 const (
 	BuildtraceMapEvents            = "events"
 	BuildtraceMapExecbase          = "execbase"
-	BuildtraceMapInflight          = "inflight"
 	BuildtraceMapNetseen           = "netseen"
 	BuildtraceMapPathbufs          = "pathbufs"
 	BuildtraceMapScratchMap        = "scratch_map"
@@ -112,9 +105,9 @@ const (
 	BuildtraceProgSchedFork        = "sched_fork"
 	BuildtraceProgSkbEgress        = "skb_egress"
 	BuildtraceProgSkbIngress       = "skb_ingress"
-	BuildtraceProgSysEnter         = "sys_enter"
 	BuildtraceProgSysExit          = "sys_exit"
 	BuildtraceVarTracerTgid        = "tracer_tgid"
+	BuildtraceVarWakeBytes         = "wake_bytes"
 )
 
 // LoadBuildtrace returns the embedded CollectionSpec for Buildtrace.
@@ -167,7 +160,6 @@ type BuildtraceProgramSpecs struct {
 	SchedFork        *ebpf.ProgramSpec `ebpf:"sched_fork"`
 	SkbEgress        *ebpf.ProgramSpec `ebpf:"skb_egress"`
 	SkbIngress       *ebpf.ProgramSpec `ebpf:"skb_ingress"`
-	SysEnter         *ebpf.ProgramSpec `ebpf:"sys_enter"`
 	SysExit          *ebpf.ProgramSpec `ebpf:"sys_exit"`
 }
 
@@ -177,7 +169,6 @@ type BuildtraceProgramSpecs struct {
 type BuildtraceMapSpecs struct {
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Execbase   *ebpf.MapSpec `ebpf:"execbase"`
-	Inflight   *ebpf.MapSpec `ebpf:"inflight"`
 	Netseen    *ebpf.MapSpec `ebpf:"netseen"`
 	Pathbufs   *ebpf.MapSpec `ebpf:"pathbufs"`
 	ScratchMap *ebpf.MapSpec `ebpf:"scratch_map"`
@@ -193,6 +184,7 @@ type BuildtraceMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type BuildtraceVariableSpecs struct {
 	TracerTgid *ebpf.VariableSpec `ebpf:"tracer_tgid"`
+	WakeBytes  *ebpf.VariableSpec `ebpf:"wake_bytes"`
 }
 
 // BuildtraceObjects contains all objects after they have been loaded into the kernel.
@@ -217,7 +209,6 @@ func (o *BuildtraceObjects) Close() error {
 type BuildtraceMaps struct {
 	Events     *ebpf.Map `ebpf:"events"`
 	Execbase   *ebpf.Map `ebpf:"execbase"`
-	Inflight   *ebpf.Map `ebpf:"inflight"`
 	Netseen    *ebpf.Map `ebpf:"netseen"`
 	Pathbufs   *ebpf.Map `ebpf:"pathbufs"`
 	ScratchMap *ebpf.Map `ebpf:"scratch_map"`
@@ -232,7 +223,6 @@ func (m *BuildtraceMaps) Close() error {
 	return _BuildtraceClose(
 		m.Events,
 		m.Execbase,
-		m.Inflight,
 		m.Netseen,
 		m.Pathbufs,
 		m.ScratchMap,
@@ -249,6 +239,7 @@ func (m *BuildtraceMaps) Close() error {
 // It can be passed to LoadBuildtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BuildtraceVariables struct {
 	TracerTgid *ebpf.Variable `ebpf:"tracer_tgid"`
+	WakeBytes  *ebpf.Variable `ebpf:"wake_bytes"`
 }
 
 // BuildtracePrograms contains all programs after they have been loaded into the kernel.
@@ -263,7 +254,6 @@ type BuildtracePrograms struct {
 	SchedFork        *ebpf.Program `ebpf:"sched_fork"`
 	SkbEgress        *ebpf.Program `ebpf:"skb_egress"`
 	SkbIngress       *ebpf.Program `ebpf:"skb_ingress"`
-	SysEnter         *ebpf.Program `ebpf:"sys_enter"`
 	SysExit          *ebpf.Program `ebpf:"sys_exit"`
 }
 
@@ -277,7 +267,6 @@ func (p *BuildtracePrograms) Close() error {
 		p.SchedFork,
 		p.SkbEgress,
 		p.SkbIngress,
-		p.SysEnter,
 		p.SysExit,
 	)
 }

@@ -82,7 +82,7 @@ type Step struct {
 	lastExit  time.Time
 	res       trace.Resources
 
-	files        []trace.FileOp
+	files        fileLog
 	filesDropped int
 	reads        []string
 	readSet      map[string]struct{}
@@ -312,11 +312,11 @@ func (s *Step) file(ev probe.Event) {
 		s.read(f.Path)
 		return
 	}
-	if len(s.files) >= s.opts.MaxFileOps {
+	if s.files.n >= s.opts.MaxFileOps {
 		s.filesDropped++
 		return
 	}
-	s.files = append(s.files, trace.FileOp{Op: f.Op, Path: f.Path, Target: f.Target, Mode: f.Mode, UID: f.UID, GID: f.GID, PID: ev.PID, Time: ev.Time})
+	s.files.add(trace.FileOp{Op: f.Op, Path: f.Path, Target: f.Target, Mode: f.Mode, UID: f.UID, GID: f.GID, PID: ev.PID, Time: ev.Time})
 }
 
 func (s *Step) read(path string) {
@@ -352,6 +352,37 @@ func (s *Step) net(ev probe.Event) {
 	}
 }
 
+// fileLog holds a step's file operations in fixed-size chunks: a step can
+// make hundreds of thousands, and a growing slice would copy them over and
+// over on the event loop.
+type fileLog struct {
+	chunks [][]trace.FileOp
+	n      int
+}
+
+const fileChunk = 4096
+
+func (l *fileLog) add(op trace.FileOp) {
+	if l.n%fileChunk == 0 {
+		l.chunks = append(l.chunks, make([]trace.FileOp, 0, fileChunk))
+	}
+	last := &l.chunks[len(l.chunks)-1]
+	*last = append(*last, op)
+	l.n++
+}
+
+// all returns a new slice of every operation in order, nil when none.
+func (l *fileLog) all() []trace.FileOp {
+	if l.n == 0 {
+		return nil
+	}
+	out := make([]trace.FileOp, 0, l.n)
+	for _, c := range l.chunks {
+		out = append(out, c...)
+	}
+	return out
+}
+
 // SealInput is what the system knows of an ended step.
 type SealInput struct {
 	Stats   probe.CgroupStats
@@ -374,7 +405,7 @@ func (s *Step) Seal(in SealInput) trace.Step {
 		Start:       s.Start,
 		End:         s.End,
 		Processes:   slices.Clone(s.procs),
-		Files:       slices.Clone(s.files),
+		Files:       s.files.all(),
 		DNS:         slices.Clone(s.dns.queries),
 		Diff:        in.Diff,
 	}

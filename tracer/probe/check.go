@@ -23,7 +23,7 @@ func Check() error {
 		errs = append(errs, fmt.Errorf("kernel BTF: %w", err))
 	} else {
 		for _, tp := range []string{"sched_process_exec", "sched_process_fork", "sched_process_exit",
-			"cgroup_mkdir", "cgroup_rmdir", "sys_enter", "sys_exit", "io_uring_submit_req"} {
+			"cgroup_mkdir", "cgroup_rmdir", "sys_exit", "io_uring_submit_req"} {
 			var td *btf.Typedef
 			if err := spec.TypeByName("btf_trace_"+tp, &td); err != nil {
 				errs = append(errs, fmt.Errorf("tracepoint %s: %w", tp, err))

@@ -155,11 +155,17 @@ func decode(rec []byte, bootWall int64) (Event, error) {
 			WriteBytes:     h.b[4],
 		}
 	case KindFile:
-		f := &FileInfo{
-			Op:        fileOp(h.a[0], h.a[1]),
-			Path:      joinPath(string(blobs[1]), string(blobs[0])),
-			Truncated: trunc,
-		}
+		// File records come by the hundred thousand: the info and its
+		// optional fields are one allocation.
+		fa := &struct {
+			f        FileInfo
+			mode     uint32
+			uid, gid int64
+		}{}
+		f := &fa.f
+		f.Op = fileOp(h.a[0], h.a[1])
+		f.Path = joinBlobs(blobs[1], blobs[0])
+		f.Truncated = trunc
 		if f.Op == "" {
 			return Event{}, fmt.Errorf("file record with unknown op %d", h.a[0])
 		}
@@ -167,15 +173,15 @@ func decode(rec []byte, bootWall int64) (Event, error) {
 		case h.a[0] == fopSymlink:
 			f.Target = string(blobs[2]) // as given, not resolved
 		case h.lens[2] > 0 || h.lens[3] > 0:
-			f.Target = joinPath(string(blobs[3]), string(blobs[2]))
+			f.Target = joinBlobs(blobs[3], blobs[2])
 		}
 		if h.flags&flagHasMode != 0 {
-			m := h.a[2] & 07777
-			f.Mode = &m
+			fa.mode = h.a[2] & 07777
+			f.Mode = &fa.mode
 		}
 		if h.flags&flagHasOwner != 0 {
-			u, g := int64(int32(h.a[3])), int64(int32(h.a[4]))
-			f.UID, f.GID = &u, &g
+			fa.uid, fa.gid = int64(int32(h.a[3])), int64(int32(h.a[4]))
+			f.UID, f.GID = &fa.uid, &fa.gid
 		}
 		ev.File = f
 	case KindNet:
@@ -212,6 +218,47 @@ func joinPath(dir, p string) string {
 		return p // the directory could not be resolved; keep what was given
 	}
 	return path.Join(dir, p)
+}
+
+// joinBlobs is joinPath for kernel blobs. The kernel's directory walk
+// gives a clean absolute path and most programs pass clean names, so the
+// common case is one allocation, without path.Clean.
+func joinBlobs(dir, p []byte) string {
+	if len(p) > 0 && p[0] == '/' {
+		if cleanComponents(p[1:]) {
+			return string(p)
+		}
+		return path.Clean(string(p))
+	}
+	if len(p) == 0 || len(dir) == 0 || dir[0] != '/' || !cleanComponents(p) ||
+		!(len(dir) == 1 || cleanComponents(dir[1:])) {
+		return joinPath(string(dir), string(p))
+	}
+	var b strings.Builder
+	b.Grow(len(dir) + 1 + len(p))
+	b.Write(dir)
+	if len(dir) > 1 {
+		b.WriteByte('/')
+	}
+	b.Write(p)
+	return b.String()
+}
+
+// cleanComponents reports whether p is a non-empty list of /-separated
+// names none of which is empty, "." or "..", so path.Clean would keep it.
+func cleanComponents(p []byte) bool {
+	start := 0
+	for i := 0; i <= len(p); i++ {
+		if i < len(p) && p[i] != '/' {
+			continue
+		}
+		switch c := p[start:i]; {
+		case len(c) == 0, len(c) == 1 && c[0] == '.', len(c) == 2 && c[0] == '.' && c[1] == '.':
+			return false
+		}
+		start = i + 1
+	}
+	return true
 }
 
 func splitArgv(b []byte) []string {

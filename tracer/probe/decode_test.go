@@ -27,6 +27,20 @@ func TestJoinPath(t *testing.T) {
 	}
 }
 
+func TestJoinBlobsMatchesJoinPath(t *testing.T) {
+	for _, c := range []struct{ dir, p string }{
+		{"/work", "a/b"}, {"/work", "../x"}, {"/work", "./x"}, {"/work", "a//b"}, {"/work", "a/"},
+		{"/", "a"}, {"/", ""}, {"/work", "/abs//y"}, {"/work", "/abs/y"}, {"/work", "/"},
+		{"/work/fd-dir", ""}, {"", "rel"}, {"", "/abs"}, {"/a/./b", "c"}, {"/a/", "c"},
+		{"/work", "."}, {"/work", ".."}, {"/work", "..."}, {"/work", ".hidden/f"},
+	} {
+		want := joinPath(c.dir, c.p)
+		if got := joinBlobs([]byte(c.dir), []byte(c.p)); got != want {
+			t.Errorf("joinBlobs(%q, %q) = %q, joinPath gives %q", c.dir, c.p, got, want)
+		}
+	}
+}
+
 func TestFileOpFromOpenFlags(t *testing.T) {
 	for _, c := range []struct {
 		flags uint32
@@ -70,5 +84,27 @@ func TestDecodeFile(t *testing.T) {
 	}
 	if _, err := decode(rec[:len(rec)-1], 0); err == nil {
 		t.Fatal("short record decoded")
+	}
+}
+
+// BenchmarkDecodeFile decodes the record an untar makes per file: a
+// relative path and the walked directory.
+func BenchmarkDecodeFile(b *testing.B) {
+	rec := make([]byte, headerSize)
+	le := binary.LittleEndian
+	le.PutUint64(rec[8:], 42)
+	le.PutUint16(rec[88:], uint16(KindFile))
+	le.PutUint16(rec[90:], flagHasMode)
+	le.PutUint32(rec[68:], fopOpen)
+	le.PutUint32(rec[72:], oWronly|oCreat|oTrunc)
+	for i, s := range []string{"d123/f00042.txt", "/x"} {
+		le.PutUint16(rec[96+2*i:], uint16(len(s)))
+		rec = append(rec, s...)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decode(rec, 5); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -33,8 +33,19 @@ const DefaultRingBufferSize = 16 << 20
 // BPF program matches the same prefix.
 const trackedPrefix = "buildtrace"
 
-// syncMagic makes personality(2) a marker; see sys_enter in the BPF program.
+// syncMagic makes personality(2) a marker; see sys_exit in the BPF program.
 const syncMagic = 0xffffffff
+
+// pollInterval bounds how long a record written without a wakeup (see
+// wake_flags in the BPF program) waits in the ring before Run reads it.
+const pollInterval = 50 * time.Millisecond
+
+// wakeBytes is how many pending bytes make the kernel wake the reader: a
+// sixteenth of the ring (so a burst never fills it unread), at most 256 KiB
+// (about 1,500 file records per wakeup).
+func wakeBytes(ringSize int) uint64 {
+	return uint64(min(ringSize/16, 256<<10))
+}
 
 // Options configures Load.
 type Options struct {
@@ -82,6 +93,9 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 	if err := spec.Variables["tracer_tgid"].Set(uint32(os.Getpid())); err != nil {
 		return nil, fmt.Errorf("setting tracer_tgid: %w", err)
 	}
+	if err := spec.Variables["wake_bytes"].Set(wakeBytes(size)); err != nil {
+		return nil, fmt.Errorf("setting wake_bytes: %w", err)
+	}
 	p := &Probe{waiters: map[uint64]chan struct{}{}}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
@@ -117,16 +131,11 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 		}
 		p.links = append(p.links, l)
 	}
-	for _, t := range []struct {
-		name string
-		prog *ebpf.Program
-	}{{"sys_enter", o.SysEnter}, {"sys_exit", o.SysExit}} {
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: t.name, Program: t.prog})
-		if err != nil {
-			return nil, fmt.Errorf("attaching raw_tp/%s: %w", t.name, err)
-		}
-		p.links = append(p.links, l)
+	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: o.SysExit})
+	if err != nil {
+		return nil, fmt.Errorf("attaching raw_tp/sys_exit: %w", err)
 	}
+	p.links = append(p.links, l)
 	for _, t := range []struct {
 		attach ebpf.AttachType
 		prog   *ebpf.Program
@@ -230,9 +239,14 @@ func (p *Probe) Run(ctx context.Context, fn func(Event)) error {
 	stop := context.AfterFunc(ctx, func() { p.rd.Flush() })
 	defer stop()
 	var rec ringbuf.Record
+	p.rd.SetDeadline(time.Now().Add(pollInterval))
 	for {
 		if err := p.rd.ReadInto(&rec); err != nil {
 			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				// Every record present was read; poll again later.
+				p.rd.SetDeadline(time.Now().Add(pollInterval))
+				continue
 			case errors.Is(err, ringbuf.ErrFlushed):
 				if ctx.Err() != nil {
 					return ctx.Err()
