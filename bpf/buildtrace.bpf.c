@@ -670,26 +670,35 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	struct file *exe = BPF_CORE_READ(bprm, file);
 	pos = append_walk(s, pos, 3, BPF_CORE_READ(exe, f_path.dentry), BPF_CORE_READ(exe, f_path.mnt), p);
 
-	__u8 one = 1;
-	if (bpf_map_update_elem(&seen, &cg, &one, BPF_NOEXIST) == 0) {
-		s->ev.flags |= EF_FIRST_IN_CGROUP;
-		/* What the container runtime (runc init) used before this first
-		 * exec is not the step's: start the process's accounts at minus
-		 * what it has so far (unsigned wrap-around), dropping runc's
-		 * exited threads too. */
-		__u64 rt = BPF_CORE_READ(p, se.sum_exec_runtime);
-		struct tg_acc base = {
-			.rchar = -BPF_CORE_READ(p, ioac.rchar),
-			.wchar = -BPF_CORE_READ(p, ioac.wchar),
-		};
-		__u32 tgid = BPF_CORE_READ(p, tgid);
-		bpf_map_update_elem(&tgacc, &tgid, &base, BPF_ANY);
-		bpf_map_update_elem(&execbase, &tgid, &rt, BPF_ANY);
+	/* The step's command is the first exec in the cgroup whose environment
+	 * carries TRACEPARENT, which BuildKit sets for every container of a
+	 * build. Execs before it are the runtime's own: runc init re-executes
+	 * itself from a sealed copy, and under load that can happen after runc
+	 * has already moved it into the container's cgroup. */
+	if (!bpf_map_lookup_elem(&seen, &cg)) {
 		struct env_ctx ec = {
 			.p = BPF_CORE_READ(mm, env_start),
 			.end = BPF_CORE_READ(mm, env_end),
 		};
 		bpf_loop(4 * ENV_STRINGS, env_step, &ec, 0);
+		__u8 one = 1;
+		if ((s->ev.flags & EF_TRACE_ID) && bpf_map_update_elem(&seen, &cg, &one, BPF_NOEXIST) == 0) {
+			s->ev.flags |= EF_FIRST_IN_CGROUP;
+			/* What the container runtime (runc init) used before this
+			 * exec is not the step's: start the process's accounts at
+			 * minus what it has so far (unsigned wrap-around), dropping
+			 * runc's exited threads too. */
+			__u64 rt = BPF_CORE_READ(p, se.sum_exec_runtime);
+			struct tg_acc base = {
+				.rchar = -BPF_CORE_READ(p, ioac.rchar),
+				.wchar = -BPF_CORE_READ(p, ioac.wchar),
+			};
+			__u32 tgid = BPF_CORE_READ(p, tgid);
+			bpf_map_update_elem(&tgacc, &tgid, &base, BPF_ANY);
+			bpf_map_update_elem(&execbase, &tgid, &rt, BPF_ANY);
+		} else {
+			s->ev.flags &= ~EF_TRACE_ID;
+		}
 	}
 	emit(s, pos);
 	return 0;

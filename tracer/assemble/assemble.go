@@ -190,6 +190,11 @@ func (a *Assembler) Handle(ev probe.Event) Update {
 		return Update{}
 	}
 	if ev.Kind == probe.KindExec && ev.Exec != nil {
+		if !s.started && !ev.Exec.FirstInCgroup {
+			// An exec before the one carrying the build's TRACEPARENT is
+			// the runtime's own (runc init re-executing itself).
+			return Update{}
+		}
 		first := !s.started
 		s.exec(ev)
 		if first {

@@ -50,7 +50,9 @@ func (f *feed) rmdir(ms int) Update {
 
 func (f *feed) exec(ms int, pid, ppid uint32, traceID string, argv ...string) Update {
 	return f.send(probe.Event{Kind: probe.KindExec, Time: at(ms), PID: pid, TID: pid, PPID: ppid,
-		Exec: &probe.ExecInfo{Binary: argv[0], Argv: argv, Cwd: "/", TraceID: traceID}})
+		// As the probe does: only the first exec carrying TRACEPARENT has
+		// the trace ID and the first-in-cgroup flag.
+		Exec: &probe.ExecInfo{Binary: argv[0], Argv: argv, Cwd: "/", TraceID: traceID, FirstInCgroup: traceID != ""}})
 }
 
 func (f *feed) fork(ms int, pid, ppid uint32) {
@@ -80,6 +82,12 @@ func TestProcessTree(t *testing.T) {
 	f.fork(1, 11, 10)
 	f.file(2, 10, trace.OpMkdir, "/proc")
 	f.exit(3, 11, 0, 0, 1<<30)
+	// runc init re-executing its sealed copy inside the cgroup: an exec
+	// without TRACEPARENT before the step's command is still setup.
+	if u := f.exec(4, 10, 9, "", "runc", "init"); u.FirstExec != nil {
+		t.Fatalf("runc's re-exec was taken for the step's first exec: %+v", u)
+	}
+	f.file(5, 10, trace.OpCreate, "/etc/hosts")
 	u := f.exec(10, 10, 9, traceA, "/bin/sh", "-c", "make")
 	if u.FirstExec == nil || u.FirstExec.FirstPID != 10 || u.FirstExec.TraceID != traceA {
 		t.Fatalf("first exec update = %+v", u)
