@@ -42,6 +42,11 @@ func scan(root string, srv *server.Server, log *slog.Logger) error {
 			continue
 		}
 		pids := cgroupPIDs(dir)
+		if len(pids) == 0 {
+			// Left behind by a runtime that died (a killed buildkitd):
+			// nothing runs there and nothing will.
+			continue
+		}
 		var traceID string
 		var pid uint32
 		for _, p := range pids {
