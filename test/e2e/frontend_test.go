@@ -196,7 +196,7 @@ RUN cat /out > /copied-`+n+`
 		t.Errorf("build stage's diff lacks /out")
 	}
 	if _, ok := fileAccess(p, second.StepID, "/copied-"+n, attest.SourceDiff); !ok {
-		t.Errorf("final stage's diff lacks /copied-%s", n)
+		t.Errorf("final stage's diff lacks /copied-%s; its runs: %+v", n, second.Runs)
 	}
 }
 
