@@ -508,6 +508,19 @@ static __always_inline __u32 append_at_path(struct scratch *s, __u32 pos, int sl
 
 /* ---- cgroups ---- */
 
+/* Cgroups created under /buildtrace/, for a reader that acts on them at
+ * once: a container's overlay root is mounted only while it runs, and the
+ * main ring can be seconds behind when another step is busy. */
+struct ctl_event {
+	__u64 cgroup_id;
+	char path[256];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} ctl SEC(".maps");
+
 SEC("tp_btf/cgroup_mkdir")
 int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
 {
@@ -526,6 +539,12 @@ int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
 	struct cg_stats zs = {};
 	bpf_map_update_elem(&stats, &id, &zs, BPF_NOEXIST);
 	bpf_map_update_elem(&tracked, &id, &one, BPF_ANY);
+	struct ctl_event *ce = bpf_ringbuf_reserve(&ctl, sizeof(*ce), 0);
+	if (ce) {
+		ce->cgroup_id = id;
+		bpf_probe_read_kernel_str(ce->path, sizeof(ce->path), path);
+		bpf_ringbuf_submit(ce, 0);
+	}
 	struct scratch *s = begin(K_CGROUP_MKDIR, id);
 	if (!s)
 		return 0;

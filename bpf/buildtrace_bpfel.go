@@ -87,6 +87,7 @@ type BuildtraceTrafficVal struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	BuildtraceMapCtl               = "ctl"
 	BuildtraceMapEvents            = "events"
 	BuildtraceMapExecbase          = "execbase"
 	BuildtraceMapNetseen           = "netseen"
@@ -167,6 +168,7 @@ type BuildtraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BuildtraceMapSpecs struct {
+	Ctl        *ebpf.MapSpec `ebpf:"ctl"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Execbase   *ebpf.MapSpec `ebpf:"execbase"`
 	Netseen    *ebpf.MapSpec `ebpf:"netseen"`
@@ -207,6 +209,7 @@ func (o *BuildtraceObjects) Close() error {
 //
 // It can be passed to LoadBuildtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BuildtraceMaps struct {
+	Ctl        *ebpf.Map `ebpf:"ctl"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Execbase   *ebpf.Map `ebpf:"execbase"`
 	Netseen    *ebpf.Map `ebpf:"netseen"`
@@ -221,6 +224,7 @@ type BuildtraceMaps struct {
 
 func (m *BuildtraceMaps) Close() error {
 	return _BuildtraceClose(
+		m.Ctl,
 		m.Events,
 		m.Execbase,
 		m.Netseen,

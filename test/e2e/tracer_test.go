@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/buildtrace/buildtrace/pkg/sign"
 	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"github.com/buildtrace/buildtrace/pkg/trace"
 	"github.com/buildtrace/buildtrace/pkg/tracerapi"
@@ -62,32 +61,6 @@ func (b tracedBuild) run(ctx context.Context, l *lab.Lab) lab.Result {
 		res.Err = fmt.Errorf("docker %s: %w", strings.Join(cmd, " "), err)
 	}
 	return res
-}
-
-// fetchTrace asks the lab's buildtraced for a build and checks the
-// signature with the lab's public key.
-func fetchTrace(t *testing.T, ctx context.Context, l *lab.Lab, traceID string) *trace.Build {
-	t.Helper()
-	env, err := (&tracerapi.Client{Addr: l.TracerAddr}).Trace(ctx, traceID, 30*time.Second)
-	if err != nil {
-		t.Fatalf("fetching trace %s: %v", traceID, err)
-	}
-	v, err := sign.LoadVerifier(ctx, l.TracerPub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, err := sign.Verify(ctx, v, env, trace.PayloadType)
-	if err != nil {
-		t.Fatalf("trace %s does not verify with %s: %v", traceID, l.TracerPub, err)
-	}
-	var b trace.Build
-	if err := json.Unmarshal(payload, &b); err != nil {
-		t.Fatal(err)
-	}
-	if b.BuildTraceID != traceID {
-		t.Fatalf("signed trace is for build %s, asked for %s", b.BuildTraceID, traceID)
-	}
-	return &b
 }
 
 func tracerLab(t *testing.T) *lab.Lab {
@@ -137,7 +110,7 @@ func TestTracerFollowsOneRun(t *testing.T) {
 	if res := b.run(ctx, l); res.Err != nil {
 		t.Fatalf("%v\n%s", res.Err, res.Output)
 	}
-	bt := fetchTrace(t, ctx, l, b.traceID)
+	bt := fetchSignedTrace(t, ctx, l, b.traceID)
 	if len(bt.Steps) != 1 {
 		t.Fatalf("want 1 step, got %d", len(bt.Steps))
 	}
@@ -265,7 +238,7 @@ func TestTracerKeepsConcurrentBuildsApart(t *testing.T) {
 		b          tracedBuild
 		own, other string
 	}{{a, markA, markB}, {b, markB, markA}} {
-		bt := fetchTrace(t, ctx, l, c.b.traceID)
+		bt := fetchSignedTrace(t, ctx, l, c.b.traceID)
 		raw, _ := json.Marshal(bt)
 		if !strings.Contains(string(raw), c.own) {
 			t.Errorf("trace %s lacks its own marker %s", c.b.traceID, c.own)
@@ -318,7 +291,7 @@ func TestTracerRestartMidStep(t *testing.T) {
 	if res := <-done; res.Err != nil {
 		t.Fatalf("%v\n%s", res.Err, res.Output)
 	}
-	bt := fetchTrace(t, ctx, l, b.traceID)
+	bt := fetchSignedTrace(t, ctx, l, b.traceID)
 	if len(bt.Steps) != 1 {
 		t.Fatalf("want the interrupted step, got %d steps", len(bt.Steps))
 	}
@@ -331,5 +304,65 @@ func TestTracerRestartMidStep(t *testing.T) {
 	}
 	if _, ok := findFileOp(&s, trace.OpCreate, "/after"); !ok {
 		t.Errorf("the write after the restart is missing: %+v", s.Files)
+	}
+}
+
+// TestTracerShortStepUnderLoad runs a short RUN while another build's RUN
+// floods the tracer with file events (the 50,000-file untar of the
+// benchmark). The short step's container is gone long before the tracer
+// has read the backlog; its file-system diff must still be there, because
+// the tracer finds a container's root when the kernel reports its cgroup,
+// not when the event queue gets to it.
+func TestTracerShortStepUnderLoad(t *testing.T) {
+	l := tracerLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	heavy := tracedBuild{
+		traceID: randHex(16),
+		stepID:  steptag.NewID([]byte(t.Name() + randHex(8))),
+		dir: lab.WriteContext(t, map[string]string{
+			"Dockerfile": fmt.Sprintf("FROM %s\nCOPY files.tar /files.tar\nRUN --mount=type=tmpfs,target=/x %s\n", l.BaseImage, untarRunTmpfs),
+			"files.tar":  string(smallFilesTar(t)),
+		}),
+	}
+	quick := newTracedBuild(t, l, "echo quick > /quick-"+randHex(4))
+	heavyDone := make(chan lab.Result, 1)
+	go func() { heavyDone <- heavy.run(ctx, l) }()
+
+	// Start the short step once the heavy one is busy.
+	pattern := filepath.Join("/sys/fs/cgroup/unified", steptag.CgroupParent(heavy.stepID), "buildkit", "*")
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if m, _ := filepath.Glob(pattern); len(m) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the heavy step never started")
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if res := quick.run(ctx, l); res.Err != nil {
+		t.Fatalf("%v\n%s", res.Err, res.Output)
+	}
+	if res := <-heavyDone; res.Err != nil {
+		t.Fatalf("%v\n%s", res.Err, res.Output)
+	}
+	bt := fetchSignedTrace(t, ctx, l, quick.traceID)
+	if len(bt.Steps) != 1 {
+		t.Fatalf("want the short step, got %d steps", len(bt.Steps))
+	}
+	s := bt.Steps[0]
+	if s.Diff.Digest == "" || s.Diff.Error != "" {
+		t.Fatalf("the short step lost its diff under load: %+v (completeness %+v)", s.Diff, s.Completeness)
+	}
+	var found bool
+	for _, c := range s.Diff.Changes {
+		found = found || strings.HasPrefix(c.Path, "/quick-") && c.Change == trace.ChangeCreated
+	}
+	if !found || !s.Completeness.Complete {
+		t.Errorf("diff %+v, completeness %+v: want /quick-* created and a complete step", s.Diff.Changes, s.Completeness)
+	}
+	hb := fetchSignedTrace(t, ctx, l, heavy.traceID)
+	if len(hb.Steps) != 1 || !hb.Steps[0].Completeness.Complete {
+		t.Errorf("the heavy step should be traced completely too: %+v", hb.Steps)
 	}
 }

@@ -148,6 +148,11 @@ func Run(ctx context.Context, cfg Config) error {
 	defer stopRun()
 	runErr := make(chan error, 1)
 	go func() { runErr <- p.Run(runCtx, srv.Handle) }()
+	go func() {
+		if err := p.Cgroups(runCtx, srv.Early); err != nil && runCtx.Err() == nil {
+			log.Warn("reading cgroup creations ahead of events", "err", err)
+		}
+	}()
 
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	httpErr := make(chan error, 1)

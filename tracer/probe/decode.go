@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -337,4 +338,17 @@ func makeAddrPort(family int, a [16]byte, port uint16) (netip.AddrPort, bool) {
 		return netip.AddrPortFrom(netip.AddrFrom16(a).Unmap(), port), true
 	}
 	return netip.AddrPort{}, false
+}
+
+// decodeCtl decodes a struct ctl_event: the cgroup ID and a NUL-terminated
+// path of at most 255 bytes.
+func decodeCtl(rec []byte) (uint64, string, error) {
+	if len(rec) < 8+256 {
+		return 0, "", fmt.Errorf("control record of %d bytes, want %d", len(rec), 8+256)
+	}
+	path := rec[8 : 8+256]
+	if i := bytes.IndexByte(path, 0); i >= 0 {
+		path = path[:i]
+	}
+	return binary.LittleEndian.Uint64(rec[:8]), string(path), nil
 }

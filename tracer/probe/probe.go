@@ -58,6 +58,7 @@ type Probe struct {
 	objs     bpf.BuildtraceObjects
 	links    []link.Link
 	rd       *ringbuf.Reader
+	ctl      *ringbuf.Reader // cgroup mkdirs only, see Cgroups
 	bootWall int64 // wall ns minus CLOCK_MONOTONIC ns
 
 	runMu   sync.Mutex // one Run at a time
@@ -148,6 +149,9 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 	}
 	if p.rd, err = ringbuf.NewReader(o.Events); err != nil {
 		return nil, fmt.Errorf("opening ring buffer: %w", err)
+	}
+	if p.ctl, err = ringbuf.NewReader(o.Ctl); err != nil {
+		return nil, fmt.Errorf("opening control ring buffer: %w", err)
 	}
 	p.bootWall = clockOffset()
 	return p, ctx.Err()
@@ -269,6 +273,36 @@ func (p *Probe) Run(ctx context.Context, fn func(Event)) error {
 	}
 }
 
+// Cgroups calls fn for each cgroup created under /buildtrace/ as soon as
+// the kernel reports it, ahead of Run, which may be behind a burst of
+// another step's events. fn runs on Cgroups' goroutine, concurrently with
+// Run's fn; the same cgroup still reaches Run as a KindCgroupMkdir event,
+// in order. Cgroups returns when ctx is done or the probe is closed.
+func (p *Probe) Cgroups(ctx context.Context, fn func(cgroupID uint64, path string)) error {
+	stop := context.AfterFunc(ctx, func() { p.ctl.Flush() })
+	defer stop()
+	var rec ringbuf.Record
+	for {
+		if err := p.ctl.ReadInto(&rec); err != nil {
+			switch {
+			case errors.Is(err, ringbuf.ErrFlushed):
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				continue
+			case errors.Is(err, ringbuf.ErrClosed):
+				return nil
+			}
+			return fmt.Errorf("reading control ring buffer: %w", err)
+		}
+		id, path, err := decodeCtl(rec.RawSample)
+		if err != nil {
+			return err
+		}
+		fn(id, path)
+	}
+}
+
 func mustSeq(rec []byte) uint64 {
 	h, _, _ := parseHeader(rec)
 	return h.b[0]
@@ -370,6 +404,9 @@ func (p *Probe) Close() error {
 	var errs []error
 	if p.rd != nil {
 		errs = append(errs, p.rd.Close())
+	}
+	if p.ctl != nil {
+		errs = append(errs, p.ctl.Close())
 	}
 	for _, l := range p.links {
 		errs = append(errs, l.Close())

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"io"
 	"net"
 	"net/netip"
@@ -530,6 +531,61 @@ func BenchmarkSyscallTracked(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// TestCgroupsAheadOfRun: a cgroup created under /buildtrace/ reaches
+// Cgroups' callback with its ID (the directory's inode) and path, while Run
+// is not even reading.
+func TestCgroupsAheadOfRun(t *testing.T) {
+	requireRoot(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := Load(ctx, Options{})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	defer p.Close()
+	type made struct {
+		id   uint64
+		path string
+	}
+	got := make(chan made, 16)
+	done := make(chan error, 1)
+	go func() { done <- p.Cgroups(ctx, func(id uint64, path string) { got <- made{id, path} }) }()
+
+	step := steptag.NewID([]byte(t.Name() + time.Now().String()))
+	rel := "/" + steptag.CgroupParent(step) + "/buildkit/early"
+	dir := filepath.Join(DefaultCgroupRoot, rel)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for d := dir; d != filepath.Join(DefaultCgroupRoot, steptag.Root); d = filepath.Dir(d) {
+			os.Remove(d)
+		}
+	}()
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case m := <-got:
+			if m.path == rel {
+				if m.id != st.Ino {
+					t.Fatalf("cgroup %s reported with ID %d, its inode is %d", rel, m.id, st.Ino)
+				}
+				cancel()
+				if err := <-done; !errors.Is(err, context.Canceled) {
+					t.Errorf("Cgroups: %v", err)
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatalf("Cgroups never reported %s", rel)
 		}
 	}
 }

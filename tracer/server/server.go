@@ -6,6 +6,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"log/slog"
 	"sync"
 	"time"
@@ -50,6 +51,7 @@ type Server struct {
 	mu      sync.Mutex
 	asm     *assemble.Assembler
 	layouts map[uint64]layout           // by cgroup ID, while the step is open
+	early   map[uint64]layout           // found by Early, not yet taken by Handle
 	sealing map[*assemble.Step]struct{} // ended, not yet in the store
 	changed chan struct{}               // closed when a step is sealed
 
@@ -78,10 +80,27 @@ func New(cfg Config) *Server {
 		log:     cfg.Logger,
 		asm:     assemble.New(cfg.Limits),
 		layouts: make(map[uint64]layout),
+		early:   make(map[uint64]layout),
 		sealing: make(map[*assemble.Step]struct{}),
 		changed: make(chan struct{}),
 		diffSem: make(chan struct{}, 2),
 	}
+}
+
+// Early takes a container cgroup's creation as soon as the kernel reports
+// it (probe.Cgroups), ahead of Handle, and finds the container's root
+// overlay while BuildKit still has it mounted: Handle may see the same
+// mkdir only after a backlog of another step's events, when a short step
+// is already over.
+func (s *Server) Early(cgroupID uint64, path string) {
+	c, ok := steptag.ParseCgroup(path)
+	if !ok {
+		return
+	}
+	l, err := rootfs.FromBundle(s.cfg.Mountinfo, c.ContainerID)
+	s.mu.Lock()
+	s.early[cgroupID] = layout{l, err}
+	s.mu.Unlock()
 }
 
 // Handle takes one probe event. It is the callback for probe.Run and must
@@ -93,13 +112,23 @@ func (s *Server) Handle(ev probe.Event) {
 
 	switch {
 	case u.Opened != nil:
-		// runc is starting: BuildKit has mounted the root and written the
-		// bundle, so both can be read now.
-		l, err := rootfs.FromBundle(s.cfg.Mountinfo, u.Opened.Container.ContainerID)
 		s.mu.Lock()
-		s.layouts[u.Opened.CgroupID] = layout{l, err}
+		have, ok := s.early[u.Opened.CgroupID]
+		delete(s.early, u.Opened.CgroupID)
 		s.mu.Unlock()
-		s.log.Debug("step started", "cgroup", u.Opened.Cgroup, "layoutErr", err)
+		if !ok || have.err != nil {
+			// runc is starting, or has been: BuildKit mounted the root and
+			// wrote the bundle before it, and removes both after.
+			l, err := rootfs.FromBundle(s.cfg.Mountinfo, u.Opened.Container.ContainerID)
+			if ok && err != nil {
+				err = fmt.Errorf("%w; at once: %w", err, have.err)
+			}
+			have = layout{l, err}
+		}
+		s.mu.Lock()
+		s.layouts[u.Opened.CgroupID] = have
+		s.mu.Unlock()
+		s.log.Debug("step started", "cgroup", u.Opened.Cgroup, "layoutErr", have.err)
 	case u.FirstExec != nil:
 		s.mu.Lock()
 		have := s.layouts[u.FirstExec.CgroupID]
