@@ -20,7 +20,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LAB=$REPO/.lab
 : "${HOME:=/root}"
 export HOME
-export PATH=/usr/local/go/bin:$PATH
+export PATH=/usr/local/go/bin:$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/buildtrace
 REGISTRY=127.0.0.1:5000
 BUILDER=buildtrace
