@@ -5,6 +5,7 @@
 # destination the example contacts.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+export PATH=$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 eval "$("$REPO/hack/lab.sh" env)"
 BT=$REPO/bin/buildtrace
 IMAGE=$BUILDTRACE_REGISTRY/examples/hello:latest
