@@ -59,7 +59,7 @@ type Probe struct {
 	links    []link.Link
 	rd       *ringbuf.Reader
 	ctl      *ringbuf.Reader // cgroup mkdirs only, see Cgroups
-	bootWall int64 // wall ns minus CLOCK_MONOTONIC ns
+	bootWall int64           // wall ns minus CLOCK_MONOTONIC ns
 
 	runMu   sync.Mutex // one Run at a time
 	pending []Event    // cgroups found by the start-up scan, passed to the first Run
