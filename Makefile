@@ -30,6 +30,8 @@ demo: lab
 
 vet:
 	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.lab/*')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # generate rebuilds the committed bpf2go output (needs clang, bpftool).
 generate:
