@@ -30,6 +30,7 @@ import (
 	"github.com/moby/buildkit/frontend/gateway/client"
 	gatewaypb "github.com/moby/buildkit/frontend/gateway/pb"
 	"github.com/moby/buildkit/solver/result"
+	digest "github.com/opencontainers/go-digest"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 )
 
@@ -142,6 +143,7 @@ type observation struct {
 	build     *trace.Build
 	reason    string // why unmonitored
 	monitored bool
+	tracer    string // address of the tracer that answered
 }
 
 func observe(ctx context.Context, set Settings, traceparent string) (*observation, error) {
@@ -161,7 +163,7 @@ func observe(ctx context.Context, set Settings, traceparent string) (*observatio
 	if b.BuildTraceID != traceID {
 		return unmonitored(set, traceID, fmt.Errorf("tracer at %s answered with the trace of build %s, not %s", set.Tracer, b.BuildTraceID, traceID))
 	}
-	return &observation{traceID: traceID, envelope: env, build: b, monitored: true}, nil
+	return &observation{traceID: traceID, envelope: env, build: b, monitored: true, tracer: set.Tracer}, nil
 }
 
 func unmonitored(set Settings, traceID string, cause error) (*observation, error) {
@@ -205,7 +207,10 @@ func attach(ctx context.Context, c client.Client, res *client.Result, solves []s
 		if err != nil {
 			return fmt.Errorf("runtime trace of %s: %w", p.ID, err)
 		}
-		st := llb.Scratch().File(llb.Mkfile(AttestationPath, 0o644, dt), llb.WithCustomName("[buildtrace] runtime trace "+p.ID))
+		st, err := attestationState(ctx, obs, p.ID, dt)
+		if err != nil {
+			return fmt.Errorf("runtime trace of %s: %w", p.ID, err)
+		}
 		def, err := st.Marshal(ctx)
 		if err != nil {
 			return fmt.Errorf("runtime trace of %s: %w", p.ID, err)
@@ -222,6 +227,30 @@ func attach(ctx context.Context, c client.Client, res *client.Result, solves []s
 		})
 	}
 	return nil
+}
+
+// inlineMax is the largest attestation put inline into the LLB definition:
+// the definition travels in one gRPC message, which BuildKit caps at 16 MiB.
+const inlineMax = 4 << 20
+
+// attestationState is a state holding the predicate at AttestationPath.
+// A small one is written inline; a large one (a step that touched hundreds
+// of thousands of files) is handed to the tracer and fetched by BuildKit's
+// HTTP source, pinned to its digest.
+func attestationState(ctx context.Context, obs *observation, platform string, dt []byte) (llb.State, error) {
+	name := llb.WithCustomName("[buildtrace] runtime trace " + platform)
+	if len(dt) <= inlineMax {
+		return llb.Scratch().File(llb.Mkfile(AttestationPath, 0o644, dt), name), nil
+	}
+	if obs.tracer == "" {
+		return llb.State{}, fmt.Errorf("attestation of %d bytes is too large to send inline and there is no tracer to hand it to", len(dt))
+	}
+	tc := &tracerapi.Client{Addr: obs.tracer, HTTP: &http.Client{Timeout: 2 * time.Minute}}
+	url, dgst, err := tc.PutBlob(ctx, dt)
+	if err != nil {
+		return llb.State{}, fmt.Errorf("handing the %d-byte attestation to the tracer: %w", len(dt), err)
+	}
+	return llb.HTTP(url, llb.Checksum(digest.Digest(dgst)), llb.Filename(strings.TrimPrefix(AttestationPath, "/")), llb.Chmod(0o644), name), nil
 }
 
 // stepsOf returns the steps of every solve that produced ref.

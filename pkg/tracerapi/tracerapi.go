@@ -4,13 +4,16 @@
 package tracerapi
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
+	neturl "net/url"
 	"strings"
 	"time"
 
@@ -26,6 +29,11 @@ const TracePath = "/v1/builds/"
 
 // HealthPath answers whether the tracer is up and since when.
 const HealthPath = "/v1/health"
+
+// BlobPath is where a caller hands over content for BuildKit to fetch with
+// an HTTP source (PUT, then GET BlobPath+<sha256 hex>): an attestation too
+// large to travel inline in an LLB definition. Blobs are kept for minutes.
+const BlobPath = "/v1/blobs/"
 
 // TraceResponse is the body of GET /v1/builds/{traceID}?wait=DURATION.
 // Envelope's payload is a JSON trace.Build of type trace.PayloadType.
@@ -78,7 +86,7 @@ func (c *Client) Trace(ctx context.Context, traceID string, wait time.Duration) 
 	if !ValidTraceID(traceID) {
 		return nil, fmt.Errorf("invalid build trace ID %q: want 32 lowercase hex characters", traceID)
 	}
-	u := url.URL{Scheme: "http", Host: c.Addr, Path: TracePath + traceID, RawQuery: url.Values{"wait": {wait.String()}}.Encode()}
+	u := neturl.URL{Scheme: "http", Host: c.Addr, Path: TracePath + traceID, RawQuery: neturl.Values{"wait": {wait.String()}}.Encode()}
 	var resp TraceResponse
 	if err := c.get(ctx, u.String(), &resp); err != nil {
 		return nil, err
@@ -89,9 +97,35 @@ func (c *Client) Trace(ctx context.Context, traceID string, wait time.Duration) 
 	return resp.Envelope, nil
 }
 
+// PutBlob hands data to the tracer and returns the URL BuildKit can fetch
+// it from and its digest ("sha256:<hex>").
+func (c *Client) PutBlob(ctx context.Context, data []byte) (url string, digest string, err error) {
+	sum := sha256.Sum256(data)
+	name := hex.EncodeToString(sum[:])
+	u := (&neturl.URL{Scheme: "http", Host: c.Addr, Path: BlobPath + name}).String()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, bytes.NewReader(data))
+	if err != nil {
+		return "", "", err
+	}
+	res, err := c.httpClient().Do(req)
+	if err != nil {
+		return "", "", fmt.Errorf("tracer at %s: %w", c.Addr, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		body, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
+		var e ErrorResponse
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return "", "", fmt.Errorf("tracer at %s: storing blob: %s: %s", c.Addr, res.Status, e.Error)
+		}
+		return "", "", fmt.Errorf("tracer at %s: storing blob: %s", c.Addr, res.Status)
+	}
+	return u, "sha256:" + name, nil
+}
+
 // Health asks whether the tracer is up.
 func (c *Client) Health(ctx context.Context) (*Health, error) {
-	u := url.URL{Scheme: "http", Host: c.Addr, Path: HealthPath}
+	u := neturl.URL{Scheme: "http", Host: c.Addr, Path: HealthPath}
 	var h Health
 	if err := c.get(ctx, u.String(), &h); err != nil {
 		return nil, err

@@ -408,3 +408,38 @@ RUN echo `+n+`
 		t.Errorf("unmonitored step = %+v, log %+v", s, p.MonitorLog)
 	}
 }
+
+// TestFrontendLargeTrace: a RUN that creates and deletes 50,000 files
+// yields an attestation of tens of MiB, more than an LLB definition can
+// carry inline (one gRPC message, 16 MiB). The build must still succeed,
+// the attestation must hold every file operation, and verify must pass.
+func TestFrontendLargeTrace(t *testing.T) {
+	l := lab.Require(t)
+	requireTracer(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	dir := lab.WriteContext(t, map[string]string{
+		"Dockerfile": dockerfile(l, "FROM BASE\nCOPY files.tar /files.tar\nRUN --mount=type=tmpfs,target=/x "+untarRunTmpfs+" # "+nonce(t)+"\n"),
+		"files.tar":  string(smallFilesTar(t)),
+	})
+	ref := l.Ref("frontend-large")
+	l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+	_, preds := runtimeTraces(t, ctx, l, ref)
+	p := single(t, preds)
+	step := stepByInstruction(t, p, "RUN --mount=type=tmpfs")
+	if step.Status != attest.StatusExecuted {
+		t.Fatalf("step status %s", step.Status)
+	}
+	var ops int
+	for _, fa := range p.MonitorLog.FileAccess {
+		if fa.Annotations.Source == attest.SourceSyscall && fa.Annotations.Step == step.StepID {
+			ops++
+		}
+	}
+	if ops < 2*untarFiles {
+		t.Errorf("attestation holds %d file operations of the step, want at least %d (create and unlink of each file)", ops, 2*untarFiles)
+	}
+	if out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub); code != 0 {
+		t.Errorf("verify exited %d:\n%s", code, out)
+	}
+}

@@ -21,6 +21,8 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+tracerapi.TracePath+"{id}", s.serveTrace)
 	mux.HandleFunc("GET "+tracerapi.HealthPath, s.serveHealth)
+	mux.HandleFunc("PUT "+tracerapi.BlobPath+"{sha256}", s.putBlob)
+	mux.HandleFunc("GET "+tracerapi.BlobPath+"{sha256}", s.getBlob)
 	return mux
 }
 

@@ -52,6 +52,7 @@ type Server struct {
 	asm     *assemble.Assembler
 	layouts map[uint64]layout           // by cgroup ID, while the step is open
 	early   map[uint64]layout           // found by Early, not yet taken by Handle
+	blobs   blobs                       // attestations handed over for BuildKit's HTTP source
 	sealing map[*assemble.Step]struct{} // ended, not yet in the store
 	changed chan struct{}               // closed when a step is sealed
 
@@ -81,6 +82,7 @@ func New(cfg Config) *Server {
 		asm:     assemble.New(cfg.Limits),
 		layouts: make(map[uint64]layout),
 		early:   make(map[uint64]layout),
+		blobs:   blobs{byHex: make(map[string]blob)},
 		sealing: make(map[*assemble.Step]struct{}),
 		changed: make(chan struct{}),
 		diffSem: make(chan struct{}, 2),
