@@ -443,3 +443,41 @@ func TestFrontendLargeTrace(t *testing.T) {
 		t.Errorf("verify exited %d:\n%s", code, out)
 	}
 }
+
+// TestFrontendSubrequests: the stock frontend's subrequests answer through
+// the buildtrace frontend as they do without it (--call targets, --call
+// outline, --check lint), and nothing is built for them.
+func TestFrontendSubrequests(t *testing.T) {
+	l := lab.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	n := nonce(t)
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, `FROM BASE AS base
+ARG GREETING_`+n+`=hi
+RUN echo $GREETING_`+n+`
+from base as final
+RUN true
+`)})
+	for _, c := range []struct {
+		args []string
+		want []string
+		fail bool
+	}{
+		{args: []string{"--call", "targets"}, want: []string{"base", "final (default)"}},
+		{args: []string{"--call", "outline"}, want: []string{"TARGET: final", "GREETING_" + n}},
+		{args: []string{"--check"}, want: []string{"ConsistentInstructionCasing"}, fail: true},
+	} {
+		res := l.Buildx(ctx, lab.Build{Context: dir, Args: c.args})
+		if (res.Err != nil) != c.fail {
+			t.Errorf("%v: err = %v, want failure %v\n%s", c.args, res.Err, c.fail, res.Output)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(res.Output, w) {
+				t.Errorf("%v: output lacks %q:\n%s", c.args, w, res.Output)
+			}
+		}
+		if strings.Contains(res.Output, "[buildtrace] runtime trace") {
+			t.Errorf("%v: a subrequest produced an attestation:\n%s", c.args, res.Output)
+		}
+	}
+}
