@@ -86,7 +86,7 @@ func BenchmarkCachedRebuild(b *testing.B) {
 	for _, v := range variants {
 		l.MustBuild(b, ctx, lab.Build{Context: v.dir})
 	}
-	rounds := 15
+	rounds := 31
 	if b.N > rounds {
 		rounds = b.N
 	}
