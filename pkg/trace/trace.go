@@ -75,6 +75,11 @@ type Process struct {
 	Signal        int        `json:"signal,omitempty"`
 	// Execs holds earlier images when a process exec'd more than once.
 	Execs []Exec `json:"execs,omitempty"`
+	// Adopted marks a process already running when the tracer began
+	// following its step (a tracer restart): Argv, PPID, UID and GID come
+	// from /proc, Start is its start time, and its earlier execs, files
+	// and network activity were not seen.
+	Adopted bool `json:"adopted,omitempty"`
 }
 
 // Exec is one earlier execve of a process that exec'd again.

@@ -305,6 +305,15 @@ func TestTracerRestartMidStep(t *testing.T) {
 	if _, ok := findFileOp(&s, trace.OpCreate, "/after"); !ok {
 		t.Errorf("the write after the restart is missing: %+v", s.Files)
 	}
+	// The processes running at the restart are adopted from /proc, and
+	// their exits are seen.
+	sleep, ok := findProcess(&s, func(p trace.Process) bool { return p.Adopted && strings.Join(p.Argv, " ") == "sleep 6" })
+	if !ok {
+		t.Fatalf("the running sleep was not adopted: %+v", s.Processes)
+	}
+	if sleep.ExitCode == nil || *sleep.ExitCode != 0 || sleep.Start.IsZero() || sleep.End == nil || !sleep.End.After(sleep.Start) {
+		t.Errorf("adopted sleep = %+v, want a start, an end after it and exit 0", sleep)
+	}
 }
 
 // TestTracerShortStepUnderLoad runs a short RUN while another build's RUN

@@ -128,6 +128,21 @@ func (a *Assembler) Track(cgroupID uint64, path string, traceID string, now time
 	return s, true
 }
 
+// Adopt adds a process that was already running in a tracked step when
+// the tracer started (see Track), so that its exit, its children and what
+// it does from now on are attributed to it.
+func (s *Step) Adopt(p trace.Process) {
+	if _, ok := s.live[p.PID]; ok {
+		return
+	}
+	p.Adopted = true
+	s.procs = append(s.procs, p)
+	s.live[p.PID] = len(s.procs) - 1
+	if s.firstExec.IsZero() || p.Start.Before(s.firstExec) {
+		s.firstExec = p.Start
+	}
+}
+
 func (a *Assembler) newStep(id uint64, path string, c steptag.Container, now time.Time) *Step {
 	return &Step{
 		CgroupID:  id,

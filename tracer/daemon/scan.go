@@ -9,8 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/buildtrace/buildtrace/pkg/steptag"
+	"github.com/buildtrace/buildtrace/pkg/trace"
 	"github.com/buildtrace/buildtrace/pkg/tracerapi"
 	"github.com/buildtrace/buildtrace/tracer/server"
 )
@@ -22,6 +24,10 @@ func scan(root string, srv *server.Server, log *slog.Logger) error {
 	dirs, err := filepath.Glob(pattern)
 	if err != nil {
 		return fmt.Errorf("listing %s: %w", pattern, err)
+	}
+	boot, err := bootTime()
+	if err != nil {
+		log.Warn("reading the boot time; adopted processes get no start time", "err", err)
 	}
 	n := 0
 	for _, dir := range dirs {
@@ -48,17 +54,16 @@ func scan(root string, srv *server.Server, log *slog.Logger) error {
 			continue
 		}
 		var traceID string
-		var pid uint32
+		var procs []trace.Process
 		for _, p := range pids {
-			if id := traceIDOf(p); id != "" {
-				traceID, pid = id, p
-				break
+			if traceID == "" {
+				traceID = traceIDOf(p)
+			}
+			if pr, err := readProcess(p, boot); err == nil {
+				procs = append(procs, pr)
 			}
 		}
-		if pid == 0 && len(pids) > 0 {
-			pid = pids[0]
-		}
-		srv.Track(st.Ino, path, traceID, pid)
+		srv.Track(st.Ino, path, traceID, procs)
 		n++
 	}
 	log.Debug("start-up scan done", "containers", n)
@@ -99,4 +104,77 @@ func traceIDOf(pid uint32) string {
 		return ""
 	}
 	return ""
+}
+
+// userHZ is the unit of /proc/<pid>/stat's start time (USER_HZ, 100 on
+// every Linux architecture buildtrace runs on).
+const userHZ = 100
+
+// bootTime reads when the machine booted, from /proc/stat's btime.
+func bootTime() (time.Time, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			secs, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}, fmt.Errorf("parsing btime %q: %w", v, err)
+			}
+			return time.Unix(secs, 0), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("no btime in /proc/stat")
+}
+
+// readProcess describes a running process from /proc: its argv (cmdline,
+// never its environment), parent, real uid/gid and start time.
+func readProcess(pid uint32, boot time.Time) (trace.Process, error) {
+	dir := fmt.Sprintf("/proc/%d", pid)
+	p := trace.Process{PID: pid}
+	cmdline, err := os.ReadFile(dir + "/cmdline")
+	if err != nil {
+		return p, err
+	}
+	if c := strings.TrimRight(string(cmdline), "\x00"); c != "" {
+		p.Argv = strings.Split(c, "\x00")
+	}
+	status, err := os.ReadFile(dir + "/status")
+	if err != nil {
+		return p, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			continue
+		}
+		n, _ := strconv.ParseUint(f[0], 10, 32)
+		switch k {
+		case "PPid":
+			p.PPID = uint32(n)
+		case "Uid":
+			p.UID = uint32(n)
+		case "Gid":
+			p.GID = uint32(n)
+		}
+	}
+	stat, err := os.ReadFile(dir + "/stat")
+	if err != nil {
+		return p, err
+	}
+	// Fields after the command name (which may hold spaces) start at ")".
+	if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && !boot.IsZero() {
+		f := strings.Fields(string(stat)[i+1:])
+		if len(f) > 19 {
+			if ticks, err := strconv.ParseUint(f[19], 10, 64); err == nil {
+				p.Start = boot.Add(time.Duration(ticks) * time.Second / userHZ)
+			}
+		}
+	}
+	return p, nil
 }

@@ -162,17 +162,22 @@ func (s *Server) Handle(ev probe.Event) {
 }
 
 // Track follows a container cgroup that existed before the probe was
-// loaded; pid is one of its processes (0 if none).
-func (s *Server) Track(cgroupID uint64, path, traceID string, pid uint32) {
+// loaded; procs are the processes running in it, as /proc shows them.
+func (s *Server) Track(cgroupID uint64, path, traceID string, procs []trace.Process) {
 	s.mu.Lock()
 	st, ok := s.asm.Track(cgroupID, path, traceID, time.Now())
+	if ok {
+		for _, p := range procs {
+			st.Adopt(p)
+		}
+	}
 	s.mu.Unlock()
 	if !ok {
 		return
 	}
 	l, err := rootfs.FromBundle(s.cfg.Mountinfo, st.Container.ContainerID)
-	if err != nil && pid != 0 {
-		if pl, perr := rootfs.FromProcess(pid); perr == nil {
+	if err != nil && len(procs) > 0 {
+		if pl, perr := rootfs.FromProcess(procs[0].PID); perr == nil {
 			l, err = pl, nil
 		}
 	}
