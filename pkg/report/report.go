@@ -146,7 +146,16 @@ func Command(p trace.Process) string {
 		s += " (fork)"
 	}
 	if n := len(p.Execs); n > 0 {
-		s += " (exec'd from " + p.Execs[n-1].Binary + ")"
+		// The name the earlier image was run by (/bin/sh) says more than
+		// the file it resolved to (/bin/busybox).
+		prev := p.Execs[n-1].Filename
+		if prev == "" {
+			prev = p.Execs[n-1].Binary
+		}
+		s += " (exec'd from " + prev + ")"
+	}
+	if p.Adopted {
+		s += " (running when the tracer restarted)"
 	}
 	return s
 }
