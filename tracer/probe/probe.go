@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/buildtrace/buildtrace/bpf"
+	"github.com/buildtrace/buildtrace/pkg/steptag"
 )
 
 // DefaultCgroupRoot is where the cgroup2 hierarchy is mounted on a hybrid host.
@@ -174,8 +176,10 @@ func clockOffset() int64 {
 	return best
 }
 
-// scan tracks every cgroup below <root>/buildtrace. On cgroup2 a cgroup's ID
-// is the inode number of its directory.
+// scan tracks every container cgroup (/buildtrace/<step>/buildkit/<id>)
+// that exists. On cgroup2 a cgroup's ID is the inode number of its
+// directory. The step directories above them are not tracked: nothing runs
+// there, and BuildKit never removes them, so a busy host has thousands.
 func (p *Probe) scan(root string) error {
 	top := filepath.Join(root, trackedPrefix)
 	err := filepath.WalkDir(top, func(path string, d fs.DirEntry, err error) error {
@@ -188,17 +192,27 @@ func (p *Probe) scan(root string) error {
 		if !d.IsDir() || path == top {
 			return nil
 		}
+		rel, err := filepath.Rel(root, path)
+		if err != nil {
+			return err
+		}
+		cg := "/" + filepath.ToSlash(rel)
+		if _, ok := steptag.ParseCgroup(cg); !ok {
+			if strings.Count(rel, "/") >= 3 {
+				return fs.SkipDir // below a container: not ours to follow
+			}
+			return nil
+		}
 		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return fs.SkipDir // removed while we walked
+		}
 		if err != nil {
 			return err
 		}
 		st, ok := fi.Sys().(*syscall.Stat_t)
 		if !ok {
 			return fmt.Errorf("no inode for %s", path)
-		}
-		rel, err := filepath.Rel(root, path)
-		if err != nil {
-			return err
 		}
 		if err := p.track(st.Ino); err != nil {
 			return err
@@ -207,9 +221,9 @@ func (p *Probe) scan(root string) error {
 			Kind:     KindCgroupMkdir,
 			Time:     fi.ModTime(),
 			CgroupID: st.Ino,
-			Cgroup:   &CgroupInfo{Path: "/" + filepath.ToSlash(rel)},
+			Cgroup:   &CgroupInfo{Path: cg},
 		})
-		return nil
+		return fs.SkipDir
 	})
 	if err != nil {
 		return fmt.Errorf("scanning existing cgroups under %s: %w", top, err)

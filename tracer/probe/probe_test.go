@@ -589,3 +589,42 @@ func TestCgroupsAheadOfRun(t *testing.T) {
 		}
 	}
 }
+
+// TestScanTracksContainersOnly: at Load, container cgroups are tracked but
+// the step directories above them are not (BuildKit never removes those,
+// and a busy host would fill the kernel's map with them).
+func TestScanTracksContainersOnly(t *testing.T) {
+	requireRoot(t)
+	step := steptag.NewID([]byte(t.Name() + time.Now().String()))
+	stepDir := filepath.Join(DefaultCgroupRoot, steptag.CgroupParent(step))
+	leaf := filepath.Join(stepDir, "buildkit", "scanned")
+	if err := os.MkdirAll(leaf, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, d := range []string{leaf, filepath.Dir(leaf), stepDir} {
+			os.Remove(d)
+		}
+	}()
+	ino := func(p string) uint64 {
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	p, err := Load(context.Background(), Options{})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	defer p.Close()
+	var v uint8
+	if err := p.objs.Tracked.Lookup(ino(leaf), &v); err != nil {
+		t.Errorf("container cgroup %s not tracked: %v", leaf, err)
+	}
+	for _, d := range []string{stepDir, filepath.Dir(leaf)} {
+		if err := p.objs.Tracked.Lookup(ino(d), &v); err == nil {
+			t.Errorf("step directory %s is tracked", d)
+		}
+	}
+}

@@ -154,6 +154,13 @@ func (s *Server) Handle(ev probe.Event) {
 		}
 	case u.Ended != nil:
 		s.end(u.Ended)
+	case ev.Kind == probe.KindCgroupMkdir && ev.Cgroup != nil:
+		if _, ok := steptag.ParseCgroup(ev.Cgroup.Path); !ok {
+			// A step's directory (/buildtrace/<step>[/buildkit]): nothing
+			// runs there and BuildKit never removes it; do not let them
+			// fill the kernel's map of tracked cgroups.
+			s.cfg.Source.Forget(ev.CgroupID)
+		}
 	case ev.Kind == probe.KindCgroupRmdir:
 		// An intermediate cgroup (/buildtrace/<step>[/buildkit]) or an
 		// unparseable one: nothing to seal, but the probe still holds it.
