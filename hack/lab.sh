@@ -10,6 +10,8 @@
 #   hack/lab.sh down     stop everything
 #   hack/lab.sh status   say what runs
 #   hack/lab.sh env      print variables for a shell (eval "$(hack/lab.sh env)")
+#   hack/lab.sh push-frontend [IMAGE]
+#                        push bin/buildtrace-frontend as IMAGE (default: the lab's)
 #
 # A second platform, linux/arm64, runs through Debian's qemu-user-static and
 # binfmt_misc (see ensure_foreign_platform); the base image is an index for
@@ -179,6 +181,25 @@ ensure_builder() {
 	wait_for "buildx builder $BUILDER" 30 docker buildx inspect --bootstrap "$BUILDER"
 }
 
+# push_image LOG IMAGE CONTEXT [buildctl args...] builds a Dockerfile with
+# BuildKit's built-in frontend and pushes it to the lab registry.
+push_image() {
+	local name=$1 image=$2 ctx=$3
+	shift 3
+	"$LAB/bin/buildctl" --addr "$ADDR" build --frontend dockerfile.v0 \
+		--local context="$ctx" --local dockerfile="$ctx" "$@" \
+		--output "type=image,name=$image,push=true,registry.insecure=true" >>"$LAB/logs/$name.log" 2>&1 ||
+		die "publishing $image failed (see $LAB/logs/$name.log)"
+}
+
+# published STAMP SUM REPO TAG: the image was pushed from input SUM (recorded
+# in .lab/STAMP.sum) and the registry still has it.
+published() {
+	[ "$(cat "$LAB/$1.sum" 2>/dev/null)" = "$2" ] && curl -fs -o /dev/null \
+		-H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json' \
+		"http://$REGISTRY/v2/$3/manifests/$4"
+}
+
 # The base image: Debian's static busybox and its applet links, FROM scratch,
 # for linux/amd64 (the host's busybox-static) and linux/arm64 (the same
 # Debian version's busybox-static:arm64, unpacked, never installed).
@@ -197,10 +218,7 @@ ensure_base() {
 	base_rootfs "$ctx/rootfs-amd64" /bin/busybox
 	base_rootfs "$ctx/rootfs-$FOREIGN_DEB_ARCH" "$foreign"
 	printf 'FROM scratch\nARG TARGETARCH\nCOPY rootfs-$TARGETARCH/ /\nENV PATH=/bin\nCMD ["/bin/sh"]\n' >"$ctx/Dockerfile"
-	"$LAB/bin/buildctl" --addr "$ADDR" build --frontend dockerfile.v0 \
-		--local context="$ctx" --local dockerfile="$ctx" --opt platform="linux/amd64,$FOREIGN_PLATFORM" \
-		--output "type=image,name=$BASE_IMAGE,push=true,registry.insecure=true" >>"$LAB/logs/base.log" 2>&1 ||
-		die "building the base image failed (see $LAB/logs/base.log)"
+	push_image base "$BASE_IMAGE" "$ctx" --opt platform="linux/amd64,$FOREIGN_PLATFORM"
 }
 
 # base_rootfs DIR BUSYBOX lays out a root file system around one static busybox.
@@ -280,20 +298,13 @@ ensure_foreign_platform() {
 ensure_scanner() {
 	local src=$REPO/hack/sbom-scanner ctx=$LAB/sbom-scanner sum
 	sum=$(cat "$src"/*.go "$src/Dockerfile" | sha256sum | cut -c1-64)
-	if [ "$(cat "$LAB/sbom-scanner.sum" 2>/dev/null)" = "$sum" ] && curl -fs -o /dev/null \
-		-H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json' \
-		"http://$REGISTRY/v2/buildtrace/sbom-scanner/manifests/dev"; then
-		return 0
-	fi
+	published sbom-scanner "$sum" buildtrace/sbom-scanner dev && return 0
 	log "publishing $SCANNER_IMAGE"
 	rm -rf "$ctx" && mkdir -p "$ctx"
 	(cd "$REPO" && CGO_ENABLED=0 go build -trimpath -o "$ctx/sbom-scanner" ./hack/sbom-scanner) ||
 		die "building hack/sbom-scanner failed"
 	cp "$src/Dockerfile" "$ctx/Dockerfile"
-	"$LAB/bin/buildctl" --addr "$ADDR" build --frontend dockerfile.v0 \
-		--local context="$ctx" --local dockerfile="$ctx" \
-		--output "type=image,name=$SCANNER_IMAGE,push=true,registry.insecure=true" >>"$LAB/logs/sbom-scanner.log" 2>&1 ||
-		die "publishing the SBOM scanner image failed (see $LAB/logs/sbom-scanner.log)"
+	push_image sbom-scanner "$SCANNER_IMAGE" "$ctx"
 	echo "$sum" >"$LAB/sbom-scanner.sum"
 }
 
@@ -328,7 +339,8 @@ start_tracer() {
 	wait_for buildtraced 30 tracer_ok
 }
 
-# The frontend image, published when `make build` produced its binary.
+# The frontend image, published when `make build` produced its binary and
+# republished when the binary or Dockerfile.frontend changed.
 publish_frontend() {
 	[ -x "$REPO/bin/buildtrace-frontend" ] && [ -f "$REPO/Dockerfile.frontend" ] || {
 		log "bin/buildtrace-frontend not built: $FRONTEND_IMAGE not published"
@@ -336,17 +348,16 @@ publish_frontend() {
 	}
 	local sum
 	sum=$(cat "$REPO/bin/buildtrace-frontend" "$REPO/Dockerfile.frontend" | sha256sum | cut -c1-64)
-	if [ "$(cat "$LAB/frontend.sum" 2>/dev/null)" = "$sum" ] && curl -fs -o /dev/null \
-		-H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json' \
-		"http://$REGISTRY/v2/buildtrace/frontend/manifests/dev"; then
-		return 0
-	fi
+	published frontend "$sum" buildtrace/frontend dev && return 0
 	log "publishing $FRONTEND_IMAGE"
-	"$LAB/bin/buildctl" --addr "$ADDR" build --frontend dockerfile.v0 \
-		--local context="$REPO" --local dockerfile="$REPO" --opt filename=Dockerfile.frontend --opt target=local \
-		--output "type=image,name=$FRONTEND_IMAGE,push=true,registry.insecure=true" >>"$LAB/logs/frontend.log" 2>&1 ||
-		die "publishing the frontend image failed (see $LAB/logs/frontend.log)"
+	push_frontend "$FRONTEND_IMAGE"
 	echo "$sum" >"$LAB/frontend.sum"
+}
+
+# push_frontend IMAGE packages bin/buildtrace-frontend (Dockerfile.frontend,
+# target local) and pushes it.
+push_frontend() {
+	push_image frontend "$1" "$REPO" --opt filename=Dockerfile.frontend --opt target=local
 }
 
 cmd_up() {
@@ -409,5 +420,6 @@ up) cmd_up ;;
 down) cmd_down ;;
 status) cmd_status ;;
 env) cmd_env ;;
-*) die "usage: $0 deps|tools|up|down|status|env" ;;
+push-frontend) push_frontend "${2:-$FRONTEND_IMAGE}" && echo "published ${2:-$FRONTEND_IMAGE}" ;;
+*) die "usage: $0 deps|tools|up|down|status|env|push-frontend [IMAGE]" ;;
 esac
