@@ -80,17 +80,9 @@ func TestProvenanceAttestationFound(t *testing.T) {
 // script brings it back.
 func TestLabRestartsKilledBuildkitd(t *testing.T) {
 	l := lab.Require(t)
-	pid, err := exec.Command("cat", filepath.Join(l.Dir, "buildkitd.pid")).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("kill", "-9", strings.TrimSpace(string(pid))).CombinedOutput(); err != nil {
-		t.Fatalf("kill buildkitd: %v %s", err, out)
-	}
+	l.Kill(t, "buildkitd")
 	time.Sleep(500 * time.Millisecond)
-	if out, err := exec.Command(filepath.Join(l.Repo, "hack", "lab.sh"), "up").CombinedOutput(); err != nil {
-		t.Fatalf("lab up after kill: %v\n%s", err, out)
-	}
+	l.Up(t)
 	out, err := exec.Command(filepath.Join(l.Repo, "hack", "lab.sh"), "status").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "buildkitd    up") {
 		t.Fatalf("buildkitd not back: %v\n%s", err, out)

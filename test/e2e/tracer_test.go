@@ -63,6 +63,21 @@ func (b tracedBuild) run(ctx context.Context, l *lab.Lab) lab.Result {
 	return res
 }
 
+// waitRunning waits (up to a minute) until the step's container cgroup
+// exists: runc has started it.
+func (b tracedBuild) waitRunning(t *testing.T) {
+	t.Helper()
+	pattern := filepath.Join("/sys/fs/cgroup/unified", steptag.CgroupParent(b.stepID), "buildkit", "*")
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if m, _ := filepath.Glob(pattern); len(m) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the step's container never started (%s)", pattern)
+		}
+	}
+}
+
 func tracerLab(t *testing.T) *lab.Lab {
 	l := lab.Require(t)
 	if _, err := (&tracerapi.Client{Addr: l.TracerAddr}).Health(context.Background()); err != nil {
@@ -267,27 +282,11 @@ func TestTracerRestartMidStep(t *testing.T) {
 	go func() { done <- b.run(ctx, l) }()
 
 	// Wait until the step's container runs, then kill the daemon.
-	pattern := filepath.Join("/sys/fs/cgroup/unified", steptag.CgroupParent(b.stepID), "buildkit", "*")
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
-		if m, _ := filepath.Glob(pattern); len(m) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the step's container never started (%s)", pattern)
-		}
-	}
+	b.waitRunning(t)
 	time.Sleep(500 * time.Millisecond)
-	pid, err := os.ReadFile(filepath.Join(l.Dir, "buildtraced.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("kill", "-9", strings.TrimSpace(string(pid))).CombinedOutput(); err != nil {
-		t.Fatalf("kill buildtraced: %v %s", err, out)
-	}
+	l.Kill(t, "buildtraced")
 	time.Sleep(200 * time.Millisecond)
-	if out, err := exec.Command(filepath.Join(l.Repo, "hack", "lab.sh"), "up").CombinedOutput(); err != nil {
-		t.Fatalf("lab up: %v\n%s", err, out)
-	}
+	l.Up(t)
 	if res := <-done; res.Err != nil {
 		t.Fatalf("%v\n%s", res.Err, res.Output)
 	}
@@ -339,15 +338,7 @@ func TestTracerShortStepUnderLoad(t *testing.T) {
 	go func() { heavyDone <- heavy.run(ctx, l) }()
 
 	// Start the short step once the heavy one is busy.
-	pattern := filepath.Join("/sys/fs/cgroup/unified", steptag.CgroupParent(heavy.stepID), "buildkit", "*")
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
-		if m, _ := filepath.Glob(pattern); len(m) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the heavy step never started")
-		}
-	}
+	heavy.waitRunning(t)
 	time.Sleep(300 * time.Millisecond)
 	if res := quick.run(ctx, l); res.Err != nil {
 		t.Fatalf("%v\n%s", res.Err, res.Output)

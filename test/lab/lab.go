@@ -115,6 +115,27 @@ func up() (*Lab, error) {
 	return l, nil
 }
 
+// Kill sends SIGKILL to one of the lab's services (buildkitd, buildtraced,
+// registry), as a crash would.
+func (l *Lab) Kill(t testing.TB, service string) {
+	t.Helper()
+	pid, err := os.ReadFile(filepath.Join(l.Dir, service+".pid"))
+	if err != nil {
+		t.Fatalf("pid of %s: %v", service, err)
+	}
+	if out, err := exec.Command("kill", "-9", strings.TrimSpace(string(pid))).CombinedOutput(); err != nil {
+		t.Fatalf("kill %s: %v %s", service, err, out)
+	}
+}
+
+// Up runs hack/lab.sh up again, which starts what is not running.
+func (l *Lab) Up(t testing.TB) {
+	t.Helper()
+	if out, err := exec.Command(filepath.Join(l.Repo, "hack", "lab.sh"), "up").CombinedOutput(); err != nil {
+		t.Fatalf("hack/lab.sh up: %v\n%s", err, out)
+	}
+}
+
 // Ref returns a fresh image reference in the lab registry.
 func (l *Lab) Ref(name string) string {
 	var b [6]byte
