@@ -23,12 +23,7 @@ func parseDest(s string) (destMatcher, error) {
 		return m, fmt.Errorf("empty destination")
 	}
 	// A bare IPv6 address or CIDR has colons but no port.
-	if _, n, err := net.ParseCIDR(hostPart); err == nil {
-		m.cidr = n
-		return m, nil
-	}
-	if ip := net.ParseIP(hostPart); ip != nil {
-		m.cidr = hostNet(ip)
+	if m.cidr = addrNet(hostPart); m.cidr != nil {
 		return m, nil
 	}
 	if h, p, err := net.SplitHostPort(hostPart); err == nil {
@@ -38,12 +33,7 @@ func parseDest(s string) (destMatcher, error) {
 		}
 		m.port = uint16(port)
 		hostPart = h
-		if _, n, err := net.ParseCIDR(hostPart); err == nil {
-			m.cidr = n
-			return m, nil
-		}
-		if ip := net.ParseIP(hostPart); ip != nil {
-			m.cidr = hostNet(ip)
+		if m.cidr = addrNet(hostPart); m.cidr != nil {
 			return m, nil
 		}
 	}
@@ -54,6 +44,18 @@ func parseDest(s string) (destMatcher, error) {
 	}
 	m.host = h
 	return m, nil
+}
+
+// addrNet returns the network s names as a CIDR or a single address, or
+// nil when s is neither.
+func addrNet(s string) *net.IPNet {
+	if _, n, err := net.ParseCIDR(s); err == nil {
+		return n
+	}
+	if ip := net.ParseIP(s); ip != nil {
+		return hostNet(ip)
+	}
+	return nil
 }
 
 func hostNet(ip net.IP) *net.IPNet {

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
@@ -110,11 +111,7 @@ func writeNew(path string, data []byte, perm os.FileMode) error {
 // KMS URI such as hashivault://<key>.
 func LoadSigner(ctx context.Context, ref string) (*Signer, error) {
 	if isKMS(ref) {
-		sv, err := loadKMS(ctx, ref)
-		if err != nil {
-			return nil, err
-		}
-		id, err := kmsKeyID(ctx, ref, sv)
+		sv, id, err := loadKMS(ctx, ref)
 		if err != nil {
 			return nil, err
 		}
@@ -164,11 +161,7 @@ func LoadSigner(ctx context.Context, ref string) (*Signer, error) {
 // "PUBLIC KEY"), or a KMS URI such as hashivault://<key>.
 func LoadVerifier(ctx context.Context, ref string) (*Verifier, error) {
 	if isKMS(ref) {
-		sv, err := loadKMS(ctx, ref)
-		if err != nil {
-			return nil, err
-		}
-		id, err := kmsKeyID(ctx, ref, sv)
+		sv, id, err := loadKMS(ctx, ref)
 		if err != nil {
 			return nil, err
 		}
@@ -264,34 +257,25 @@ func (d dsseVerifier) Public() crypto.PublicKey {
 
 func isKMS(ref string) bool { return strings.Contains(ref, "://") }
 
-func loadKMS(ctx context.Context, ref string) (signature.SignerVerifier, error) {
+// loadKMS opens a KMS key and returns it with its key ID.
+func loadKMS(ctx context.Context, ref string) (signature.SignerVerifier, string, error) {
 	scheme, _, _ := strings.Cut(ref, "://")
-	compiled := false
-	for _, s := range kmsSchemes {
-		if strings.HasPrefix(ref, s) {
-			compiled = true
-		}
-	}
-	if !compiled {
-		return nil, fmt.Errorf("loading KMS key %s: KMS provider %q not compiled in (available: %s)", ref, scheme, strings.Join(kmsSchemes, ", "))
+	if !slices.ContainsFunc(kmsSchemes, func(s string) bool { return strings.HasPrefix(ref, s) }) {
+		return nil, "", fmt.Errorf("loading KMS key %s: KMS provider %q not compiled in (available: %s)", ref, scheme, strings.Join(kmsSchemes, ", "))
 	}
 	sv, err := kms.Get(ctx, ref, crypto.SHA256)
 	if err != nil {
-		return nil, fmt.Errorf("loading KMS key %s: %w", ref, err)
+		return nil, "", fmt.Errorf("loading KMS key %s: %w", ref, err)
 	}
-	return sv, nil
-}
-
-func kmsKeyID(ctx context.Context, ref string, sv signature.SignerVerifier) (string, error) {
 	pub, err := sv.PublicKey(options.WithContext(ctx))
 	if err != nil {
-		return "", fmt.Errorf("reading public key of KMS key %s: %w", ref, err)
+		return nil, "", fmt.Errorf("reading public key of KMS key %s: %w", ref, err)
 	}
 	id, err := keyID(pub)
 	if err != nil {
-		return "", fmt.Errorf("KMS key %s: %w", ref, err)
+		return nil, "", fmt.Errorf("KMS key %s: %w", ref, err)
 	}
-	return id, nil
+	return sv, id, nil
 }
 
 func readPEM(path string) (*pem.Block, error) {
