@@ -332,14 +332,16 @@ static __always_inline void emit(struct scratch *s, __u32 pos)
 		stat_add(cg, 2);
 }
 
-/* Appends a user string (without its NUL) as blob slot. */
-static __always_inline __u32 append_user_str(struct scratch *s, __u32 pos, int slot, const void *p)
+/* Appends a string (without its NUL) as blob slot, read from user or
+ * kernel memory; user is a constant at every call site. */
+static __always_inline __u32 append_str(struct scratch *s, __u32 pos, int slot, const void *p, bool user)
 {
 	if (pos > DATA_SZ - BLOB_MAX) {
 		s->ev.flags |= EF_TRUNCATED;
 		return pos;
 	}
-	long n = bpf_probe_read_user_str(&s->data[pos], BLOB_MAX, p);
+	long n = user ? bpf_probe_read_user_str(&s->data[pos], BLOB_MAX, p)
+		      : bpf_probe_read_kernel_str(&s->data[pos], BLOB_MAX, p);
 	if (n <= 0)
 		return pos;
 	if (n == BLOB_MAX)
@@ -349,21 +351,8 @@ static __always_inline __u32 append_user_str(struct scratch *s, __u32 pos, int s
 	return pos + n;
 }
 
-static __always_inline __u32 append_kernel_str(struct scratch *s, __u32 pos, int slot, const void *p)
-{
-	if (pos > DATA_SZ - BLOB_MAX) {
-		s->ev.flags |= EF_TRUNCATED;
-		return pos;
-	}
-	long n = bpf_probe_read_kernel_str(&s->data[pos], BLOB_MAX, p);
-	if (n <= 0)
-		return pos;
-	if (n == BLOB_MAX)
-		s->ev.flags |= EF_TRUNCATED;
-	n -= 1;
-	s->ev.len[slot & 3] = n;
-	return pos + n;
-}
+#define append_user_str(s, pos, slot, p) append_str(s, pos, slot, p, true)
+#define append_kernel_str(s, pos, slot, p) append_str(s, pos, slot, p, false)
 
 static __always_inline __u32 append_user_bytes(struct scratch *s, __u32 pos, int slot, const void *p, __u64 n)
 {
