@@ -3,8 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -17,7 +15,6 @@ import (
 
 	"github.com/buildtrace/buildtrace/pkg/attest"
 	"github.com/buildtrace/buildtrace/pkg/registry"
-	"github.com/buildtrace/buildtrace/pkg/tracerapi"
 	"github.com/buildtrace/buildtrace/test/lab"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -74,24 +71,6 @@ func expectCode(t *testing.T, out string, code, want int, args ...string) {
 	t.Helper()
 	if code != want {
 		t.Fatalf("buildtrace %s: exit %d, want %d\n%s", strings.Join(args, " "), code, want, out)
-	}
-}
-
-func cliNonce(t *testing.T) string {
-	t.Helper()
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b[:])
-}
-
-func cliRequireTracer(t *testing.T, l *lab.Lab) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := (&tracerapi.Client{Addr: l.TracerAddr}).Health(ctx); err != nil {
-		t.Fatalf("buildtraced is not up at %s: %v", l.TracerAddr, err)
 	}
 }
 
@@ -216,11 +195,11 @@ func flipByteAfter(t *testing.T, data []byte, marker, needle string) []byte {
 
 func TestCLIVerifyShowDiff(t *testing.T) {
 	l := lab.Require(t)
-	cliRequireTracer(t, l)
+	l.RequireTracer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	key := l.TracerPub
-	n := cliNonce(t)
+	n := randHex(8)
 	body := `FROM BASE
 RUN echo ` + n + ` > /nonce.txt
 RUN wget -q -O /fetched.json http://127.0.0.1:5000/v2/

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"net"
@@ -21,29 +20,9 @@ import (
 // (# syntax=<registry>/buildtrace/frontend:dev) with docker buildx, then read
 // the pushed index and its runtime-trace attestation back.
 
-func nonce(t *testing.T) string {
-	t.Helper()
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b[:])
-}
-
 // dockerfile prefixes body with the frontend syntax line.
 func dockerfile(l *lab.Lab, body string) string {
 	return "# syntax=" + l.Frontend + "\n" + strings.ReplaceAll(body, "BASE", l.BaseImage)
-}
-
-// requireTracer fails when buildtraced is not up: the lab is supposed to
-// run it, and a monitored build cannot be tested without it.
-func requireTracer(t *testing.T, l *lab.Lab) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := (&tracerapi.Client{Addr: l.TracerAddr}).Health(ctx); err != nil {
-		t.Fatalf("buildtraced is not up at %s: %v", l.TracerAddr, err)
-	}
 }
 
 // runtimeTraces returns the pushed image and its runtime-trace predicate for
@@ -123,10 +102,10 @@ func fileAccess(p *attest.Predicate, step, path, source string) (attest.Resource
 
 func TestFrontendAttestsRuns(t *testing.T) {
 	l := lab.Require(t)
-	requireTracer(t, l)
+	l.RequireTracer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	n := nonce(t)
+	n := randHex(8)
 	dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, `FROM BASE
 RUN echo `+n+` > /greeting && cat /greeting
 `)})
@@ -168,10 +147,10 @@ RUN echo `+n+` > /greeting && cat /greeting
 
 func TestFrontendMultiStage(t *testing.T) {
 	l := lab.Require(t)
-	requireTracer(t, l)
+	l.RequireTracer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	n := nonce(t)
+	n := randHex(8)
 	dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, `FROM BASE AS build
 RUN echo `+n+` > /out
 FROM BASE
@@ -204,7 +183,7 @@ func TestFrontendFailingRun(t *testing.T) {
 	l := lab.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	n := nonce(t)
+	n := randHex(8)
 	dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, `FROM BASE
 RUN echo `+n+` && exit 3
 `)})
@@ -241,10 +220,10 @@ RUNN echo nope
 
 func TestFrontendCachedRebuild(t *testing.T) {
 	l := lab.Require(t)
-	requireTracer(t, l)
+	l.RequireTracer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	n := nonce(t)
+	n := randHex(8)
 	dir := lab.WriteContext(t, map[string]string{
 		"Dockerfile": dockerfile(l, `FROM BASE
 COPY in.txt /in.txt
@@ -309,7 +288,7 @@ func cachedInOutput(out, run string) bool {
 
 func TestFrontendConcurrentBuilds(t *testing.T) {
 	l := lab.Require(t)
-	requireTracer(t, l)
+	l.RequireTracer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	// One Dockerfile, two contexts: the RUN has the same step ID in both
@@ -322,7 +301,7 @@ RUN cat /id.txt > /copy && sleep 2
 		id, ref string
 		res     lab.Result
 	}
-	builds := []*build{{id: nonce(t)}, {id: nonce(t)}}
+	builds := []*build{{id: randHex(8)}, {id: randHex(8)}}
 	var wg sync.WaitGroup
 	for _, b := range builds {
 		b.ref = l.Ref("frontend-concurrent")
@@ -380,7 +359,7 @@ func TestFrontendUnmonitored(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close()
-	n := nonce(t)
+	n := randHex(8)
 	dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, `FROM BASE
 RUN echo `+n+`
 `)})
@@ -415,11 +394,11 @@ RUN echo `+n+`
 // the attestation must hold every file operation, and verify must pass.
 func TestFrontendLargeTrace(t *testing.T) {
 	l := lab.Require(t)
-	requireTracer(t, l)
+	l.RequireTracer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	dir := lab.WriteContext(t, map[string]string{
-		"Dockerfile": dockerfile(l, "FROM BASE\nCOPY files.tar /files.tar\nRUN --mount=type=tmpfs,target=/x "+untarRunTmpfs+" # "+nonce(t)+"\n"),
+		"Dockerfile": dockerfile(l, "FROM BASE\nCOPY files.tar /files.tar\nRUN --mount=type=tmpfs,target=/x "+untarRunTmpfs+" # "+randHex(8)+"\n"),
 		"files.tar":  string(smallFilesTar(t)),
 	})
 	ref := l.Ref("frontend-large")
@@ -451,7 +430,7 @@ func TestFrontendSubrequests(t *testing.T) {
 	l := lab.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	n := nonce(t)
+	n := randHex(8)
 	dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, `FROM BASE AS base
 ARG GREETING_`+n+`=hi
 RUN echo $GREETING_`+n+`

@@ -38,11 +38,11 @@ func requireWorkerPlatform(t *testing.T, l *lab.Lab, platform string) {
 // RUN, executed, and that the CLI verifies both.
 func TestFrontendTwoPlatforms(t *testing.T) {
 	l := lab.Require(t)
-	requireTracer(t, l)
+	l.RequireTracer(t)
 	requireWorkerPlatform(t, l, foreignPlatform)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	n := nonce(t)
+	n := randHex(8)
 	out := "/arch-" + n
 	dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, `FROM BASE
 RUN uname -m > `+out+` && echo `+n+`

@@ -43,10 +43,10 @@ type sbomStatement struct {
 // (hack/sbom-scanner), next to provenance and the runtime trace.
 func TestFrontendSBOM(t *testing.T) {
 	l := lab.Require(t)
-	requireTracer(t, l)
+	l.RequireTracer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	n := nonce(t)
+	n := randHex(8)
 	created := "/made-by-run-" + n
 	dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, `FROM BASE
 RUN echo `+n+` > `+created+`

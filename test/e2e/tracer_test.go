@@ -17,7 +17,6 @@ import (
 
 	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"github.com/buildtrace/buildtrace/pkg/trace"
-	"github.com/buildtrace/buildtrace/pkg/tracerapi"
 	"github.com/buildtrace/buildtrace/test/lab"
 )
 
@@ -80,9 +79,7 @@ func (b tracedBuild) waitRunning(t *testing.T) {
 
 func tracerLab(t *testing.T) *lab.Lab {
 	l := lab.Require(t)
-	if _, err := (&tracerapi.Client{Addr: l.TracerAddr}).Health(context.Background()); err != nil {
-		t.Fatalf("buildtraced is not running in the lab (make build && make lab): %v", err)
-	}
+	l.RequireTracer(t)
 	return l
 }
 

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/buildtrace/buildtrace/pkg/registry"
+	"github.com/buildtrace/buildtrace/pkg/tracerapi"
 )
 
 // Lab is a running lab.
@@ -133,6 +134,16 @@ func (l *Lab) Up(t testing.TB) {
 	t.Helper()
 	if out, err := exec.Command(filepath.Join(l.Repo, "hack", "lab.sh"), "up").CombinedOutput(); err != nil {
 		t.Fatalf("hack/lab.sh up: %v\n%s", err, out)
+	}
+}
+
+// RequireTracer fails the test unless the lab's buildtraced answers.
+func (l *Lab) RequireTracer(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := (&tracerapi.Client{Addr: l.TracerAddr}).Health(ctx); err != nil {
+		t.Fatalf("buildtraced is not up at %s (make build && make lab): %v", l.TracerAddr, err)
 	}
 }
 
