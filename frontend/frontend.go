@@ -130,7 +130,7 @@ func Build(ctx context.Context, c client.Client) (*client.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := attach(ctx, c, res, tc.solves(), obs, start, finish); err != nil {
+	if err := attach(ctx, c, set, res, tc.solves(), obs, start, finish); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -143,7 +143,6 @@ type observation struct {
 	build     *trace.Build
 	reason    string // why unmonitored
 	monitored bool
-	tracer    string // address of the tracer that answered
 }
 
 func observe(ctx context.Context, set Settings, traceparent string) (*observation, error) {
@@ -163,7 +162,7 @@ func observe(ctx context.Context, set Settings, traceparent string) (*observatio
 	if b.BuildTraceID != traceID {
 		return unmonitored(set, traceID, fmt.Errorf("tracer at %s answered with the trace of build %s, not %s", set.Tracer, b.BuildTraceID, traceID))
 	}
-	return &observation{traceID: traceID, envelope: env, build: b, monitored: true, tracer: set.Tracer}, nil
+	return &observation{traceID: traceID, envelope: env, build: b, monitored: true}, nil
 }
 
 func unmonitored(set Settings, traceID string, cause error) (*observation, error) {
@@ -175,7 +174,7 @@ func unmonitored(set Settings, traceID string, cause error) (*observation, error
 }
 
 // attach adds one runtime-trace attestation per platform of res.
-func attach(ctx context.Context, c client.Client, res *client.Result, solves []solveRecord, obs *observation, start, finish time.Time) error {
+func attach(ctx context.Context, c client.Client, set Settings, res *client.Result, solves []solveRecord, obs *observation, start, finish time.Time) error {
 	ps, err := exptypes.ParsePlatforms(res.Metadata)
 	if err != nil {
 		return fmt.Errorf("reading result platforms: %w", err)
@@ -207,7 +206,7 @@ func attach(ctx context.Context, c client.Client, res *client.Result, solves []s
 		if err != nil {
 			return fmt.Errorf("runtime trace of %s: %w", p.ID, err)
 		}
-		st, err := attestationState(ctx, obs, p.ID, dt)
+		st, err := attestationState(ctx, set.Tracer, p.ID, dt)
 		if err != nil {
 			return fmt.Errorf("runtime trace of %s: %w", p.ID, err)
 		}
@@ -237,15 +236,12 @@ const inlineMax = 4 << 20
 // A small one is written inline; a large one (a step that touched hundreds
 // of thousands of files) is handed to the tracer and fetched by BuildKit's
 // HTTP source, pinned to its digest.
-func attestationState(ctx context.Context, obs *observation, platform string, dt []byte) (llb.State, error) {
+func attestationState(ctx context.Context, tracer, platform string, dt []byte) (llb.State, error) {
 	name := llb.WithCustomName("[buildtrace] runtime trace " + platform)
 	if len(dt) <= inlineMax {
 		return llb.Scratch().File(llb.Mkfile(AttestationPath, 0o644, dt), name), nil
 	}
-	if obs.tracer == "" {
-		return llb.State{}, fmt.Errorf("attestation of %d bytes is too large to send inline and there is no tracer to hand it to", len(dt))
-	}
-	tc := &tracerapi.Client{Addr: obs.tracer, HTTP: &http.Client{Timeout: 2 * time.Minute}}
+	tc := &tracerapi.Client{Addr: tracer, HTTP: &http.Client{Timeout: 2 * time.Minute}}
 	url, dgst, err := tc.PutBlob(ctx, dt)
 	if err != nil {
 		return llb.State{}, fmt.Errorf("handing the %d-byte attestation to the tracer: %w", len(dt), err)
