@@ -24,6 +24,7 @@ import (
 	"github.com/buildtrace/buildtrace/pkg/attest"
 	"github.com/buildtrace/buildtrace/pkg/trace"
 	"github.com/buildtrace/buildtrace/pkg/tracerapi"
+	"github.com/containerd/platforms"
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
 	"github.com/moby/buildkit/frontend/dockerfile/builder"
@@ -100,22 +101,32 @@ func Build(ctx context.Context, c client.Client) (*client.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &tagClient{Client: c}
-	if _, sub := c.BuildOpts().Opts["requestid"]; !sub && set.Unmonitored == UnmonitoredFail {
+	tc := &tagClient{Client: c, allowUnmonitored: set.Unmonitored == UnmonitoredAllow}
+	_, sub := c.BuildOpts().Opts["requestid"]
+	traceID, tpErr := TraceIDFromTraceparent(os.Getenv("TRACEPARENT"))
+	tracer := &tracerapi.Client{Addr: set.Tracer, HTTP: &http.Client{Timeout: 30 * time.Second}}
+	if !sub {
 		// Fail before any step runs rather than after: unobserved steps
 		// cannot be observed later. The check runs while the stock
 		// frontend parses the Dockerfile and resolves images; the first
 		// tagged solve waits for it.
 		health := make(chan error, 1)
 		go func() {
-			hc := &tracerapi.Client{Addr: set.Tracer, HTTP: &http.Client{Timeout: 10 * time.Second}}
-			_, err := hc.Health(ctx)
-			if err != nil {
-				_, err = unmonitored(set, "", fmt.Errorf("%w: %w", tracerapi.ErrUnreachable, err))
+			var err error
+			if tpErr != nil {
+				err = fmt.Errorf("no build trace ID: %w", tpErr)
+			} else if _, herr := tracer.Health(ctx); herr != nil {
+				err = fmt.Errorf("%w: %w", tracerapi.ErrUnreachable, herr)
 			}
 			health <- err
 		}()
 		tc.ready = sync.OnceValue(func() error { return <-health })
+		// Each solve's plan goes to the tracer before its steps run, so
+		// the tracer signs what the build was going to do next to what it
+		// did.
+		tc.register = func(ctx context.Context, part trace.PlanPart) error {
+			return tracer.PutPlan(ctx, traceID, part)
+		}
 	}
 	res, err := builder.Build(ctx, tc)
 	if err != nil {
@@ -126,9 +137,19 @@ func Build(ctx context.Context, c client.Client) (*client.Result, error) {
 	}
 	finish := time.Now()
 
-	obs, err := observe(ctx, set, os.Getenv("TRACEPARENT"))
-	if err != nil {
-		return nil, err
+	var obs *observation
+	if why := tc.unmonitoredReason(); why != nil {
+		if obs, err = unmonitored(set, traceID, why); err != nil {
+			return nil, err
+		}
+	} else {
+		results, err := resultParts(res, tc.solves())
+		if err != nil {
+			return nil, err
+		}
+		if obs, err = observe(ctx, set, traceID, results); err != nil {
+			return nil, err
+		}
 	}
 	if err := attach(ctx, c, set, res, tc.solves(), obs, start, finish); err != nil {
 		return nil, err
@@ -145,13 +166,10 @@ type observation struct {
 	monitored bool
 }
 
-func observe(ctx context.Context, set Settings, traceparent string) (*observation, error) {
-	traceID, err := TraceIDFromTraceparent(traceparent)
-	if err != nil {
-		return unmonitored(set, "", fmt.Errorf("no build trace ID: %w", err))
-	}
+// observe asks the tracer to seal this build's trace and sign it.
+func observe(ctx context.Context, set Settings, traceID string, results map[string]string) (*observation, error) {
 	tc := &tracerapi.Client{Addr: set.Tracer, HTTP: &http.Client{Timeout: set.Wait + 30*time.Second}}
-	env, err := tc.Trace(ctx, traceID, set.Wait)
+	env, err := tc.Seal(ctx, traceID, set.Wait, results)
 	if err != nil {
 		return unmonitored(set, traceID, fmt.Errorf("%w: %w", tracerapi.ErrUnreachable, err))
 	}
@@ -163,6 +181,28 @@ func observe(ctx context.Context, set Settings, traceparent string) (*observatio
 		return unmonitored(set, traceID, fmt.Errorf("tracer at %s answered with the trace of build %s, not %s", set.Tracer, b.BuildTraceID, traceID))
 	}
 	return &observation{traceID: traceID, envelope: env, build: b, monitored: true}, nil
+}
+
+// resultParts names, per platform of res, the plan part (solve) that
+// produced its ref: the last solve that returned it.
+func resultParts(res *client.Result, solves []solveRecord) (map[string]string, error) {
+	ps, err := exptypes.ParsePlatforms(res.Metadata)
+	if err != nil {
+		return nil, fmt.Errorf("reading result platforms: %w", err)
+	}
+	out := map[string]string{}
+	for _, p := range ps.Platforms {
+		ref := res.Ref
+		if len(res.Refs) > 0 {
+			ref = res.Refs[p.ID]
+		}
+		for _, s := range solves {
+			if s.partID != "" && slices.Contains(s.refs, ref) {
+				out[p.ID] = s.partID
+			}
+		}
+	}
+	return out, nil
 }
 
 func unmonitored(set Settings, traceID string, cause error) (*observation, error) {
@@ -274,10 +314,12 @@ func stepsOf(solves []solveRecord, ref client.Reference) []attest.StepInfo {
 	return out
 }
 
-// solveRecord is one tagged solve: its steps and the refs it returned.
+// solveRecord is one tagged solve: its steps, its plan part and the refs
+// it returned.
 type solveRecord struct {
-	steps []llbtag.Step
-	refs  []client.Reference
+	steps  []llbtag.Step
+	partID string
+	refs   []client.Reference
 }
 
 // tagClient tags and evaluates every LLB solve of the stock builder.
@@ -286,9 +328,21 @@ type tagClient struct {
 
 	// ready, when set, must return nil before the first tagged solve.
 	ready func() error
+	// register, when set, hands a solve's plan to the tracer before the
+	// solve runs.
+	register func(ctx context.Context, part trace.PlanPart) error
+
+	allowUnmonitored bool
 
 	mu      sync.Mutex
 	records []solveRecord
+	noTrace error // why the build cannot be traced (allow mode)
+}
+
+func (t *tagClient) unmonitoredReason() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.noTrace
 }
 
 func (t *tagClient) Solve(ctx context.Context, req client.SolveRequest) (*client.Result, error) {
@@ -299,8 +353,9 @@ func (t *tagClient) Solve(ctx context.Context, req client.SolveRequest) (*client
 	if err != nil {
 		return nil, fmt.Errorf("buildtrace: tagging build steps: %w", err)
 	}
-	if t.ready != nil && len(steps) > 0 {
-		if err := t.ready(); err != nil {
+	rec := solveRecord{steps: steps}
+	if t.register != nil {
+		if err := t.plan(ctx, req, steps, &rec); err != nil {
 			return nil, err
 		}
 	}
@@ -311,19 +366,73 @@ func (t *tagClient) Solve(ctx context.Context, req client.SolveRequest) (*client
 	if err != nil {
 		return nil, err
 	}
-	if len(steps) > 0 {
-		rec := solveRecord{steps: steps}
-		_ = res.EachRef(func(r client.Reference) error {
-			if r != nil {
-				rec.refs = append(rec.refs, r)
-			}
-			return nil
-		})
-		t.mu.Lock()
-		t.records = append(t.records, rec)
-		t.mu.Unlock()
-	}
+	_ = res.EachRef(func(r client.Reference) error {
+		if r != nil {
+			rec.refs = append(rec.refs, r)
+		}
+		return nil
+	})
+	t.mu.Lock()
+	t.records = append(t.records, rec)
+	t.mu.Unlock()
 	return res, nil
+}
+
+// plan registers the solve's plan with the tracer. Without a tracer the
+// build fails (the default) or, when allowed, goes on unmonitored.
+func (t *tagClient) plan(ctx context.Context, req client.SolveRequest, steps []llbtag.Step, rec *solveRecord) error {
+	t.mu.Lock()
+	skip := t.noTrace != nil
+	t.mu.Unlock()
+	if skip {
+		return nil
+	}
+	err := t.ready()
+	var part trace.PlanPart
+	if err == nil {
+		part, err = planPart(req, steps)
+	}
+	if err == nil {
+		err = t.register(ctx, part)
+		if err != nil {
+			err = fmt.Errorf("%w: registering the build plan: %w", tracerapi.ErrUnreachable, err)
+		}
+	}
+	if err != nil {
+		t.mu.Lock()
+		t.noTrace = err
+		t.mu.Unlock()
+		if t.allowUnmonitored {
+			return nil
+		}
+		return fmt.Errorf("buildtrace: build not monitored (set build arg %s=%s to build anyway): %w", ArgUnmonitored, UnmonitoredAllow, err)
+	}
+	rec.partID = part.ID
+	return nil
+}
+
+// planPart describes a tagged solve for the tracer.
+func planPart(req client.SolveRequest, steps []llbtag.Step) (trace.PlanPart, error) {
+	ch, err := llbtag.ResultChain(req.Definition)
+	if err != nil {
+		return trace.PlanPart{}, fmt.Errorf("buildtrace: reading the build's layer chain: %w", err)
+	}
+	part := trace.PlanPart{ID: ch.Root.String(), Platform: ch.Platform, Base: ch.Base, Layers: ch.Layers, Steps: []trace.PlanStep{}}
+	if part.Layers == nil {
+		part.Layers = []trace.LayerOp{}
+	}
+	for _, st := range steps {
+		ps := trace.PlanStep{StepID: st.ID, OpDigest: st.Digest.String(), Name: st.Name, Instruction: st.Instruction,
+			Stage: st.Stage, Platform: st.Platform, Args: st.Args}
+		for _, l := range st.Locations {
+			ps.Locations = append(ps.Locations, trace.Location{File: l.Filename, StartLine: l.StartLine, EndLine: l.EndLine})
+		}
+		part.Steps = append(part.Steps, ps)
+	}
+	if part.Platform == "" {
+		part.Platform = platforms.Format(platforms.Normalize(platforms.DefaultSpec()))
+	}
+	return part, nil
 }
 
 func (t *tagClient) solves() []solveRecord {

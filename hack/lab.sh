@@ -41,6 +41,8 @@ if [ ${#SOCK_DIR} -gt 80 ]; then
 	SOCK_DIR=/run/buildtrace-lab-$(printf %s "$REPO" | sha256sum | cut -c1-12)
 fi
 SOCK=$SOCK_DIR/buildkitd.sock
+# buildtraced's admin socket: root reads any build's trace there (tests).
+TRACER_ADMIN=$SOCK_DIR/buildtraced-admin.sock
 ADDR=unix://$SOCK
 
 log() { printf 'lab: %s\n' "$*" >&2; }
@@ -332,7 +334,8 @@ start_tracer() {
 	fi
 	mkdir -p "$LAB/tracer" "$LAB/logs"
 	log "starting buildtraced on $TRACER_ADDR"
-	setsid "$REPO/bin/buildtraced" --listen "$TRACER_ADDR" --key "$LAB/keys/tracer.key" --state "$LAB/tracer" \
+	mkdir -p "$SOCK_DIR"
+	setsid "$REPO/bin/buildtraced" --listen "$TRACER_ADDR" --admin-socket "$TRACER_ADMIN" --key "$LAB/keys/tracer.key" --state "$LAB/tracer" \
 		>>"$LAB/logs/buildtraced.log" 2>&1 </dev/null &
 	echo $! >"$LAB/buildtraced.pid"
 	echo "$sum" >"$LAB/buildtraced.sum"
@@ -409,6 +412,7 @@ export BUILDKIT_HOST=$ADDR
 export BUILDTRACE_REGISTRY=$REGISTRY
 export BUILDTRACE_BUILDER=$BUILDER
 export BUILDTRACE_TRACER=$TRACER_ADDR
+export BUILDTRACE_TRACER_ADMIN=$TRACER_ADMIN
 export PATH=$LAB/bin:\$PATH
 EOF
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/buildtrace/buildtrace/pkg/registry"
 	"github.com/buildtrace/buildtrace/pkg/sign"
 	"github.com/buildtrace/buildtrace/pkg/verify"
-	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -31,7 +30,6 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	policyFile := fs.String("policy", "", "policy YAML file (docs/policy.md)")
 	output := fs.String("output", "text", "text or json")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for every registry")
-	base := fs.String("base", "", "trusted base image: its layers are not bound to build steps")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -40,7 +38,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitUsage
 	}
 	usageErr := func(msg string) int {
-		fmt.Fprintf(stderr, "buildtrace verify: %s\nusage: buildtrace verify IMAGE --key PUB [--policy FILE] [--output text|json] [--plain-http] [--base IMAGE]\n", msg)
+		fmt.Fprintf(stderr, "buildtrace verify: %s\nusage: buildtrace verify IMAGE --key PUB [--policy FILE] [--output text|json] [--plain-http]\n", msg)
 		return exitUsage
 	}
 	if len(pos) != 1 {
@@ -82,18 +80,11 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		OpenLayer: func(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
 			return c.OpenBlob(ctx, ref, d)
 		},
+		BaseLayers: c.PlatformLayers,
 	}
 	rep := verifyReport{Image: ref, Pass: true, Policy: *policyFile}
 	for _, t := range ts {
-		o := opts
-		if *base != "" {
-			ids, err := baseDiffIDs(ctx, c, *base, t.Platform)
-			if err != nil {
-				return ioErr(err)
-			}
-			o.BaseDiffIDs = ids
-		}
-		r := verify.Verify(ctx, t, o)
+		r := verify.Verify(ctx, t, opts)
 		rep.Platforms = append(rep.Platforms, r)
 		rep.Pass = rep.Pass && r.Pass()
 	}
@@ -113,19 +104,6 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitFailed
 	}
 	return exitOK
-}
-
-func baseDiffIDs(ctx context.Context, c *registry.Client, ref, platform string) ([]digest.Digest, error) {
-	ts, err := targets(ctx, c, ref)
-	if err != nil {
-		return nil, fmt.Errorf("base image: %w", err)
-	}
-	for _, t := range ts {
-		if t.Platform == platform || len(ts) == 1 {
-			return t.Config.RootFS.DiffIDs, nil
-		}
-	}
-	return nil, fmt.Errorf("base image %s has no %s manifest", ref, platform)
 }
 
 func printVerify(w io.Writer, rep verifyReport) {
@@ -149,21 +127,16 @@ func printVerify(w io.Writer, rep verifyReport) {
 			}
 			fmt.Fprintf(w, "  %s %-9s %-16s %s\n", mark, s.Status, s.Location, oneLine(s.Instruction, 80))
 		}
-		bound, cached := 0, 0
-		for _, l := range r.Layers {
-			switch {
-			case l.Cached:
-				cached++
-			case l.StepID != "":
-				bound++
-			}
+		if r.Frontend != "" {
+			fmt.Fprintf(w, "  frontend %s\n", r.Frontend)
 		}
 		if len(r.Layers) > 0 {
-			fmt.Fprintf(w, "  RUN layers bound to traced steps: %d of %d", bound, len(r.Layers))
-			if cached > 0 {
-				fmt.Fprintf(w, " (%d more explained by cached steps)", cached)
+			n := map[string]int{}
+			for _, l := range r.Layers {
+				n[l.Binding]++
 			}
-			fmt.Fprintln(w)
+			fmt.Fprintf(w, "  layers: %d; bound to the base manifest %d, to traced runs %d, to what a traced run ran on %d, by plan position only %d, directories only %d, cached %d\n",
+				len(r.Layers), n[verify.BindBase], n[verify.BindRun], n[verify.BindLower], n[verify.BindPlan], n[verify.BindDirs], n[verify.BindCached])
 		}
 		for _, f := range r.Failures {
 			check := f.Check

@@ -41,6 +41,7 @@ type Step struct {
 	Instruction string        // Name without the "[stage i/n] " prefix
 	Stage       string        // Dockerfile stage name, when Name carries one
 	Platform    string        // "os/arch[/variant]" of the ExecOp, may be empty
+	Args        []string      // the ExecOp's argv
 	Locations   []Location
 }
 
@@ -114,6 +115,9 @@ func Tag(def *pb.Definition) ([]Step, error) {
 		}
 		if p := t.ops[old].Platform; p != nil {
 			s.Platform = formatPlatform(p)
+		}
+		if m := t.ops[old].GetExec().GetMeta(); m != nil {
+			s.Args = slices.Clone(m.Args)
 		}
 		s.Locations = locations(def.Source, nd)
 		steps = append(steps, s)

@@ -309,6 +309,23 @@ func Derive(in Input) (*Predicate, error) {
 	}
 
 	infos := slices.Clone(in.Steps)
+	buildStart := in.BuildStart
+	if part := ResultPart(b, in.Platform); in.Monitored && part != nil {
+		// Everything about the steps comes from the signed plan; the
+		// caller's own step list is not used.
+		infos = infos[:0]
+		for _, ps := range part.Steps {
+			si := StepInfo{StepID: ps.StepID, OpDigest: ps.OpDigest, Name: ps.Name, Instruction: ps.Instruction, Stage: ps.Stage, Platform: ps.Platform}
+			for _, l := range ps.Locations {
+				si.Locations = append(si.Locations, Location(l))
+			}
+			infos = append(infos, si)
+		}
+		buildStart = PlanStart(b)
+		p.Metadata.BuildStartedOn = buildStart
+		fin := b.GeneratedAt.UTC()
+		p.Metadata.BuildFinishedOn = &fin
+	}
 	slices.SortFunc(infos, func(a, b StepInfo) int { return strings.Compare(a.StepID, b.StepID) })
 	infos = slices.CompactFunc(infos, func(a, b StepInfo) bool { return a.StepID == b.StepID })
 
@@ -344,7 +361,7 @@ func Derive(in Input) (*Predicate, error) {
 					p.Buildtrace.Reasons = append(p.Buildtrace.Reasons, fmt.Sprintf("step %s: trace incomplete: %s", si.StepID, strings.Join(ts.Completeness.Reasons, "; ")))
 				}
 			}
-		case !b.Tracer.Since.IsZero() && b.Tracer.Since.Before(in.BuildStart):
+		case !b.Tracer.Since.IsZero() && b.Tracer.Since.Before(buildStart):
 			st.Status = StatusCached
 		default:
 			st.Status = StatusUnknown
@@ -359,6 +376,37 @@ func Derive(in Input) (*Predicate, error) {
 	p.Buildtrace.Complete = complete
 	sortLog(&p.MonitorLog)
 	return p, nil
+}
+
+// ResultPart returns the signed plan part that produced platform's image,
+// or nil.
+func ResultPart(b *trace.Build, platform string) *trace.PlanPart {
+	if b == nil {
+		return nil
+	}
+	id, ok := b.Results[platform]
+	if !ok {
+		return nil
+	}
+	for i := range b.Plan {
+		if b.Plan[i].ID == id && b.Plan[i].Platform == platform {
+			return &b.Plan[i]
+		}
+	}
+	return nil
+}
+
+// PlanStart is when the tracer received the build's first plan part: the
+// signed start of the build. A step absent from the trace is cached only
+// if the tracer was following cgroups before then.
+func PlanStart(b *trace.Build) time.Time {
+	var t time.Time
+	for _, p := range b.Plan {
+		if t.IsZero() || p.Received.Before(t) {
+			t = p.Received
+		}
+	}
+	return t.UTC()
 }
 
 func hostID(host string) string {

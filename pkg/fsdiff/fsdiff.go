@@ -198,3 +198,7 @@ func cleanExcludes(excl []string) []string {
 	}
 	return out
 }
+
+// EmptyDigest is the digest of a diff with no entry: a layer that changes
+// nothing, or only directories.
+const EmptyDigest = "sha256:3063466b6fc9373a55f12c95ff428911c14909fd7d875118814874da9cde6c97"

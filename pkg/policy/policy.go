@@ -20,7 +20,16 @@ type Policy struct {
 	Resources  Resources `json:"resources,omitempty"`
 	Cached     Toggle    `json:"cached,omitempty"`
 	Incomplete Toggle    `json:"incomplete,omitempty"`
+	Frontend   Frontend  `json:"frontend,omitempty"`
 	CEL        []CELRule `json:"cel,omitempty"`
+}
+
+// Frontend restricts which frontend executables may have asked the tracer
+// for the trace (trace.Requester.ExecutableDigest), e.g. this project's
+// released frontend binaries.
+type Frontend struct {
+	// Digests, when non-empty, lists the allowed "sha256:<hex>" digests.
+	Digests []string `json:"digests,omitempty"`
 }
 
 // Egress lists network destinations: CIDRs, IP addresses, host names and
@@ -153,6 +162,19 @@ func Compile(p *Policy) (*Checker, error) {
 
 // AllowCached reports whether cached steps are acceptable.
 func (c *Checker) AllowCached() bool { return c.p.Cached.Allow }
+
+// AllowFrontend reports whether a frontend executable digest is allowed.
+func (c *Checker) AllowFrontend(digest string) bool {
+	if len(c.p.Frontend.Digests) == 0 {
+		return true
+	}
+	for _, d := range c.p.Frontend.Digests {
+		if d == digest {
+			return true
+		}
+	}
+	return false
+}
 
 // AllowIncomplete reports whether incompletely traced steps are acceptable.
 func (c *Checker) AllowIncomplete() bool { return c.p.Incomplete.Allow }

@@ -259,8 +259,14 @@ func FetchBytes(ctx context.Context, f remotes.Fetcher, d ocispec.Descriptor) ([
 	return data, nil
 }
 
-// OpenBlob streams a blob of the repository ref names (for layers).
+// OpenBlob streams a blob of the repository ref names (for layers). The
+// stream fails at its end when the content is not what the descriptor
+// says (digest and size): a reader must consume it to the end before it
+// trusts what it read.
 func (c *Client) OpenBlob(ctx context.Context, ref string, d ocispec.Descriptor) (io.ReadCloser, error) {
+	if err := d.Digest.Validate(); err != nil {
+		return nil, fmt.Errorf("blob %q: %w", d.Digest, err)
+	}
 	f, err := c.resolver.Fetcher(ctx, ref)
 	if err != nil {
 		return nil, fmt.Errorf("fetcher for %s: %w", ref, err)
@@ -269,7 +275,50 @@ func (c *Client) OpenBlob(ctx context.Context, ref string, d ocispec.Descriptor)
 	if err != nil {
 		return nil, fmt.Errorf("fetching %s from %s: %w", d.Digest, ref, err)
 	}
-	return rc, nil
+	return &checkedBlob{rc: rc, d: d, v: d.Digest.Verifier()}, nil
+}
+
+// checkedBlob checks a blob's size and digest as it is read.
+type checkedBlob struct {
+	rc io.ReadCloser
+	d  ocispec.Descriptor
+	v  digest.Verifier
+	n  int64
+}
+
+func (b *checkedBlob) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.n += int64(n)
+	if b.n > b.d.Size {
+		return n, fmt.Errorf("blob %s: more than its %d bytes", b.d.Digest, b.d.Size)
+	}
+	b.v.Write(p[:n])
+	if err == io.EOF {
+		if b.n != b.d.Size {
+			return n, fmt.Errorf("blob %s: %d bytes, its descriptor says %d", b.d.Digest, b.n, b.d.Size)
+		}
+		if !b.v.Verified() {
+			return n, fmt.Errorf("blob %s: content does not match its digest", b.d.Digest)
+		}
+	}
+	return n, err
+}
+
+func (b *checkedBlob) Close() error { return b.rc.Close() }
+
+// PlatformLayers returns the layers of ref's image for platform (ref is
+// normally pinned by digest, so every byte read is checked against it).
+func (c *Client) PlatformLayers(ctx context.Context, ref, platform string) ([]ocispec.Descriptor, error) {
+	img, err := c.Read(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range img.Manifests {
+		if platforms.Format(m.Platform) == platform || img.Index == nil {
+			return m.Manifest.Layers, nil
+		}
+	}
+	return nil, fmt.Errorf("%s has no %s image", ref, platform)
 }
 
 // Push writes one blob or manifest to the repository ref names; ref's tag

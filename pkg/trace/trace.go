@@ -10,7 +10,7 @@ import "time"
 const PayloadType = "application/vnd.buildtrace.trace.v1+json"
 
 // Version names this schema inside the payload.
-const Version = "https://buildtrace.dev/trace/v1"
+const Version = "https://buildtrace.dev/trace/v2"
 
 // Build is every step the tracer saw run under one build trace ID.
 type Build struct {
@@ -22,6 +22,100 @@ type Build struct {
 	// Pending lists steps that started but were not sealed before the
 	// request's wait ran out; a build with pending steps is incomplete.
 	Pending []string `json:"pending,omitempty"`
+	// Sealed is true when the build's frontend said it was done and every
+	// step the tracer saw start had ended and was sealed. A verifier
+	// refuses an unsealed trace: it may lack what came after.
+	Sealed bool `json:"sealed"`
+	// Requester is who asked for this trace. Only a build's own frontend
+	// gets a trace that verifies; the tracer names it here so a policy can
+	// require a given frontend executable.
+	Requester Requester `json:"requester"`
+	// Plan is what the frontend told the tracer, before the steps ran,
+	// that the build would do: signed with what was observed, so a
+	// verifier never takes a step list, instruction or layer order from
+	// unsigned text.
+	Plan []PlanPart `json:"plan"`
+	// Results names, per image platform, the plan part whose result
+	// became that platform's image.
+	Results map[string]string `json:"results,omitempty"`
+}
+
+// Requester kinds.
+const (
+	// RequesterFrontend is a build's frontend: the init process of a
+	// BuildKit container (not a step) whose bundle carries the build's
+	// TRACEPARENT.
+	RequesterFrontend = "frontend"
+	// RequesterAdmin is root on the tracer's host, through the admin
+	// socket. Its traces are for debugging and never verify.
+	RequesterAdmin = "admin"
+)
+
+// Requester identifies the caller that a trace was signed for.
+type Requester struct {
+	Kind string `json:"kind"`
+	// PID is the caller's process as the host sees it.
+	PID uint32 `json:"pid,omitempty"`
+	// ContainerID is the BuildKit container the frontend ran in.
+	ContainerID string `json:"containerID,omitempty"`
+	// Executable is the path of the caller's executable inside its
+	// container, and ExecutableDigest its content's "sha256:<hex>".
+	Executable       string `json:"executable,omitempty"`
+	ExecutableDigest string `json:"executableDigest,omitempty"`
+}
+
+// PlanPart is one LLB solve of the frontend: for one platform, the steps
+// (every ExecOp, any stage) and the chain of ops that make the layers of
+// its result, bottom first, above the base image.
+type PlanPart struct {
+	// ID names the part: the digest of the solve's result op.
+	ID       string     `json:"id"`
+	Platform string     `json:"platform"`
+	Base     *BaseImage `json:"base,omitempty"` // nil: FROM scratch
+	Layers   []LayerOp  `json:"layers"`
+	Steps    []PlanStep `json:"steps"`
+	Received time.Time  `json:"received"` // when the tracer got it
+}
+
+// BaseImage is the image a result is built on, pinned by digest.
+type BaseImage struct {
+	Ref    string `json:"ref"`    // as the LLB names it, with @sha256:...
+	Digest string `json:"digest"` // the pinned manifest or index digest
+}
+
+// Layer op kinds.
+const (
+	LayerRun   = "run"   // an ExecOp: a traced step
+	LayerFile  = "file"  // a FileOp (COPY, ADD, WORKDIR): made by BuildKit, not traced
+	LayerMerge = "merge" // a MergeOp boundary (COPY --link)
+	LayerOther = "other" // an op whose layers buildtrace cannot account for
+)
+
+// LayerOp is one op in the chain of a result's root file system.
+type LayerOp struct {
+	Kind     string `json:"kind"`
+	OpDigest string `json:"opDigest"`
+	StepID   string `json:"stepID,omitempty"` // LayerRun
+	Name     string `json:"name,omitempty"`   // BuildKit's vertex name
+}
+
+// PlanStep is one ExecOp (RUN) of a plan part.
+type PlanStep struct {
+	StepID      string     `json:"stepID"`
+	OpDigest    string     `json:"opDigest"`
+	Name        string     `json:"name,omitempty"`
+	Instruction string     `json:"instruction,omitempty"`
+	Stage       string     `json:"stage,omitempty"`
+	Platform    string     `json:"platform,omitempty"`
+	Args        []string   `json:"args,omitempty"` // the ExecOp's argv
+	Locations   []Location `json:"locations,omitempty"`
+}
+
+// Location is a line range of a source file (the Dockerfile).
+type Location struct {
+	File      string `json:"file"`
+	StartLine int    `json:"startLine"`
+	EndLine   int    `json:"endLine"`
 }
 
 // Tracer identifies the monitor.
@@ -39,19 +133,24 @@ type Tracer struct {
 
 // Step is one run of one tagged ExecOp (one runc container).
 type Step struct {
-	StepID       string        `json:"stepID"`
-	ContainerID  string        `json:"containerID"`
-	Cgroup       string        `json:"cgroup"`
-	Start        time.Time     `json:"start"`
-	End          time.Time     `json:"end"`
-	Processes    []Process     `json:"processes"`
-	Files        []FileOp      `json:"files,omitempty"`
-	Reads        Reads         `json:"reads"`
-	Network      []Destination `json:"network,omitempty"`
-	DNS          []DNSQuery    `json:"dns,omitempty"`
-	Resources    Resources     `json:"resources"`
-	Diff         Diff          `json:"diff"`
-	Completeness Completeness  `json:"completeness"`
+	StepID      string        `json:"stepID"`
+	ContainerID string        `json:"containerID"`
+	Cgroup      string        `json:"cgroup"`
+	Start       time.Time     `json:"start"`
+	End         time.Time     `json:"end"`
+	Processes   []Process     `json:"processes"`
+	Files       []FileOp      `json:"files,omitempty"`
+	Reads       Reads         `json:"reads"`
+	Network     []Destination `json:"network,omitempty"`
+	DNS         []DNSQuery    `json:"dns,omitempty"`
+	Resources   Resources     `json:"resources"`
+	Diff        Diff          `json:"diff"`
+	// Lowers are the diff digests of the container's lower overlay
+	// layers, top first: the snapshots of every op below this step, base
+	// image included. They bind COPY layers and the base to what the step
+	// ran on. An entry is empty when it could not be computed.
+	Lowers       []string     `json:"lowers,omitempty"`
+	Completeness Completeness `json:"completeness"`
 }
 
 // Process is one process (thread group) of a step. A process that forked

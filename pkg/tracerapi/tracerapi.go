@@ -12,12 +12,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	neturl "net/url"
 	"strings"
 	"time"
 
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+
+	"github.com/buildtrace/buildtrace/pkg/trace"
 )
 
 // DefaultAddr is where buildtraced listens unless told otherwise.
@@ -34,6 +37,27 @@ const HealthPath = "/v1/health"
 // an HTTP source (PUT, then GET BlobPath+<sha256 hex>): an attestation too
 // large to travel inline in an LLB definition. Blobs are kept for minutes.
 const BlobPath = "/v1/blobs/"
+
+// PlanSuffix and SealSuffix follow TracePath+<trace id>. Only the build's
+// own frontend may call them:
+//
+//	POST /v1/builds/{id}/plan  body trace.PlanPart, before the part's steps run
+//	POST /v1/builds/{id}/seal  body SealRequest, answer TraceResponse
+//
+// GET TracePath+<trace id> answers on the admin socket only.
+const (
+	PlanSuffix = "/plan"
+	SealSuffix = "/seal"
+)
+
+// SealRequest asks for the signed trace once the frontend is done.
+type SealRequest struct {
+	// Wait is how long the tracer may wait for steps still running or
+	// being sealed (a Go duration).
+	Wait string `json:"wait"`
+	// Results maps each image platform to the plan part that produced it.
+	Results map[string]string `json:"results"`
+}
 
 // TraceResponse is the body of GET /v1/builds/{traceID}?wait=DURATION.
 // Envelope's payload is a JSON trace.Build of type trace.PayloadType.
@@ -55,8 +79,25 @@ type ErrorResponse struct {
 
 // Client calls a buildtraced.
 type Client struct {
-	Addr string // host:port
+	Addr string // host:port, or unix:<path> for the admin socket
 	HTTP *http.Client
+}
+
+// AdminClient returns a client of the tracer's admin socket (root only).
+func AdminClient(socket string) *Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}
+	return &Client{Addr: "unix:" + socket, HTTP: &http.Client{Transport: tr}}
+}
+
+// host is the URL host: a placeholder for a unix socket.
+func (c *Client) host() string {
+	if strings.HasPrefix(c.Addr, "unix:") {
+		return "buildtraced"
+	}
+	return c.Addr
 }
 
 // ValidTraceID reports whether id is a W3C trace ID: 32 lowercase hex
@@ -86,7 +127,7 @@ func (c *Client) Trace(ctx context.Context, traceID string, wait time.Duration) 
 	if !ValidTraceID(traceID) {
 		return nil, fmt.Errorf("invalid build trace ID %q: want 32 lowercase hex characters", traceID)
 	}
-	u := neturl.URL{Scheme: "http", Host: c.Addr, Path: TracePath + traceID, RawQuery: neturl.Values{"wait": {wait.String()}}.Encode()}
+	u := neturl.URL{Scheme: "http", Host: c.host(), Path: TracePath + traceID, RawQuery: neturl.Values{"wait": {wait.String()}}.Encode()}
 	var resp TraceResponse
 	if err := c.get(ctx, u.String(), &resp); err != nil {
 		return nil, err
@@ -102,7 +143,7 @@ func (c *Client) Trace(ctx context.Context, traceID string, wait time.Duration) 
 func (c *Client) PutBlob(ctx context.Context, data []byte) (url string, digest string, err error) {
 	sum := sha256.Sum256(data)
 	name := hex.EncodeToString(sum[:])
-	u := (&neturl.URL{Scheme: "http", Host: c.Addr, Path: BlobPath + name}).String()
+	u := (&neturl.URL{Scheme: "http", Host: c.host(), Path: BlobPath + name}).String()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, bytes.NewReader(data))
 	if err != nil {
 		return "", "", err
@@ -123,9 +164,47 @@ func (c *Client) PutBlob(ctx context.Context, data []byte) (url string, digest s
 	return u, "sha256:" + name, nil
 }
 
+// PutPlan registers one part of the build plan before its steps run.
+func (c *Client) PutPlan(ctx context.Context, traceID string, part trace.PlanPart) error {
+	if !ValidTraceID(traceID) {
+		return fmt.Errorf("invalid build trace ID %q", traceID)
+	}
+	u := neturl.URL{Scheme: "http", Host: c.host(), Path: TracePath + traceID + PlanSuffix}
+	return c.post(ctx, u.String(), part, nil)
+}
+
+// Seal asks for the signed trace of the caller's build, done.
+func (c *Client) Seal(ctx context.Context, traceID string, wait time.Duration, results map[string]string) (*dsse.Envelope, error) {
+	if !ValidTraceID(traceID) {
+		return nil, fmt.Errorf("invalid build trace ID %q", traceID)
+	}
+	u := neturl.URL{Scheme: "http", Host: c.host(), Path: TracePath + traceID + SealSuffix}
+	var resp TraceResponse
+	if err := c.post(ctx, u.String(), SealRequest{Wait: wait.String(), Results: results}, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Envelope == nil {
+		return nil, fmt.Errorf("tracer at %s returned no envelope for build %s", c.Addr, traceID)
+	}
+	return resp.Envelope, nil
+}
+
+func (c *Client) post(ctx context.Context, u string, body, into any) error {
+	dt, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(dt))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return c.do(req, into)
+}
+
 // Health asks whether the tracer is up.
 func (c *Client) Health(ctx context.Context) (*Health, error) {
-	u := neturl.URL{Scheme: "http", Host: c.Addr, Path: HealthPath}
+	u := neturl.URL{Scheme: "http", Host: c.host(), Path: HealthPath}
 	var h Health
 	if err := c.get(ctx, u.String(), &h); err != nil {
 		return nil, err
@@ -138,6 +217,10 @@ func (c *Client) get(ctx context.Context, u string, into any) error {
 	if err != nil {
 		return err
 	}
+	return c.do(req, into)
+}
+
+func (c *Client) do(req *http.Request, into any) error {
 	res, err := c.httpClient().Do(req)
 	if err != nil {
 		return fmt.Errorf("tracer at %s: %w", c.Addr, err)
@@ -147,12 +230,15 @@ func (c *Client) get(ctx context.Context, u string, into any) error {
 	if err != nil {
 		return fmt.Errorf("tracer at %s: reading answer: %w", c.Addr, err)
 	}
-	if res.StatusCode != http.StatusOK {
+	if res.StatusCode/100 != 2 {
 		var e ErrorResponse
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
 			return fmt.Errorf("tracer at %s: %s: %s", c.Addr, res.Status, e.Error)
 		}
 		return fmt.Errorf("tracer at %s: %s", c.Addr, res.Status)
+	}
+	if into == nil {
+		return nil
 	}
 	if err := json.Unmarshal(body, into); err != nil {
 		return fmt.Errorf("tracer at %s: decoding answer: %w", c.Addr, err)

@@ -6,121 +6,196 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
+	"slices"
 
-	"github.com/buildtrace/buildtrace/pkg/attest"
 	"github.com/buildtrace/buildtrace/pkg/fsdiff"
 	"github.com/buildtrace/buildtrace/pkg/trace"
 	"github.com/klauspost/compress/zstd"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// IsRunHistory reports whether a history entry was made by a RUN
-// instruction: BuildKit writes "RUN ...", the legacy builder "/bin/sh -c
-// ..." without "#(nop)".
-func IsRunHistory(h ocispec.History) bool {
-	if h.EmptyLayer {
-		return false
-	}
-	c := strings.TrimSpace(h.CreatedBy)
-	if f := strings.Fields(c); len(f) > 0 && f[0] == "RUN" {
-		return true
-	}
-	return strings.HasPrefix(c, "/bin/sh -c ") && !strings.Contains(c, "#(nop)")
-}
-
-// bind requires each RUN layer of the image to be the file system diff of
-// a step this build executed (or, with cached.allow, of a cached step
-// whose instruction it is), so a trace cannot vouch for another image.
-func bind(ctx context.Context, r *Result, t Target, pred *attest.Predicate, runs map[string][]*trace.Step, allowCached bool, opts Options) {
+// bind ties every layer of the image to the signed trace, never to the
+// image config's history (which anyone who can push may rewrite):
+//
+//   - the base image's layers to the manifest the signed plan pins;
+//   - the layers up to the last traced run of the result's chain to the
+//     diff digests that run saw below it (its lower overlay layers: COPY
+//     and cached RUN layers too) and to its own diff;
+//   - the layers after it to the remaining ops of the plan, in order: a
+//     traced run by its diff, a COPY/ADD by its place only.
+func bind(ctx context.Context, r *Result, t Target, b *trace.Build, part *trace.PlanPart, runs map[string][]*trace.Step, allowCached bool, opts Options) {
 	layers := t.Image.Layers
-	var nonEmpty []ocispec.History
-	for _, h := range t.Config.History {
-		if !h.EmptyLayer {
-			nonEmpty = append(nonEmpty, h)
+	k := 0
+	if part.Base != nil {
+		if opts.BaseLayers == nil {
+			r.fail(Failure{Check: CheckBinding, Event: "no way to read the base image " + part.Base.Ref})
+			return
+		}
+		base, err := opts.BaseLayers(ctx, part.Base.Ref, t.Platform)
+		if err != nil {
+			r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("reading the base image %s the signed plan names: %v", part.Base.Ref, err)})
+			return
+		}
+		if len(base) > len(layers) {
+			r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("the image has %d layers, fewer than its base image %s (%d)", len(layers), part.Base.Ref, len(base))})
+			return
+		}
+		for i, d := range base {
+			if layers[i].Digest != d.Digest {
+				r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("layer %d is %s, but the base image %s has %s there", i, layers[i].Digest, part.Base.Ref, d.Digest)})
+				return
+			}
+			r.Layers = append(r.Layers, Layer{Digest: d.Digest, Binding: BindBase, Op: part.Base.Ref})
+		}
+		k = len(base)
+	}
+
+	diffs := make([]string, len(layers))
+	for j := k; j < len(layers); j++ {
+		dd, err := layerDiffDigest(ctx, opts, layers[j])
+		if err != nil {
+			r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("layer %d (%s): %v", j, layers[j].Digest, err)})
+			return
+		}
+		diffs[j] = dd
+	}
+
+	// The last op of the chain whose run the tracer saw with its lowers.
+	last, lastRun := -1, (*trace.Step)(nil)
+	for i, op := range part.Layers {
+		if op.Kind != trace.LayerRun {
+			continue
+		}
+		for _, run := range runs[op.StepID] {
+			if run.Diff.Digest != "" && len(run.Lowers) >= k && !slices.Contains(run.Lowers, "") {
+				last, lastRun = i, run
+			}
 		}
 	}
-	if len(nonEmpty) != len(layers) {
-		r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("image config has %d history entries with layers but the manifest has %d layers", len(nonEmpty), len(layers))})
+	j := k
+	if lastRun != nil {
+		var want []string
+		for i := len(lastRun.Lowers) - 1 - k; i >= 0; i-- {
+			if lastRun.Lowers[i] != fsdiff.EmptyDigest {
+				want = append(want, lastRun.Lowers[i])
+			}
+		}
+		for wi, w := range want {
+			for j < len(layers) && diffs[j] == fsdiff.EmptyDigest {
+				r.Layers = append(r.Layers, Layer{Digest: layers[j].Digest, DiffDigest: diffs[j], Binding: BindDirs})
+				j++
+			}
+			if j >= len(layers) || diffs[j] != w {
+				got := "nothing"
+				if j < len(layers) {
+					got = fmt.Sprintf("layer %d %s with diff %s", j, layers[j].Digest, diffs[j])
+				}
+				r.fail(Failure{Check: CheckBinding, StepID: lastRun.StepID, Event: fmt.Sprintf("the signed run of step %s ran on a layer with diff %s (lower %d above the base); the image has %s there", lastRun.StepID, w, wi, got)})
+				return
+			}
+			r.Layers = append(r.Layers, Layer{Digest: layers[j].Digest, DiffDigest: diffs[j], Binding: BindLower, StepID: lastRun.StepID})
+			j++
+		}
+		if lastRun.Diff.Digest != fsdiff.EmptyDigest {
+			for j < len(layers) && diffs[j] == fsdiff.EmptyDigest {
+				r.Layers = append(r.Layers, Layer{Digest: layers[j].Digest, DiffDigest: diffs[j], Binding: BindDirs})
+				j++
+			}
+			if j >= len(layers) || diffs[j] != lastRun.Diff.Digest {
+				r.fail(Failure{Check: CheckBinding, StepID: lastRun.StepID, Event: fmt.Sprintf("no layer after the ones it ran on has the diff %s that the signed run of step %s produced", lastRun.Diff.Digest, lastRun.StepID)})
+				return
+			}
+			r.Layers = append(r.Layers, Layer{Digest: layers[j].Digest, DiffDigest: diffs[j], Binding: BindRun, StepID: lastRun.StepID, Op: part.Layers[last].Name})
+			j++
+		}
+	}
+	m := matcher{ops: part.Layers[last+1:], layers: layers, diffs: diffs, runs: runs, memo: map[[2]int]bool{}}
+	if !m.match(0, j) {
+		r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("layers %d to %d of the image are not what the signed plan's last %d ops made: a layer no step of build %s produced, or one missing", j, len(layers)-1, len(m.ops), b.BuildTraceID)})
+		for ; j < len(layers); j++ {
+			r.Layers = append(r.Layers, Layer{Digest: layers[j].Digest, DiffDigest: diffs[j], Binding: BindUnbound})
+		}
 		return
 	}
-	skip := 0
-	diffIDs := t.Config.RootFS.DiffIDs
-	if len(opts.BaseDiffIDs) > 0 && len(opts.BaseDiffIDs) <= len(diffIDs) {
-		skip = len(opts.BaseDiffIDs)
-		for i, d := range opts.BaseDiffIDs {
-			if diffIDs[i] != d {
-				skip = 0
-				r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("image does not start with the given base image's layers (layer %d is %s, base has %s)", i, diffIDs[i], d)})
-				break
-			}
+	r.Layers = append(r.Layers, m.bound(0, j)...)
+	for _, l := range r.Layers {
+		if l.Binding == BindCached && !allowCached {
+			r.fail(Failure{Check: CheckBinding, StepID: l.StepID, Event: fmt.Sprintf("layer %s is explained only by cached step %s, whose run was not observed (allow with cached.allow)", l.Digest, l.StepID)})
 		}
-	}
-
-	// Digests of executed steps' diffs, to the step.
-	executed := map[string]attest.Step{}
-	var cached []attest.Step
-	for _, s := range pred.Buildtrace.Steps {
-		switch s.Status {
-		case attest.StatusExecuted:
-			for _, run := range runs[s.StepID] {
-				if run.Diff.Digest != "" {
-					executed[run.Diff.Digest] = s
-				}
-			}
-		case attest.StatusCached:
-			cached = append(cached, s)
-		}
-	}
-	usedCached := map[string]bool{}
-	for i, h := range nonEmpty {
-		if i < skip || !IsRunHistory(h) {
-			continue
-		}
-		l := Layer{Digest: layers[i].Digest, CreatedBy: h.CreatedBy}
-		dd, err := layerDiffDigest(ctx, opts, layers[i])
-		if err != nil {
-			r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("layer %s (%s): %v", layers[i].Digest, h.CreatedBy, err)})
-			r.Layers = append(r.Layers, l)
-			continue
-		}
-		l.DiffDigest = dd
-		if s, ok := executed[dd]; ok {
-			l.StepID = s.StepID
-			r.Layers = append(r.Layers, l)
-			continue
-		}
-		if allowCached {
-			for _, s := range cached {
-				if !usedCached[s.StepID] && sameCommand(s.Instruction, h.CreatedBy) {
-					usedCached[s.StepID] = true
-					l.StepID, l.Cached = s.StepID, true
-					break
-				}
-			}
-			if l.Cached {
-				r.Layers = append(r.Layers, l)
-				continue
-			}
-		}
-		r.Layers = append(r.Layers, l)
-		r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("layer %s made by %q has diff digest %s, which no executed step of build %s produced", layers[i].Digest, h.CreatedBy, dd, r.BuildTraceID)})
 	}
 }
 
-// sameCommand compares a step's instruction ("RUN make") with a history
-// entry ("RUN /bin/sh -c make # buildkit").
-func sameCommand(instruction, createdBy string) bool {
-	norm := func(s string) string {
-		s = strings.TrimSpace(s)
-		s = strings.TrimSuffix(s, "# buildkit")
-		s = strings.TrimSpace(strings.TrimPrefix(s, "RUN"))
-		s = strings.TrimSpace(strings.TrimPrefix(s, "|"))
-		s = strings.TrimPrefix(s, "/bin/sh -c ")
-		return strings.Join(strings.Fields(s), " ")
+// matcher aligns the ops after the last traced run with the remaining
+// layers. BuildKit drops empty layers, so an op may make none.
+type matcher struct {
+	ops    []trace.LayerOp
+	layers []ocispec.Descriptor
+	diffs  []string
+	runs   map[string][]*trace.Step
+	memo   map[[2]int]bool
+}
+
+func (m *matcher) match(i, j int) bool {
+	k := [2]int{i, j}
+	if v, ok := m.memo[k]; ok {
+		return v
 	}
-	a, b := norm(instruction), norm(createdBy)
-	return a != "" && (a == b || strings.HasSuffix(b, " "+a))
+	v := m.try(i, j)
+	m.memo[k] = v
+	return v
+}
+
+func (m *matcher) try(i, j int) bool {
+	if i == len(m.ops) {
+		return j == len(m.layers)
+	}
+	return m.canSkip(m.ops[i]) && m.match(i+1, j) ||
+		j < len(m.layers) && m.canConsume(m.ops[i], j) && m.match(i+1, j+1)
+}
+
+// canSkip: the op may have made no layer.
+func (m *matcher) canSkip(op trace.LayerOp) bool {
+	switch op.Kind {
+	case trace.LayerMerge, trace.LayerFile:
+		return true
+	case trace.LayerRun:
+		rs := m.runs[op.StepID]
+		return len(rs) == 0 || slices.ContainsFunc(rs, func(r *trace.Step) bool { return r.Diff.Digest == fsdiff.EmptyDigest })
+	}
+	return false
+}
+
+// canConsume: layer j may be the op's.
+func (m *matcher) canConsume(op trace.LayerOp, j int) bool {
+	switch op.Kind {
+	case trace.LayerFile:
+		return true
+	case trace.LayerRun:
+		rs := m.runs[op.StepID]
+		return len(rs) == 0 || slices.ContainsFunc(rs, func(r *trace.Step) bool { return r.Diff.Digest != "" && r.Diff.Digest == m.diffs[j] })
+	}
+	return false
+}
+
+// bound lists the layers from j on as an alignment match found binds them.
+func (m *matcher) bound(i, j int) []Layer {
+	var out []Layer
+	for ; i < len(m.ops); i++ {
+		op := m.ops[i]
+		if !(j < len(m.layers) && m.canConsume(op, j) && m.match(i+1, j+1)) {
+			continue // the op made no layer
+		}
+		l := Layer{Digest: m.layers[j].Digest, DiffDigest: m.diffs[j], StepID: op.StepID, Op: op.Name, Binding: BindPlan}
+		if op.Kind == trace.LayerRun {
+			l.Binding = BindCached
+			if len(m.runs[op.StepID]) > 0 {
+				l.Binding = BindRun
+			}
+		}
+		out = append(out, l)
+		j++
+	}
+	return out
 }
 
 func layerDiffDigest(ctx context.Context, opts Options, d ocispec.Descriptor) (string, error) {
@@ -140,6 +215,14 @@ func layerDiffDigest(ctx context.Context, opts Options, d ocispec.Descriptor) (s
 	dd, _, err := fsdiff.FromLayer(ctx, tr)
 	if err != nil {
 		return "", fmt.Errorf("computing diff digest: %w", err)
+	}
+	// Read to the end of the blob, past the tar's end marker, so its digest
+	// is checked before the digest of its content is trusted.
+	if _, err := io.Copy(io.Discard, tr); err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		return "", err
 	}
 	return dd, nil
 }

@@ -30,6 +30,7 @@ const (
 	CheckCompleteness = "completeness" // nothing of the build went unobserved
 	CheckCached       = "cached"       // no step was skipped as cached
 	CheckPolicy       = "policy"
+	CheckRequester    = "requester" // the trace was signed for the build's own frontend
 )
 
 // Target is one platform's image manifest and its runtime-trace statement.
@@ -45,11 +46,12 @@ type Target struct {
 type Options struct {
 	Verifier *sign.Verifier
 	Policy   *policy.Checker // nil: the empty policy
-	// OpenLayer streams a layer blob of the target's repository.
+	// OpenLayer streams a layer blob of the target's repository; the
+	// stream must fail when the content does not match the descriptor.
 	OpenLayer func(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error)
-	// BaseDiffIDs are the layers of a trusted base image; when the image's
-	// rootfs starts with them, those layers are not bound to steps.
-	BaseDiffIDs []digest.Digest
+	// BaseLayers returns the layers of the base image the signed plan
+	// names (pinned by digest), for one platform.
+	BaseLayers func(ctx context.Context, ref, platform string) ([]ocispec.Descriptor, error)
 }
 
 // Failure is one thing that did not hold.
@@ -74,13 +76,24 @@ type Step struct {
 	Failures    int    `json:"failures"`
 }
 
-// Layer is one RUN layer and the step it was bound to.
+// Layer bindings: what ties a layer of the image to the signed trace.
+const (
+	BindBase    = "base"    // a layer of the base image's manifest, by digest
+	BindRun     = "run"     // the diff a traced run of the step produced
+	BindLower   = "lower"   // a layer a later traced run ran on (COPY, cached RUN)
+	BindPlan    = "plan"    // only its place in the signed plan: made by BuildKit after the last traced run, content not observed
+	BindDirs    = "dirs"    // changes only directories, which diff digests do not cover
+	BindCached  = "cached"  // a cached step's layer, not observed (cached.allow)
+	BindUnbound = "unbound" // nothing signed accounts for it
+)
+
+// Layer is one layer of the image and what it was bound to.
 type Layer struct {
 	Digest     digest.Digest `json:"digest"`
-	CreatedBy  string        `json:"createdBy"`
 	DiffDigest string        `json:"diffDigest,omitempty"`
-	StepID     string        `json:"stepID,omitempty"` // empty when unbound
-	Cached     bool          `json:"cached,omitempty"` // explained by a cached step
+	Binding    string        `json:"binding"`
+	StepID     string        `json:"stepID,omitempty"`
+	Op         string        `json:"op,omitempty"` // the plan's name of the op
 }
 
 // Result is the outcome for one platform.
@@ -89,9 +102,14 @@ type Result struct {
 	Manifest     string    `json:"manifest"`
 	BuildTraceID string    `json:"buildTraceID,omitempty"`
 	KeyID        string    `json:"keyID,omitempty"`
+	Frontend     string    `json:"frontend,omitempty"` // the requester's executable digest
 	Steps        []Step    `json:"steps"`
 	Layers       []Layer   `json:"layers"`
 	Failures     []Failure `json:"failures"`
+	// Build is the verified trace, set once the signature held.
+	Build *trace.Build `json:"-"`
+	// Predicate is what verify derived from the signed trace.
+	Predicate *attest.Predicate `json:"-"`
 }
 
 // Pass reports whether every check held.
@@ -115,8 +133,10 @@ func stepFailure(check string, s attest.Step, event string) Failure {
 	return Failure{Check: check, StepID: s.StepID, Location: Location(s), Instruction: s.Instruction, Event: event}
 }
 
-// Verify checks one platform. A failure to read a layer is reported as a
-// binding failure, not an error: the result is always complete.
+// Verify checks one platform. Every verdict rests on the tracer's signed
+// trace: the predicate's readable copy is only compared with it, and
+// unknown fields in it are ignored. A failure to read a layer is reported
+// as a binding failure, not an error: the result is always complete.
 func Verify(ctx context.Context, t Target, opts Options) *Result {
 	r := &Result{Platform: t.Platform, Manifest: t.Manifest.Digest.String(), Steps: []Step{}, Layers: []Layer{}, Failures: []Failure{}}
 	checker := opts.Policy
@@ -161,13 +181,31 @@ func Verify(ctx context.Context, t Target, opts Options) *Result {
 		r.fail(Failure{Check: CheckSignature, Event: fmt.Sprintf("signed trace has version %q, want %q", b.Version, trace.Version)})
 		return r
 	}
-	if b.BuildTraceID != pred.MonitoredProcess.Event {
-		r.fail(Failure{Check: CheckContent, Event: fmt.Sprintf("signed trace is of build %s, the predicate names build %s", b.BuildTraceID, pred.MonitoredProcess.Event)})
+	r.BuildTraceID = b.BuildTraceID
+	r.Frontend = b.Requester.ExecutableDigest
+	if b.Requester.Kind != trace.RequesterFrontend {
+		r.fail(Failure{Check: CheckRequester, Event: fmt.Sprintf("the tracer signed this trace for %q, not for the build's own frontend", b.Requester.Kind)})
 		return r
 	}
-	if err := checkContent(t.Statement, pred, &b); err != nil {
-		r.fail(Failure{Check: CheckContent, Event: err.Error()})
+	if !checker.AllowFrontend(b.Requester.ExecutableDigest) {
+		r.fail(Failure{Check: CheckRequester, Rule: "frontend.digests", Event: fmt.Sprintf("the build's frontend (%s, %s) is not one the policy allows", b.Requester.Executable, b.Requester.ExecutableDigest)})
+	}
+	if !b.Sealed {
+		r.fail(Failure{Check: CheckCompleteness, Event: fmt.Sprintf("the signed trace is not sealed: steps %v were still running when it was signed", b.Pending)})
+	}
+	part := attest.ResultPart(&b, t.Platform)
+	if part == nil {
+		r.fail(Failure{Check: CheckContent, Event: fmt.Sprintf("the signed trace of build %s names no plan for a %s image (an envelope of another build or platform)", b.BuildTraceID, t.Platform)})
 		return r
+	}
+	want, err := attest.Derive(attest.Input{Envelope: pred.Buildtrace.Envelope, Build: &b, Platform: t.Platform, BuildTraceID: b.BuildTraceID, Monitored: true})
+	if err != nil {
+		r.fail(Failure{Check: CheckContent, Event: "deriving the predicate from the signed trace: " + err.Error()})
+		return r
+	}
+	r.Build, r.Predicate = &b, want
+	if err := compareReadable(pred, want); err != nil {
+		r.fail(Failure{Check: CheckContent, Event: err.Error()})
 	}
 
 	runs := map[string][]*trace.Step{}
@@ -175,16 +213,41 @@ func Verify(ctx context.Context, t Target, opts Options) *Result {
 		s := &b.Steps[i]
 		runs[s.StepID] = append(runs[s.StepID], s)
 	}
-	for _, s := range pred.Buildtrace.Steps {
+	planned := map[string]trace.PlanStep{}
+	for _, p := range b.Plan {
+		for _, s := range p.Steps {
+			planned[s.StepID] = s
+		}
+	}
+	listed := map[string]bool{}
+	for _, s := range want.Buildtrace.Steps {
+		listed[s.StepID] = true
 		before := len(r.Failures)
-		checkStep(r, checker, s, runs[s.StepID])
+		checkStep(r, checker, s, runs[s.StepID], planned[s.StepID])
 		r.Steps = append(r.Steps, Step{StepID: s.StepID, Location: Location(s), Instruction: s.Instruction, Status: s.Status, Failures: len(r.Failures) - before})
 	}
-	bind(ctx, r, t, pred, runs, checker.AllowCached(), opts)
+	// Every other run the tracer signed for this build — another solve's,
+	// or a container under a step no plan names — is checked too.
+	for i := range b.Steps {
+		run := &b.Steps[i]
+		if listed[run.StepID] {
+			continue
+		}
+		ps, ok := planned[run.StepID]
+		info := attest.Step{StepID: run.StepID, Status: attest.StatusExecuted, Instruction: ps.Instruction, Name: ps.Name, Stage: ps.Stage, Platform: ps.Platform}
+		for _, l := range ps.Locations {
+			info.Locations = append(info.Locations, attest.Location(l))
+		}
+		if !ok {
+			r.fail(stepFailure(CheckContent, info, fmt.Sprintf("container %s ran under step %s, which no part of the signed plan names", run.ContainerID, run.StepID)))
+		}
+		checkRun(r, checker, info, run, ps)
+	}
+	bind(ctx, r, t, &b, part, runs, checker.AllowCached(), opts)
 	return r
 }
 
-func checkStep(r *Result, c *policy.Checker, s attest.Step, runs []*trace.Step) {
+func checkStep(r *Result, c *policy.Checker, s attest.Step, runs []*trace.Step, ps trace.PlanStep) {
 	switch s.Status {
 	case attest.StatusUnknown:
 		if !c.AllowIncomplete() {
@@ -195,24 +258,78 @@ func checkStep(r *Result, c *policy.Checker, s attest.Step, runs []*trace.Step) 
 			r.fail(stepFailure(CheckCached, s, "step was cached: it did not run in this build, so what it did was not observed (allow with cached.allow)"))
 		}
 	}
-	if s.Status == attest.StatusExecuted && len(runs) == 0 {
-		r.fail(stepFailure(CheckContent, s, "step is executed but the signed trace has no run of it"))
-	}
-	for _, run := range runs {
-		if !run.Completeness.Complete && !c.AllowIncomplete() {
-			r.fail(stepFailure(CheckCompleteness, s, incompleteEvent(run)))
-		}
-	}
 	if len(runs) == 0 {
 		for _, v := range c.Check(policy.Step{Info: s}) {
 			r.fail(policyFailure(s, v))
 		}
 	}
 	for _, run := range runs {
-		for _, v := range c.Check(policy.Step{Info: s, Run: run}) {
-			r.fail(policyFailure(s, v))
+		checkRun(r, c, s, run, ps)
+	}
+}
+
+// checkRun applies completeness, the plan's command and the policy to one
+// signed run.
+func checkRun(r *Result, c *policy.Checker, s attest.Step, run *trace.Step, ps trace.PlanStep) {
+	if !run.Completeness.Complete && !c.AllowIncomplete() {
+		r.fail(stepFailure(CheckCompleteness, s, incompleteEvent(run)))
+	}
+	if msg := commandMismatch(run, ps); msg != "" {
+		r.fail(stepFailure(CheckContent, s, msg))
+	}
+	for _, v := range c.Check(policy.Step{Info: s, Run: run}) {
+		r.fail(policyFailure(s, v))
+	}
+}
+
+// commandMismatch compares what the run's first process executed (the
+// kernel's argv) with the op's argv in the signed plan, and, for the
+// shell form, the plan's instruction text with that argv.
+func commandMismatch(run *trace.Step, ps trace.PlanStep) string {
+	if len(ps.Args) == 0 {
+		return ""
+	}
+	var first *trace.Process
+	for i := range run.Processes {
+		p := &run.Processes[i]
+		if !p.Exec || p.Adopted {
+			continue
+		}
+		if first == nil || p.Start.Before(first.Start) || p.Start.Equal(first.Start) && p.PID < first.PID {
+			first = p
 		}
 	}
+	if first == nil {
+		return ""
+	}
+	argv := first.Argv
+	if len(first.Execs) > 0 { // the first image of the first process
+		argv = first.Execs[0].Argv
+		if first.Execs[0].ArgvTruncated {
+			return ""
+		}
+	} else if first.ArgvTruncated {
+		return ""
+	}
+	if !slices.Equal(argv, ps.Args) {
+		return fmt.Sprintf("the run's first process executed %q; the signed plan says the step runs %q", argv, ps.Args)
+	}
+	if n := len(ps.Args); n >= 3 && ps.Args[n-2] == "-c" && ps.Instruction != "" {
+		if cmd, ok := plainRunCommand(ps.Instruction); ok && cmd != strings.Join(strings.Fields(ps.Args[n-1]), " ") {
+			return fmt.Sprintf("the instruction %q is not the command the run executed (%q)", ps.Instruction, ps.Args[n-1])
+		}
+	}
+	return ""
+}
+
+// plainRunCommand returns the command of "RUN cmd" when nothing in it is
+// rewritten before it runs (no flags, variables or heredocs).
+func plainRunCommand(instruction string) (string, bool) {
+	rest, ok := strings.CutPrefix(instruction, "RUN ")
+	if !ok || strings.ContainsAny(rest, "$\\\n") || strings.HasPrefix(strings.TrimSpace(rest), "--") || strings.HasPrefix(strings.TrimSpace(rest), "[") || strings.Contains(rest, "<<") {
+		return "", false
+	}
+	return strings.Join(strings.Fields(rest), " "), true
 }
 
 func incompleteEvent(run *trace.Step) string {
@@ -269,47 +386,23 @@ func checkSubject(r *Result, t Target) {
 	r.fail(Failure{Check: CheckSubject, Event: fmt.Sprintf("statement subject %v is not this image manifest %s", got, want)})
 }
 
-// checkContent re-derives the predicate from the verified trace and the
-// predicate's own (unsigned) step descriptions, and requires the statement
-// to hold exactly that: every observation shown must come from the
-// signature, nothing added, removed or altered.
-func checkContent(statement []byte, pred *attest.Predicate, b *trace.Build) error {
-	var infos []attest.StepInfo
-	for _, s := range pred.Buildtrace.Steps {
-		infos = append(infos, attest.StepInfo{StepID: s.StepID, OpDigest: s.OpDigest, Name: s.Name, Instruction: s.Instruction,
-			Stage: s.Stage, Platform: s.Platform, Locations: s.Locations})
-	}
-	in := attest.Input{
-		Envelope:     pred.Buildtrace.Envelope,
-		Build:        b,
-		Steps:        infos,
-		BuildStart:   pred.Metadata.BuildStartedOn,
-		Platform:     pred.Buildtrace.Platform,
-		BuildTraceID: pred.Buildtrace.BuildTraceID,
-		Monitored:    true,
-	}
-	if pred.Metadata.BuildFinishedOn != nil {
-		in.BuildFinish = *pred.Metadata.BuildFinishedOn
-	}
-	want, err := attest.Derive(in)
-	if err != nil {
-		return fmt.Errorf("re-deriving the predicate from the signed trace: %w", err)
-	}
-	wantJSON, err := json.Marshal(want)
+// compareReadable requires the predicate's readable copy — every field
+// buildtrace defines, unknown ones ignored — to be what the signed trace
+// yields, so nobody reading the attestation directly is misled.
+func compareReadable(pred, want *attest.Predicate) error {
+	got, err := json.Marshal(pred)
 	if err != nil {
 		return err
 	}
-	var st struct {
-		Predicate json.RawMessage `json:"predicate"`
+	exp, err := json.Marshal(want)
+	if err != nil {
+		return err
 	}
-	if err := json.Unmarshal(statement, &st); err != nil {
-		return fmt.Errorf("statement: %w", err)
-	}
-	a, err := canonical(st.Predicate)
+	a, err := canonical(got)
 	if err != nil {
 		return fmt.Errorf("statement predicate: %w", err)
 	}
-	w, err := canonical(wantJSON)
+	w, err := canonical(exp)
 	if err != nil {
 		return err
 	}

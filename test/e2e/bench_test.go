@@ -224,7 +224,7 @@ func medianSeconds(xs []float64) float64 {
 // fetchSignedTrace is fetchTrace for benchmarks.
 func fetchSignedTrace(tb testing.TB, ctx context.Context, l *lab.Lab, traceID string) *trace.Build {
 	tb.Helper()
-	env, err := (&tracerapi.Client{Addr: l.TracerAddr}).Trace(ctx, traceID, 2*time.Minute)
+	env, err := tracerapi.AdminClient(l.TracerAdmin).Trace(ctx, traceID, 2*time.Minute)
 	if err != nil {
 		tb.Fatalf("fetching trace %s: %v", traceID, err)
 	}

@@ -32,6 +32,7 @@ type Lab struct {
 	Builder      string // buildx builder name
 	BuildkitAddr string // unix://...
 	TracerAddr   string // host:port of buildtraced
+	TracerAdmin  string // buildtraced's admin socket (root reads any trace)
 	BaseImage    string // FROM line for test Dockerfiles
 	Frontend     string // the buildtrace frontend image (syntax line)
 	TracerPub    string // the tracer's public key file
@@ -109,6 +110,7 @@ func up() (*Lab, error) {
 		Builder:      env["BUILDTRACE_BUILDER"],
 		BuildkitAddr: env["BUILDKIT_HOST"],
 		TracerAddr:   env["BUILDTRACE_TRACER"],
+		TracerAdmin:  env["BUILDTRACE_TRACER_ADMIN"],
 	}
 	l.BaseImage = l.Registry + "/library/busybox:latest"
 	l.Frontend = l.Registry + "/buildtrace/frontend:dev"

@@ -408,6 +408,7 @@ type SealInput struct {
 	Stats   probe.CgroupStats
 	Traffic []probe.Traffic
 	Diff    trace.Diff
+	Lowers  []string // diff digests of the lower layers, top first
 }
 
 // OpTrafficOnly is the Destination.Op of an endpoint seen only by the
@@ -428,6 +429,7 @@ func (s *Step) Seal(in SealInput) trace.Step {
 		Files:       s.files.all(),
 		DNS:         slices.Clone(s.dns.queries),
 		Diff:        in.Diff,
+		Lowers:      in.Lowers,
 	}
 	if out.Processes == nil {
 		out.Processes = []trace.Process{}

@@ -3,8 +3,11 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"sort"
 	"time"
@@ -14,15 +17,40 @@ import (
 	"github.com/buildtrace/buildtrace/pkg/sign"
 	"github.com/buildtrace/buildtrace/pkg/trace"
 	"github.com/buildtrace/buildtrace/pkg/tracerapi"
+	"github.com/buildtrace/buildtrace/tracer/peer"
 )
 
-// Handler returns the HTTP API.
+// maxPlanBytes bounds a plan part's body: one part lists a solve's ops.
+const maxPlanBytes = 16 << 20
+
+// Handler returns the API on the TCP listener: health and blob reads for
+// anyone, plan, seal and blob writes for a build's own frontend only.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+tracerapi.TracePath+"{id}", s.serveTrace)
 	mux.HandleFunc("GET "+tracerapi.HealthPath, s.serveHealth)
-	mux.HandleFunc("PUT "+tracerapi.BlobPath+"{sha256}", s.putBlob)
+	mux.HandleFunc("POST "+tracerapi.TracePath+"{id}"+tracerapi.PlanSuffix, s.servePlan)
+	mux.HandleFunc("POST "+tracerapi.TracePath+"{id}"+tracerapi.SealSuffix, s.serveSeal)
+	mux.HandleFunc("GET "+tracerapi.TracePath+"{id}", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusForbidden, "a build's trace is served to its own frontend only (POST %s<id>%s); root can read any trace on the admin socket", tracerapi.TracePath, tracerapi.SealSuffix)
+	})
+	mux.HandleFunc("PUT "+tracerapi.BlobPath+"{sha256}", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := s.frontend(r); err != nil {
+			writeError(w, http.StatusForbidden, "%v", err)
+			return
+		}
+		s.putBlob(w, r)
+	})
 	mux.HandleFunc("GET "+tracerapi.BlobPath+"{sha256}", s.getBlob)
+	return mux
+}
+
+// AdminHandler is the API on the admin socket, which only root can open:
+// any build's trace, for debugging and tests. Its traces name the admin as
+// requester, so they never verify.
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+tracerapi.HealthPath, s.serveHealth)
+	mux.HandleFunc("GET "+tracerapi.TracePath+"{id}", s.serveAdminTrace)
 	return mux
 }
 
@@ -40,36 +68,166 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, tracerapi.Health{Version: s.cfg.Tracer.Version, Since: s.cfg.Tracer.Since, KeyID: s.cfg.Signer.KeyID()})
 }
 
-func (s *Server) serveTrace(w http.ResponseWriter, r *http.Request) {
+// frontend identifies the caller of a TCP request as a build's frontend.
+func (s *Server) frontend(r *http.Request) (*peer.Frontend, error) {
+	if s.cfg.Identify != nil {
+		return s.cfg.Identify(r)
+	}
+	remote, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: caller address %q", peer.ErrNotFrontend, r.RemoteAddr)
+	}
+	la, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	local, err := netip.ParseAddrPort(fmt.Sprint(la))
+	if err != nil {
+		return nil, fmt.Errorf("%w: local address %v", peer.ErrNotFrontend, la)
+	}
+	return s.finder.Frontend(remote, local)
+}
+
+// ownFrontend checks that the caller is the frontend of build id.
+func (s *Server) ownFrontend(w http.ResponseWriter, r *http.Request) (*peer.Frontend, string, bool) {
 	id := r.PathValue("id")
 	if !tracerapi.ValidTraceID(id) {
 		writeError(w, http.StatusBadRequest, "invalid build trace ID %q: want 32 lowercase hex characters, not all zero", id)
+		return nil, "", false
+	}
+	fe, err := s.frontend(r)
+	if err != nil {
+		s.log.Warn("refused a caller", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+		writeError(w, http.StatusForbidden, "%v", err)
+		return nil, "", false
+	}
+	if fe.TraceID != id {
+		s.log.Warn("refused a frontend asking about another build", "path", r.URL.Path, "frontendBuild", fe.TraceID, "container", fe.ContainerID)
+		writeError(w, http.StatusForbidden, "%v: the caller is the frontend of build %s, not of build %s", peer.ErrNotFrontend, fe.TraceID, id)
+		return nil, "", false
+	}
+	return fe, id, true
+}
+
+func requesterOf(fe *peer.Frontend) trace.Requester {
+	return trace.Requester{Kind: trace.RequesterFrontend, PID: fe.PID, ContainerID: fe.ContainerID, Executable: fe.Executable, ExecutableDigest: fe.ExecutableDigest}
+}
+
+func (s *Server) servePlan(w http.ResponseWriter, r *http.Request) {
+	fe, id, ok := s.ownFrontend(w, r)
+	if !ok {
 		return
 	}
-	var wait time.Duration
-	if v := r.URL.Query().Get("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			writeError(w, http.StatusBadRequest, "invalid wait %q: want a non-negative Go duration such as 30s", v)
+	var part trace.PlanPart
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxPlanBytes))
+	if err := dec.Decode(&part); err != nil {
+		writeError(w, http.StatusBadRequest, "decoding plan part: %v", err)
+		return
+	}
+	if part.ID == "" || part.Platform == "" {
+		writeError(w, http.StatusBadRequest, "plan part needs an id and a platform")
+		return
+	}
+	part.Received = time.Now().UTC()
+	if err := s.plans.add(id, requesterOf(fe), part); err != nil {
+		writeError(w, http.StatusConflict, "%v", err)
+		return
+	}
+	s.log.Info("plan received", "trace", id, "part", part.ID, "platform", part.Platform, "steps", len(part.Steps), "layers", len(part.Layers), "frontend", fe.ExecutableDigest)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) serveSeal(w http.ResponseWriter, r *http.Request) {
+	fe, id, ok := s.ownFrontend(w, r)
+	if !ok {
+		return
+	}
+	var req tracerapi.SealRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "decoding seal request: %v", err)
+		return
+	}
+	wait, err := parseWait(req.Wait)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	who, parts, ok := s.plans.get(id)
+	if !ok {
+		writeError(w, http.StatusNotFound, "build %s registered no plan with this tracer (was it restarted during the build?)", id)
+		return
+	}
+	if who.ContainerID != fe.ContainerID {
+		writeError(w, http.StatusForbidden, "%v: build %s's plan came from container %s, not %s", peer.ErrNotFrontend, id, who.ContainerID, fe.ContainerID)
+		return
+	}
+	for p, part := range req.Results {
+		if !slices.ContainsFunc(parts, func(x trace.PlanPart) bool { return x.ID == part && x.Platform == p }) {
+			writeError(w, http.StatusBadRequest, "result for %s names plan part %s, which build %s did not register for that platform", p, part, id)
 			return
 		}
-		wait = d
 	}
-	wait = min(wait, s.cfg.MaxWait)
 	start := time.Now()
-	env, b, err := s.Trace(r.Context(), id, wait)
+	env, b, err := s.Trace(r.Context(), Request{TraceID: id, Wait: wait, Requester: requesterOf(fe), Plan: parts, Results: req.Results})
 	if err != nil {
 		s.log.Error("trace request failed", "trace", id, "err", err)
 		writeError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
-	s.log.Info("trace served", "trace", id, "steps", len(b.Steps), "pending", len(b.Pending), "took", time.Since(start).Round(time.Millisecond))
+	s.log.Info("trace sealed", "trace", id, "steps", len(b.Steps), "pending", len(b.Pending), "sealed", b.Sealed, "took", time.Since(start).Round(time.Millisecond))
 	writeJSON(w, http.StatusOK, tracerapi.TraceResponse{Envelope: env})
 }
 
-// Trace returns the signed trace of build traceID, after waiting up to
-// wait for its running steps to end and be sealed.
-func (s *Server) Trace(ctx context.Context, traceID string, wait time.Duration) (*dsse.Envelope, *trace.Build, error) {
+func (s *Server) serveAdminTrace(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !tracerapi.ValidTraceID(id) {
+		writeError(w, http.StatusBadRequest, "invalid build trace ID %q: want 32 lowercase hex characters, not all zero", id)
+		return
+	}
+	wait, err := parseWait(r.URL.Query().Get("wait"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	_, parts, _ := s.plans.get(id)
+	env, b, err := s.Trace(r.Context(), Request{TraceID: id, Wait: wait, Requester: trace.Requester{Kind: trace.RequesterAdmin}, Plan: parts})
+	if errors.Is(err, errUnknownBuild) {
+		writeError(w, http.StatusNotFound, "%v", err)
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	s.log.Info("trace served to admin", "trace", id, "steps", len(b.Steps), "pending", len(b.Pending))
+	writeJSON(w, http.StatusOK, tracerapi.TraceResponse{Envelope: env})
+}
+
+func parseWait(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("invalid wait %q: want a non-negative Go duration such as 30s", v)
+	}
+	return d, nil
+}
+
+// Request is what a trace is signed for.
+type Request struct {
+	TraceID   string
+	Wait      time.Duration
+	Requester trace.Requester
+	Plan      []trace.PlanPart
+	Results   map[string]string
+}
+
+var errUnknownBuild = errors.New("unknown build")
+
+// Trace returns the signed trace of a build, after waiting up to req.Wait
+// for its running steps to end and be sealed. A build the tracer knows
+// nothing of (no plan, no step) is an error, never an empty signed trace.
+func (s *Server) Trace(ctx context.Context, req Request) (*dsse.Envelope, *trace.Build, error) {
+	traceID := req.TraceID
+	wait := min(req.Wait, s.cfg.MaxWait)
 	deadline := time.Now().Add(wait)
 	// Events emitted before the request (a step's end above all) must be
 	// assembled before we decide what is pending.
@@ -103,11 +261,18 @@ wait:
 	if err != nil {
 		return nil, nil, err
 	}
+	if len(steps) == 0 && len(pending) == 0 && len(req.Plan) == 0 {
+		return nil, nil, fmt.Errorf("%w: the tracer has no plan and no step of build %s", errUnknownBuild, traceID)
+	}
 	if steps == nil {
 		steps = []trace.Step{}
 	}
 	sort.SliceStable(steps, func(i, j int) bool { return steps[i].Start.Before(steps[j].Start) })
 	slices.Sort(pending)
+	plan := req.Plan
+	if plan == nil {
+		plan = []trace.PlanPart{}
+	}
 	b := &trace.Build{
 		Version:      trace.Version,
 		BuildTraceID: traceID,
@@ -115,6 +280,10 @@ wait:
 		GeneratedAt:  time.Now().UTC(),
 		Steps:        steps,
 		Pending:      pending,
+		Sealed:       len(pending) == 0,
+		Requester:    req.Requester,
+		Plan:         plan,
+		Results:      req.Results,
 	}
 	payload, err := json.Marshal(b)
 	if err != nil {

@@ -6,10 +6,13 @@ package server
 import (
 	"context"
 	"fmt"
-	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
+
+	"github.com/buildtrace/buildtrace/pkg/steptag"
+	"github.com/buildtrace/buildtrace/tracer/peer"
 
 	"github.com/buildtrace/buildtrace/pkg/fsdiff"
 	"github.com/buildtrace/buildtrace/pkg/sign"
@@ -41,6 +44,9 @@ type Config struct {
 	// mounts in; default /proc/self/mountinfo.
 	Mountinfo string
 	Limits    assemble.Options
+	// Identify names the caller of a TCP request; nil reads /proc
+	// (peer.Finder). Tests set it.
+	Identify func(r *http.Request) (*peer.Frontend, error)
 }
 
 // Server follows steps and serves their traces.
@@ -50,9 +56,12 @@ type Server struct {
 
 	mu      sync.Mutex
 	asm     *assemble.Assembler
-	layouts map[uint64]layout           // by cgroup ID, while the step is open
-	early   map[uint64]layout           // found by Early, not yet taken by Handle
-	blobs   blobs                       // attestations handed over for BuildKit's HTTP source
+	layouts map[uint64]layout // by cgroup ID, while the step is open
+	early   map[uint64]layout // found by Early, not yet taken by Handle
+	blobs   blobs             // attestations handed over for BuildKit's HTTP source
+	plans   plans             // each build's plan, from its frontend
+	finder  *peer.Finder
+	lowers  lowerCache
 	sealing map[*assemble.Step]struct{} // ended, not yet in the store
 	changed chan struct{}               // closed when a step is sealed
 
@@ -86,6 +95,7 @@ func New(cfg Config) *Server {
 		sealing: make(map[*assemble.Step]struct{}),
 		changed: make(chan struct{}),
 		diffSem: make(chan struct{}, 2),
+		finder:  &peer.Finder{Mountinfo: cfg.Mountinfo},
 	}
 }
 
@@ -222,8 +232,15 @@ func (s *Server) end(st *assemble.Step) {
 		defer s.seals.Done()
 		s.diffSem <- struct{}{}
 		diff := s.diff(l)
+		var lowers []string
+		if l.err == nil {
+			var err error
+			if lowers, err = s.lowerDigests(context.Background(), l.l.Lowers); err != nil {
+				s.log.Warn("hashing a step's lower layers", "step", st.Container.StepID, "err", err)
+			}
+		}
 		<-s.diffSem
-		sealed := st.Seal(assemble.SealInput{Stats: stats, Traffic: traffic, Diff: diff})
+		sealed := st.Seal(assemble.SealInput{Stats: stats, Traffic: traffic, Diff: diff, Lowers: lowers})
 		if err := s.cfg.Store.Put(st.TraceID, sealed, time.Now()); err != nil {
 			s.log.Error("storing sealed step", "trace", st.TraceID, "step", sealed.StepID, "err", err)
 		}

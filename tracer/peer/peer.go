@@ -1,0 +1,370 @@
+// Package peer tells the tracer who is on the other end of a loopback TCP
+// connection: which host process holds the socket, and whether that
+// process is a BuildKit build's frontend.
+//
+// The tracer speaks about a build only to that build's frontend. A caller
+// is one when it is the init process of a BuildKit container that is not a
+// build step (steps run under /buildtrace/<step>), and the OCI bundle that
+// buildkitd wrote for that container — on the host, out of the container's
+// reach — carries the frontend's environment (BUILDKIT_SESSION_ID,
+// BUILDKIT_EXPORTEDPRODUCT) and the build's TRACEPARENT. Nothing a process
+// can change about itself (its environment, argv, or what it sends) goes
+// into that decision.
+package peer
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/buildtrace/buildtrace/pkg/steptag"
+	"github.com/buildtrace/buildtrace/tracer/rootfs"
+)
+
+// Frontend is a build's frontend process.
+type Frontend struct {
+	PID              uint32
+	ContainerID      string
+	TraceID          string // the build, from the bundle's TRACEPARENT
+	Executable       string // as the container sees it
+	ExecutableDigest string // "sha256:<hex>"
+}
+
+// ErrNotFrontend is wrapped by every refusal.
+var ErrNotFrontend = errors.New("caller is not a BuildKit build's frontend")
+
+// Finder finds callers. The zero value reads the real /proc.
+type Finder struct {
+	Proc      string // default /proc
+	Mountinfo string // host mount table; default /proc/self/mountinfo
+
+	mu      sync.Mutex
+	digests map[exeKey]string
+}
+
+type exeKey struct {
+	dev, ino uint64
+	size     int64
+	mtime    int64
+}
+
+func (f *Finder) proc(parts ...string) string {
+	root := f.Proc
+	if root == "" {
+		root = "/proc"
+	}
+	return filepath.Join(append([]string{root}, parts...)...)
+}
+
+// Frontend identifies the process at the other end of a TCP connection
+// from remote (the caller's address) to local (the tracer's).
+func (f *Finder) Frontend(remote, local netip.AddrPort) (*Frontend, error) {
+	inode, err := f.socketInode(remote, local)
+	if err != nil {
+		return nil, err
+	}
+	pids, err := f.holders(inode)
+	if err != nil {
+		return nil, err
+	}
+	if len(pids) == 0 {
+		return nil, fmt.Errorf("%w: no process holds the connection from %s", ErrNotFrontend, remote)
+	}
+	var fe *Frontend
+	for _, pid := range pids {
+		x, err := f.frontendProcess(pid)
+		if err != nil {
+			return nil, err
+		}
+		if fe != nil && (x.ContainerID != fe.ContainerID || x.PID != fe.PID) {
+			// Only the frontend itself may hold its connection.
+			return nil, fmt.Errorf("%w: the connection is shared by processes %d and %d", ErrNotFrontend, fe.PID, x.PID)
+		}
+		fe = x
+	}
+	return fe, nil
+}
+
+// socketInode finds the socket of an established connection in the
+// host's TCP tables.
+func (f *Finder) socketInode(remote, local netip.AddrPort) (uint64, error) {
+	for _, table := range []string{"net/tcp", "net/tcp6"} {
+		fh, err := os.Open(f.proc(table))
+		if err != nil {
+			continue
+		}
+		ino, ok, err := findSocket(fh, remote, local)
+		fh.Close()
+		if err != nil {
+			return 0, fmt.Errorf("reading %s: %w", table, err)
+		}
+		if ok {
+			return ino, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: connection %s → %s is not in this network namespace's TCP tables", ErrNotFrontend, remote, local)
+}
+
+// findSocket scans one /proc/net/tcp{,6} table for the socket whose local
+// address is the caller's and whose remote address is ours.
+func findSocket(r io.Reader, remote, local netip.AddrPort) (uint64, bool, error) {
+	sc := bufio.NewScanner(r)
+	sc.Scan() // header
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 10 {
+			continue
+		}
+		la, err1 := parseHexAddr(fields[1])
+		ra, err2 := parseHexAddr(fields[2])
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		if sameAddr(la, remote) && sameAddr(ra, local) {
+			ino, err := strconv.ParseUint(fields[9], 10, 64)
+			if err != nil {
+				return 0, false, fmt.Errorf("bad inode %q", fields[9])
+			}
+			return ino, true, nil
+		}
+	}
+	return 0, false, sc.Err()
+}
+
+func sameAddr(a, b netip.AddrPort) bool {
+	return a.Port() == b.Port() && a.Addr().Unmap() == b.Addr().Unmap()
+}
+
+// parseHexAddr parses the kernel's "0100007F:1F4A" (IPv4) or 32 hex
+// digits (IPv6) form: each 32-bit word in host (little-endian) order.
+func parseHexAddr(s string) (netip.AddrPort, error) {
+	h, p, ok := strings.Cut(s, ":")
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("bad address %q", s)
+	}
+	port, err := strconv.ParseUint(p, 16, 16)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	raw, err := hex.DecodeString(h)
+	if err != nil || (len(raw) != 4 && len(raw) != 16) {
+		return netip.AddrPort{}, fmt.Errorf("bad address %q", s)
+	}
+	for i := 0; i < len(raw); i += 4 {
+		raw[i], raw[i+1], raw[i+2], raw[i+3] = raw[i+3], raw[i+2], raw[i+1], raw[i]
+	}
+	addr, _ := netip.AddrFromSlice(raw)
+	return netip.AddrPortFrom(addr, uint16(port)), nil
+}
+
+// holders returns the processes with the socket open.
+func (f *Finder) holders(inode uint64) ([]uint32, error) {
+	want := "socket:[" + strconv.FormatUint(inode, 10) + "]"
+	ents, err := os.ReadDir(f.proc())
+	if err != nil {
+		return nil, err
+	}
+	var out []uint32
+	for _, e := range ents {
+		pid, err := strconv.ParseUint(e.Name(), 10, 32)
+		if err != nil {
+			continue
+		}
+		fds, err := os.ReadDir(f.proc(e.Name(), "fd"))
+		if err != nil {
+			continue // gone, or a kernel thread
+		}
+		for _, fd := range fds {
+			if l, err := os.Readlink(f.proc(e.Name(), "fd", fd.Name())); err == nil && l == want {
+				out = append(out, uint32(pid))
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// frontendProcess decides whether pid is a build's frontend.
+func (f *Finder) frontendProcess(pid uint32) (*Frontend, error) {
+	p := strconv.FormatUint(uint64(pid), 10)
+	cg, err := unifiedCgroup(f.proc(p, "cgroup"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: process %d: %v", ErrNotFrontend, pid, err)
+	}
+	if _, err := steptag.StepOfCgroup(cg); err == nil {
+		return nil, fmt.Errorf("%w: process %d is in build step cgroup %s", ErrNotFrontend, pid, cg)
+	}
+	parts := strings.Split(strings.Trim(cg, "/"), "/")
+	if len(parts) < 2 || parts[len(parts)-2] != "buildkit" {
+		return nil, fmt.Errorf("%w: process %d is in cgroup %s, not a BuildKit container's", ErrNotFrontend, pid, cg)
+	}
+	cid := parts[len(parts)-1]
+	// The container's init: its parent is outside the container (runc).
+	ppid, err := parentOf(f.proc(p, "stat"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: process %d: %v", ErrNotFrontend, pid, err)
+	}
+	if pcg, err := unifiedCgroup(f.proc(strconv.FormatUint(uint64(ppid), 10), "cgroup")); err == nil && pcg == cg {
+		return nil, fmt.Errorf("%w: process %d is not its container's first process", ErrNotFrontend, pid)
+	}
+	spec, err := f.bundleSpec(cid)
+	if err != nil {
+		return nil, fmt.Errorf("%w: process %d in container %s: %v", ErrNotFrontend, pid, cid, err)
+	}
+	env := map[string]string{}
+	for _, kv := range spec.Process.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v // the last wins, as for the process
+		}
+	}
+	if env["BUILDKIT_SESSION_ID"] == "" || env["BUILDKIT_EXPORTEDPRODUCT"] == "" {
+		return nil, fmt.Errorf("%w: container %s was not started as a gateway frontend", ErrNotFrontend, cid)
+	}
+	traceID, err := traceIDOf(env["TRACEPARENT"])
+	if err != nil {
+		return nil, fmt.Errorf("%w: container %s: %v", ErrNotFrontend, cid, err)
+	}
+	exe, dgst, err := f.executable(p)
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
+	return &Frontend{PID: pid, ContainerID: cid, TraceID: traceID, Executable: exe, ExecutableDigest: dgst}, nil
+}
+
+type bundleSpec struct {
+	Process struct {
+		Env []string `json:"env"`
+	} `json:"process"`
+}
+
+// bundleSpec reads the config.json buildkitd wrote beside the container's
+// root mount.
+func (f *Finder) bundleSpec(cid string) (*bundleSpec, error) {
+	mi := f.Mountinfo
+	if mi == "" {
+		mi = "/proc/self/mountinfo"
+	}
+	fh, err := os.Open(mi)
+	if err != nil {
+		return nil, err
+	}
+	mounts, err := rootfs.ParseMountinfo(fh)
+	fh.Close()
+	if err != nil {
+		return nil, err
+	}
+	suffix := "/" + cid + "/rootfs"
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if !strings.HasSuffix(mounts[i].MountPoint, suffix) {
+			continue
+		}
+		cfg := filepath.Join(filepath.Dir(mounts[i].MountPoint), "config.json")
+		dt, err := os.ReadFile(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("reading its OCI bundle: %w", err)
+		}
+		var s bundleSpec
+		if err := json.Unmarshal(dt, &s); err != nil {
+			return nil, fmt.Errorf("parsing %s: %w", cfg, err)
+		}
+		return &s, nil
+	}
+	return nil, fmt.Errorf("no root mount */%s/rootfs on the host: not a container buildkitd runs here", cid)
+}
+
+// executable returns the path and digest of the process's executable,
+// hashing each distinct file once.
+func (f *Finder) executable(p string) (string, string, error) {
+	path, err := os.Readlink(f.proc(p, "exe"))
+	if err != nil {
+		return "", "", fmt.Errorf("reading its executable: %w", err)
+	}
+	fh, err := os.Open(f.proc(p, "exe"))
+	if err != nil {
+		return "", "", fmt.Errorf("opening its executable: %w", err)
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil {
+		return "", "", err
+	}
+	var k exeKey
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		k = exeKey{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano()}
+	}
+	f.mu.Lock()
+	d, ok := f.digests[k]
+	f.mu.Unlock()
+	if ok {
+		return path, d, nil
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, fh); err != nil {
+		return "", "", fmt.Errorf("hashing its executable: %w", err)
+	}
+	d = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	f.mu.Lock()
+	if f.digests == nil || len(f.digests) > 1024 {
+		f.digests = map[exeKey]string{}
+	}
+	f.digests[k] = d
+	f.mu.Unlock()
+	return path, d, nil
+}
+
+// unifiedCgroup returns the cgroup2 path of a /proc/<pid>/cgroup file.
+func unifiedCgroup(file string) (string, error) {
+	dt, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(dt), "\n") {
+		if rest, ok := strings.CutPrefix(line, "0::"); ok {
+			return rest, nil
+		}
+	}
+	return "", errors.New("no cgroup2 membership")
+}
+
+// parentOf reads the parent PID from /proc/<pid>/stat; the command name
+// in parentheses may itself hold spaces and parentheses.
+func parentOf(file string) (uint32, error) {
+	dt, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
+	i := strings.LastIndexByte(string(dt), ')')
+	if i < 0 {
+		return 0, errors.New("malformed stat")
+	}
+	fields := strings.Fields(string(dt[i+1:]))
+	if len(fields) < 2 {
+		return 0, errors.New("malformed stat")
+	}
+	v, err := strconv.ParseUint(fields[1], 10, 32)
+	return uint32(v), err
+}
+
+func traceIDOf(tp string) (string, error) {
+	parts := strings.Split(strings.TrimSpace(tp), "-")
+	if len(parts) < 4 || len(parts[1]) != 32 {
+		return "", fmt.Errorf("no W3C TRACEPARENT set by BuildKit (%q)", tp)
+	}
+	for _, c := range parts[1] {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return "", fmt.Errorf("bad TRACEPARENT %q", tp)
+		}
+	}
+	return parts[1], nil
+}

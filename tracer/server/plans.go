@@ -1,0 +1,72 @@
+package server
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/buildtrace/buildtrace/pkg/trace"
+)
+
+// planTTL is how long a build's plan is kept after it was last added to:
+// long enough for any build, and for a frontend to ask again.
+const planTTL = 6 * time.Hour
+
+// maxPlans bounds the builds whose plans are held at once.
+const maxPlans = 10_000
+
+// plans holds each build's plan as its frontend registered it, in memory:
+// a tracer restarted during a build has lost the plan, and the build then
+// gets no trace rather than one without a plan.
+type plans struct {
+	mu     sync.Mutex
+	builds map[string]*buildPlan
+}
+
+type buildPlan struct {
+	frontend trace.Requester
+	parts    []trace.PlanPart
+	touched  time.Time
+}
+
+func (p *plans) add(traceID string, fe trace.Requester, part trace.PlanPart) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	for id, b := range p.builds {
+		if now.Sub(b.touched) > planTTL {
+			delete(p.builds, id)
+		}
+	}
+	if p.builds == nil {
+		p.builds = map[string]*buildPlan{}
+	}
+	b := p.builds[traceID]
+	if b == nil {
+		if len(p.builds) >= maxPlans {
+			return fmt.Errorf("holding the plans of %d builds already", maxPlans)
+		}
+		b = &buildPlan{frontend: fe}
+		p.builds[traceID] = b
+	}
+	if b.frontend.ContainerID != fe.ContainerID {
+		return fmt.Errorf("build %s's plan came from frontend container %s; container %s cannot add to it", traceID, b.frontend.ContainerID, fe.ContainerID)
+	}
+	// A part sent again (a retried solve) replaces the earlier one.
+	b.parts = slices.DeleteFunc(b.parts, func(x trace.PlanPart) bool { return x.ID == part.ID && x.Platform == part.Platform })
+	b.parts = append(b.parts, part)
+	b.touched = now
+	return nil
+}
+
+func (p *plans) get(traceID string) (trace.Requester, []trace.PlanPart, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := p.builds[traceID]
+	if b == nil {
+		return trace.Requester{}, nil, false
+	}
+	b.touched = time.Now()
+	return b.frontend, slices.Clone(b.parts), true
+}
