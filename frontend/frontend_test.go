@@ -58,7 +58,9 @@ func tracerServer(t *testing.T, b *trace.Build) *httptest.Server {
 	dt, _ := json.Marshal(b)
 	env := &dsse.Envelope{PayloadType: trace.PayloadType, Payload: base64.StdEncoding.EncodeToString(dt), Signatures: []dsse.Signature{{KeyID: "k", Sig: "cw=="}}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != tracerapi.TracePath+traceID || r.URL.Query().Get("wait") != "2s" {
+		var req tracerapi.SealRequest
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		if r.Method != http.MethodPost || r.URL.Path != tracerapi.TracePath+traceID+tracerapi.SealSuffix || req.Wait != "2s" {
 			w.WriteHeader(http.StatusNotFound)
 			json.NewEncoder(w).Encode(tracerapi.ErrorResponse{Error: "no such build " + r.URL.Path})
 			return
@@ -71,11 +73,10 @@ func tracerServer(t *testing.T, b *trace.Build) *httptest.Server {
 
 func TestObserve(t *testing.T) {
 	ctx := context.Background()
-	tp := "00-" + traceID + "-00f067aa0ba902b7-01"
 	srv := tracerServer(t, &trace.Build{Version: trace.Version, BuildTraceID: traceID, Tracer: trace.Tracer{Name: "buildtraced"}})
 	addr := strings.TrimPrefix(srv.URL, "http://")
 
-	obs, err := observe(ctx, Settings{Tracer: addr, Unmonitored: UnmonitoredFail, Wait: 2 * time.Second}, tp)
+	obs, err := observe(ctx, Settings{Tracer: addr, Unmonitored: UnmonitoredFail, Wait: 2 * time.Second}, traceID, nil)
 	if err != nil || !obs.monitored || obs.envelope == nil || obs.build.BuildTraceID != traceID {
 		t.Fatalf("observe = %+v, %v", obs, err)
 	}
@@ -87,18 +88,18 @@ func TestObserve(t *testing.T) {
 	}
 	dead := l.Addr().String()
 	l.Close()
-	_, err = observe(ctx, Settings{Tracer: dead, Unmonitored: UnmonitoredFail, Wait: time.Second}, tp)
+	_, err = observe(ctx, Settings{Tracer: dead, Unmonitored: UnmonitoredFail, Wait: time.Second}, traceID, nil)
 	if err == nil || !strings.Contains(err.Error(), dead) || !strings.Contains(err.Error(), ArgUnmonitored) {
 		t.Errorf("fail mode error = %v", err)
 	}
-	obs, err = observe(ctx, Settings{Tracer: dead, Unmonitored: UnmonitoredAllow, Wait: time.Second}, tp)
+	obs, err = observe(ctx, Settings{Tracer: dead, Unmonitored: UnmonitoredAllow, Wait: time.Second}, traceID, nil)
 	if err != nil || obs.monitored || obs.reason == "" || obs.traceID != traceID {
 		t.Errorf("allow mode = %+v, %v", obs, err)
 	}
 
 	// A tracer answering with another build's trace is not trusted.
 	other := tracerServer(t, &trace.Build{Version: trace.Version, BuildTraceID: strings.Repeat("9", 32)})
-	if _, err := observe(ctx, Settings{Tracer: strings.TrimPrefix(other.URL, "http://"), Unmonitored: UnmonitoredFail, Wait: 2 * time.Second}, tp); err == nil {
+	if _, err := observe(ctx, Settings{Tracer: strings.TrimPrefix(other.URL, "http://"), Unmonitored: UnmonitoredFail, Wait: 2 * time.Second}, traceID, nil); err == nil {
 		t.Error("accepted another build's trace")
 	}
 }

@@ -35,11 +35,11 @@ func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var sides [2][]report.Trace
 	for i, ref := range pos {
-		ts, err := loadTraces(ctx, ref, *key, *plainHTTP)
+		got, err := loadTraces(ctx, ref, *key, *plainHTTP)
 		if err != nil {
-			return fail("%v", err)
+			return fail("%s", ts(err.Error()))
 		}
-		sides[i] = ts
+		sides[i] = got
 	}
 	type platformDiff struct {
 		Platform string        `json:"platform"`
@@ -50,14 +50,14 @@ func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, n := range sides[1] {
 		o, ok := pick(sides[0], n.Platform)
 		if !ok {
-			return fail("%s has no %s manifest", pos[0], n.Platform)
+			return fail("%s has no %s manifest", ts(pos[0]), ts(n.Platform))
 		}
 		for _, t := range []report.Trace{o, n} {
 			if t.Predicate == nil {
-				return fail("%s %s: %s", t.Image, t.Platform, t.Err)
+				return fail("%s %s: %s", ts(t.Image), ts(t.Platform), ts(t.Err))
 			}
 			if *key != "" && t.Predicate.Buildtrace.Monitored && !t.Verified {
-				return fail("%s %s: signature %s", t.Image, t.Platform, t.Signature)
+				return fail("%s %s: %s", ts(t.Image), ts(t.Platform), ts(t.Signature))
 			}
 		}
 		r := drift.Compare(drift.Steps(o.Predicate, o.Build), drift.Steps(n.Predicate, n.Build), *threshold)
@@ -72,7 +72,7 @@ func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	} else {
 		for _, pd := range out {
-			fmt.Fprintf(stdout, "== %s: %s → %s\n", pd.Platform, pos[0], pos[1])
+			fmt.Fprintf(stdout, "== %s: %s → %s\n", ts(pd.Platform), ts(pos[0]), ts(pos[1]))
 			if err := pd.Result.Text(stdout); err != nil {
 				return fail("%v", err)
 			}

@@ -3,15 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"slices"
+	"strings"
 
-	"encoding/json"
 	"github.com/buildtrace/buildtrace/pkg/attest"
 	"github.com/buildtrace/buildtrace/pkg/registry"
 	"github.com/buildtrace/buildtrace/pkg/report"
 	"github.com/buildtrace/buildtrace/pkg/sign"
-	"github.com/buildtrace/buildtrace/pkg/trace"
 	"github.com/buildtrace/buildtrace/pkg/verify"
 	"github.com/containerd/platforms"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // targets reads ref and pairs each platform manifest with its
@@ -37,9 +39,17 @@ func targets(ctx context.Context, c *registry.Client, ref string) ([]verify.Targ
 	return out, nil
 }
 
+// authenticity lists the checks on which whether the shown content is
+// what the tracer saw on this image depends. Completeness, cached steps
+// and policy are verdicts about a build, not about the trace's origin.
+var authenticity = []string{verify.CheckAttestation, verify.CheckSubject, verify.CheckSignature,
+	verify.CheckRequester, verify.CheckContent, verify.CheckBinding}
+
 // loadTraces reads ref's traces for show and diff. With keyRef, each
-// tracer envelope's signature is checked and an invalid one is reported
-// (the trace is still shown, marked as such).
+// platform goes through verify (no policy): the trace is "verified" only
+// when every authenticity check verify makes holds, and then what is shown
+// is what the signed trace yields, not the attestation's readable copy.
+// Otherwise the readable copy is shown, marked unverified.
 func loadTraces(ctx context.Context, ref, keyRef string, plainHTTP bool) ([]report.Trace, error) {
 	c := registry.New(registry.Options{PlainHTTP: plainHTTP})
 	ts, err := targets(ctx, c, ref)
@@ -54,7 +64,7 @@ func loadTraces(ctx context.Context, ref, keyRef string, plainHTTP bool) ([]repo
 	}
 	var out []report.Trace
 	for _, t := range ts {
-		rt := report.Trace{Image: ref, Platform: t.Platform, Manifest: t.Manifest.Digest.String(), Signature: "not checked (no --key)"}
+		rt := report.Trace{Image: ref, Platform: t.Platform, Manifest: t.Manifest.Digest.String(), Signature: "UNVERIFIED: not checked (no --key); nothing shown is known to be what the tracer saw"}
 		if t.Statement == nil {
 			rt.Err = "no runtime-trace attestation for this manifest"
 			out = append(out, rt)
@@ -73,26 +83,32 @@ func loadTraces(ctx context.Context, ref, keyRef string, plainHTTP bool) ([]repo
 			continue
 		}
 		if v != nil {
-			payload, err := sign.Verify(ctx, v, pred.Buildtrace.Envelope, trace.PayloadType)
-			if err != nil {
-				rt.Signature = "INVALID: " + err.Error()
-			} else {
-				var b trace.Build
-				if err := json.Unmarshal(payload, &b); err != nil {
-					rt.Signature = "INVALID: signed payload is not a trace: " + err.Error()
-				} else {
-					rt.Build, rt.Verified = &b, true
-					rt.Signature = "verified with key " + v.KeyID() + " (run `buildtrace verify` for the full checks)"
+			r := verify.Verify(ctx, t, verify.Options{
+				Verifier: v,
+				OpenLayer: func(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+					return c.OpenBlob(ctx, ref, d)
+				},
+				BaseLayers: c.PlatformLayers,
+			})
+			var bad []string
+			for _, f := range r.Failures {
+				if slices.Contains(authenticity, f.Check) {
+					bad = append(bad, f.Check+": "+f.Event)
 				}
 			}
-		}
-		if rt.Build == nil {
-			b, err := attest.DecodeEnvelope(pred.Buildtrace.Envelope)
-			if err != nil {
-				rt.Err = err.Error()
+			if len(bad) == 0 && r.Predicate != nil {
+				rt.Predicate, rt.Build, rt.Verified = r.Predicate, r.Build, true
+				rt.Signature = "verified with key " + v.KeyID() + ": signature, subject, requester, plan and layer binding hold (run `buildtrace verify` for completeness and policy)"
+				out = append(out, rt)
+				continue
 			}
-			rt.Build = b
+			rt.Signature = "UNVERIFIED (shown as the attestation says): " + strings.Join(bad, "; ")
 		}
+		b, err := attest.DecodeEnvelope(pred.Buildtrace.Envelope)
+		if err != nil {
+			rt.Err = err.Error()
+		}
+		rt.Build = b
 		out = append(out, rt)
 	}
 	return out, nil

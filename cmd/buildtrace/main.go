@@ -67,7 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stderr, "buildtrace %s: %v\n", args[0], err)
+			fmt.Fprintf(stderr, "buildtrace %s: %s\n", args[0], ts(err.Error()))
 		}
 		return exitUsage
 	}

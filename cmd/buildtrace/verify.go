@@ -12,6 +12,7 @@ import (
 	"github.com/buildtrace/buildtrace/pkg/policy"
 	"github.com/buildtrace/buildtrace/pkg/registry"
 	"github.com/buildtrace/buildtrace/pkg/sign"
+	"github.com/buildtrace/buildtrace/pkg/termsafe"
 	"github.com/buildtrace/buildtrace/pkg/verify"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -51,7 +52,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return usageErr("--output must be text or json")
 	}
 	ioErr := func(err error) int {
-		fmt.Fprintf(stderr, "buildtrace verify: %v\n", err)
+		fmt.Fprintf(stderr, "buildtrace verify: %s\n", ts(err.Error()))
 		return exitUsage
 	}
 	ref := pos[0]
@@ -112,11 +113,11 @@ func printVerify(w io.Writer, rep verifyReport) {
 		if !r.Pass() {
 			status = "FAIL"
 		}
-		fmt.Fprintf(w, "%s  %s %s (manifest %s)\n", status, rep.Image, r.Platform, r.Manifest)
+		fmt.Fprintf(w, "%s  %s %s (manifest %s)\n", status, ts(rep.Image), ts(r.Platform), ts(r.Manifest))
 		if r.BuildTraceID != "" {
-			fmt.Fprintf(w, "  build trace %s", r.BuildTraceID)
+			fmt.Fprintf(w, "  build trace %s", ts(r.BuildTraceID))
 			if r.KeyID != "" {
-				fmt.Fprintf(w, ", key %s", r.KeyID)
+				fmt.Fprintf(w, ", key %s", ts(r.KeyID))
 			}
 			fmt.Fprintln(w)
 		}
@@ -125,10 +126,10 @@ func printVerify(w io.Writer, rep verifyReport) {
 			if s.Failures > 0 {
 				mark = "FAIL"
 			}
-			fmt.Fprintf(w, "  %s %-9s %-16s %s\n", mark, s.Status, s.Location, oneLine(s.Instruction, 80))
+			fmt.Fprintf(w, "  %s %-9s %-16s %s\n", mark, ts(s.Status), ts(s.Location), ts(oneLine(s.Instruction, 80)))
 		}
 		if r.Frontend != "" {
-			fmt.Fprintf(w, "  frontend %s\n", r.Frontend)
+			fmt.Fprintf(w, "  frontend %s\n", ts(r.Frontend))
 		}
 		if len(r.Layers) > 0 {
 			n := map[string]int{}
@@ -143,15 +144,15 @@ func printVerify(w io.Writer, rep verifyReport) {
 			if f.Rule != "" {
 				check += " " + f.Rule
 			}
-			fmt.Fprintf(w, "  ✗ [%s]", check)
+			fmt.Fprintf(w, "  ✗ [%s]", ts(check))
 			if f.Location != "" || f.Instruction != "" {
-				fmt.Fprintf(w, " %s %s:", f.Location, oneLine(f.Instruction, 60))
+				fmt.Fprintf(w, " %s %s:", ts(f.Location), ts(oneLine(f.Instruction, 60)))
 			}
-			fmt.Fprintf(w, " %s", f.Event)
+			fmt.Fprintf(w, " %s", ts(f.Event))
 			if len(f.Argv) > 0 {
-				fmt.Fprintf(w, " — process %d: %s", f.PID, oneLine(strings.Join(f.Argv, " "), 100))
+				fmt.Fprintf(w, " — process %d: %s", f.PID, oneLine(strings.Join(termsafe.Strings(f.Argv), " "), 100))
 			} else if f.Binary != "" {
-				fmt.Fprintf(w, " — process %d: %s", f.PID, f.Binary)
+				fmt.Fprintf(w, " — process %d: %s", f.PID, ts(f.Binary))
 			}
 			fmt.Fprintln(w)
 		}
@@ -162,6 +163,9 @@ func printVerify(w io.Writer, rep verifyReport) {
 		fmt.Fprintln(w, "verification FAILED")
 	}
 }
+
+// ts escapes control characters of attestation-derived text.
+func ts(s string) string { return termsafe.String(s) }
 
 func oneLine(s string, max int) string {
 	s = strings.Join(strings.Fields(s), " ")

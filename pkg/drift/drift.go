@@ -4,6 +4,7 @@ package drift
 
 import (
 	"fmt"
+	"github.com/buildtrace/buildtrace/pkg/termsafe"
 	"io"
 	"maps"
 	"slices"
@@ -258,10 +259,10 @@ func (r *Result) Text(w io.Writer) error {
 		b.WriteString("no differences\n")
 	}
 	for _, c := range r.Changes {
-		fmt.Fprintf(&b, "%s %s  [%s]\n", c.Location, c.Instruction, c.MatchedBy)
+		fmt.Fprintf(&b, "%s %s  [%s]\n", termsafe.String(c.Location), termsafe.String(c.Instruction), termsafe.String(c.MatchedBy))
 		list := func(sign, label string, items []string) {
 			for _, it := range items {
-				fmt.Fprintf(&b, "  %s %s %s\n", sign, label, it)
+				fmt.Fprintf(&b, "  %s %s %s\n", sign, label, termsafe.String(it))
 			}
 		}
 		list("+", "destination", c.Added.Destinations)
@@ -271,7 +272,7 @@ func (r *Result) Text(w io.Writer) error {
 		list("+", "file", c.Added.Files)
 		list("-", "file", c.Removed.Files)
 		for _, rc := range c.Resources {
-			fmt.Fprintf(&b, "  ~ %s %.3g → %.3g\n", rc.Name, rc.Old, rc.New)
+			fmt.Fprintf(&b, "  ~ %s %.3g → %.3g\n", termsafe.String(rc.Name), rc.Old, rc.New)
 		}
 	}
 	_, err := io.WriteString(w, b.String())

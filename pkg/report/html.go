@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/buildtrace/buildtrace/pkg/termsafe"
 )
 
 // HTML writes one self-contained page (inline CSS, no scripts or external
@@ -135,6 +137,8 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 	"dur":    Duration,
 	"bytes":  Bytes,
 	"cpu":    func(u, s uint64) string { return Duration(int64(u + s)) },
+	// html/template stops markup; ts makes control characters visible.
+	"ts": termsafe.String,
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>buildtrace report</title>
 <style>
@@ -156,31 +160,31 @@ tr.cached .label,tr.unknown .label{color:#888}
 </style></head><body>
 <h1>buildtrace report</h1>
 {{range .Platforms}}{{$p := .}}
-<h2>{{.T.Image}} — {{.T.Platform}}</h2>
+<h2>{{ts .T.Image}} — {{ts .T.Platform}}</h2>
 <table class="meta">
-<tr><td>manifest</td><td class="mono">{{.T.Manifest}}</td></tr>
-{{with .T.Predicate}}<tr><td>build trace</td><td class="mono">{{.Buildtrace.BuildTraceID}}</td></tr>
-<tr><td>monitor</td><td>{{.Monitor.Name}} {{.Monitor.Version}} {{with .Monitor.Kernel}}(kernel {{.}}){{end}}</td></tr>
-<tr><td>monitored</td><td>{{if .Buildtrace.Monitored}}<span class="ok">yes</span>{{else}}<span class="bad">no: {{.Buildtrace.UnmonitoredReason}}</span>{{end}}</td></tr>{{end}}
-<tr><td>complete</td><td>{{if .Complete}}<span class="ok">yes</span>{{else}}<span class="bad">no</span> {{.Reasons}}{{end}}</td></tr>
-<tr><td>signature</td><td>{{if .T.Verified}}<span class="ok">{{.T.Signature}}</span>{{else}}{{.T.Signature}}{{end}}</td></tr>
-{{with .T.Err}}<tr><td>error</td><td class="bad">{{.}}</td></tr>{{end}}
+<tr><td>manifest</td><td class="mono">{{ts .T.Manifest}}</td></tr>
+{{with .T.Predicate}}<tr><td>build trace</td><td class="mono">{{ts .Buildtrace.BuildTraceID}}</td></tr>
+<tr><td>monitor</td><td>{{ts .Monitor.Name}} {{ts .Monitor.Version}} {{with .Monitor.Kernel}}(kernel {{ts .}}){{end}}</td></tr>
+<tr><td>monitored</td><td>{{if .Buildtrace.Monitored}}<span class="ok">yes</span>{{else}}<span class="bad">no: {{ts .Buildtrace.UnmonitoredReason}}</span>{{end}}</td></tr>{{end}}
+<tr><td>complete</td><td>{{if .Complete}}<span class="ok">yes</span>{{else}}<span class="bad">no</span> {{ts .Reasons}}{{end}}</td></tr>
+<tr><td>signature</td><td>{{if .T.Verified}}<span class="ok">{{ts .T.Signature}}</span>{{else}}{{ts .T.Signature}}{{end}}</td></tr>
+{{with .T.Err}}<tr><td>error</td><td class="bad">{{ts .}}</td></tr>{{end}}
 </table>
 <h3>Steps</h3>
 <table><tr><th>location</th><th>instruction</th><th>status</th><th>duration</th><th>CPU</th><th>peak memory</th><th>processes</th></tr>
-{{range .Steps}}{{$t := .Totals}}<tr><td class="mono">{{.Location}}</td><td class="mono">{{.Info.Instruction}}</td><td class="status-{{.Info.Status}}">{{.Info.Status}}{{with .Info.Reason}} ({{.}}){{end}}</td>
+{{range .Steps}}{{$t := .Totals}}<tr><td class="mono">{{ts .Location}}</td><td class="mono">{{ts .Info.Instruction}}</td><td class="status-{{.Info.Status}}">{{ts .Info.Status}}{{with .Info.Reason}} ({{ts .}}){{end}}</td>
 <td>{{if .Runs}}{{dur $t.WallNanos}}{{end}}</td><td>{{if .Runs}}{{cpu $t.CPUUserNanos $t.CPUSystemNanos}}{{end}}</td><td>{{if .Runs}}{{bytes $t.PeakRSSBytes}}{{end}}</td><td>{{if .Runs}}{{$t.Processes}}{{end}}</td></tr>
 {{end}}</table>
 <h3>Timeline ({{.Span}})</h3>
-<table class="tl">{{range .Rows}}<tr class="{{.Class}}"><td class="label mono" style="padding-left:{{indent .Indent}}" title="{{.Label}}">{{.Label}}</td><td><div class="track">{{if .Width}}<div class="bar" style="left:{{pct .Left}};width:{{pct .Width}}" title="{{.Title}}"></div>{{end}}</div></td></tr>
+<table class="tl">{{range .Rows}}<tr class="{{.Class}}"><td class="label mono" style="padding-left:{{indent .Indent}}" title="{{ts .Label}}">{{ts .Label}}</td><td><div class="track">{{if .Width}}<div class="bar" style="left:{{pct .Left}};width:{{pct .Width}}" title="{{ts .Title}}"></div>{{end}}</div></td></tr>
 {{end}}</table>
 <h3>Egress</h3>
 {{if .Egress}}<table><tr><th>step</th><th>processes</th><th>protocol</th><th>destination</th><th>hostnames</th><th>op</th><th>count</th><th>sent</th><th>received</th></tr>
-{{range .Egress}}<tr><td class="mono">{{.Step}}</td><td class="mono">{{.Processes}}</td><td>{{.Protocol}}</td><td class="mono">{{.Endpoint}}</td><td>{{.Hostnames}}</td><td>{{.Op}}</td><td>{{.Count}}</td><td>{{.Sent}}</td><td>{{.Received}}</td></tr>
+{{range .Egress}}<tr><td class="mono">{{ts .Step}}</td><td class="mono">{{ts .Processes}}</td><td>{{ts .Protocol}}</td><td class="mono">{{ts .Endpoint}}</td><td>{{ts .Hostnames}}</td><td>{{ts .Op}}</td><td>{{.Count}}</td><td>{{.Sent}}</td><td>{{.Received}}</td></tr>
 {{end}}</table>{{else}}<p>No network destinations.</p>{{end}}
 <h3>File changes</h3>
 {{if .Files}}<table><tr><th>step</th><th>change</th><th>path</th></tr>
-{{range .Files}}<tr><td class="mono">{{.Step}}</td><td>{{.Change}}</td><td class="mono">{{.Path}}</td></tr>
+{{range .Files}}<tr><td class="mono">{{ts .Step}}</td><td>{{ts .Change}}</td><td class="mono">{{ts .Path}}</td></tr>
 {{end}}</table>{{else}}<p>No file changes.</p>{{end}}
 {{end}}
 </body></html>

@@ -3,7 +3,10 @@ package report
 import (
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
+
+	"github.com/buildtrace/buildtrace/pkg/termsafe"
 )
 
 // maxListed caps file lists in the terminal view.
@@ -119,8 +122,33 @@ type errWriter struct {
 	err error
 }
 
+// printf escapes every text argument with termsafe: nearly all of them
+// come from the attestation, and escaping here cannot be forgotten at a
+// call site. Only the format may print control characters.
 func (e *errWriter) printf(format string, args ...any) {
-	if e.err == nil {
-		_, e.err = fmt.Fprintf(e.w, format, args...)
+	if e.err != nil {
+		return
 	}
+	safe := make([]any, len(args))
+	for i, a := range args {
+		safe[i] = termsafeArg(a)
+	}
+	_, e.err = fmt.Fprintf(e.w, format, safe...)
+}
+
+func termsafeArg(a any) any {
+	switch v := a.(type) {
+	case string:
+		return termsafe.String(v)
+	case []string:
+		return termsafe.Strings(v)
+	case error:
+		return termsafe.String(v.Error())
+	case fmt.Stringer:
+		return termsafe.String(v.String())
+	}
+	if v := reflect.ValueOf(a); v.Kind() == reflect.String { // named string types
+		return termsafe.String(v.String())
+	}
+	return a
 }

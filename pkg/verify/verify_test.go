@@ -28,8 +28,9 @@ type fixture struct {
 	dir       string
 	pub       string
 	target    Target
-	blobs     map[digest.Digest][]byte
-	statement map[string]any
+	blobs      map[digest.Digest][]byte
+	statement  map[string]any
+	baseLayers []ocispec.Descriptor
 }
 
 func layerTar(t *testing.T, files map[string]string) []byte {
@@ -103,6 +104,24 @@ func newFixture(t *testing.T, mutate func(b *trace.Build)) *fixture {
 				Completeness: trace.Completeness{Complete: true, FollowedFromStart: true}},
 		},
 	}
+	b.Sealed = true
+	b.Requester = trace.Requester{Kind: trace.RequesterFrontend, PID: 9, ContainerID: "fe", Executable: "/run", ExecutableDigest: "sha256:fe"}
+	b.Plan = []trace.PlanPart{{
+		ID: "sha256:part", Platform: "linux/amd64", Received: start,
+		Base: &trace.BaseImage{Ref: "127.0.0.1:5000/library/busybox@sha256:base", Digest: "sha256:base"},
+		Layers: []trace.LayerOp{
+			{Kind: trace.LayerRun, OpDigest: "sha256:op1", StepID: "11111111111111111111111111111111"},
+			{Kind: trace.LayerRun, OpDigest: "sha256:op2", StepID: "22222222222222222222222222222222"},
+		},
+		Steps: []trace.PlanStep{
+			{StepID: "11111111111111111111111111111111", OpDigest: "sha256:op1", Instruction: "RUN uname -m > /built-on.txt", Stage: "stage-0", Platform: "linux/amd64",
+				Args: []string{"/bin/sh", "-c", "uname -m > /built-on.txt"}, Locations: []trace.Location{{File: "Dockerfile", StartLine: 3, EndLine: 3}}},
+			{StepID: "22222222222222222222222222222222", OpDigest: "sha256:op2", Instruction: "RUN wget -q -O /app/registry.json http://127.0.0.1:5000/v2/", Stage: "stage-0", Platform: "linux/amd64",
+				Locations: []trace.Location{{File: "Dockerfile", StartLine: 4, EndLine: 5}}},
+		},
+	}}
+	b.Results = map[string]string{"linux/amd64": "sha256:part"}
+	f.baseLayers = layers[:1]
 	if mutate != nil {
 		mutate(&b)
 	}
@@ -120,10 +139,6 @@ func newFixture(t *testing.T, mutate func(b *trace.Build)) *fixture {
 	}
 	pred, err := attest.Derive(attest.Input{
 		Envelope: env, BuildStart: start, Platform: "linux/amd64", BuildTraceID: traceID, Monitored: true,
-		Steps: []attest.StepInfo{
-			{StepID: "11111111111111111111111111111111", Instruction: "RUN uname -m > /built-on.txt", Stage: "stage-0", Platform: "linux/amd64", Locations: []attest.Location{{File: "Dockerfile", StartLine: 3, EndLine: 3}}},
-			{StepID: "22222222222222222222222222222222", Instruction: "RUN wget -q -O /app/registry.json http://127.0.0.1:5000/v2/", Stage: "stage-0", Platform: "linux/amd64", Locations: []attest.Location{{File: "Dockerfile", StartLine: 4, EndLine: 5}}},
-		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -162,6 +177,8 @@ func (f *fixture) opts(t *testing.T, pub, policyYAML string) Options {
 	}
 	o := Options{Verifier: v, OpenLayer: func(_ context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(f.blobs[d.Digest])), nil
+	}, BaseLayers: func(context.Context, string, string) ([]ocispec.Descriptor, error) {
+		return f.baseLayers, nil
 	}}
 	if policyYAML != "" {
 		p, err := policy.Parse([]byte(policyYAML))
@@ -191,7 +208,7 @@ func TestHonestBuildPasses(t *testing.T) {
 	if !r.Pass() {
 		t.Fatalf("honest build failed: %+v", r.Failures)
 	}
-	if len(r.Layers) != 2 || r.Layers[0].StepID != "11111111111111111111111111111111" || r.Layers[1].StepID != "22222222222222222222222222222222" {
+	if len(r.Layers) != 3 || r.Layers[0].Binding != BindBase || r.Layers[1].StepID != "11111111111111111111111111111111" || r.Layers[2].StepID != "22222222222222222222222222222222" || r.Layers[2].Binding != BindRun {
 		t.Fatalf("layers not bound in order: %+v", r.Layers)
 	}
 }
@@ -293,7 +310,7 @@ func TestCached(t *testing.T) {
 		t.Fatalf("got %q: %+v", checks(r), r.Failures)
 	}
 	r = Verify(context.Background(), f.target, f.opts(t, f.pub, "cached:\n  allow: true\n"))
-	if !r.Pass() || !r.Layers[0].Cached {
+	if !r.Pass() || r.Layers[1].Binding != BindCached {
 		t.Fatalf("cached.allow: %+v %+v", r.Failures, r.Layers)
 	}
 }
@@ -322,5 +339,57 @@ func TestUnmonitored(t *testing.T) {
 	r := Verify(context.Background(), Target{Manifest: ocispec.Descriptor{Digest: digest.FromString("m")}, Statement: st}, Options{})
 	if checks(r) != CheckCompleteness {
 		t.Fatalf("got %q: %+v", checks(r), r.Failures)
+	}
+}
+
+func TestSignedPlanDecides(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(b *trace.Build)
+		want   string
+	}{
+		{"unsealed", func(b *trace.Build) { b.Sealed, b.Pending = false, []string{"x"} }, CheckCompleteness},
+		{"admin", func(b *trace.Build) { b.Requester = trace.Requester{Kind: trace.RequesterAdmin} }, CheckRequester},
+		{"other platform", func(b *trace.Build) { b.Results = map[string]string{"linux/arm64": "sha256:part"} }, CheckContent},
+		{"unplanned run", func(b *trace.Build) { b.Steps[0].StepID = "33333333333333333333333333333333" }, CheckContent},
+		{"argv differs", func(b *trace.Build) { b.Steps[0].Processes[0].Argv = []string{"/bin/sh", "-c", "true"} }, CheckContent},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t, c.mutate)
+			r := Verify(context.Background(), f.target, f.opts(t, f.pub, ""))
+			if !strings.Contains(","+checks(r)+",", ","+c.want+",") {
+				t.Fatalf("got %q, want %s: %+v", checks(r), c.want, r.Failures)
+			}
+		})
+	}
+}
+
+func TestUnknownFieldIgnored(t *testing.T) {
+	f := newFixture(t, nil)
+	var pred map[string]any
+	json.Unmarshal(f.statement["predicate"].(json.RawMessage), &pred)
+	pred["futureField"] = map[string]any{"x": 1}
+	pred["buildtrace"].(map[string]any)["complete"] = true
+	pred["buildtrace"].(map[string]any)["steps"].([]any)[0].(map[string]any)["note"] = "hello"
+	f.statement["predicate"] = pred
+	f.target.Statement, _ = json.Marshal(f.statement)
+	r := Verify(context.Background(), f.target, f.opts(t, f.pub, ""))
+	if !r.Pass() {
+		t.Fatalf("unknown fields changed the verdict: %+v", r.Failures)
+	}
+}
+
+func TestDroppedStepInPredicate(t *testing.T) {
+	f := newFixture(t, nil)
+	var pred map[string]any
+	json.Unmarshal(f.statement["predicate"].(json.RawMessage), &pred)
+	bt := pred["buildtrace"].(map[string]any)
+	bt["steps"] = bt["steps"].([]any)[:1]
+	f.statement["predicate"] = pred
+	f.target.Statement, _ = json.Marshal(f.statement)
+	r := Verify(context.Background(), f.target, f.opts(t, f.pub, "egress:\n  flagged: [127.0.0.0/8]\n"))
+	if !strings.Contains(checks(r), CheckContent) || !strings.Contains(checks(r), "policy:egress.flagged") {
+		t.Fatalf("a step dropped from the readable copy was not caught, or its run not checked: %q %+v", checks(r), r.Failures)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -36,6 +37,9 @@ type Config struct {
 	Retention        time.Duration
 	Version          string
 	Logger           *slog.Logger
+	// AdminSocket is the unix socket on which root can read any build's
+	// trace; default <State>/admin.sock.
+	AdminSocket string
 }
 
 // ParseFlags fills a Config from command-line arguments.
@@ -50,6 +54,7 @@ func ParseFlags(name string, args []string) (Config, slog.Level, error) {
 	fs.DurationVar(&c.MaxWait, "max-wait", 2*time.Minute, "upper bound on how long a request waits for running steps")
 	fs.StringVar(&c.CgroupRoot, "cgroup-root", probe.DefaultCgroupRoot, "cgroup2 mount `directory`")
 	fs.DurationVar(&c.Retention, "retention", store.DefaultRetention, "how long a build's steps are kept after its last step ended")
+	fs.StringVar(&c.AdminSocket, "admin-socket", "", "unix socket `path` on which root can read any build's trace (default <state>/admin.sock)")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return c, 0, err
@@ -154,9 +159,31 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	httpErr := make(chan error, 1)
+	// A trace request may wait up to MaxWait before answering, and a blob
+	// PUT reads for up to BlobReadTimeout: the whole-request timeouts
+	// must outlast both. ReadTimeout too: when it fires during a waiting
+	// handler, net/http cancels the request's context.
+	reqTimeout := max(cfg.MaxWait, server.BlobReadTimeout) + time.Minute
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       reqTimeout,
+		WriteTimeout:      reqTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	httpErr := make(chan error, 2)
 	go func() { httpErr <- hs.Serve(ln) }()
+	if cfg.AdminSocket == "" {
+		cfg.AdminSocket = filepath.Join(cfg.State, "admin.sock")
+	}
+	aln, err := listenAdmin(cfg.AdminSocket)
+	if err != nil {
+		return err
+	}
+	as := adminServer(srv.AdminHandler(), cfg.MaxWait)
+	go func() { httpErr <- as.Serve(aln) }()
+	defer as.Close()
 	log.Info("buildtraced started", "listen", ln.Addr().String(), "key", signer.KeyID(), "state", cfg.State, "cgroupRoot", cfg.CgroupRoot)
 
 	ticker := time.NewTicker(time.Hour)

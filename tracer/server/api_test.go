@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"sync/atomic"
 	"io"
 	"log/slog"
 	"net"
@@ -17,8 +19,10 @@ import (
 	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"github.com/buildtrace/buildtrace/pkg/trace"
 	"github.com/buildtrace/buildtrace/pkg/tracerapi"
+	"github.com/buildtrace/buildtrace/tracer/peer"
 	"github.com/buildtrace/buildtrace/tracer/probe"
 	"github.com/buildtrace/buildtrace/tracer/store"
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 )
 
 // quietSource stands in for the probe's counters: this test feeds
@@ -37,8 +41,14 @@ type apiFixture struct {
 	pubPath string
 	srv     *Server
 	st      *store.Store
-	addr    string
+	addr    string // the TCP API
+	admin   string // the admin socket
 	http    *http.Server
+	adminHS *http.Server
+	// frontendOf is the build the TCP caller is the frontend of ("": the
+	// caller is no frontend): it stands in for peer.Finder, which reads
+	// /proc and BuildKit's bundles and is tested end to end in test/e2e.
+	frontendOf atomic.Value
 }
 
 func newFixture(t *testing.T, dir string, maxWait time.Duration) *apiFixture {
@@ -63,7 +73,16 @@ func newFixture(t *testing.T, dir string, maxWait time.Duration) *apiFixture {
 	if err := os.WriteFile(mi, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	f := &apiFixture{t: t, dir: dir}
+	f.frontendOf.Store("")
 	srv := New(Config{
+		Identify: func(*http.Request) (*peer.Frontend, error) {
+			id := f.frontendOf.Load().(string)
+			if id == "" {
+				return nil, peer.ErrNotFrontend
+			}
+			return &peer.Frontend{PID: 7, ContainerID: "fe1", TraceID: id, Executable: "/run", ExecutableDigest: "sha256:fe"}, nil
+		},
 		Source:    quietSource{},
 		Store:     st,
 		Signer:    signer,
@@ -78,7 +97,14 @@ func newFixture(t *testing.T, dir string, maxWait time.Duration) *apiFixture {
 	}
 	hs := &http.Server{Handler: srv.Handler()}
 	go hs.Serve(ln)
-	f := &apiFixture{t: t, dir: dir, signer: signer, pubPath: pub, srv: srv, st: st, addr: ln.Addr().String(), http: hs}
+	sock := filepath.Join(dir, fmt.Sprintf("admin%d.sock", time.Now().UnixNano()%1e6))
+	aln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as := &http.Server{Handler: srv.AdminHandler()}
+	go as.Serve(aln)
+	f.signer, f.pubPath, f.srv, f.st, f.addr, f.admin, f.http, f.adminHS = signer, pub, srv, st, ln.Addr().String(), sock, hs, as
 	t.Cleanup(f.close)
 	return f
 }
@@ -88,19 +114,24 @@ func (f *apiFixture) close() {
 		return
 	}
 	f.http.Close()
+	f.adminHS.Close()
 	f.srv.WaitSeals()
 	f.st.Close()
 	f.http = nil
 }
 
-// get fetches and verifies a trace.
+// get fetches (on the admin socket) and verifies a trace.
 func (f *apiFixture) get(id string, wait time.Duration) *trace.Build {
 	f.t.Helper()
-	c := &tracerapi.Client{Addr: f.addr}
-	env, err := c.Trace(context.Background(), id, wait)
+	env, err := tracerapi.AdminClient(f.admin).Trace(context.Background(), id, wait)
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	return f.verify(env)
+}
+
+func (f *apiFixture) verify(env *dsse.Envelope) *trace.Build {
+	f.t.Helper()
 	v, err := sign.LoadVerifier(context.Background(), f.pubPath)
 	if err != nil {
 		f.t.Fatal(err)
@@ -126,9 +157,10 @@ func TestAPI(t *testing.T) {
 	now := time.Now()
 	ev := func(e probe.Event) { e.CgroupID = 77; f.srv.Handle(e) }
 
+	adminHTTP := tracerapi.AdminClient(f.admin).HTTP
 	// A bad ID is refused with a clear error.
 	for _, bad := range []string{"xyz", strings.Repeat("0", 32), strings.ToUpper(buildA)} {
-		res, err := http.Get("http://" + f.addr + tracerapi.TracePath + bad)
+		res, err := adminHTTP.Get("http://buildtraced" + tracerapi.TracePath + bad)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,7 +171,7 @@ func TestAPI(t *testing.T) {
 			t.Errorf("GET %s = %d %q, want 400 with an explanation", bad, res.StatusCode, e.Error)
 		}
 	}
-	res, err := http.Get("http://" + f.addr + tracerapi.TracePath + buildA + "?wait=soon")
+	res, err := adminHTTP.Get("http://buildtraced" + tracerapi.TracePath + buildA + "?wait=soon")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,9 +186,9 @@ func TestAPI(t *testing.T) {
 		t.Fatalf("health = %+v, %v", h, err)
 	}
 
-	// An unknown build is not an error: it ran no step here.
-	if b := f.get("ffffffffffffffffffffffffffffffff", 0); len(b.Steps) != 0 || len(b.Pending) != 0 || b.Version != trace.Version {
-		t.Errorf("unknown build = %+v", b)
+	// An unknown build is an error, never an empty signed trace.
+	if _, err := tracerapi.AdminClient(f.admin).Trace(context.Background(), "ffffffffffffffffffffffffffffffff", 0); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("unknown build answered %v, want 404", err)
 	}
 
 	ev(probe.Event{Kind: probe.KindCgroupMkdir, Time: now, Cgroup: &probe.CgroupInfo{Path: path}})
@@ -214,5 +246,51 @@ func checkSealed(t *testing.T, b *trace.Build, step string) {
 	}
 	if !strings.Contains(strings.Join(s.Completeness.Reasons, "\n"), "no file-system diff") {
 		t.Errorf("reasons %q do not name the missing diff", s.Completeness.Reasons)
+	}
+}
+
+// TestOnlyTheBuildsFrontend: the TCP API serves no trace by GET, refuses
+// plans and seals from anyone but the build's own frontend, and seals a
+// build only with its plan, signed with the requester.
+func TestOnlyTheBuildsFrontend(t *testing.T) {
+	f := newFixture(t, t.TempDir(), time.Second)
+	ctx := context.Background()
+	c := &tracerapi.Client{Addr: f.addr}
+	res, err := http.Get("http://" + f.addr + tracerapi.TracePath + buildA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusForbidden {
+		t.Errorf("GET trace on TCP = %d, want 403", res.StatusCode)
+	}
+	part := trace.PlanPart{ID: "sha256:p", Platform: "linux/amd64", Layers: []trace.LayerOp{}, Steps: []trace.PlanStep{}}
+	if err := c.PutPlan(ctx, buildA, part); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("plan from a non-frontend: %v", err)
+	}
+	f.frontendOf.Store("ffffffffffffffffffffffffffffffff")
+	if err := c.PutPlan(ctx, buildA, part); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("plan from another build's frontend: %v", err)
+	}
+	f.frontendOf.Store(buildA)
+	if _, err := c.Seal(ctx, buildA, 0, nil); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("seal without a plan: %v", err)
+	}
+	if err := c.PutPlan(ctx, buildA, part); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Seal(ctx, buildA, 0, map[string]string{"linux/amd64": "sha256:other"}); err == nil {
+		t.Error("sealed with a result no plan part names")
+	}
+	env, err := c.Seal(ctx, buildA, 0, map[string]string{"linux/amd64": "sha256:p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := f.verify(env)
+	if !b.Sealed || b.Requester.Kind != trace.RequesterFrontend || b.Requester.ExecutableDigest != "sha256:fe" || len(b.Plan) != 1 || b.Plan[0].Received.IsZero() || b.Results["linux/amd64"] != "sha256:p" {
+		t.Errorf("sealed trace = %+v", b)
+	}
+	if ab := f.get(buildA, 0); ab.Requester.Kind != trace.RequesterAdmin {
+		t.Errorf("admin trace requester = %+v", ab.Requester)
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,7 +18,13 @@ import (
 type blobs struct {
 	mu    sync.Mutex
 	byHex map[string]blob
+	// total counts the bytes held plus those reserved by PUTs still
+	// reading their body, so concurrent PUTs cannot overcommit.
 	total int64
+	// Limits; zero means blobMaxBytes and blobMaxTotal. Fields so tests
+	// can use small ones.
+	maxBytes int64 // per blob
+	maxTotal int64 // held and reserved at once
 }
 
 type blob struct {
@@ -31,6 +38,21 @@ const (
 	blobMaxTotal = 4 << 30 // all blobs held at once
 )
 
+// BlobReadTimeout bounds the reading of one PUT blob's body. The daemon's
+// server-wide timeouts must be longer.
+const BlobReadTimeout = 2 * time.Minute
+
+func (b *blobs) limits() (perBlob, total int64) {
+	perBlob, total = b.maxBytes, b.maxTotal
+	if perBlob <= 0 {
+		perBlob = blobMaxBytes
+	}
+	if total <= 0 {
+		total = blobMaxTotal
+	}
+	return perBlob, total
+}
+
 func (b *blobs) expire(now time.Time) {
 	for k, v := range b.byHex {
 		if now.After(v.expires) {
@@ -40,39 +62,89 @@ func (b *blobs) expire(now time.Time) {
 	}
 }
 
+// validBlobName reports whether name is the lowercase hex of a sha256.
+func validBlobName(name string) bool {
+	if len(name) != 2*sha256.Size {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// putBlob decides from the declared length alone whether the blob may be
+// held, reserving its bytes before reading any of the body: a client
+// cannot make the tracer buffer what it will then refuse.
 func (s *Server) putBlob(w http.ResponseWriter, r *http.Request) {
 	want := r.PathValue("sha256")
-	if len(want) != 64 {
-		writeError(w, http.StatusBadRequest, "invalid blob name %q: want the 64 hex characters of its sha256", want)
+	if !validBlobName(want) {
+		writeError(w, http.StatusBadRequest, "invalid blob name %q: want the 64 lowercase hex characters of its sha256", want)
 		return
 	}
-	data, err := io.ReadAll(io.LimitReader(r.Body, blobMaxBytes+1))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "reading blob: %v", err)
+	n := r.ContentLength
+	if n < 0 {
+		writeError(w, http.StatusLengthRequired, "a blob PUT needs a Content-Length")
 		return
 	}
-	if len(data) > blobMaxBytes {
-		writeError(w, http.StatusRequestEntityTooLarge, "blob larger than %d bytes", blobMaxBytes)
+	maxBytes, maxTotal := s.blobs.limits()
+	if n > maxBytes {
+		writeError(w, http.StatusRequestEntityTooLarge, "blob of %d bytes is larger than %d bytes", n, maxBytes)
 		return
 	}
-	sum := sha256.Sum256(data)
-	if got := hex.EncodeToString(sum[:]); got != want {
+
+	s.blobs.mu.Lock()
+	s.blobs.expire(time.Now())
+	if s.blobs.total+n > maxTotal {
+		held := s.blobs.total
+		s.blobs.mu.Unlock()
+		writeError(w, http.StatusInsufficientStorage, "holding %d bytes of blobs already, at most %d", held, maxTotal)
+		return
+	}
+	s.blobs.total += n
+	s.blobs.mu.Unlock()
+	committed := false
+	defer func() {
+		if !committed {
+			s.blobs.mu.Lock()
+			s.blobs.total -= n
+			s.blobs.mu.Unlock()
+		}
+	}()
+
+	// The server's ReadTimeout is longer, to let trace requests wait.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(BlobReadTimeout))
+	body := http.MaxBytesReader(w, r.Body, n)
+	h := sha256.New()
+	data := make([]byte, n) // no more than reserved
+	if _, err := io.ReadFull(io.TeeReader(body, h), data); err != nil {
+		writeError(w, http.StatusBadRequest, "reading blob: body shorter than its Content-Length of %d bytes: %v", n, err)
+		return
+	}
+	if _, err := io.ReadFull(body, make([]byte, 1)); !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, "reading blob: body longer than its Content-Length of %d bytes", n)
+		return
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
 		writeError(w, http.StatusBadRequest, "blob content has sha256 %s, not %s", got, want)
 		return
 	}
+
 	now := time.Now()
 	s.blobs.mu.Lock()
-	defer s.blobs.mu.Unlock()
-	s.blobs.expire(now)
 	if old, ok := s.blobs.byHex[want]; ok {
-		s.blobs.total -= int64(len(old.data))
+		// Same content (same digest) already held: keep one copy, and
+		// let the reservation go.
+		old.expires = now.Add(blobTTL)
+		s.blobs.byHex[want] = old
+	} else {
+		s.blobs.byHex[want] = blob{data: data, expires: now.Add(blobTTL)}
+		committed = true // the reservation now counts the held bytes
 	}
-	if s.blobs.total+int64(len(data)) > blobMaxTotal {
-		writeError(w, http.StatusInsufficientStorage, "holding %d bytes of blobs already, at most %d", s.blobs.total, blobMaxTotal)
-		return
-	}
-	s.blobs.byHex[want] = blob{data: data, expires: now.Add(blobTTL)}
-	s.blobs.total += int64(len(data))
+	s.blobs.mu.Unlock()
 	w.WriteHeader(http.StatusCreated)
 }
 
