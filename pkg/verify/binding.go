@@ -207,14 +207,22 @@ func layerDiffDigest(ctx context.Context, opts Options, d ocispec.Descriptor) (s
 		return "", err
 	}
 	defer rc.Close()
+	// A blob that is not what its digest says fails as such, even when
+	// its corrupt content already broke decompression.
+	blobErr := func(err error) error {
+		if _, derr := io.Copy(io.Discard, rc); derr != nil {
+			return derr
+		}
+		return err
+	}
 	tr, closeFn, err := Decompress(rc)
 	if err != nil {
-		return "", err
+		return "", blobErr(err)
 	}
 	defer closeFn()
 	dd, _, err := fsdiff.FromLayer(ctx, tr)
 	if err != nil {
-		return "", fmt.Errorf("computing diff digest: %w", err)
+		return "", blobErr(fmt.Errorf("computing diff digest: %w", err))
 	}
 	// Read to the end of the blob, past the tar's end marker, so its digest
 	// is checked before the digest of its content is trusted.

@@ -25,9 +25,9 @@ const traceID = "0af7651916cd43dd8448eb211c80319c"
 
 // fixture is a signed build of two RUN steps and the image it made.
 type fixture struct {
-	dir       string
-	pub       string
-	target    Target
+	dir        string
+	pub        string
+	target     Target
 	blobs      map[digest.Digest][]byte
 	statement  map[string]any
 	baseLayers []ocispec.Descriptor

@@ -209,7 +209,7 @@ RUN wget -q -O /fetched.json http://127.0.0.1:5000/v2/
 	t.Run("honest build passes", func(t *testing.T) {
 		out, code := runCLI(t, l, "verify", honest, "--key", key)
 		expectCode(t, out, code, 0, "verify", honest)
-		if !strings.Contains(out, "RUN layers bound to traced steps: 2 of 2") {
+		if !strings.Contains(out, "layers: 3; bound to the base manifest 1, to traced runs 1, to what a traced run ran on 1,") {
 			t.Errorf("binding not reported:\n%s", out)
 		}
 		out, code = runCLI(t, l, "verify", honest, "--key", key, "--output", "json")
@@ -241,7 +241,7 @@ RUN wget -q -O /fetched.json http://127.0.0.1:5000/v2/
 		}
 		out, code = runCLI(t, l, "show", honest)
 		expectCode(t, out, code, 0)
-		if !strings.Contains(out, "signature: not checked") {
+		if !strings.Contains(out, "signature: UNVERIFIED: not checked") {
 			t.Errorf("show without --key must say the signature was not checked:\n%s", out)
 		}
 	})
