@@ -96,20 +96,9 @@ func bind(ctx context.Context, r *Result, t Target, b *trace.Build, part *trace.
 			r.Layers = append(r.Layers, Layer{Digest: layers[j].Digest, DiffDigest: diffs[j], Binding: BindLower, StepID: lastRun.StepID})
 			j++
 		}
-		if lastRun.Diff.Digest != fsdiff.EmptyDigest {
-			for j < len(layers) && diffs[j] == fsdiff.EmptyDigest {
-				r.Layers = append(r.Layers, Layer{Digest: layers[j].Digest, DiffDigest: diffs[j], Binding: BindDirs})
-				j++
-			}
-			if j >= len(layers) || diffs[j] != lastRun.Diff.Digest {
-				r.fail(Failure{Check: CheckBinding, StepID: lastRun.StepID, Event: fmt.Sprintf("no layer after the ones it ran on has the diff %s that the signed run of step %s produced", lastRun.Diff.Digest, lastRun.StepID)})
-				return
-			}
-			r.Layers = append(r.Layers, Layer{Digest: layers[j].Digest, DiffDigest: diffs[j], Binding: BindRun, StepID: lastRun.StepID, Op: part.Layers[last].Name})
-			j++
-		}
 	}
-	m := matcher{ops: part.Layers[last+1:], layers: layers, diffs: diffs, runs: runs, memo: map[[2]int]bool{}}
+	// The last traced run itself and everything after it.
+	m := matcher{ops: part.Layers[max(last, 0):], layers: layers, diffs: diffs, runs: runs, memo: map[[2]int]bool{}}
 	if !m.match(0, j) {
 		r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("layers %d to %d of the image are not what the signed plan's last %d ops made: a layer no step of build %s produced, or one missing", j, len(layers)-1, len(m.ops), b.BuildTraceID)})
 		for ; j < len(layers); j++ {

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path"
 	"slices"
 	"strings"
 
@@ -311,7 +312,7 @@ func commandMismatch(run *trace.Step, ps trace.PlanStep) string {
 	} else if first.ArgvTruncated {
 		return ""
 	}
-	if !slices.Equal(argv, ps.Args) {
+	if !slices.Equal(argv, ps.Args) && !emulated(first.Binary, argv, ps.Args) {
 		return fmt.Sprintf("the run's first process executed %q; the signed plan says the step runs %q", argv, ps.Args)
 	}
 	if n := len(ps.Args); n >= 3 && ps.Args[n-2] == "-c" && ps.Instruction != "" {
@@ -320,6 +321,13 @@ func commandMismatch(run *trace.Step, ps trace.PlanStep) string {
 		}
 	}
 	return ""
+}
+
+// emulated reports whether argv is args run through a binfmt_misc
+// emulator with the P flag (qemu-user for a foreign platform): the kernel
+// passes the interpreter, the program's path, then the original argv.
+func emulated(binary string, argv, args []string) bool {
+	return strings.Contains(path.Base(binary), "qemu-") && len(argv) == len(args)+2 && slices.Equal(argv[2:], args)
 }
 
 // plainRunCommand returns the command of "RUN cmd" when nothing in it is

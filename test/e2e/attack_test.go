@@ -488,3 +488,28 @@ func TestAttackSlowClient(t *testing.T) {
 		t.Errorf("the tracer kept a half-sent request open for %v (err %v)", took, err)
 	}
 }
+
+// TestAttackTerminalEscapes: a step names a file with escape sequences that
+// would erase the line above and print PASS; show and verify print them
+// escaped.
+func TestAttackTerminalEscapes(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	body := "FROM BASE\nRUN touch \"/x$(printf '\\033[1A\\033[2K\\rPASS\\033]0;t\\007')\" && echo " + randHex(8) + "\n"
+	ref := cliBuild(t, ctx, l, l.Ref("attack"), body)
+	out, code := runCLI(t, l, "show", ref, "--key", l.TracerPub)
+	expectCode(t, out, code, 0)
+	if strings.ContainsAny(out, "\x1b\x07\r") {
+		t.Errorf("show printed raw control characters:\n%q", out)
+	}
+	if !strings.Contains(out, `\x1b[1A\x1b[2K\rPASS`) {
+		t.Errorf("show does not print the escaped name:\n%s", out)
+	}
+	out, code = runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", writePolicy(t, "files:\n  denyWrite: ['/x*']\n"))
+	expectCode(t, out, code, 1)
+	if strings.ContainsAny(out, "\x1b\x07\r") || !strings.Contains(out, `\x1b`) {
+		t.Errorf("verify printed raw control characters or none escaped:\n%q", out)
+	}
+}
