@@ -40,6 +40,11 @@ const (
 	ArgTracer      = "BUILDTRACE_TRACER"      // host:port of buildtraced
 	ArgUnmonitored = "BUILDTRACE_UNMONITORED" // "fail" or "allow"
 	ArgWait        = "BUILDTRACE_WAIT"        // how long the tracer may wait for unfinished steps
+	// ArgEvidenceFrom names images (comma-separated) whose runtime-trace
+	// attestations the tracer may read for the signed runs of steps
+	// BuildKit serves from a shared cache. The refs of registry cache
+	// imports are always tried too.
+	ArgEvidenceFrom = "BUILDTRACE_EVIDENCE_FROM"
 )
 
 // Unmonitored policies.
@@ -56,9 +61,10 @@ const DefaultWait = 60 * time.Second
 
 // Settings is the frontend's configuration, from build args.
 type Settings struct {
-	Tracer      string
-	Unmonitored string
-	Wait        time.Duration
+	Tracer       string
+	Unmonitored  string
+	Wait         time.Duration
+	EvidenceFrom []string
 }
 
 // ParseSettings reads the frontend's build args from the frontend options.
@@ -73,6 +79,26 @@ func ParseSettings(opts map[string]string) (Settings, error) {
 		s.Unmonitored = v
 	default:
 		return s, fmt.Errorf("build arg %s=%q: want %q or %q", ArgUnmonitored, v, UnmonitoredFail, UnmonitoredAllow)
+	}
+	for _, ref := range strings.Split(opts["build-arg:"+ArgEvidenceFrom], ",") {
+		if ref = strings.TrimSpace(ref); ref != "" {
+			s.EvidenceFrom = append(s.EvidenceFrom, ref)
+		}
+	}
+	// A registry cache's exporter may have been the image itself (inline
+	// cache) or may sit beside it; either way the tracer just tries.
+	if v := opts["cache-imports"]; v != "" {
+		var imports []struct {
+			Type  string            `json:"Type"`
+			Attrs map[string]string `json:"Attrs"`
+		}
+		if json.Unmarshal([]byte(v), &imports) == nil {
+			for _, im := range imports {
+				if ref := im.Attrs["ref"]; (im.Type == "registry" || im.Type == "") && ref != "" && !slices.Contains(s.EvidenceFrom, ref) {
+					s.EvidenceFrom = append(s.EvidenceFrom, ref)
+				}
+			}
+		}
 	}
 	if v := opts["build-arg:"+ArgWait]; v != "" {
 		d, err := time.ParseDuration(v)
@@ -169,7 +195,7 @@ type observation struct {
 // observe asks the tracer to seal this build's trace and sign it.
 func observe(ctx context.Context, set Settings, traceID string, results map[string]string) (*observation, error) {
 	tc := &tracerapi.Client{Addr: set.Tracer, HTTP: &http.Client{Timeout: set.Wait + 30*time.Second}}
-	env, err := tc.Seal(ctx, traceID, set.Wait, results)
+	env, err := tc.Seal(ctx, traceID, set.Wait, results, set.EvidenceFrom...)
 	if err != nil {
 		return unmonitored(set, traceID, fmt.Errorf("%w: %w", tracerapi.ErrUnreachable, err))
 	}

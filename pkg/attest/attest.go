@@ -167,6 +167,30 @@ type Step struct {
 	OpDigest    string     `json:"opDigest,omitempty"`
 	Locations   []Location `json:"locations,omitempty"`
 	Runs        []Run      `json:"runs,omitempty"` // executed only
+	// Evidence, for a cached step, names the earlier runs of the step
+	// whose signed records the trace holds (buildtrace's envelope →
+	// evidence[]); empty when the cached step is unproven.
+	Evidence []EvidenceRun `json:"evidence,omitempty"`
+	// Proof says how a cached step is proven: "evidence" or "unproven".
+	Proof string `json:"proof,omitempty"`
+}
+
+// Cached-step proofs.
+const (
+	ProofEvidence = "evidence" // the signed record of an earlier run is in the trace
+	ProofUnproven = "unproven" // nothing found: the step's run was not observed
+)
+
+// EvidenceRun is an earlier run of a cached step, from the signed record
+// of the build that ran it. Its observations are not in monitorLog, which
+// holds only what this build did.
+type EvidenceRun struct {
+	BuildTraceID string    `json:"buildTraceID"`
+	ContainerID  string    `json:"containerID"`
+	Start        time.Time `json:"start"`
+	End          time.Time `json:"end"`
+	DiffDigest   string    `json:"diffDigest,omitempty"`
+	Complete     bool      `json:"complete"`
 }
 
 // Location is a line range of a source file.
@@ -363,6 +387,11 @@ func Derive(in Input) (*Predicate, error) {
 			}
 		case !b.Tracer.Since.IsZero() && b.Tracer.Since.Before(buildStart):
 			st.Status = StatusCached
+			st.Evidence = EvidenceRuns(b, si.StepID)
+			st.Proof = ProofUnproven
+			if len(st.Evidence) > 0 {
+				st.Proof = ProofEvidence
+			}
 		default:
 			st.Status = StatusUnknown
 			st.Reason = "tracer started after the build began"
@@ -394,6 +423,28 @@ func ResultPart(b *trace.Build, platform string) *trace.PlanPart {
 		}
 	}
 	return nil
+}
+
+// EvidenceRuns summarises the evidence the trace holds for a step, as its
+// (unverified) envelopes say. A verifier checks each envelope itself.
+func EvidenceRuns(b *trace.Build, stepID string) []EvidenceRun {
+	var out []EvidenceRun
+	for _, e := range b.Evidence {
+		if e.StepID != stepID {
+			continue
+		}
+		eb, err := DecodeEnvelope(e.Envelope)
+		if err != nil {
+			continue
+		}
+		for _, r := range eb.Steps {
+			if r.StepID == stepID && r.ContainerID == e.ContainerID {
+				out = append(out, EvidenceRun{BuildTraceID: eb.BuildTraceID, ContainerID: r.ContainerID, Start: r.Start.UTC(), End: r.End.UTC(),
+					DiffDigest: r.Diff.Digest, Complete: r.Completeness.Complete})
+			}
+		}
+	}
+	return out
 }
 
 // PlanStart is when the tracer received the build's first plan part: the

@@ -50,6 +50,9 @@ type Verifier struct {
 // KeyID is "sha256:" + hex of the DER (PKIX) public key.
 func (s *Signer) KeyID() string { return s.keyID }
 
+// Verifier returns a verifier of what s signs.
+func (s *Signer) Verifier() *Verifier { return &Verifier{v: s.sv, keyID: s.keyID, ref: s.ref} }
+
 // KeyID is "sha256:" + hex of the DER (PKIX) public key.
 func (v *Verifier) KeyID() string { return v.keyID }
 

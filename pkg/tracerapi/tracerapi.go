@@ -57,6 +57,9 @@ type SealRequest struct {
 	Wait string `json:"wait"`
 	// Results maps each image platform to the plan part that produced it.
 	Results map[string]string `json:"results"`
+	// EvidenceFrom names images whose runtime-trace attestations may hold
+	// the signed runs of steps BuildKit served from a shared cache.
+	EvidenceFrom []string `json:"evidenceFrom,omitempty"`
 }
 
 // TraceResponse is the body of GET /v1/builds/{traceID}?wait=DURATION.
@@ -174,13 +177,13 @@ func (c *Client) PutPlan(ctx context.Context, traceID string, part trace.PlanPar
 }
 
 // Seal asks for the signed trace of the caller's build, done.
-func (c *Client) Seal(ctx context.Context, traceID string, wait time.Duration, results map[string]string) (*dsse.Envelope, error) {
+func (c *Client) Seal(ctx context.Context, traceID string, wait time.Duration, results map[string]string, evidenceFrom ...string) (*dsse.Envelope, error) {
 	if !ValidTraceID(traceID) {
 		return nil, fmt.Errorf("invalid build trace ID %q", traceID)
 	}
 	u := neturl.URL{Scheme: "http", Host: c.host(), Path: TracePath + traceID + SealSuffix}
 	var resp TraceResponse
-	if err := c.post(ctx, u.String(), SealRequest{Wait: wait.String(), Results: results}, &resp); err != nil {
+	if err := c.post(ctx, u.String(), SealRequest{Wait: wait.String(), Results: results, EvidenceFrom: evidenceFrom}, &resp); err != nil {
 		return nil, err
 	}
 	if resp.Envelope == nil {

@@ -23,7 +23,18 @@ import (
 //     and cached RUN layers too) and to its own diff;
 //   - the layers after it to the remaining ops of the plan, in order: a
 //     traced run by its diff, a COPY/ADD by its place only.
-func bind(ctx context.Context, r *Result, t Target, b *trace.Build, part *trace.PlanPart, runs map[string][]*trace.Step, allowCached bool, opts Options) {
+func bind(ctx context.Context, r *Result, t Target, b *trace.Build, part *trace.PlanPart, executed, evidence map[string][]*trace.Step, allowCached bool, opts Options) {
+	// A cached step's signed earlier run binds its layer as a run of this
+	// build would.
+	runs := map[string][]*trace.Step{}
+	for id, rs := range executed {
+		runs[id] = rs
+	}
+	for id, rs := range evidence {
+		if len(runs[id]) == 0 {
+			runs[id] = rs
+		}
+	}
 	layers := t.Image.Layers
 	k := 0
 	if part.Base != nil {

@@ -220,10 +220,20 @@ func Verify(ctx context.Context, t Target, opts Options) *Result {
 			planned[s.StepID] = s
 		}
 	}
+	evidence := verifiedEvidence(ctx, r, opts.Verifier, &b)
 	listed := map[string]bool{}
 	for _, s := range want.Buildtrace.Steps {
 		listed[s.StepID] = true
 		before := len(r.Failures)
+		if s.Status == attest.StatusCached && len(evidence[s.StepID]) > 0 {
+			// Cached, with the signed record of the run that made it:
+			// checked exactly as a run of this build.
+			for _, run := range evidence[s.StepID] {
+				checkRun(r, checker, s, run, planned[s.StepID])
+			}
+			r.Steps = append(r.Steps, Step{StepID: s.StepID, Location: Location(s), Instruction: s.Instruction, Status: s.Status + " (evidence)", Failures: len(r.Failures) - before})
+			continue
+		}
 		checkStep(r, checker, s, runs[s.StepID], planned[s.StepID])
 		r.Steps = append(r.Steps, Step{StepID: s.StepID, Location: Location(s), Instruction: s.Instruction, Status: s.Status, Failures: len(r.Failures) - before})
 	}
@@ -244,8 +254,34 @@ func Verify(ctx context.Context, t Target, opts Options) *Result {
 		}
 		checkRun(r, checker, info, run, ps)
 	}
-	bind(ctx, r, t, &b, part, runs, checker.AllowCached(), opts)
+	bind(ctx, r, t, &b, part, runs, evidence, checker.AllowCached(), opts)
 	return r
+}
+
+// verifiedEvidence returns, by step, the earlier runs whose signed records
+// the trace holds for cached steps, each checked with the verifier: a
+// sealed trace signed for a build's frontend, holding that run. A record
+// that does not verify is left out (its step is then unproven) and said.
+func verifiedEvidence(ctx context.Context, r *Result, v *sign.Verifier, b *trace.Build) map[string][]*trace.Step {
+	out := map[string][]*trace.Step{}
+	for _, e := range b.Evidence {
+		payload, err := sign.Verify(ctx, v, e.Envelope, trace.PayloadType)
+		if err != nil {
+			r.fail(Failure{Check: CheckCached, StepID: e.StepID, Event: fmt.Sprintf("the evidence from build %s does not verify: %v", e.BuildTraceID, err)})
+			continue
+		}
+		var eb trace.Build
+		if err := json.Unmarshal(payload, &eb); err != nil || eb.Version != trace.Version || !eb.Sealed || eb.Requester.Kind != trace.RequesterFrontend || eb.BuildTraceID != e.BuildTraceID {
+			r.fail(Failure{Check: CheckCached, StepID: e.StepID, Event: fmt.Sprintf("the evidence from build %s is not a sealed trace signed for that build's frontend", e.BuildTraceID)})
+			continue
+		}
+		for i := range eb.Steps {
+			if run := &eb.Steps[i]; run.StepID == e.StepID && run.ContainerID == e.ContainerID {
+				out[e.StepID] = append(out[e.StepID], run)
+			}
+		}
+	}
+	return out
 }
 
 func checkStep(r *Result, c *policy.Checker, s attest.Step, runs []*trace.Step, ps trace.PlanStep) {

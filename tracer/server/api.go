@@ -165,13 +165,13 @@ func (s *Server) serveSeal(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	start := time.Now()
-	env, b, err := s.Trace(r.Context(), Request{TraceID: id, Wait: wait, Requester: requesterOf(fe), Plan: parts, Results: req.Results})
+	env, b, err := s.Trace(r.Context(), Request{TraceID: id, Wait: wait, Requester: requesterOf(fe), Plan: parts, Results: req.Results, EvidenceFrom: req.EvidenceFrom})
 	if err != nil {
 		s.log.Error("trace request failed", "trace", id, "err", err)
 		writeError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
-	s.log.Info("trace sealed", "trace", id, "steps", len(b.Steps), "pending", len(b.Pending), "sealed", b.Sealed, "took", time.Since(start).Round(time.Millisecond))
+	s.log.Info("trace sealed", "trace", id, "steps", len(b.Steps), "pending", len(b.Pending), "sealed", b.Sealed, "evidence", len(b.Evidence), "took", time.Since(start).Round(time.Millisecond))
 	writeJSON(w, http.StatusOK, tracerapi.TraceResponse{Envelope: env})
 }
 
@@ -218,6 +218,9 @@ type Request struct {
 	Requester trace.Requester
 	Plan      []trace.PlanPart
 	Results   map[string]string
+	// EvidenceFrom names images whose attestations may hold evidence for
+	// cached steps (a shared cache's exporter).
+	EvidenceFrom []string
 }
 
 var errUnknownBuild = errors.New("unknown build")
@@ -285,6 +288,10 @@ wait:
 		Plan:         plan,
 		Results:      req.Results,
 	}
+	frontend := req.Requester.Kind == trace.RequesterFrontend
+	if frontend && b.Sealed {
+		b.Evidence = s.evidence(ctx, b, req.EvidenceFrom)
+	}
 	payload, err := json.Marshal(b)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encoding trace of build %s: %w", traceID, err)
@@ -292,6 +299,9 @@ wait:
 	env, err := sign.Sign(ctx, s.cfg.Signer, trace.PayloadType, payload)
 	if err != nil {
 		return nil, nil, fmt.Errorf("signing trace of build %s: %w", traceID, err)
+	}
+	if frontend && b.Sealed {
+		s.keepEvidence(env, b)
 	}
 	return env, b, nil
 }
