@@ -4,7 +4,11 @@
 // (docs/trace-format.md); change them only with a new Version.
 package trace
 
-import "time"
+import (
+	"time"
+
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+)
 
 // PayloadType is the DSSE payload type of a signed Build.
 const PayloadType = "application/vnd.buildtrace.trace.v1+json"
@@ -38,6 +42,22 @@ type Build struct {
 	// Results names, per image platform, the plan part whose result
 	// became that platform's image.
 	Results map[string]string `json:"results,omitempty"`
+	// Evidence holds, for planned steps that did not run in this build
+	// (BuildKit served them from its cache), the signed envelope of an
+	// earlier build in which the step ran, and which container of it. A
+	// step may have several candidates (runs with different diffs); the
+	// verifier takes the one whose diff is the image's layer.
+	Evidence []Evidence `json:"evidence,omitempty"`
+}
+
+// Evidence points at a run of a step in an earlier build's signed trace.
+type Evidence struct {
+	StepID       string `json:"stepID"`
+	BuildTraceID string `json:"buildTraceID"`
+	ContainerID  string `json:"containerID"`
+	// Envelope is that build's DSSE envelope, verbatim (payload: a
+	// Build). Its own signature is what proves the run.
+	Envelope *dsse.Envelope `json:"envelope"`
 }
 
 // Requester kinds.
@@ -151,7 +171,17 @@ type Step struct {
 	// ran on. An entry is empty when it could not be computed.
 	Lowers       []string     `json:"lowers,omitempty"`
 	Completeness Completeness `json:"completeness"`
+	// Attribution says how the step's build was decided: AttributionBundle
+	// (the container's OCI bundle) or AttributionNone (it could not be;
+	// the tracer stores the step under its step ID only).
+	Attribution string `json:"attribution,omitempty"`
 }
+
+// Step attributions.
+const (
+	AttributionBundle = "bundle"
+	AttributionNone   = "unattributed"
+)
 
 // Process is one process (thread group) of a step. A process that forked
 // and never exec'd keeps its parent's binary and Argv and has Exec false.
