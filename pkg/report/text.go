@@ -5,7 +5,9 @@ import (
 	"io"
 	"reflect"
 	"strings"
+	"time"
 
+	"github.com/buildtrace/buildtrace/pkg/attest"
 	"github.com/buildtrace/buildtrace/pkg/termsafe"
 )
 
@@ -52,6 +54,14 @@ func writeStep(ew *errWriter, s Step) {
 		ew.printf(" (%s)", s.Info.Reason)
 	}
 	ew.printf("\n")
+	if s.Info.Status == attest.StatusCached {
+		if len(s.Info.Evidence) == 0 {
+			ew.printf("  cached, unproven: no signed record of the run that made its layer was found\n")
+		}
+		for _, e := range s.Info.Evidence {
+			ew.printf("  cached, with evidence: ran in build %s, container %s, %s (diff %s)\n", e.BuildTraceID, e.ContainerID, e.Start.Format(time.RFC3339), e.DiffDigest)
+		}
+	}
 	if len(s.Runs) == 0 {
 		return
 	}

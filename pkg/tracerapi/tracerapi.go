@@ -73,6 +73,21 @@ type Health struct {
 	Version string    `json:"version"`
 	Since   time.Time `json:"since"`
 	KeyID   string    `json:"keyID,omitempty"`
+	// Evidence says what the tracer holds as evidence for cached steps and
+	// what it last evicted (retention or disk bound).
+	Evidence *EvidenceHealth `json:"evidence,omitempty"`
+}
+
+// EvidenceHealth is the evidence store's state.
+type EvidenceHealth struct {
+	Retention       string    `json:"retention"`
+	MaxBytes        int64     `json:"maxBytes"`
+	HeldBuilds      int       `json:"heldBuilds"`
+	HeldBytes       int64     `json:"heldBytes"`
+	EvictedBuilds   int       `json:"evictedBuilds"` // in all, since start
+	EvictedBytes    int64     `json:"evictedBytes"`
+	LastEviction    time.Time `json:"lastEviction,omitempty"`
+	LastEvictionErr string    `json:"lastEvictionError,omitempty"`
 }
 
 // ErrorResponse is the body of any non-200 answer.

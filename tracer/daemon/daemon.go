@@ -37,6 +37,10 @@ type Config struct {
 	Retention        time.Duration
 	Version          string
 	Logger           *slog.Logger
+	// EvidenceRetention and EvidenceMaxBytes bound the sealed builds kept
+	// as evidence for later cached steps.
+	EvidenceRetention time.Duration
+	EvidenceMaxBytes  int64
 	// AdminSocket is the unix socket on which root can read any build's
 	// trace; default <State>/admin.sock.
 	AdminSocket string
@@ -54,6 +58,8 @@ func ParseFlags(name string, args []string) (Config, slog.Level, error) {
 	fs.DurationVar(&c.MaxWait, "max-wait", 2*time.Minute, "upper bound on how long a request waits for running steps")
 	fs.StringVar(&c.CgroupRoot, "cgroup-root", probe.DefaultCgroupRoot, "cgroup2 mount `directory`")
 	fs.DurationVar(&c.Retention, "retention", store.DefaultRetention, "how long a build's steps are kept after its last step ended")
+	fs.DurationVar(&c.EvidenceRetention, "evidence-retention", store.DefaultEvidenceRetention, "how long a sealed build is kept as evidence for later builds' cached steps")
+	fs.Int64Var(&c.EvidenceMaxBytes, "evidence-max-bytes", store.DefaultEvidenceMaxBytes, "at most this many `bytes` of sealed builds are kept as evidence (the oldest are evicted)")
 	fs.StringVar(&c.AdminSocket, "admin-socket", "", "unix socket `path` on which root can read any build's trace (default <state>/admin.sock)")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -186,6 +192,13 @@ func Run(ctx context.Context, cfg Config) error {
 	defer as.Close()
 	log.Info("buildtraced started", "listen", ln.Addr().String(), "key", signer.KeyID(), "state", cfg.State, "cgroupRoot", cfg.CgroupRoot)
 
+	if cfg.EvidenceRetention <= 0 {
+		cfg.EvidenceRetention = store.DefaultEvidenceRetention
+	}
+	if cfg.EvidenceMaxBytes <= 0 {
+		cfg.EvidenceMaxBytes = store.DefaultEvidenceMaxBytes
+	}
+	srv.ExpireEvidence(cfg.EvidenceRetention, cfg.EvidenceMaxBytes)
 	ticker := time.NewTicker(time.Hour)
 	defer ticker.Stop()
 	var result error
@@ -204,6 +217,7 @@ loop:
 			break loop
 		case <-ticker.C:
 			expire(st, cfg.Retention, log)
+			srv.ExpireEvidence(cfg.EvidenceRetention, cfg.EvidenceMaxBytes)
 		}
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

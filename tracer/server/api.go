@@ -65,7 +65,7 @@ func writeError(w http.ResponseWriter, code int, format string, args ...any) {
 }
 
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, tracerapi.Health{Version: s.cfg.Tracer.Version, Since: s.cfg.Tracer.Since, KeyID: s.cfg.Signer.KeyID()})
+	writeJSON(w, http.StatusOK, tracerapi.Health{Version: s.cfg.Tracer.Version, Since: s.cfg.Tracer.Since, KeyID: s.cfg.Signer.KeyID(), Evidence: s.evidenceHealth()})
 }
 
 // frontend identifies the caller of a TCP request as a build's frontend.

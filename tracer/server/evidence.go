@@ -13,6 +13,7 @@ import (
 	"github.com/buildtrace/buildtrace/pkg/registry"
 	"github.com/buildtrace/buildtrace/pkg/sign"
 	"github.com/buildtrace/buildtrace/pkg/trace"
+	"github.com/buildtrace/buildtrace/pkg/tracerapi"
 	"github.com/buildtrace/buildtrace/tracer/store"
 )
 
@@ -158,4 +159,35 @@ func (s *Server) verifyEvidence(ctx context.Context, v *sign.Verifier, env *dsse
 		return nil, fmt.Errorf("build %s: not a sealed %s trace signed for a frontend", b.BuildTraceID, trace.Version)
 	}
 	return &b, nil
+}
+
+// ExpireEvidence drops evidence older than retention, then the oldest
+// until at most maxBytes are held, and says what it evicted in the log and
+// the health answer.
+func (s *Server) ExpireEvidence(retention time.Duration, maxBytes int64) {
+	ev, err := s.cfg.Store.ExpireEvidence(time.Now().Add(-retention), maxBytes)
+	s.evMu.Lock()
+	defer s.evMu.Unlock()
+	h := &s.evHealth
+	h.Retention, h.MaxBytes = retention.String(), maxBytes
+	if err != nil {
+		h.LastEvictionErr = err.Error()
+		s.log.Error("expiring evidence", "err", err)
+		return
+	}
+	h.LastEvictionErr = ""
+	h.HeldBuilds, h.HeldBytes = ev.HeldBuilds, ev.HeldBytes
+	if ev.Builds > 0 {
+		h.EvictedBuilds += ev.Builds
+		h.EvictedBytes += ev.Bytes
+		h.LastEviction = time.Now().UTC()
+		s.log.Info("evicted evidence", "builds", ev.Builds, "bytes", ev.Bytes, "heldBuilds", ev.HeldBuilds, "heldBytes", ev.HeldBytes, "retention", retention, "maxBytes", maxBytes)
+	}
+}
+
+func (s *Server) evidenceHealth() *tracerapi.EvidenceHealth {
+	s.evMu.Lock()
+	defer s.evMu.Unlock()
+	h := s.evHealth
+	return &h
 }
