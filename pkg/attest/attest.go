@@ -429,11 +429,12 @@ func ResultPart(b *trace.Build, platform string) *trace.PlanPart {
 // (unverified) envelopes say. A verifier checks each envelope itself.
 func EvidenceRuns(b *trace.Build, stepID string) []EvidenceRun {
 	var out []EvidenceRun
+	envs := b.EvidenceEnvelopes()
 	for _, e := range b.Evidence {
 		if e.StepID != stepID {
 			continue
 		}
-		eb, err := DecodeEnvelope(e.Envelope)
+		eb, err := DecodeEnvelope(envs[e.BuildTraceID])
 		if err != nil {
 			continue
 		}

@@ -50,14 +50,28 @@ type Build struct {
 	Evidence []Evidence `json:"evidence,omitempty"`
 }
 
+// EvidenceEnvelopes returns the envelope of each build the evidence names,
+// by build trace ID.
+func (b *Build) EvidenceEnvelopes() map[string]*dsse.Envelope {
+	out := map[string]*dsse.Envelope{}
+	for _, e := range b.Evidence {
+		if e.Envelope != nil && out[e.BuildTraceID] == nil {
+			out[e.BuildTraceID] = e.Envelope
+		}
+	}
+	return out
+}
+
 // Evidence points at a run of a step in an earlier build's signed trace.
 type Evidence struct {
 	StepID       string `json:"stepID"`
 	BuildTraceID string `json:"buildTraceID"`
 	ContainerID  string `json:"containerID"`
 	// Envelope is that build's DSSE envelope, verbatim (payload: a
-	// Build). Its own signature is what proves the run.
-	Envelope *dsse.Envelope `json:"envelope"`
+	// Build). Its own signature is what proves the run. It is carried by
+	// the first entry of each build only; later entries of the same build
+	// leave it out.
+	Envelope *dsse.Envelope `json:"envelope,omitempty"`
 }
 
 // Requester kinds.
@@ -204,6 +218,10 @@ type Process struct {
 	Signal        int        `json:"signal,omitempty"`
 	// Execs holds earlier images when a process exec'd more than once.
 	Execs []Exec `json:"execs,omitempty"`
+	// BinaryAnonymous marks a Binary that is no path but the name of a
+	// file outside any directory ("memfd:<name>" for memfd_create): what
+	// ran cannot be found in the file system.
+	BinaryAnonymous bool `json:"binaryAnonymous,omitempty"`
 	// Adopted marks a process already running when the tracer began
 	// following its step (a tracer restart): Argv, PPID, UID and GID come
 	// from /proc, Start is its start time, and its earlier execs, files
@@ -218,6 +236,8 @@ type Exec struct {
 	Argv          []string  `json:"argv,omitempty"`
 	ArgvTruncated bool      `json:"argvTruncated,omitempty"`
 	Time          time.Time `json:"time"`
+	// BinaryAnonymous: as Process.BinaryAnonymous.
+	BinaryAnonymous bool `json:"binaryAnonymous,omitempty"`
 }
 
 // File operation names.
@@ -233,6 +253,9 @@ const (
 	OpSymlink  = "symlink"
 	OpMkdir    = "mkdir"
 	OpRmdir    = "rmdir"
+	// OpExchange is renameat2(RENAME_EXCHANGE): Path and Target swapped
+	// contents, so both changed.
+	OpExchange = "exchange"
 )
 
 // FileOp is one successful file-changing system call.
@@ -256,7 +279,7 @@ type Reads struct {
 
 // Destination is one remote endpoint a step sent to.
 type Destination struct {
-	Protocol      string    `json:"protocol"` // "tcp" or "udp"
+	Protocol      string    `json:"protocol"` // "tcp", "udp", "icmp", "icmpv6", "raw" (a raw IP socket), ...
 	IP            string    `json:"ip"`
 	Port          uint16    `json:"port"`
 	Hostname      string    `json:"hostname,omitempty"` // from a DNS answer the step received
@@ -266,6 +289,10 @@ type Destination struct {
 	BytesSent     uint64    `json:"bytesSent"`
 	BytesReceived uint64    `json:"bytesReceived"`
 	First         time.Time `json:"first"`
+	// Failed counts the attempts (connect) that failed, included in
+	// Count; Error names the errno of the last one (ECONNREFUSED, ...).
+	Failed int    `json:"failed,omitempty"`
+	Error  string `json:"error,omitempty"`
 }
 
 // DNSQuery is one DNS question a step asked on port 53 and what came back.

@@ -264,8 +264,9 @@ func Verify(ctx context.Context, t Target, opts Options) *Result {
 // that does not verify is left out (its step is then unproven) and said.
 func verifiedEvidence(ctx context.Context, r *Result, v *sign.Verifier, b *trace.Build) map[string][]*trace.Step {
 	out := map[string][]*trace.Step{}
+	envs := b.EvidenceEnvelopes()
 	for _, e := range b.Evidence {
-		payload, err := sign.Verify(ctx, v, e.Envelope, trace.PayloadType)
+		payload, err := sign.Verify(ctx, v, envs[e.BuildTraceID], trace.PayloadType)
 		if err != nil {
 			r.fail(Failure{Check: CheckCached, StepID: e.StepID, Event: fmt.Sprintf("the evidence from build %s does not verify: %v", e.BuildTraceID, err)})
 			continue
@@ -310,6 +311,9 @@ func checkStep(r *Result, c *policy.Checker, s attest.Step, runs []*trace.Step, 
 func checkRun(r *Result, c *policy.Checker, s attest.Step, run *trace.Step, ps trace.PlanStep) {
 	if !run.Completeness.Complete && !c.AllowIncomplete() {
 		r.fail(stepFailure(CheckCompleteness, s, incompleteEvent(run)))
+	}
+	if run.Attribution == trace.AttributionNone {
+		r.fail(stepFailure(CheckCompleteness, s, fmt.Sprintf("the tracer could not decide which build container %s of this step belonged to", run.ContainerID)))
 	}
 	if msg := commandMismatch(run, ps); msg != "" {
 		r.fail(stepFailure(CheckContent, s, msg))

@@ -264,6 +264,26 @@ wait:
 	if err != nil {
 		return nil, nil, err
 	}
+	// A container of a planned step whose build the tracer could not
+	// decide is put into the trace of every build that planned the step
+	// while it ran, so it is never silently dropped (nor taken as cached).
+	if start := planStart(req.Plan); !start.IsZero() {
+		var ids []string
+		for _, p := range req.Plan {
+			for _, st := range p.Steps {
+				ids = append(ids, st.StepID)
+			}
+		}
+		un, err := s.cfg.Store.UnattributedSteps(ids)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, st := range un {
+			if !st.End.Before(start) {
+				steps = append(steps, st)
+			}
+		}
+	}
 	if len(steps) == 0 && len(pending) == 0 && len(req.Plan) == 0 {
 		return nil, nil, fmt.Errorf("%w: the tracer has no plan and no step of build %s", errUnknownBuild, traceID)
 	}
@@ -304,4 +324,14 @@ wait:
 		s.keepEvidence(env, b)
 	}
 	return env, b, nil
+}
+
+func planStart(plan []trace.PlanPart) time.Time {
+	var t time.Time
+	for _, p := range plan {
+		if t.IsZero() || p.Received.Before(t) {
+			t = p.Received
+		}
+	}
+	return t
 }

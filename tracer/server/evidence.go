@@ -51,6 +51,7 @@ func (s *Server) evidence(ctx context.Context, b *trace.Build, from []string) []
 		return nil
 	}
 	imported := false
+	carried := map[string]bool{}
 	var out []trace.Evidence
 	for _, id := range want {
 		refs, envs, err := s.cfg.Store.Evidence(id, maxEvidencePerStep)
@@ -63,6 +64,12 @@ func (s *Server) evidence(ctx context.Context, b *trace.Build, from []string) []
 			refs, envs, _ = s.cfg.Store.Evidence(id, maxEvidencePerStep)
 		}
 		for i, r := range refs {
+			if carried[r.BuildTraceID] {
+				// The envelope travels once per build.
+				out = append(out, trace.Evidence{StepID: id, BuildTraceID: r.BuildTraceID, ContainerID: r.ContainerID})
+				continue
+			}
+			carried[r.BuildTraceID] = true
 			var env dsse.Envelope
 			if err := json.Unmarshal(envs[i], &env); err != nil {
 				s.log.Error("stored evidence envelope", "build", r.BuildTraceID, "err", err)
@@ -131,7 +138,9 @@ func (s *Server) importEvidence(ctx context.Context, refs []string) {
 				s.keepEvidence(env, b)
 				n++
 				for _, e := range b.Evidence {
-					queue = append(queue, e.Envelope)
+					if e.Envelope != nil {
+						queue = append(queue, e.Envelope)
+					}
 				}
 			}
 		}
