@@ -49,7 +49,7 @@ func ResultChain(def *pb.Definition) (*Chain, error) {
 		return nil, fmt.Errorf("llb definition does not end with a result op")
 	}
 	c := &Chain{Root: digest.Digest(term.Inputs[0].Digest)}
-	w := chainWalk{ops: ops, meta: def.Metadata}
+	w := chainWalk{ops: ops, meta: def.Metadata, src: def.Source}
 	if err := w.walk(c, term.Inputs[0], 0); err != nil {
 		return nil, err
 	}
@@ -67,6 +67,15 @@ func ResultChain(def *pb.Definition) (*Chain, error) {
 type chainWalk struct {
 	ops  map[digest.Digest]*pb.Op
 	meta map[string]*pb.OpMetadata
+	src  *pb.Source
+}
+
+func (w chainWalk) locations(d digest.Digest) []trace.Location {
+	var out []trace.Location
+	for _, l := range locations(w.src, d) {
+		out = append(out, trace.Location{File: l.Filename, StartLine: l.StartLine, EndLine: l.EndLine})
+	}
+	return out
 }
 
 const maxChain = 10_000
@@ -132,7 +141,7 @@ func (w chainWalk) walk(c *Chain, in *pb.Input, depth int) error {
 		if x.Exec.Meta != nil {
 			stepID, _ = steptag.StepOfCgroup(x.Exec.Meta.CgroupParent)
 		}
-		c.Layers = append(c.Layers, trace.LayerOp{Kind: trace.LayerRun, OpDigest: d.String(), StepID: stepID, Name: name})
+		c.Layers = append(c.Layers, trace.LayerOp{Kind: trace.LayerRun, OpDigest: d.String(), StepID: stepID, Name: name, Locations: w.locations(d)})
 		return nil
 	case *pb.Op_File:
 		// Follow the action that makes output 0 back to an input.
@@ -160,7 +169,7 @@ func (w chainWalk) walk(c *Chain, in *pb.Input, depth int) error {
 				}
 			}
 		}
-		c.Layers = append(c.Layers, trace.LayerOp{Kind: trace.LayerFile, OpDigest: d.String(), Name: name})
+		c.Layers = append(c.Layers, trace.LayerOp{Kind: trace.LayerFile, OpDigest: d.String(), Name: name, Locations: w.locations(d)})
 		return nil
 	case *pb.Op_Merge:
 		for _, mi := range x.Merge.Inputs {

@@ -131,6 +131,8 @@ type LayerOp struct {
 	OpDigest string `json:"opDigest"`
 	StepID   string `json:"stepID,omitempty"` // LayerRun
 	Name     string `json:"name,omitempty"`   // BuildKit's vertex name
+	// Locations are the op's Dockerfile lines (COPY, ADD, RUN...).
+	Locations []Location `json:"locations,omitempty"`
 }
 
 // PlanStep is one ExecOp (RUN) of a plan part.
