@@ -449,7 +449,7 @@ func planPart(req client.SolveRequest, steps []llbtag.Step) (trace.PlanPart, err
 	}
 	for _, st := range steps {
 		ps := trace.PlanStep{StepID: st.ID, OpDigest: st.Digest.String(), Name: st.Name, Instruction: st.Instruction,
-			Stage: st.Stage, Platform: st.Platform, Args: st.Args}
+			Stage: st.Stage, Platform: st.Platform, Args: st.Args, SecretEnv: st.SecretEnv, SecretFiles: st.SecretFiles}
 		for _, l := range st.Locations {
 			ps.Locations = append(ps.Locations, trace.Location{File: l.Filename, StartLine: l.StartLine, EndLine: l.EndLine})
 		}

@@ -42,6 +42,8 @@ type Step struct {
 	Stage       string        // Dockerfile stage name, when Name carries one
 	Platform    string        // "os/arch[/variant]" of the ExecOp, may be empty
 	Args        []string      // the ExecOp's argv
+	SecretEnv   []string      // names of secret environment variables
+	SecretFiles []string      // mount paths of secret files
 	Locations   []Location
 }
 
@@ -116,8 +118,16 @@ func Tag(def *pb.Definition) ([]Step, error) {
 		if p := t.ops[old].Platform; p != nil {
 			s.Platform = formatPlatform(p)
 		}
-		if m := t.ops[old].GetExec().GetMeta(); m != nil {
-			s.Args = slices.Clone(m.Args)
+		if ex := t.ops[old].GetExec(); ex != nil {
+			s.Args = slices.Clone(ex.GetMeta().GetArgs())
+			for _, se := range ex.Secretenv {
+				s.SecretEnv = append(s.SecretEnv, se.Name)
+			}
+			for _, m := range ex.Mounts {
+				if m.MountType == pb.MountType_SECRET {
+					s.SecretFiles = append(s.SecretFiles, m.Dest)
+				}
+			}
 		}
 		s.Locations = locations(def.Source, nd)
 		steps = append(steps, s)

@@ -145,6 +145,12 @@ type PlanStep struct {
 	Platform    string     `json:"platform,omitempty"`
 	Args        []string   `json:"args,omitempty"` // the ExecOp's argv
 	Locations   []Location `json:"locations,omitempty"`
+	// SecretEnv and SecretFiles name the step's secrets (RUN
+	// --mount=type=secret): environment variable names and mount paths,
+	// never values. The tracer reads the values from the container's bundle
+	// and redacts them from everything it stores.
+	SecretEnv   []string `json:"secretEnv,omitempty"`
+	SecretFiles []string `json:"secretFiles,omitempty"`
 }
 
 // Location is a line range of a source file (the Dockerfile).
@@ -187,11 +193,18 @@ type Step struct {
 	// ran on. An entry is empty when it could not be computed.
 	Lowers       []string     `json:"lowers,omitempty"`
 	Completeness Completeness `json:"completeness"`
+	// Redactions counts the places where a secret's value (a --secret the
+	// step mounted) was replaced with RedactedSecret before the step was
+	// stored.
+	Redactions int `json:"redactions,omitempty"`
 	// Attribution says how the step's build was decided: AttributionBundle
 	// (the container's OCI bundle) or AttributionNone (it could not be;
 	// the tracer stores the step under its step ID only).
 	Attribution string `json:"attribution,omitempty"`
 }
+
+// RedactedSecret replaces a secret's value wherever it would be stored.
+const RedactedSecret = "[REDACTED-SECRET]"
 
 // Step attributions.
 const (
@@ -284,7 +297,7 @@ type Destination struct {
 	Protocol      string    `json:"protocol"` // "tcp", "udp", "icmp", "icmpv6", "raw" (a raw IP socket), ...
 	IP            string    `json:"ip"`
 	Port          uint16    `json:"port"`
-	Hostname      string    `json:"hostname,omitempty"` // from a DNS answer the step received
+	Hostname      string    `json:"hostname,omitempty"` // from a DNS answer to a question the step sent
 	Op            string    `json:"op"`                 // first way it was reached: connect, sendto, sendmsg
 	PIDs          []uint32  `json:"pids"`               // processes that reached it
 	Count         int       `json:"count"`
@@ -295,6 +308,9 @@ type Destination struct {
 	// Count; Error names the errno of the last one (ECONNREFUSED, ...).
 	Failed int    `json:"failed,omitempty"`
 	Error  string `json:"error,omitempty"`
+	// HostnameUnconfirmed is a name only an unconfirmed DNS answer gave
+	// for this address (see DNSQuery.Unconfirmed); never trust it.
+	HostnameUnconfirmed string `json:"hostnameUnconfirmed,omitempty"`
 }
 
 // DNSQuery is one DNS question a step asked on port 53 and what came back.
@@ -304,6 +320,12 @@ type DNSQuery struct {
 	Name    string   `json:"name"`
 	Type    string   `json:"type"`
 	Answers []string `json:"answers,omitempty"`
+	// Unconfirmed marks an answer the step received that matches no
+	// question it sent (message ID, question and the server it was sent
+	// to): anything could have sent it. Its addresses are in
+	// UnconfirmedAnswers, never in Answers.
+	Unconfirmed        bool     `json:"unconfirmed,omitempty"`
+	UnconfirmedAnswers []string `json:"unconfirmedAnswers,omitempty"`
 }
 
 // Resources is what the step's processes used.

@@ -1,0 +1,165 @@
+package server
+
+import (
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/buildtrace/buildtrace/pkg/steptag"
+	"github.com/buildtrace/buildtrace/pkg/trace"
+	"github.com/buildtrace/buildtrace/tracer/rootfs"
+)
+
+// A secret shorter than this is not redacted: replacing every "1" or "ab"
+// would destroy the trace and hide nothing.
+const minSecretLen = 4
+
+// maxSecretBytes bounds what is read of a secret file.
+const maxSecretBytes = 64 << 10
+
+// noteSecrets reads, while the container runs, the values of the secrets
+// its step mounts (the plan names them; the values are in the bundle's
+// environment and in the files bound at the secret mounts), and keeps them
+// in memory only, to redact them from the step before it is stored.
+func (s *Server) noteSecrets(cgroupID uint64, path string, l rootfs.Layout, traceID string) {
+	c, ok := steptag.ParseCgroup(path)
+	if !ok || l.Bundle == "" || traceID == "" {
+		return
+	}
+	_, parts, ok := s.plans.get(traceID)
+	if !ok {
+		return
+	}
+	var env, files []string
+	for _, p := range parts {
+		for _, st := range p.Steps {
+			if st.StepID == c.StepID {
+				env = append(env, st.SecretEnv...)
+				files = append(files, st.SecretFiles...)
+			}
+		}
+	}
+	if len(env) == 0 && len(files) == 0 {
+		return
+	}
+	vals := bundleSecrets(filepath.Join(l.Bundle, "config.json"), env, files)
+	if len(vals) == 0 {
+		return
+	}
+	s.mu.Lock()
+	if s.secrets == nil {
+		s.secrets = map[uint64][]string{}
+	}
+	s.secrets[cgroupID] = vals
+	s.mu.Unlock()
+}
+
+// bundleSecrets returns the values of the named environment variables and
+// the contents of the files mounted at the named paths.
+func bundleSecrets(config string, env, files []string) []string {
+	dt, err := os.ReadFile(config)
+	if err != nil {
+		return nil
+	}
+	var spec struct {
+		Process struct {
+			Env []string `json:"env"`
+		} `json:"process"`
+		Mounts []struct {
+			Destination string `json:"destination"`
+			Source      string `json:"source"`
+		} `json:"mounts"`
+	}
+	if json.Unmarshal(dt, &spec) != nil {
+		return nil
+	}
+	var out []string
+	for _, kv := range spec.Process.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok && slices.Contains(env, k) {
+			out = append(out, v)
+		}
+	}
+	for _, m := range spec.Mounts {
+		if !slices.Contains(files, m.Destination) {
+			continue
+		}
+		f, err := os.Open(m.Source)
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(io.LimitReader(f, maxSecretBytes))
+		f.Close()
+		out = append(out, string(b))
+		// A file's value is often used without its trailing newline.
+		if t := strings.TrimRight(string(b), "\r\n"); t != string(b) {
+			out = append(out, t)
+		}
+	}
+	out = slices.DeleteFunc(out, func(v string) bool { return len(v) < minSecretLen })
+	// Longest first, so a secret that contains another is replaced whole.
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return slices.Compact(out)
+}
+
+// takeSecrets returns and forgets a container's secret values.
+func (s *Server) takeSecrets(cgroupID uint64) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.secrets[cgroupID]
+	delete(s.secrets, cgroupID)
+	return v
+}
+
+// redact replaces every secret value in every string of a sealed step.
+func redact(st *trace.Step, secrets []string) {
+	if len(secrets) == 0 {
+		return
+	}
+	n := 0
+	r := func(p *string) {
+		for _, v := range secrets {
+			if c := strings.Count(*p, v); c > 0 {
+				*p = strings.ReplaceAll(*p, v, trace.RedactedSecret)
+				n += c
+			}
+		}
+	}
+	rs := func(ss []string) {
+		for i := range ss {
+			r(&ss[i])
+		}
+	}
+	for i := range st.Processes {
+		p := &st.Processes[i]
+		r(&p.Binary)
+		r(&p.Filename)
+		r(&p.Cwd)
+		rs(p.Argv)
+		for j := range p.Execs {
+			r(&p.Execs[j].Binary)
+			r(&p.Execs[j].Filename)
+			rs(p.Execs[j].Argv)
+		}
+	}
+	for i := range st.Files {
+		r(&st.Files[i].Path)
+		r(&st.Files[i].Target)
+	}
+	rs(st.Reads.Paths)
+	for i := range st.Network {
+		r(&st.Network[i].Hostname)
+	}
+	for i := range st.DNS {
+		r(&st.DNS[i].Name)
+		rs(st.DNS[i].Answers)
+	}
+	for i := range st.Diff.Changes {
+		r(&st.Diff.Changes[i].Path)
+		r(&st.Diff.Changes[i].LinkTarget)
+	}
+	rs(st.Completeness.Reasons)
+	st.Redactions += n
+}
