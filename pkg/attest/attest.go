@@ -578,6 +578,9 @@ type statement struct {
 // Parse decodes a predicate, or an in-toto Statement holding one (as
 // BuildKit stores attestations).
 func Parse(data []byte) (*Predicate, error) {
+	if err := noDuplicateKeys(data); err != nil {
+		return nil, fmt.Errorf("runtime trace: %w", err)
+	}
 	var st statement
 	if err := json.Unmarshal(data, &st); err != nil {
 		return nil, fmt.Errorf("decoding runtime trace: %w", err)

@@ -245,3 +245,14 @@ func TestDecodeEnvelope(t *testing.T) {
 		t.Error("DecodeEnvelope accepted a foreign payload type")
 	}
 }
+
+func TestParseRefusesDuplicateKeys(t *testing.T) {
+	doc := `{"predicateType":"` + PredicateType + `","predicate":{"monitor":{"type":"x"},"monitoredProcess":{"type":"y","event":"e"},` +
+		`"buildtrace":{"version":"` + ExtensionVersion + `","steps":[{"stepID":"a","status":"cached","instruction":"RUN evil","instruction":"RUN honest"}]}}}`
+	if _, err := Parse([]byte(doc)); err == nil || !strings.Contains(err.Error(), `"instruction" twice`) {
+		t.Fatalf("Parse = %v, want a duplicate key error", err)
+	}
+	if _, err := Parse([]byte(strings.Replace(doc, `,"instruction":"RUN honest"`, "", 1))); err != nil {
+		t.Fatalf("without the duplicate: %v", err)
+	}
+}
