@@ -14,11 +14,14 @@ import (
 )
 
 type BuildtraceCgStats struct {
-	_         structs.HostLayout
-	Emitted   uint64
-	Dropped   uint64
-	Truncated uint64
-	IoUring   uint64
+	_           structs.HostLayout
+	Emitted     uint64
+	Dropped     uint64
+	Truncated   uint64
+	IoUring     uint64
+	MapFull     uint64
+	TrafficFull uint64
+	AfPacket    uint64
 }
 
 type BuildtraceEvent struct {
@@ -36,7 +39,6 @@ type BuildtraceEvent struct {
 	Port     uint16
 	Len      [4]uint16
 	Addr     [16]uint8
-	TraceId  [32]uint8
 }
 
 type BuildtraceNetKey struct {
@@ -107,6 +109,7 @@ const (
 	BuildtraceProgSkbEgress        = "skb_egress"
 	BuildtraceProgSkbIngress       = "skb_ingress"
 	BuildtraceProgSysExit          = "sys_exit"
+	BuildtraceVarTracerMntns       = "tracer_mntns"
 	BuildtraceVarTracerTgid        = "tracer_tgid"
 	BuildtraceVarWakeBytes         = "wake_bytes"
 )
@@ -185,8 +188,9 @@ type BuildtraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BuildtraceVariableSpecs struct {
-	TracerTgid *ebpf.VariableSpec `ebpf:"tracer_tgid"`
-	WakeBytes  *ebpf.VariableSpec `ebpf:"wake_bytes"`
+	TracerMntns *ebpf.VariableSpec `ebpf:"tracer_mntns"`
+	TracerTgid  *ebpf.VariableSpec `ebpf:"tracer_tgid"`
+	WakeBytes   *ebpf.VariableSpec `ebpf:"wake_bytes"`
 }
 
 // BuildtraceObjects contains all objects after they have been loaded into the kernel.
@@ -242,8 +246,9 @@ func (m *BuildtraceMaps) Close() error {
 //
 // It can be passed to LoadBuildtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BuildtraceVariables struct {
-	TracerTgid *ebpf.Variable `ebpf:"tracer_tgid"`
-	WakeBytes  *ebpf.Variable `ebpf:"wake_bytes"`
+	TracerMntns *ebpf.Variable `ebpf:"tracer_mntns"`
+	TracerTgid  *ebpf.Variable `ebpf:"tracer_tgid"`
+	WakeBytes   *ebpf.Variable `ebpf:"wake_bytes"`
 }
 
 // BuildtracePrograms contains all programs after they have been loaded into the kernel.

@@ -7,64 +7,127 @@ import (
 	"strings"
 	"time"
 
+	"github.com/buildtrace/buildtrace/pkg/attest"
+	"github.com/buildtrace/buildtrace/pkg/policy"
 	"github.com/buildtrace/buildtrace/pkg/termsafe"
+	"github.com/buildtrace/buildtrace/pkg/trace"
 )
 
 // HTML writes one self-contained page (inline CSS, no scripts or external
-// assets) with a timeline of steps and processes, an egress table and the
-// file changes.
-func HTML(w io.Writer, traces []Trace) error {
-	var page htmlPage
+// assets): the steps, a timeline of steps and their busiest processes,
+// and per step its summary with the process tree and every file change
+// in collapsed sections.
+func HTML(w io.Writer, traces []Trace) error { return HTMLWith(w, traces, Options{}) }
+
+// HTMLWith writes the page with opts (Full is implied: the details are
+// collapsed).
+func HTMLWith(w io.Writer, traces []Trace, opts Options) error {
+	page := htmlPage{DurationDefinition: DurationDefinition, TimelineProcs: TimelineProcs, PolicyName: opts.PolicyName, Policy: opts.Policy != nil}
 	for i := range traces {
-		page.Platforms = append(page.Platforms, buildPlatform(&traces[i]))
+		page.Platforms = append(page.Platforms, buildPlatform(&traces[i], i, opts))
 	}
 	return pageTmpl.Execute(w, page)
 }
 
-type htmlPage struct{ Platforms []htmlPlatform }
+type htmlPage struct {
+	Platforms          []htmlPlatform
+	DurationDefinition string
+	TimelineProcs      int
+	Policy             bool
+	PolicyName         string
+}
 
 type htmlPlatform struct {
 	T        *Trace
 	Span     string
 	Rows     []timelineRow
-	Egress   []egressRow
-	Files    []fileRow
-	Steps    []Step
+	Steps    []htmlStep
 	Reasons  string
 	Complete bool
+	Ran      bool // some step ran in this build
 }
 
 type timelineRow struct {
-	Label, Title, Class string
-	Left, Width         float64 // percent
-	Indent              int
+	Label, Title, Class, Duration string
+	Left, Width                   float64 // percent
+	Indent                        int
+	NoBar                         bool
 }
 
-type egressRow struct {
-	Step, Processes, Protocol, Endpoint, Hostnames, Op string
-	Count                                              int
-	Sent, Received                                     string
+type htmlStep struct {
+	Step
+	ID         string // anchor
+	Label      string
+	Short      string // the instruction, cut to instructionWidth
+	Duration   string
+	Totals     trace.Resources
+	Runs       []htmlRun
+	Violations []policy.Violation
+	Checked    bool // a policy was applied
+	Changes    int  // file changes of all runs
 }
 
-type fileRow struct{ Step, Change, Path string }
+type htmlRun struct {
+	Run     trace.Step
+	Many    bool // the step has more than one run
+	Sum     Summary
+	Tree    []htmlNode
+	Changes []trace.FileChange
+	Dirs    []DirGroup // first TopDirs
+	More    *DirGroup  // the rest, summed
+	MoreN   int
+}
 
-func buildPlatform(t *Trace) htmlPlatform {
-	hp := htmlPlatform{T: t, Steps: t.Steps()}
+type htmlNode struct {
+	Label, Exit string
+	Failed      bool
+	Open        bool
+	Children    []htmlNode
+}
+
+// treeArgv caps a command line in the HTML process tree (runes).
+const treeArgv = 400
+
+func buildTree(ns []*ProcessNode, depth int) []htmlNode {
+	var out []htmlNode
+	for _, n := range ns {
+		label := fmt.Sprintf("%d %s", n.PID, truncateRunes(Command(n.Process), treeArgv))
+		if !n.Exec {
+			// A fork has its parent's command line: name only the binary.
+			label = fmt.Sprintf("%d (fork) %s", n.PID, n.Binary)
+		}
+		h := htmlNode{Label: label, Open: depth == 0, Children: buildTree(n.Children, depth+1)}
+		if n.ExitCode != nil || n.Signal != 0 {
+			h.Exit = ExitText(n.Process)
+			h.Failed = n.Signal != 0 || *n.ExitCode != 0
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+func buildPlatform(t *Trace, index int, opts Options) htmlPlatform {
+	hp := htmlPlatform{T: t}
+	steps := t.Steps()
 	if t.Predicate != nil {
 		hp.Reasons = strings.Join(t.Predicate.Buildtrace.Reasons, "; ")
 		hp.Complete = t.Predicate.Buildtrace.Complete
 	}
+	// The timeline and the step table use the same interval per run:
+	// Start to Start+RunDuration.
+	end := func(r trace.Step) time.Time { return r.Start.Add(time.Duration(RunDuration(r))) }
 	var lo, hi time.Time
-	for _, s := range hp.Steps {
+	for _, s := range steps {
 		for _, r := range s.Runs {
 			if lo.IsZero() || r.Start.Before(lo) {
 				lo = r.Start
 			}
-			if r.End.After(hi) {
-				hi = r.End
+			if e := end(r); e.After(hi) {
+				hi = e
 			}
 		}
 	}
+	hp.Ran = !hi.IsZero()
 	span := hi.Sub(lo)
 	if span <= 0 {
 		span = time.Millisecond
@@ -75,88 +138,148 @@ func buildPlatform(t *Trace) htmlPlatform {
 			b = a
 		}
 		left := 100 * float64(a.Sub(lo)) / float64(span)
-		width := max(100*float64(b.Sub(a))/float64(span), 0.4)
-		return left, min(width, 100-left)
+		width := max(100*float64(b.Sub(a))/float64(span), 0.3)
+		return left, max(min(width, 100-left), 0)
 	}
-	for _, s := range hp.Steps {
+	for i, s := range steps {
 		label := strings.TrimSpace(s.Location() + " " + s.Info.Instruction)
+		hs := htmlStep{Step: s, ID: fmt.Sprintf("p%d-s%d", index, i), Label: label, Short: truncateRunes(s.Info.Instruction, instructionWidth), Totals: s.Totals(), Checked: opts.Policy != nil}
+		if len(s.Runs) > 0 {
+			hs.Duration = Duration(s.Duration())
+		}
+		if opts.Policy != nil {
+			hs.Violations = Violations(opts.Policy, s)
+		}
 		if len(s.Runs) == 0 {
-			hp.Rows = append(hp.Rows, timelineRow{Label: label, Title: s.Info.Status, Class: "step " + s.Info.Status})
-			continue
+			hp.Rows = append(hp.Rows, timelineRow{Label: label, Title: s.Info.Status, Duration: s.Info.Status, Class: "step " + s.Info.Status, NoBar: true})
 		}
 		for _, r := range s.Runs {
-			l, wd := pos(r.Start, r.End)
-			hp.Rows = append(hp.Rows, timelineRow{Label: label, Title: fmt.Sprintf("%s, %s", s.Info.Status, Duration(r.End.Sub(r.Start).Nanoseconds())), Class: "step executed", Left: l, Width: wd})
-			var walk func(n *ProcessNode, depth int)
-			walk = func(n *ProcessNode, depth int) {
-				end := r.End
-				if n.End != nil {
-					end = *n.End
+			d := Duration(RunDuration(r))
+			l, wd := pos(r.Start, end(r))
+			hp.Rows = append(hp.Rows, timelineRow{Label: label, Title: fmt.Sprintf("%s, %s", s.Info.Status, d), Duration: d, Class: "step executed", Left: l, Width: wd})
+			for _, p := range busiest(r, TimelineProcs) {
+				pend := end(r)
+				if p.End != nil {
+					pend = *p.End
 				}
-				l, wd := pos(n.Start, end)
-				hp.Rows = append(hp.Rows, timelineRow{Label: fmt.Sprintf("%d %s", n.PID, Command(n.Process)), Title: Duration(end.Sub(n.Start).Nanoseconds()), Class: "proc", Left: l, Width: wd, Indent: depth + 1})
-				for _, c := range n.Children {
-					walk(c, depth+1)
+				l, wd := pos(p.Start, pend)
+				pd := Duration(pend.Sub(p.Start).Nanoseconds())
+				hp.Rows = append(hp.Rows, timelineRow{Label: fmt.Sprintf("%d %s", p.PID, ShortCommand(p)), Title: pd, Duration: pd, Class: "proc", Left: l, Width: wd, Indent: 1})
+			}
+			if n := len(r.Processes) - TimelineProcs; n > 0 {
+				hp.Rows = append(hp.Rows, timelineRow{Label: fmt.Sprintf("… and %s (see the step's process tree)", plural(n, "more process")), Class: "more", Indent: 1, NoBar: true})
+			}
+			hr := htmlRun{Run: r, Many: len(s.Runs) > 1, Sum: Summarize(r), Tree: buildTree(Tree(r), 0)}
+			hr.Changes, _ = changes(r)
+			hr.Dirs = hr.Sum.Files.Groups
+			if len(hr.Dirs) > TopDirs {
+				more := DirGroup{}
+				for _, g := range hr.Dirs[TopDirs:] {
+					more.Created += g.Created
+					more.Modified += g.Modified
+					more.Deleted += g.Deleted
 				}
+				hr.More, hr.MoreN = &more, len(hr.Dirs)-TopDirs
+				hr.Dirs = hr.Dirs[:TopDirs]
 			}
-			for _, n := range Tree(r) {
-				walk(n, 0)
-			}
-			bins := map[uint32]string{}
-			for _, p := range r.Processes {
-				bins[p.PID] = p.Binary
-			}
-			for _, d := range r.Network {
-				var procs []string
-				for _, pid := range d.PIDs {
-					procs = append(procs, fmt.Sprintf("%d %s", pid, bins[pid]))
-				}
-				hp.Egress = append(hp.Egress, egressRow{
-					Step: label, Processes: strings.Join(procs, ", "), Protocol: d.Protocol,
-					Endpoint: fmt.Sprintf("%s:%d", d.IP, d.Port), Hostnames: strings.Join(Hostnames(r, d), ", "),
-					Op: d.Op, Count: d.Count, Sent: Bytes(d.BytesSent), Received: Bytes(d.BytesReceived),
-				})
-			}
-			created, modified, deleted := FileChanges(r)
-			for _, c := range []struct {
-				kind  string
-				paths []string
-			}{{"created", created}, {"modified", modified}, {"deleted", deleted}} {
-				for _, p := range c.paths {
-					hp.Files = append(hp.Files, fileRow{Step: label, Change: c.kind, Path: p})
-				}
-			}
+			hs.Changes += hr.Sum.Files.Total()
+			hs.Runs = append(hs.Runs, hr)
 		}
+		hp.Steps = append(hp.Steps, hs)
 	}
 	return hp
 }
 
 var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 	"pct":    func(f float64) string { return fmt.Sprintf("%.3f%%", f) },
-	"indent": func(n int) string { return fmt.Sprintf("%.1fem", float64(n)*1.2) },
+	"indent": func(n int) string { return fmt.Sprintf("%.1fem", 0.3+float64(n)*1.2) },
 	"dur":    Duration,
 	"bytes":  Bytes,
 	"cpu":    func(u, s uint64) string { return Duration(int64(u + s)) },
+	"plural": plural,
+	"rfc":    func(t time.Time) string { return t.Format(time.RFC3339) },
+	"join":   strings.Join,
+	"note":   fileNote,
+	"vtext":  ViolationText,
+	"cached": func(s string) bool { return s == attest.StatusCached },
+	"gt":     func(a, b int) bool { return a > b },
+	"counts": changeCounts,
+	"sum": func(b []BinaryCount) int {
+		n := 0
+		for _, x := range b {
+			n += x.Count
+		}
+		return n
+	},
+	"top": func(n int, v any) any {
+		switch x := v.(type) {
+		case []BinaryCount:
+			return x[:min(n, len(x))]
+		case []trace.Process:
+			return x[:min(n, len(x))]
+		case []Dest:
+			return x[:min(n, len(x))]
+		case []string:
+			return x[:min(n, len(x))]
+		case []policy.Violation:
+			return x[:min(n, len(x))]
+		}
+		return v
+	},
+	"rest":            func(n int, b []BinaryCount) []BinaryCount { return b[min(n, len(b)):] },
+	"topBinaries":     func() int { return TopBinaries },
+	"topFailures":     func() int { return TopFailures },
+	"topDestinations": func() int { return TopDestinations },
+	"topDNS":          func() int { return TopDNSNames },
+	"topViolations":   func() int { return TopViolations },
+	"shortcmd":        ShortCommand,
+	"rundur":          func(r trace.Step) string { return Duration(RunDuration(r)) },
+	"exit":            ExitText,
 	// html/template stops markup; ts makes control characters visible.
 	"ts": termsafe.String,
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>buildtrace report</title>
 <style>
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
-h1{font-size:1.4em}h2{font-size:1.2em;margin-top:1.5em}h3{font-size:1.05em}
-code,.mono{font-family:ui-monospace,monospace;font-size:12px}
-table{border-collapse:collapse;margin:.5em 0;width:100%}
+body{font:14px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1300px;padding:0 1em;color:#222}
+h1{font-size:1.4em}h2{font-size:1.25em;margin-top:1.5em;border-bottom:2px solid #ddd;padding-bottom:.2em}
+h3{font-size:1.05em;margin:1.4em 0 .3em}h4{font-size:.95em;margin:.9em 0 .3em;color:#444}
+code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px}
+table{border-collapse:collapse;margin:.4em 0}
 th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
-th{background:#f3f3f3}
-.meta td:first-child{width:12em;color:#555}
-.bad{color:#b00;font-weight:bold}.ok{color:#070}
-.tl{width:100%}.tl td{border:none;padding:1px 4px}
-.tl .label{width:40%;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:30em}
+th{background:#f3f3f3;font-weight:600}
+td.n,th.n{text-align:right;white-space:nowrap}
+.wide{width:100%}
+.meta td:first-child{width:10em;color:#555}
+.bad{color:#b00;font-weight:bold}.ok{color:#070}.muted{color:#777}
+.note{color:#555;font-size:.9em;margin:.2em 0 .6em}
+.instr{overflow-wrap:anywhere}
+.steps td.instr{max-width:42em}
+.tl{width:100%;table-layout:fixed;border:none}.tl td{border:none;padding:1px 4px}
+.tl td.label{width:34%;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.tl td.d{width:6em;text-align:right;color:#555;white-space:nowrap}
+.tl tr.step td{border-top:1px solid #e6e6e6;padding-top:3px}
+.tl tr.step td.label{font-weight:600}
+.tl tr.more td.label{color:#888;font-style:italic}
+.tl tr.cached td.d,.tl tr.unknown td.d{color:#999}
 .track{position:relative;height:14px;background:#f6f6f6}
-.bar{position:absolute;top:2px;height:10px;border-radius:2px}
+.bar{position:absolute;top:2px;height:10px;border-radius:2px;min-width:2px}
 .step .bar{background:#2b6cb0;top:0;height:14px}.proc .bar{background:#90cdf4}
 tr.cached .label,tr.unknown .label{color:#888}
 .status-executed{color:#2b6cb0}.status-cached{color:#777}.status-unknown{color:#b00}
+section.step{border:1px solid #ddd;border-radius:6px;padding:.2em 1em .8em;margin:1em 0;background:#fcfcfc}
+section.step h3{margin-top:.6em}
+.cols{display:flex;flex-wrap:wrap;gap:0 2em}.cols>div{flex:1 1 30em;min-width:0}
+.cols table{width:100%}
+details{margin:.4em 0}details>summary{cursor:pointer;color:#2b6cb0}
+ul.tree{list-style:none;padding-left:1.2em;margin:.1em 0}ul.tree.top{padding-left:.2em}
+ul.tree li{margin:0}ul.tree details{margin:0}
+.exit{color:#777}.exit.fail{color:#b00;font-weight:bold}
+.lost li{color:#8a5a00}
+td.zero{color:#bbb}
+.violations{border-left:4px solid #b00;background:#fff5f5;padding:.1em .8em;margin:.5em 0}
+.violations ul{margin:.3em 0}
+pre.instr{white-space:pre-wrap;background:#f6f6f6;padding:.5em;margin:.2em 0}
+td.dest{white-space:nowrap}
 </style></head><body>
 <h1>buildtrace report</h1>
 {{range .Platforms}}{{$p := .}}
@@ -167,25 +290,77 @@ tr.cached .label,tr.unknown .label{color:#888}
 <tr><td>monitor</td><td>{{ts .Monitor.Name}} {{ts .Monitor.Version}} {{with .Monitor.Kernel}}(kernel {{ts .}}){{end}}</td></tr>
 <tr><td>monitored</td><td>{{if .Buildtrace.Monitored}}<span class="ok">yes</span>{{else}}<span class="bad">no: {{ts .Buildtrace.UnmonitoredReason}}</span>{{end}}</td></tr>{{end}}
 <tr><td>complete</td><td>{{if .Complete}}<span class="ok">yes</span>{{else}}<span class="bad">no</span> {{ts .Reasons}}{{end}}</td></tr>
-<tr><td>signature</td><td>{{if .T.Verified}}<span class="ok">{{ts .T.Signature}}</span>{{else}}{{ts .T.Signature}}{{end}}</td></tr>
+<tr><td>signature</td><td>{{if .T.Verified}}<span class="ok">{{ts .T.Signature}}</span>{{else}}<span class="bad">{{ts .T.Signature}}</span>{{end}}</td></tr>
+{{if $.Policy}}<tr><td>policy</td><td class="mono">{{ts $.PolicyName}}</td></tr>{{end}}
 {{with .T.Err}}<tr><td>error</td><td class="bad">{{ts .}}</td></tr>{{end}}
 </table>
+{{if .Steps}}
 <h3>Steps</h3>
-<table><tr><th>location</th><th>instruction</th><th>status</th><th>duration</th><th>CPU</th><th>peak memory</th><th>processes</th></tr>
-{{range .Steps}}{{$t := .Totals}}<tr><td class="mono">{{ts .Location}}</td><td class="mono">{{ts .Info.Instruction}}</td><td class="status-{{.Info.Status}}">{{ts .Info.Status}}{{with .Info.Reason}} ({{ts .}}){{end}}</td>
-<td>{{if .Runs}}{{dur $t.WallNanos}}{{end}}</td><td>{{if .Runs}}{{cpu $t.CPUUserNanos $t.CPUSystemNanos}}{{end}}</td><td>{{if .Runs}}{{bytes $t.PeakRSSBytes}}{{end}}</td><td>{{if .Runs}}{{$t.Processes}}{{end}}</td></tr>
+<p class="note">{{$.DurationDefinition}}</p>
+<table class="steps wide"><tr><th>location</th><th>instruction</th><th>status</th><th class="n">duration</th><th class="n">CPU</th><th class="n">peak memory</th><th class="n">processes</th><th class="n">file changes</th>{{if $.Policy}}<th class="n">policy</th>{{end}}</tr>
+{{range .Steps}}<tr><td class="mono"><a href="#{{.ID}}">{{ts .Location}}</a></td><td class="mono instr" title="{{ts .Info.Instruction}}">{{ts .Short}}</td><td class="status-{{ts .Info.Status}}">{{ts .Info.Status}}{{with .Info.Reason}} ({{ts .}}){{end}}</td>
+<td class="n step-duration">{{.Duration}}</td><td class="n">{{if .Runs}}{{cpu .Totals.CPUUserNanos .Totals.CPUSystemNanos}}{{end}}</td><td class="n">{{if .Runs}}{{bytes .Totals.PeakRSSBytes}}{{end}}</td><td class="n">{{if .Runs}}{{.Totals.Processes}}{{end}}</td><td class="n">{{if .Runs}}{{.Changes}}{{end}}</td>{{if $.Policy}}<td class="n">{{if .Violations}}<span class="bad">{{len .Violations}}</span>{{else}}<span class="ok">0</span>{{end}}</td>{{end}}</tr>
 {{end}}</table>
-<h3>Timeline ({{.Span}})</h3>
-<table class="tl">{{range .Rows}}<tr class="{{.Class}}"><td class="label mono" style="padding-left:{{indent .Indent}}" title="{{ts .Label}}">{{ts .Label}}</td><td><div class="track">{{if .Width}}<div class="bar" style="left:{{pct .Left}};width:{{pct .Width}}" title="{{ts .Title}}"></div>{{end}}</div></td></tr>
+<h3>Timeline{{if .Ran}} ({{.Span}}){{end}}</h3>
+{{if not .Ran}}<p class="muted">No step ran in this build.</p>{{else}}<p class="note">Each step, then its {{$.TimelineProcs}} longest-running processes; the rest are in each step's process tree below.</p>
+<table class="tl">{{range .Rows}}<tr class="{{ts .Class}}"><td class="label mono" style="padding-left:{{indent .Indent}}" title="{{ts .Label}}">{{ts .Label}}</td><td class="d">{{ts .Duration}}</td><td><div class="track">{{if not .NoBar}}<div class="bar" style="left:{{pct .Left}};width:{{pct .Width}}" title="{{ts .Title}}"></div>{{end}}</div></td></tr>
+{{end}}</table>{{end}}
+{{range .Steps}}{{$s := .}}
+<section class="step" id="{{.ID}}">
+<h3><span class="mono">{{ts .Location}}</span> <span class="mono instr">{{ts .Short}}</span> <span class="status-{{ts .Info.Status}}">[{{ts .Info.Status}}]</span>{{with .Info.Reason}} <span class="muted">({{ts .}})</span>{{end}}</h3>
+{{if ne .Short .Info.Instruction}}<details><summary>Whole instruction</summary><pre class="mono instr">{{ts .Info.Instruction}}</pre></details>{{end}}
+{{if cached .Info.Status}}{{if not .Info.Evidence}}<p class="bad">Cached, unproven: no signed record of the run that made its layer was found.</p>{{end}}
+{{range .Info.Evidence}}<p>Cached, with evidence: ran in build <span class="mono">{{ts .BuildTraceID}}</span>, container <span class="mono">{{ts .ContainerID}}</span>, {{rfc .Start}} (diff <span class="mono">{{ts .DiffDigest}}</span>).</p>{{end}}{{end}}
+{{if .Runs}}<p>Duration <b>{{.Duration}}</b> · CPU {{cpu .Totals.CPUUserNanos .Totals.CPUSystemNanos}} (user {{cpu .Totals.CPUUserNanos 0}}, system {{cpu 0 .Totals.CPUSystemNanos}}) · peak memory {{bytes .Totals.PeakRSSBytes}} · {{plural .Totals.Processes "process"}}</p>{{end}}
+{{if .Checked}}{{with .Violations}}<div class="violations"><h4 class="bad">Policy: {{plural (len .) "violation"}}</h4><ul>{{range .}}<li class="bad">{{ts (vtext .)}}</li>{{end}}</ul></div>{{else}}<p class="ok">Policy: no violations</p>{{end}}{{end}}
+{{range .Runs}}{{$r := .}}
+{{if .Many}}<h4>Run in container <span class="mono">{{ts .Run.ContainerID}}</span>, {{rundur .Run}}</h4>{{end}}
+<div class="cols"><div>
+{{with .Sum.Binaries}}<h4>Processes by binary</h4>
+<table><tr><th class="n">processes</th><th>binary</th><th>run as</th></tr>
+{{range top topBinaries .}}<tr><td class="n">{{.Count}}</td><td class="mono">{{ts .Binary}}</td><td class="mono">{{range $i, $n := .Names}}{{if lt $i 3}}{{if $i}}, {{end}}{{ts $n.Name}} ×{{$n.Count}}{{end}}{{end}}{{if gt (len .Names) 3}}, …{{end}}</td></tr>
+{{end}}{{with rest topBinaries .}}<tr><td class="n">{{sum .}}</td><td colspan="2" class="muted">… and {{plural (len .) "more binary"}}</td></tr>{{end}}
+</table>{{end}}
+{{with .Sum.Failed}}<h4 class="bad">{{plural (len .) "process"}} failed (non-zero exit or signal)</h4>
+<table><tr><th class="n">pid</th><th>binary</th><th>command</th><th>exit</th></tr>
+{{range top topFailures .}}<tr><td class="n">{{.PID}}</td><td class="mono">{{ts .Binary}}</td><td class="mono">{{ts (shortcmd .)}}</td><td class="bad">{{exit .}}</td></tr>
+{{end}}{{if gt (len .) topFailures}}<tr><td colspan="4" class="muted">… and {{plural (len (slice . topFailures)) "more process"}} (see the process tree)</td></tr>{{end}}
+</table>{{end}}
+<h4>Egress</h4>
+{{with .Sum.Egress}}<table><tr><th>destination</th><th>hostnames</th><th>traffic</th><th>by</th></tr>
+{{range .}}<tr><td class="mono dest">{{ts .EndpointText}}</td><td>{{ts .HostText}}</td><td>{{ts .Traffic}}</td><td class="mono">{{ts (join .Binaries ", ")}}</td></tr>
+{{end}}</table>{{else}}<p class="muted">none</p>{{end}}
+{{with .Sum.DNSNames}}<p>DNS: {{plural $r.Sum.DNSCount "question"}} for <span class="mono">{{ts (join . ", ")}}</span></p>{{end}}
+</div><div>
+<h4>Files: {{if .Sum.Files.Total}}{{counts .Sum.Files.Created .Sum.Files.Modified .Sum.Files.Deleted}}{{if not .Sum.Files.Changes}} in {{plural (len .Sum.Files.Groups) "directory"}}{{end}}{{else}}no changes{{end}}</h4>
+{{if .Sum.Files.Changes}}<table><tr><th>change</th><th>path</th></tr>
+{{range .Sum.Files.Changes}}<tr><td>{{ts .Change}}</td><td class="mono">{{ts .Path}}{{ts (note .)}}</td></tr>
 {{end}}</table>
-<h3>Egress</h3>
-{{if .Egress}}<table><tr><th>step</th><th>processes</th><th>protocol</th><th>destination</th><th>hostnames</th><th>op</th><th>count</th><th>sent</th><th>received</th></tr>
-{{range .Egress}}<tr><td class="mono">{{ts .Step}}</td><td class="mono">{{ts .Processes}}</td><td>{{ts .Protocol}}</td><td class="mono">{{ts .Endpoint}}</td><td>{{ts .Hostnames}}</td><td>{{ts .Op}}</td><td>{{.Count}}</td><td>{{.Sent}}</td><td>{{.Received}}</td></tr>
-{{end}}</table>{{else}}<p>No network destinations.</p>{{end}}
-<h3>File changes</h3>
-{{if .Files}}<table><tr><th>step</th><th>change</th><th>path</th></tr>
-{{range .Files}}<tr><td class="mono">{{ts .Step}}</td><td>{{ts .Change}}</td><td class="mono">{{ts .Path}}</td></tr>
-{{end}}</table>{{else}}<p>No file changes.</p>{{end}}
+{{else if .Dirs}}<table><tr><th>directory</th><th class="n">created</th><th class="n">modified</th><th class="n">deleted</th></tr>
+{{range .Dirs}}<tr><td class="mono">{{ts .Label}}</td>{{template "count" .Created}}{{template "count" .Modified}}{{template "count" .Deleted}}</tr>
+{{end}}{{with .More}}<tr><td class="muted">… and {{plural $r.MoreN "more directory"}}</td>{{template "count" .Created}}{{template "count" .Modified}}{{template "count" .Deleted}}</tr>{{end}}
+</table>
+{{with .Sum.Files.Setuid}}<p class="bad">setuid/setgid: {{range $i, $c := .}}{{if $i}}, {{end}}<span class="mono">{{ts $c.Path}}</span>{{ts (note $c)}}{{end}}{{if gt $r.Sum.Files.SetuidCount (len .)}} … and more{{end}}</p>{{end}}
+{{with .Sum.Files.Executables}}<p>new executables: {{range $i, $c := .}}{{if $i}}, {{end}}<span class="mono">{{ts $c.Path}}</span>{{ts (note $c)}}{{end}}{{if gt $r.Sum.Files.ExecutableCount (len .)}} … and more{{end}}</p>{{end}}
+{{with .Sum.Files.Largest}}<p>largest new: {{range $i, $c := .}}{{if $i}}, {{end}}<span class="mono">{{ts $c.Path}}</span>{{ts (note $c)}}{{end}}</p>{{end}}
+{{end}}
+<h4>Lost</h4>
+{{with .Sum.Lost}}<ul class="lost">{{range .}}<li>{{ts .}}</li>{{end}}</ul>{{else}}<p class="ok">nothing: followed from its start, no events dropped or cut</p>{{end}}
+</div></div>
+<details><summary>Process tree ({{plural (len .Run.Processes) "process"}})</summary>
+<ul class="tree top">{{range .Tree}}{{template "node" .}}{{end}}</ul>
+</details>
+{{if .Changes}}<details><summary>All file changes ({{len .Changes}})</summary>
+<table class="wide"><tr><th>change</th><th>path</th></tr>
+{{range .Changes}}<tr><td>{{ts .Change}}</td><td class="mono">{{ts .Path}}{{ts (note .)}}</td></tr>
+{{end}}</table>
+</details>{{end}}
+{{end}}
+</section>
+{{end}}{{end}}
 {{end}}
 </body></html>
-`))
+{{define "count"}}<td class="n{{if not .}} zero{{end}}">{{.}}</td>{{end}}
+{{define "node"}}<li>{{if .Children}}<details{{if .Open}} open{{end}}><summary class="mono">{{ts .Label}}{{with .Exit}} <span class="exit{{if $.Failed}} fail{{end}}">→ {{.}}</span>{{end}} <span class="muted">({{plural (len .Children) "child"}})</span></summary>
+<ul class="tree">{{range .Children}}{{template "node" .}}{{end}}</ul></details>{{else}}<span class="mono">{{ts .Label}}</span>{{with .Exit}} <span class="exit{{if $.Failed}} fail{{end}}">→ {{.}}</span>{{end}}{{end}}</li>
+{{end}}`))

@@ -74,6 +74,30 @@ func (t *Trace) Steps() []Step {
 	return out
 }
 
+// RunDuration is how long a run took, the one definition the terminal,
+// Markdown and HTML views all use: from the step container's start to its
+// end as the tracer saw them (container setup included), the interval the
+// timeline draws. Resources.WallNanos (first exec to last exit) is only
+// the fallback for a run without an end.
+func RunDuration(run trace.Step) int64 {
+	if !run.Start.IsZero() && run.End.After(run.Start) {
+		return run.End.Sub(run.Start).Nanoseconds()
+	}
+	return run.Resources.WallNanos
+}
+
+// DurationDefinition states RunDuration for people.
+const DurationDefinition = "Duration is from the step container's start to its end as the tracer saw them (container setup included); the timeline draws the same interval."
+
+// Duration is the sum of the step's run durations (RunDuration).
+func (s Step) Duration() int64 {
+	var d int64
+	for _, run := range s.Runs {
+		d += RunDuration(run)
+	}
+	return d
+}
+
 // Totals sums a step's runs.
 func (s Step) Totals() trace.Resources {
 	var r trace.Resources
@@ -163,33 +187,15 @@ func Command(p trace.Process) string {
 // FileChanges lists a run's net file changes: the diff when there is one,
 // otherwise the file-changing system calls.
 func FileChanges(run trace.Step) (created, modified, deleted []string) {
-	if run.Diff.Digest != "" || len(run.Diff.Changes) > 0 {
-		for _, c := range run.Diff.Changes {
-			switch c.Change {
-			case trace.ChangeCreated:
-				created = append(created, c.Path)
-			case trace.ChangeDeleted:
-				deleted = append(deleted, c.Path)
-			default:
-				modified = append(modified, c.Path)
-			}
-		}
-		return
-	}
-	seen := map[string]bool{}
-	for _, f := range run.Files {
-		key := f.Op + f.Path
-		if seen[key] {
-			continue
-		}
-		seen[key] = true
-		switch f.Op {
-		case trace.OpCreate, trace.OpMkdir, trace.OpSymlink, trace.OpLink:
-			created = append(created, f.Path)
-		case trace.OpUnlink, trace.OpRmdir:
-			deleted = append(deleted, f.Path)
+	cs, _ := changes(run)
+	for _, c := range cs {
+		switch c.Change {
+		case trace.ChangeCreated:
+			created = append(created, c.Path)
+		case trace.ChangeDeleted:
+			deleted = append(deleted, c.Path)
 		default:
-			modified = append(modified, f.Path)
+			modified = append(modified, c.Path)
 		}
 	}
 	return

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -55,13 +56,20 @@ func TestText(t *testing.T) {
 		"Dockerfile:3 RUN echo cached  [cached]",
 		"Dockerfile:4-5 RUN wget <x>  [executed]",
 		"duration 2s, CPU 400ms", "peak memory 5.0 MiB",
-		"    10 /bin/sh -c wget <x> → exit 0\n      11 wget http://127.0.0.1:5000/v2/",
-		"tcp 127.0.0.1:5000 (registry.test) connect ×2, sent 100 B, received 2.0 KiB",
-		"files created: /app/registry.json", "files modified: /etc/motd", "files deleted: /greeting.txt",
+		"    1× /bin/sh\n    1× /bin/wget\n",
+		"tcp 127.0.0.1:5000 (registry.test) connect ×2, sent 100 B, received 2.0 KiB — by /bin/wget",
+		"    created  /app/registry.json\n    modified /etc/motd\n    deleted  /greeting.txt\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}
+	}
+	buf.Reset()
+	if err := TextWith(&buf, testTrace(t), Options{Full: true}); err != nil {
+		t.Fatal(err)
+	}
+	if want := "    10 /bin/sh -c wget <x> → exit 0\n      11 wget http://127.0.0.1:5000/v2/"; !strings.Contains(buf.String(), want) {
+		t.Errorf("--full lacks the process tree %q:\n%s", want, buf.String())
 	}
 	// Dockerfile order: line 3 before line 4.
 	if strings.Index(out, "Dockerfile:3") > strings.Index(out, "Dockerfile:4-5") {
@@ -75,14 +83,17 @@ func TestHTML(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := buf.String()
-	for _, want := range []string{"<style>", "RUN wget &lt;x&gt;", "127.0.0.1:5000", "registry.test", "/app/registry.json", `class="bar"`, "Egress", "File changes", "11 /bin/wget"} {
+	for _, want := range []string{"<style>", "RUN wget &lt;x&gt;", "127.0.0.1:5000", "registry.test", "/app/registry.json", `class="bar"`, "Egress", "Files: 1 created, 1 modified, 1 deleted", "11 wget http://127.0.0.1:5000/v2/"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q", want)
 		}
 	}
-	for _, bad := range []string{"<script", " src=", "href=", "@import", "url(", "RUN wget <x>"} {
+	for _, bad := range []string{"<script", " src=", "@import", "url(", "RUN wget <x>"} {
 		if strings.Contains(out, bad) {
 			t.Errorf("page contains %q (must be self-contained and escaped)", bad)
 		}
+	}
+	if m := regexp.MustCompile(`href="[^#]`).FindString(out); m != "" {
+		t.Errorf("page links out of itself: %q", m)
 	}
 }

@@ -15,6 +15,8 @@ func hostileTrace(t *testing.T) []Trace {
 	run := &ts[0].Build.Steps[0]
 	run.Diff.Changes[0].Path = "a\x1b[2Kb\rc"
 	run.Processes[1].Argv = append(run.Processes[1].Argv, "\x1b]0;title\x07")
+	failed := 1 // so the summary shows its command line
+	run.Processes[1].ExitCode = &failed
 	run.Network[0].Hostname = "evil\u202etxt.exe"
 	ts[0].Predicate.Buildtrace.Steps[0].Instruction += "\x1b[1A\u009b2J"
 	ts[0].Err = "failed\x1b[2K\rPASS"
@@ -38,6 +40,14 @@ func checkEscaped(t *testing.T, out string) {
 func TestTextEscapesControls(t *testing.T) {
 	var buf bytes.Buffer
 	if err := Text(&buf, hostileTrace(t)); err != nil {
+		t.Fatal(err)
+	}
+	checkEscaped(t, buf.String())
+}
+
+func TestTextFullEscapesControls(t *testing.T) {
+	var buf bytes.Buffer
+	if err := TextWith(&buf, hostileTrace(t), Options{Full: true}); err != nil {
 		t.Fatal(err)
 	}
 	checkEscaped(t, buf.String())

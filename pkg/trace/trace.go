@@ -271,13 +271,20 @@ const (
 	// OpExchange is renameat2(RENAME_EXCHANGE): Path and Target swapped
 	// contents, so both changed.
 	OpExchange = "exchange"
+	// OpMknod is mknod/mknodat: a regular file, FIFO, socket or device
+	// node; Mode holds the permission bits.
+	OpMknod = "mknod"
+	// OpSetxattr and OpRemovexattr change an extended attribute (e.g.
+	// security.capability); Target is the attribute's name.
+	OpSetxattr    = "setxattr"
+	OpRemovexattr = "removexattr"
 )
 
 // FileOp is one successful file-changing system call.
 type FileOp struct {
 	Op     string    `json:"op"`
 	Path   string    `json:"path"`             // as the container sees it
-	Target string    `json:"target,omitempty"` // rename/link destination, symlink target
+	Target string    `json:"target,omitempty"` // rename/link destination, symlink target, xattr name
 	Mode   *uint32   `json:"mode,omitempty"`
 	UID    *int64    `json:"uid,omitempty"`
 	GID    *int64    `json:"gid,omitempty"`

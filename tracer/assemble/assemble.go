@@ -9,9 +9,14 @@ import (
 	"fmt"
 	"hash/maphash"
 	"net/netip"
+	"path"
 	"slices"
 	"sort"
+	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"github.com/buildtrace/buildtrace/pkg/trace"
@@ -61,10 +66,13 @@ func New(opts Options) *Assembler {
 // exported fields are for the daemon to read; only the Assembler changes
 // them, and an ended step no longer changes.
 type Step struct {
-	CgroupID          uint64
-	Cgroup            string
-	Container         steptag.Container
-	TraceID           string // empty until an exec carried TRACEPARENT
+	CgroupID  uint64
+	Cgroup    string
+	Container steptag.Container
+	// TraceID is the build, from the container's OCI bundle (Attribute);
+	// empty when it could not be decided: the step is then sealed as
+	// unattributed.
+	TraceID           string
 	FollowedFromStart bool
 	Start, End        time.Time
 	// FirstPID is the process of the first exec, whose mountinfo holds the
@@ -74,6 +82,13 @@ type Step struct {
 	opts    Options
 	seed    maphash.Seed
 	started bool // an exec was seen: runc's setup is over
+	// attrErr says why TraceID is empty; attributed is true once a
+	// bundle named the build.
+	attrErr    string
+	attributed bool
+	// The kernel could not follow the cgroup (tracked map full), count
+	// its losses (stats map full), or its creation record was lost.
+	untracked, noStats, lostOpen bool
 
 	procs     []trace.Process
 	live      map[uint32]int // PID → index in procs while it runs
@@ -125,6 +140,39 @@ func (a *Assembler) Track(cgroupID uint64, path string, traceID string, now time
 	s.TraceID = traceID
 	s.started = true // we cannot tell whether runc is done; record everything
 	a.steps[cgroupID] = s
+	return s, true
+}
+
+// Attribute sets the build of an open step from its container's OCI
+// bundle (traceID), or records why it could not be decided (why). It is
+// called once the daemon has read the bundle, normally before the first
+// exec; a later call does not override a bundle's answer.
+func (a *Assembler) Attribute(s *Step, traceID, why string) {
+	if s.attributed {
+		return
+	}
+	if traceID != "" {
+		s.TraceID, s.attributed, s.attrErr = traceID, true, ""
+		return
+	}
+	s.attrErr = why
+}
+
+// Lost opens and ends at once a step for a container cgroup whose creation
+// record never arrived (the ring buffer was full) but whose removal did:
+// everything it did was lost, and its record must say so rather than the
+// step being absent.
+func (a *Assembler) Lost(cgroupID uint64, path string, end time.Time) (*Step, bool) {
+	c, ok := steptag.ParseCgroup(path)
+	if !ok {
+		return nil, false
+	}
+	if _, ok := a.steps[cgroupID]; ok {
+		return nil, false
+	}
+	s := a.newStep(cgroupID, path, c, end)
+	s.lostOpen = true
+	s.End = end
 	return s, true
 }
 
@@ -186,6 +234,7 @@ func (a *Assembler) Handle(ev probe.Event) Update {
 		}
 		s := a.newStep(ev.CgroupID, ev.Cgroup.Path, c, ev.Time)
 		s.FollowedFromStart = true
+		s.untracked, s.noStats = ev.Cgroup.Untracked, ev.Cgroup.NoStats
 		a.steps[ev.CgroupID] = s
 		return Update{Opened: s}
 	case probe.KindCgroupRmdir:
@@ -205,9 +254,10 @@ func (a *Assembler) Handle(ev probe.Event) Update {
 		return Update{}
 	}
 	if ev.Kind == probe.KindExec && ev.Exec != nil {
-		if !s.started && !ev.Exec.FirstInCgroup {
-			// An exec before the one carrying the build's TRACEPARENT is
-			// the runtime's own (runc init re-executing itself).
+		if !s.started && runcReexec(ev.Exec) {
+			// runc init re-executing itself, moved into the cgroup before
+			// it entered the container's namespaces; the step starts at
+			// the next exec.
 			return Update{}
 		}
 		first := !s.started
@@ -243,6 +293,16 @@ func (a *Assembler) Handle(ev probe.Event) Update {
 	return Update{}
 }
 
+// runcReexec reports whether x is runc's re-exec of itself before the
+// container's first exec: the first exec in the cgroup, by a task still in
+// the tracer's (host) mount namespace, with argv "runc init". A container
+// cannot be in that namespace, so it cannot fake this to hide its start;
+// anything else, whatever its environment, starts the step.
+func runcReexec(x *probe.ExecInfo) bool {
+	return x.FirstInCgroup && x.HostMountNS && len(x.Argv) == 2 && x.Argv[1] == "init" &&
+		strings.HasPrefix(path.Base(x.Argv[0]), "runc")
+}
+
 func (a *Assembler) byPath(path string) *Step {
 	for _, s := range a.steps {
 		if s.Cgroup == path {
@@ -259,8 +319,8 @@ func (s *Step) exec(ev probe.Event) {
 		s.FirstPID = ev.PID
 		s.firstExec = ev.Time
 	}
-	if s.TraceID == "" && x.TraceID != "" {
-		s.TraceID = x.TraceID
+	if !s.attributed && s.TraceID == "" && x.TraceID != "" {
+		s.TraceID = x.TraceID // tests only: the probe never sets it
 	}
 	i, ok := s.live[ev.PID]
 	if !ok {
@@ -272,10 +332,12 @@ func (s *Step) exec(ev probe.Event) {
 	}
 	p := &s.procs[i]
 	if p.Exec {
-		p.Execs = append(p.Execs, trace.Exec{Binary: p.Binary, Filename: p.Filename, Argv: p.Argv, ArgvTruncated: p.ArgvTruncated, Time: s.execTime[i]})
+		p.Execs = append(p.Execs, trace.Exec{Binary: p.Binary, Filename: p.Filename, Argv: p.Argv, ArgvTruncated: p.ArgvTruncated,
+			Time: s.execTime[i], BinaryAnonymous: p.BinaryAnonymous})
 	}
 	p.Exec = true
 	p.Binary = x.Binary
+	p.BinaryAnonymous = x.BinaryAnonymous
 	p.Filename = ""
 	if x.Filename != x.Binary {
 		p.Filename = x.Filename
@@ -367,9 +429,21 @@ func (s *Step) net(ev probe.Event) {
 		s.dests[k] = d
 	}
 	d.Count++
+	if n.Errno != 0 {
+		// A failed attempt still says where the step tried to go.
+		d.Failed++
+		d.Error = errnoName(n.Errno)
+	}
 	if !slices.Contains(d.PIDs, ev.PID) {
 		d.PIDs = append(d.PIDs, ev.PID)
 	}
+}
+
+func errnoName(e uint32) string {
+	if n := unix.ErrnoName(syscall.Errno(e)); n != "" {
+		return n
+	}
+	return fmt.Sprintf("errno %d", e)
 }
 
 // fileLog holds a step's file operations in fixed-size chunks: a step can
@@ -465,6 +539,8 @@ func (s *Step) Seal(in SealInput) trace.Step {
 	for k, d := range dests {
 		if h, ok := s.dns.hosts[k.addr.Addr().Unmap()]; ok {
 			d.Hostname = h
+		} else if h, ok := s.dns.strayHosts[k.addr.Addr().Unmap()]; ok {
+			d.HostnameUnconfirmed = h
 		}
 		out.Network = append(out.Network, *d)
 	}
@@ -492,18 +568,39 @@ func (s *Step) Seal(in SealInput) trace.Step {
 		EventsDropped:     in.Stats.Dropped,
 		EventsTruncated:   in.Stats.Truncated,
 	}
-	if in.Stats.IOUring > 0 {
-		c.Unobserved = map[string]uint64{"io_uring": in.Stats.IOUring}
+	for k, v := range map[string]uint64{"io_uring": in.Stats.IOUring, "af_packet": in.Stats.AFPacket, "traffic_map_full": in.Stats.TrafficFull} {
+		if v > 0 {
+			if c.Unobserved == nil {
+				c.Unobserved = map[string]uint64{}
+			}
+			c.Unobserved[k] = v
+		}
 	}
 	var reasons []string
-	if !s.FollowedFromStart {
+	if s.lostOpen {
+		reasons = append(reasons, "the container's creation record was lost (ring buffer full): nothing it did was followed")
+	}
+	if s.untracked {
+		reasons = append(reasons, "the kernel's map of tracked cgroups was full: nothing the container did was followed")
+	}
+	if s.noStats {
+		reasons = append(reasons, "the kernel's map of per-container counters was full: lost events would not be counted")
+	}
+	if !s.FollowedFromStart && !s.lostOpen {
 		reasons = append(reasons, "the tracer started following this container after it had started")
 	}
 	if !s.started {
 		reasons = append(reasons, "no exec was seen in the container")
 	}
 	if s.TraceID == "" {
-		reasons = append(reasons, "no build trace ID (TRACEPARENT) was seen")
+		out.Attribution = trace.AttributionNone
+		why := s.attrErr
+		if why == "" {
+			why = "no OCI bundle was read"
+		}
+		reasons = append(reasons, "the container's build could not be decided: "+why)
+	} else if s.attributed {
+		out.Attribution = trace.AttributionBundle
 	}
 	if in.Stats.Dropped > 0 {
 		reasons = append(reasons, fmt.Sprintf("%d events were dropped because the ring buffer was full", in.Stats.Dropped))
@@ -513,6 +610,15 @@ func (s *Step) Seal(in SealInput) trace.Step {
 	}
 	if in.Stats.IOUring > 0 {
 		reasons = append(reasons, fmt.Sprintf("%d io_uring submissions were made; their operations are not observed", in.Stats.IOUring))
+	}
+	if in.Stats.AFPacket > 0 {
+		reasons = append(reasons, fmt.Sprintf("%d AF_PACKET sockets were opened; frames sent on them are not observed", in.Stats.AFPacket))
+	}
+	if in.Stats.TrafficFull > 0 {
+		reasons = append(reasons, fmt.Sprintf("the kernel's traffic map was full: %d packets were not counted", in.Stats.TrafficFull))
+	}
+	if in.Stats.MapFull > 0 {
+		reasons = append(reasons, fmt.Sprintf("%d inserts into a per-container kernel map failed (map full)", in.Stats.MapFull))
 	}
 	if s.filesDropped > 0 {
 		reasons = append(reasons, fmt.Sprintf("file operations over the cap of %d: %d not recorded", s.opts.MaxFileOps, s.filesDropped))

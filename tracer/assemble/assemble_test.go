@@ -24,9 +24,10 @@ func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) 
 
 // feed is a synthetic event stream for one container cgroup.
 type feed struct {
-	a    *Assembler
-	cg   uint64
-	path string
+	a     *Assembler
+	cg    uint64
+	path  string
+	execd bool // an exec was sent: the next is not first in the cgroup
 }
 
 func newFeed(a *Assembler, cg uint64, step, container string) *feed {
@@ -48,11 +49,30 @@ func (f *feed) rmdir(ms int) Update {
 	return f.send(probe.Event{Kind: probe.KindCgroupRmdir, Time: at(ms), Cgroup: &probe.CgroupInfo{Path: f.path}})
 }
 
+// exec sends an exec by a task in the container's mount namespace. A
+// traceID is what the daemon read from the bundle (Attribute), given first.
 func (f *feed) exec(ms int, pid, ppid uint32, traceID string, argv ...string) Update {
+	if traceID != "" {
+		f.attribute(traceID)
+	}
+	return f.execNS(ms, pid, ppid, false, argv...)
+}
+
+// execNS sends an exec; host says the task was in the tracer's mount
+// namespace. As the probe does, only the cgroup's first exec is flagged.
+func (f *feed) execNS(ms int, pid, ppid uint32, host bool, argv ...string) Update {
+	first := !f.execd
+	f.execd = true
 	return f.send(probe.Event{Kind: probe.KindExec, Time: at(ms), PID: pid, TID: pid, PPID: ppid,
-		// As the probe does: only the first exec carrying TRACEPARENT has
-		// the trace ID and the first-in-cgroup flag.
-		Exec: &probe.ExecInfo{Binary: argv[0], Argv: argv, Cwd: "/", TraceID: traceID, FirstInCgroup: traceID != ""}})
+		Exec: &probe.ExecInfo{Binary: argv[0], Argv: argv, Cwd: "/", FirstInCgroup: first, HostMountNS: host}})
+}
+
+func (f *feed) attribute(traceID string) {
+	for _, s := range f.a.Open() {
+		if s.CgroupID == f.cg {
+			f.a.Attribute(s, traceID, "")
+		}
+	}
 }
 
 func (f *feed) fork(ms int, pid, ppid uint32) {
@@ -82,9 +102,9 @@ func TestProcessTree(t *testing.T) {
 	f.fork(1, 11, 10)
 	f.file(2, 10, trace.OpMkdir, "/proc")
 	f.exit(3, 11, 0, 0, 1<<30)
-	// runc init re-executing its sealed copy inside the cgroup: an exec
-	// without TRACEPARENT before the step's command is still setup.
-	if u := f.exec(4, 10, 9, "", "runc", "init"); u.FirstExec != nil {
+	// runc init re-executing its sealed copy inside the cgroup, still in
+	// the host's mount namespace: setup, not the step's command.
+	if u := f.execNS(4, 10, 9, true, "runc", "init"); u.FirstExec != nil {
 		t.Fatalf("runc's re-exec was taken for the step's first exec: %+v", u)
 	}
 	f.file(5, 10, trace.OpCreate, "/etc/hosts")
@@ -305,5 +325,164 @@ func TestTrackedLateIsIncomplete(t *testing.T) {
 	sealed := e.Seal(SealInput{Diff: goodDiff})
 	if sealed.Completeness.Complete || len(sealed.Files) != 1 || !strings.Contains(sealed.Completeness.Reasons[0], "after it had started") {
 		t.Errorf("late step = %+v", sealed)
+	}
+}
+
+// TestFirstExecStartsTheStep: the step starts at the first exec in its
+// cgroup whatever that exec's environment or argv; only runc's re-exec of
+// itself from the host's mount namespace, before anything else, is setup.
+func TestFirstExecStartsTheStep(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		host  bool
+		argv  []string
+		first bool // the exec starts the step
+	}{
+		{"runc's re-exec", true, []string{"runc", "init"}, false},
+		{"a container binary named runc", false, []string{"runc", "init"}, true},
+		{"another host exec", true, []string{"/bin/sh", "-c", "x"}, true},
+		{"the step's shell", false, []string{"/bin/sh", "-c", "wget x"}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := New(Options{})
+			f := newFeed(a, 1, steptag.NewID([]byte(c.name)), "c")
+			f.mkdir(0)
+			f.attribute(traceA)
+			u := f.execNS(1, 10, 9, c.host, c.argv...)
+			if (u.FirstExec != nil) != c.first {
+				t.Fatalf("first exec update %+v, want started=%v", u, c.first)
+			}
+			// A second "runc init" is never skipped.
+			f.execNS(2, 10, 9, true, "runc", "init")
+			f.file(3, 10, trace.OpCreate, "/x")
+			s := f.rmdir(4).Ended.Seal(SealInput{Diff: goodDiff})
+			if len(s.Files) != 1 || s.Attribution != trace.AttributionBundle {
+				t.Errorf("files %+v attribution %q", s.Files, s.Attribution)
+			}
+		})
+	}
+}
+
+// TestUnattributedIsSealed: a step whose bundle named no build is still
+// sealed, flagged and incomplete with the reason.
+func TestUnattributedIsSealed(t *testing.T) {
+	a := New(Options{})
+	f := newFeed(a, 1, steptag.NewID([]byte("unattributed")), "c")
+	f.mkdir(0)
+	for _, s := range a.Open() {
+		a.Attribute(s, "", "the OCI bundle's process.env has no TRACEPARENT")
+	}
+	f.exec(1, 10, 9, "", "/bin/sh")
+	e := f.rmdir(2).Ended
+	s := e.Seal(SealInput{Diff: goodDiff})
+	if e.TraceID != "" || s.Attribution != trace.AttributionNone || s.Completeness.Complete ||
+		!strings.Contains(strings.Join(s.Completeness.Reasons, "\n"), "has no TRACEPARENT") || len(s.Processes) != 1 {
+		t.Errorf("unattributed step %+v", s)
+	}
+}
+
+// TestKernelLossesMakeIncomplete: what the kernel could not follow or
+// count (AF_PACKET sockets, a full traffic or per-cgroup map, a full
+// tracked map, a lost creation record) is named in the step's reasons;
+// failed connects are attempts on their destination.
+func TestKernelLossesMakeIncomplete(t *testing.T) {
+	a := New(Options{})
+	step := steptag.NewID([]byte("losses"))
+	f := newFeed(a, 1, step, "c")
+	f.send(probe.Event{Kind: probe.KindCgroupMkdir, Time: at(0), Cgroup: &probe.CgroupInfo{Path: f.path, Untracked: true, NoStats: true}})
+	f.exec(1, 10, 9, traceA, "/bin/sh")
+	dst := netip.MustParseAddrPort("127.0.0.1:1")
+	f.send(probe.Event{Kind: probe.KindNet, Time: at(2), PID: 10, Net: &probe.NetInfo{Op: "connect", Protocol: "tcp", Addr: dst, Errno: 111}})
+	f.send(probe.Event{Kind: probe.KindNet, Time: at(3), PID: 10, Net: &probe.NetInfo{Op: "connect", Protocol: "tcp", Addr: dst}})
+	s := f.rmdir(4).Ended.Seal(SealInput{Diff: goodDiff, Stats: probe.CgroupStats{AFPacket: 2, TrafficFull: 5, MapFull: 1}})
+	c := s.Completeness
+	if c.Complete || c.Unobserved["af_packet"] != 2 || c.Unobserved["traffic_map_full"] != 5 {
+		t.Errorf("completeness %+v", c)
+	}
+	reasons := strings.Join(c.Reasons, "\n")
+	for _, want := range []string{"2 AF_PACKET sockets", "traffic map was full: 5 packets", "1 inserts into a per-container kernel map", "tracked cgroups was full", "per-container counters was full"} {
+		if !strings.Contains(reasons, want) {
+			t.Errorf("reasons lack %q:\n%s", want, reasons)
+		}
+	}
+	if len(s.Network) != 1 || s.Network[0].Count != 2 || s.Network[0].Failed != 1 || s.Network[0].Error != "ECONNREFUSED" || s.Network[0].Op != "connect" {
+		t.Errorf("network %+v", s.Network)
+	}
+
+	// A removal without its creation record: sealed as lost.
+	lost, ok := a.Lost(2, "/"+steptag.CgroupParent(step)+"/buildkit/gone", at(9))
+	if !ok {
+		t.Fatal("Lost refused a container cgroup")
+	}
+	ls := lost.Seal(SealInput{Diff: goodDiff})
+	if ls.Completeness.Complete || !strings.Contains(strings.Join(ls.Completeness.Reasons, "\n"), "creation record was lost") || ls.ContainerID != "gone" {
+		t.Errorf("lost step %+v", ls)
+	}
+}
+
+// TestDNSAnswersMustMatchAQuestion: an answer counts only when it matches
+// a question the step sent (ID, question, server). Others are recorded as
+// unconfirmed and never name a destination.
+func TestDNSAnswersMustMatchAQuestion(t *testing.T) {
+	server := netip.MustParseAddrPort("127.0.0.53:53")
+	other := netip.MustParseAddrPort("127.0.0.54:53")
+	a4 := func(name string, ip [4]byte) dnsmessage.Resource {
+		return dnsmessage.Resource{Header: dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName(name), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
+			Body: &dnsmessage.AResource{A: ip}}
+	}
+	for _, c := range []struct {
+		name     string
+		askID    uint16
+		askTo    netip.AddrPort
+		askName  string
+		ansFrom  netip.AddrPort
+		ansID    uint16
+		confirms bool
+	}{
+		{"matching", 7, server, "good.test.", server, 7, true},
+		{"no question", 0, netip.AddrPort{}, "", server, 7, false},
+		{"another server", 7, server, "good.test.", other, 7, false},
+		{"another ID", 7, server, "good.test.", server, 8, false},
+		{"another name", 7, server, "other.test.", server, 7, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := New(Options{})
+			f := newFeed(a, 7, steptag.NewID([]byte(c.name)), "c")
+			f.mkdir(0)
+			f.exec(1, 10, 1, traceA, "/bin/sh")
+			if c.askTo.IsValid() {
+				f.send(probe.Event{Kind: probe.KindDNS, Time: at(2), PID: 10, DNS: &probe.DNSInfo{Outgoing: true, Peer: c.askTo, Payload: dnsPayload(t, c.askID, false, c.askName)}})
+			}
+			// The step answering a question itself (a server it runs) and a
+			// question it receives are neither questions nor answers.
+			f.send(probe.Event{Kind: probe.KindDNS, Time: at(2), PID: 11, DNS: &probe.DNSInfo{Outgoing: true, Peer: server, Payload: dnsPayload(t, 9, true, "served.test.", a4("served.test.", [4]byte{127, 0, 0, 8}))}})
+			f.send(probe.Event{Kind: probe.KindDNS, Time: at(2), PID: 11, DNS: &probe.DNSInfo{Peer: server, Payload: dnsPayload(t, 9, false, "asked-of-us.test.")}})
+			f.send(probe.Event{Kind: probe.KindDNS, Time: at(3), PID: 10, DNS: &probe.DNSInfo{Peer: c.ansFrom, Payload: dnsPayload(t, c.ansID, true, "good.test.", a4("good.test.", [4]byte{127, 0, 0, 9}))}})
+			f.send(probe.Event{Kind: probe.KindNet, Time: at(4), PID: 10, Net: &probe.NetInfo{Op: "connect", Protocol: "tcp", Addr: netip.MustParseAddrPort("127.0.0.9:443")}})
+			s := f.rmdir(5).Ended.Seal(SealInput{Diff: goodDiff})
+			if len(s.Network) != 1 {
+				t.Fatalf("network %+v", s.Network)
+			}
+			d := s.Network[0]
+			var good *trace.DNSQuery
+			for i, q := range s.DNS {
+				if q.Name == "served.test" || q.Name == "asked-of-us.test" {
+					t.Errorf("recorded %+v", q)
+				}
+				if q.Name == "good.test" && (q.Unconfirmed || len(q.Answers) > 0) {
+					good = &s.DNS[i]
+				}
+			}
+			if c.confirms {
+				if d.Hostname != "good.test" || d.HostnameUnconfirmed != "" || good == nil || good.Unconfirmed || len(good.Answers) != 1 {
+					t.Errorf("destination %+v, dns %+v: want a confirmed name", d, s.DNS)
+				}
+				return
+			}
+			if d.Hostname != "" || d.HostnameUnconfirmed != "good.test" || good == nil || !good.Unconfirmed || len(good.Answers) != 0 ||
+				len(good.UnconfirmedAnswers) != 1 || good.UnconfirmedAnswers[0] != "127.0.0.9" {
+				t.Errorf("destination %+v, dns %+v: want the name only as unconfirmed", d, s.DNS)
+			}
+		})
 	}
 }

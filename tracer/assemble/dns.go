@@ -25,9 +25,12 @@ type dnsKey struct {
 // answers named.
 type dnsLog struct {
 	queries []trace.DNSQuery
-	index   map[dnsKey]int
+	index   map[dnsKey]int        // questions the step sent
+	stray   map[dnsKey]int        // unconfirmed answers, by their own key
 	hosts   map[netip.Addr]string // answered address → name that was asked
-	dropped int
+	// strayHosts: the same from unconfirmed answers, never trusted.
+	strayHosts map[netip.Addr]string
+	dropped    int
 }
 
 // parseDNS parses a DNS message. A message over TCP carries a two-byte
@@ -105,6 +108,11 @@ func dnsType(t dnsmessage.Type) string {
 	return strings.TrimPrefix(t.String(), "Type")
 }
 
+// add takes one DNS message. A question the step sends is recorded; an
+// answer counts only when it matches one: same message ID, question and
+// type, from the server the question was sent to. Any other answer is
+// recorded as unconfirmed, and the names it gives are never put on a
+// destination's Hostname.
 func (l *dnsLog) add(pid uint32, info *probe.DNSInfo) {
 	h, qs, rs, ok := parseDNS(info.Payload)
 	if !ok {
@@ -112,26 +120,30 @@ func (l *dnsLog) add(pid uint32, info *probe.DNSInfo) {
 	}
 	if l.index == nil {
 		l.index = make(map[dnsKey]int)
+		l.stray = make(map[dnsKey]int)
 		l.hosts = make(map[netip.Addr]string)
-	}
-	lookup := func(q dnsmessage.Question) int {
-		k := dnsKey{peer: info.Peer, id: h.ID, name: dnsName(q.Name), typ: q.Type}
-		if i, ok := l.index[k]; ok {
-			return i
-		}
-		if len(l.queries) >= maxDNSQueries {
-			l.dropped++
-			return -1
-		}
-		l.queries = append(l.queries, trace.DNSQuery{PID: pid, Server: info.Peer.String(), Name: k.name, Type: dnsType(q.Type)})
-		l.index[k] = len(l.queries) - 1
-		return len(l.queries) - 1
+		l.strayHosts = make(map[netip.Addr]string)
 	}
 	if info.Outgoing {
+		if h.Response {
+			return // the step answering someone (a DNS server it runs): not its question
+		}
 		for _, q := range qs {
-			lookup(q)
+			k := dnsKey{peer: info.Peer, id: h.ID, name: dnsName(q.Name), typ: q.Type}
+			if _, ok := l.index[k]; ok {
+				continue
+			}
+			if len(l.queries) >= maxDNSQueries {
+				l.dropped++
+				continue
+			}
+			l.queries = append(l.queries, trace.DNSQuery{PID: pid, Server: info.Peer.String(), Name: k.name, Type: dnsType(q.Type)})
+			l.index[k] = len(l.queries) - 1
 		}
 		return
+	}
+	if !h.Response {
+		return // a question someone sent to a server the step runs
 	}
 	// alias maps a CNAME target back to the name that pointed at it.
 	alias := make(map[string]string)
@@ -151,8 +163,25 @@ func (l *dnsLog) add(pid uint32, info *probe.DNSInfo) {
 		return name
 	}
 	for _, q := range qs {
-		i := lookup(q)
-		qname := dnsName(q.Name)
+		k := dnsKey{peer: info.Peer, id: h.ID, name: dnsName(q.Name), typ: q.Type}
+		i, confirmed := l.index[k]
+		if !confirmed {
+			var ok bool
+			if i, ok = l.stray[k]; !ok {
+				if len(l.queries) >= maxDNSQueries {
+					l.dropped++
+					i = -1
+				} else {
+					l.queries = append(l.queries, trace.DNSQuery{PID: pid, Server: info.Peer.String(), Name: k.name, Type: dnsType(q.Type), Unconfirmed: true})
+					i = len(l.queries) - 1
+					l.stray[k] = i
+				}
+			}
+		}
+		hosts := l.hosts
+		if !confirmed {
+			hosts = l.strayHosts
+		}
 		for _, r := range rs {
 			var ans string
 			var addr netip.Addr
@@ -170,13 +199,20 @@ func (l *dnsLog) add(pid uint32, info *probe.DNSInfo) {
 			}
 			if addr.IsValid() {
 				name := asked(dnsName(r.Header.Name))
-				if name != qname {
+				if name != k.name {
 					continue // an answer to another question of the message
 				}
-				l.hosts[addr] = name
+				hosts[addr] = name
 			}
-			if i >= 0 && !contains(l.queries[i].Answers, ans) {
-				l.queries[i].Answers = append(l.queries[i].Answers, ans)
+			if i < 0 {
+				continue
+			}
+			if confirmed {
+				if !contains(l.queries[i].Answers, ans) {
+					l.queries[i].Answers = append(l.queries[i].Answers, ans)
+				}
+			} else if !contains(l.queries[i].UnconfirmedAnswers, ans) {
+				l.queries[i].UnconfirmedAnswers = append(l.queries[i].UnconfirmedAnswers, ans)
 			}
 		}
 	}

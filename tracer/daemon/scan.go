@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"github.com/buildtrace/buildtrace/pkg/trace"
-	"github.com/buildtrace/buildtrace/pkg/tracerapi"
 	"github.com/buildtrace/buildtrace/tracer/server"
 )
 
@@ -53,17 +51,15 @@ func scan(root string, srv *server.Server, log *slog.Logger) error {
 			// nothing runs there and nothing will.
 			continue
 		}
-		var traceID string
+		// The build is decided from the container's OCI bundle, never from
+		// a process's environment, which it can rewrite.
 		var procs []trace.Process
 		for _, p := range pids {
-			if traceID == "" {
-				traceID = traceIDOf(p)
-			}
 			if pr, err := readProcess(p, boot); err == nil {
 				procs = append(procs, pr)
 			}
 		}
-		srv.Track(st.Ino, path, traceID, procs)
+		srv.Track(st.Ino, path, procs)
 		n++
 	}
 	log.Debug("start-up scan done", "containers", n)
@@ -82,28 +78,6 @@ func cgroupPIDs(dir string) []uint32 {
 		}
 	}
 	return out
-}
-
-// traceIDOf reads the build trace ID from process pid's TRACEPARENT, the
-// way the probe does on a first exec. Nothing else of the environment is
-// kept.
-func traceIDOf(pid uint32) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-	if err != nil {
-		return "" // the process ended, or is not ours to read
-	}
-	for _, kv := range bytes.Split(b, []byte{0}) {
-		v, ok := bytes.CutPrefix(kv, []byte("TRACEPARENT="))
-		if !ok {
-			continue
-		}
-		parts := strings.Split(string(v), "-")
-		if len(parts) == 4 && tracerapi.ValidTraceID(parts[1]) {
-			return parts[1]
-		}
-		return ""
-	}
-	return ""
 }
 
 // userHZ is the unit of /proc/<pid>/stat's start time (USER_HZ, 100 on

@@ -12,7 +12,7 @@ import (
 
 // Kernel record layout (struct event in bpf/buildtrace.bpf.c); a test checks
 // headerSize against the bpf2go type.
-const headerSize = 152
+const headerSize = 120
 
 // kindSync is the marker Sync makes the kernel emit; never passed to fn.
 const kindSync Kind = 100
@@ -24,7 +24,10 @@ const (
 	flagHasMode       = 1 << 3
 	flagHasOwner      = 1 << 4
 	flagOutgoing      = 1 << 5
-	flagTraceID       = 1 << 6
+	flagHostMntNS     = 1 << 6
+	flagDetached      = 1 << 7
+	flagUntracked     = 1 << 8
+	flagNoStats       = 1 << 9
 )
 
 // File operations as the kernel reports them (enum file_op).
@@ -39,6 +42,10 @@ const (
 	fopSymlink
 	fopMkdir
 	fopRmdir
+	fopExchange
+	fopMknod
+	fopSetxattr
+	fopRemovexattr
 )
 
 const (
@@ -50,8 +57,12 @@ const (
 	afInet  = 2
 	afInet6 = 10
 
-	protoTCP = 6
-	protoUDP = 17
+	protoICMP    = 1
+	protoTCP     = 6
+	protoUDP     = 17
+	protoICMPv6  = 58
+	protoSCTP    = 132
+	protoUDPLite = 136
 )
 
 // header is the fixed part of a kernel record.
@@ -64,7 +75,6 @@ type header struct {
 	family, port   uint16
 	lens           [4]uint16
 	addr           [16]byte
-	traceID        [32]byte
 }
 
 func parseHeader(rec []byte) (header, [4][]byte, error) {
@@ -93,7 +103,6 @@ func parseHeader(rec []byte) (header, [4][]byte, error) {
 		h.lens[i] = le.Uint16(rec[96+2*i:])
 	}
 	copy(h.addr[:], rec[104:120])
-	copy(h.traceID[:], rec[120:152])
 	data := rec[headerSize:]
 	for i, n := range h.lens {
 		if int(n) > len(data) {
@@ -122,27 +131,30 @@ func decode(rec []byte, bootWall int64) (Event, error) {
 	trunc := h.flags&flagTruncated != 0
 	switch ev.Kind {
 	case KindCgroupMkdir, KindCgroupRmdir:
-		ev.Cgroup = &CgroupInfo{Path: string(blobs[0])}
+		ev.Cgroup = &CgroupInfo{Path: string(blobs[0]), Untracked: h.flags&flagUntracked != 0, NoStats: h.flags&flagNoStats != 0}
 	case KindFork, KindIOUring, kindSync:
 	case KindExec:
 		cwd := string(blobs[2])
 		name := joinPath(cwd, string(blobs[0]))
 		binary := string(blobs[3])
+		anon := h.flags&flagDetached != 0
+		if anon {
+			binary = strings.TrimPrefix(binary, "/") // a name, not a path
+		}
 		if binary == "" {
 			binary = name
 		}
 		x := &ExecInfo{
-			Binary:        binary,
-			Filename:      name,
-			Argv:          splitArgv(blobs[1]),
-			ArgvTruncated: h.flags&flagArgvTruncated != 0,
-			UID:           h.a[0],
-			GID:           h.a[1],
-			Cwd:           cwd,
-			FirstInCgroup: h.flags&flagFirstInCgroup != 0,
-		}
-		if h.flags&flagTraceID != 0 {
-			x.TraceID = string(h.traceID[:])
+			Binary:          binary,
+			BinaryAnonymous: anon,
+			Filename:        name,
+			Argv:            splitArgv(blobs[1]),
+			ArgvTruncated:   h.flags&flagArgvTruncated != 0,
+			UID:             h.a[0],
+			GID:             h.a[1],
+			Cwd:             cwd,
+			FirstInCgroup:   h.flags&flagFirstInCgroup != 0,
+			HostMountNS:     h.flags&flagHostMntNS != 0,
 		}
 		ev.Exec = x
 	case KindExit:
@@ -171,8 +183,8 @@ func decode(rec []byte, bootWall int64) (Event, error) {
 			return Event{}, fmt.Errorf("file record with unknown op %d", h.a[0])
 		}
 		switch {
-		case h.a[0] == fopSymlink:
-			f.Target = string(blobs[2]) // as given, not resolved
+		case h.a[0] == fopSymlink, h.a[0] == fopSetxattr, h.a[0] == fopRemovexattr:
+			f.Target = string(blobs[2]) // as given, not resolved (a link target, an attribute name)
 		case h.lens[2] > 0 || h.lens[3] > 0:
 			f.Target = joinBlobs(blobs[3], blobs[2])
 		}
@@ -190,7 +202,11 @@ func decode(rec []byte, bootWall int64) (Event, error) {
 		if !ok {
 			return Event{}, fmt.Errorf("net record with address family %d", h.family)
 		}
-		ev.Net = &NetInfo{Op: netOp(h.a[0]), Protocol: protoName(h.a[1]), Addr: addr}
+		proto := protoName(h.a[1], h.a[3] != 0)
+		if proto != "tcp" && proto != "udp" {
+			addr = netip.AddrPortFrom(addr.Addr(), 0) // no ports; as the packet counters key it
+		}
+		ev.Net = &NetInfo{Op: netOp(h.a[0]), Protocol: proto, Addr: addr, Errno: h.a[2]}
 	case KindDNS:
 		addr, ok := addrPort(h)
 		if !ok {
@@ -276,7 +292,9 @@ func fileOp(op, flags uint32) string {
 		switch {
 		case flags&oCreat != 0:
 			return "create"
-		case flags&oTrunc != 0 && flags&(oWronly|oRdwr) != 0:
+		case flags&oTrunc != 0:
+			// Linux truncates on O_TRUNC whatever the access mode
+			// (O_RDONLY|O_TRUNC included).
 			return "truncate"
 		case flags&(oWronly|oRdwr) != 0:
 			return "write"
@@ -300,6 +318,14 @@ func fileOp(op, flags uint32) string {
 		return "mkdir"
 	case fopRmdir:
 		return "rmdir"
+	case fopExchange:
+		return "exchange"
+	case fopMknod:
+		return "mknod"
+	case fopSetxattr:
+		return "setxattr"
+	case fopRemovexattr:
+		return "removexattr"
 	}
 	return ""
 }
@@ -316,14 +342,26 @@ func netOp(op uint32) string {
 	return fmt.Sprintf("op%d", op)
 }
 
-func protoName(p uint32) string {
-	switch p {
-	case protoTCP:
+// protoName names an IP protocol; raw is a raw socket's, which names its
+// protocol only for ICMP (the kernel builds the rest of the packet).
+func protoName(p uint32, raw bool) string {
+	switch {
+	case p == protoICMP:
+		return "icmp"
+	case p == protoICMPv6:
+		return "icmpv6"
+	case raw:
+		return "raw"
+	case p == protoTCP:
 		return "tcp"
-	case protoUDP:
+	case p == protoUDP:
 		return "udp"
+	case p == protoUDPLite:
+		return "udplite"
+	case p == protoSCTP:
+		return "sctp"
 	}
-	return fmt.Sprintf("proto%d", p)
+	return fmt.Sprintf("ip%d", p)
 }
 
 func addrPort(h header) (netip.AddrPort, bool) {

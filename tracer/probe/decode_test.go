@@ -51,10 +51,52 @@ func TestFileOpFromOpenFlags(t *testing.T) {
 		{oRdwr, "write"},
 		{oWronly | oTrunc, "truncate"},
 		{oWronly | oCreat | oTrunc, "create"},
-		{oTrunc, "read"},
+		// O_RDONLY|O_TRUNC truncates on Linux: not a read.
+		{oTrunc, "truncate"},
 	} {
 		if got := fileOp(fopOpen, c.flags); got != c.want {
 			t.Errorf("flags %#o: %q, want %q", c.flags, got, c.want)
+		}
+	}
+	if got := fileOp(fopExchange, 0); got != "exchange" {
+		t.Errorf("exchange decoded as %q", got)
+	}
+}
+
+// TestDecodeNet: raw and ICMP sockets are named, not numbered; a failed
+// connect carries its errno; ports are dropped but for tcp and udp.
+func TestDecodeNet(t *testing.T) {
+	for _, c := range []struct {
+		proto, raw, errno uint32
+		want              string
+		port              uint16
+	}{
+		{protoTCP, 0, 111, "tcp", 80},
+		{protoUDP, 0, 0, "udp", 80},
+		{protoICMP, 0, 0, "icmp", 0}, // a ping socket
+		{protoICMP, 1, 0, "icmp", 0}, // a raw ICMP socket
+		{protoICMPv6, 1, 0, "icmpv6", 0},
+		{255, 1, 0, "raw", 0}, // IPPROTO_RAW
+		{protoUDP, 1, 0, "raw", 0},
+		{0, 1, 0, "raw", 0},
+	} {
+		rec := make([]byte, headerSize)
+		le := binary.LittleEndian
+		le.PutUint16(rec[88:], uint16(KindNet))
+		le.PutUint32(rec[68:], 1)
+		le.PutUint32(rec[72:], c.proto)
+		le.PutUint32(rec[76:], c.errno)
+		le.PutUint32(rec[80:], c.raw)
+		le.PutUint16(rec[92:], afInet)
+		le.PutUint16(rec[94:], 80)
+		copy(rec[104:], []byte{127, 0, 0, 1})
+		ev, err := decode(rec, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := ev.Net
+		if n.Protocol != c.want || n.Addr.Port() != c.port || n.Errno != c.errno || n.Op != "connect" || n.Addr.Addr().String() != "127.0.0.1" {
+			t.Errorf("proto %d raw %d: %+v, want %s port %d", c.proto, c.raw, n, c.want, c.port)
 		}
 	}
 }

@@ -41,21 +41,34 @@ type Event struct {
 // CgroupInfo describes a cgroup mkdir/rmdir.
 type CgroupInfo struct {
 	Path string // as in /proc/<pid>/cgroup's "0::" line, e.g. /buildtrace/<step>/buildkit/<id>
+	// On a mkdir: the kernel's map of tracked cgroups (Untracked) or of
+	// per-cgroup counters (NoStats) was full, so nothing of the cgroup is
+	// followed, or its losses are not counted.
+	Untracked, NoStats bool
 }
 
 // ExecInfo is a successful execve/execveat.
 type ExecInfo struct {
-	Binary        string // path of the executed file as the process sees it (symlinks resolved)
-	Filename      string // the name execve was given, joined with Cwd when relative
-	Argv          []string
-	ArgvTruncated bool
-	UID, GID      uint32
-	Cwd           string
-	// TraceID is the trace ID from the TRACEPARENT variable, read only on the
-	// first exec in a cgroup; no other part of the environment leaves the kernel.
+	Binary string // path of the executed file as the process sees it (symlinks resolved)
+	// BinaryAnonymous: the file has no path (a memfd, an anonymous inode);
+	// Binary is its name, e.g. "memfd:<name>".
+	BinaryAnonymous bool
+	Filename        string // the name execve was given, joined with Cwd when relative
+	Argv            []string
+	ArgvTruncated   bool
+	UID, GID        uint32
+	Cwd             string
+	// TraceID is never set by the probe, which reads no environment: a
+	// container's build is decided from its OCI bundle (tracer/rootfs).
+	// Deprecated: kept for tests that feed events without a bundle; the
+	// assembler uses it only when the bundle named no build.
 	TraceID string
 	// FirstInCgroup is true for the first exec the probe saw in this cgroup.
 	FirstInCgroup bool
+	// HostMountNS is true when the exec'ing task was in the tracer's mount
+	// namespace: runc's own re-exec of itself, before it enters the
+	// container's namespaces (nothing the container runs can be there).
+	HostMountNS bool
 }
 
 // ExitInfo is the end of a thread group, with what it used over its life.
@@ -73,17 +86,19 @@ type ExitInfo struct {
 type FileInfo struct {
 	Op        string // trace.OpCreate ... trace.OpRmdir, or "read" for a read-only open
 	Path      string // absolute, as the process sees it
-	Target    string // rename/link destination; symlink target (as given)
+	Target    string // rename/link destination; symlink target, xattr name (as given)
 	Mode      *uint32
 	UID, GID  *int64
 	Truncated bool // Path or Target was cut at the probe's limit
 }
 
-// NetInfo is a socket reaching a remote address.
+// NetInfo is a socket reaching (or, for connect, trying to reach) a
+// remote address.
 type NetInfo struct {
 	Op       string // connect, sendto, sendmsg
-	Protocol string // tcp, udp
+	Protocol string // tcp, udp, icmp, icmpv6, raw, ... (port 0 but for tcp and udp)
 	Addr     netip.AddrPort
+	Errno    uint32 // a failed connect's error (ECONNREFUSED, ...); 0 when it succeeded or is in progress
 }
 
 // DNSInfo is one DNS message (at most 512 bytes of it) on port 53.
@@ -108,4 +123,10 @@ type CgroupStats struct {
 	Dropped   uint64 // events lost because the ring buffer was full
 	Truncated uint64 // events whose path or argv was cut
 	IOUring   uint64 // io_uring submissions
+	// MapFull counts failed inserts into a per-cgroup kernel map (the
+	// first-exec state); TrafficFull packets whose bytes were not counted
+	// because the traffic map was full.
+	MapFull     uint64
+	TrafficFull uint64
+	AFPacket    uint64 // AF_PACKET sockets created: frames sent on them are not seen
 }

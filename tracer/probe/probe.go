@@ -53,6 +53,9 @@ func wakeBytes(ringSize int) uint64 {
 type Options struct {
 	CgroupRoot     string // cgroup2 mount, default DefaultCgroupRoot
 	RingBufferSize int    // bytes, a power of two multiple of the page size; 0 = DefaultRingBufferSize
+	// TrafficEntries sizes the map of per-destination byte counters
+	// (shared by all cgroups); 0 = 65,536. Tests make it small to fill it.
+	TrafficEntries int
 }
 
 // Probe is the loaded and attached kernel side.
@@ -93,8 +96,18 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 		return nil, fmt.Errorf("reading BPF object: %w", err)
 	}
 	spec.Maps["events"].MaxEntries = uint32(size)
+	if opts.TrafficEntries > 0 {
+		spec.Maps["traffic"].MaxEntries = uint32(opts.TrafficEntries)
+	}
 	if err := spec.Variables["tracer_tgid"].Set(uint32(os.Getpid())); err != nil {
 		return nil, fmt.Errorf("setting tracer_tgid: %w", err)
+	}
+	var mntns unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/mnt", &mntns); err != nil {
+		return nil, fmt.Errorf("reading the tracer's mount namespace: %w", err)
+	}
+	if err := spec.Variables["tracer_mntns"].Set(uint32(mntns.Ino)); err != nil {
+		return nil, fmt.Errorf("setting tracer_mntns: %w", err)
 	}
 	if err := spec.Variables["wake_bytes"].Set(wakeBytes(size)); err != nil {
 		return nil, fmt.Errorf("setting wake_bytes: %w", err)
@@ -366,7 +379,8 @@ func (p *Probe) Stats(cgroupID uint64) CgroupStats {
 	if err := p.objs.Stats.Lookup(cgroupID, &st); err != nil {
 		return CgroupStats{}
 	}
-	return CgroupStats{Emitted: st.Emitted, Dropped: st.Dropped, Truncated: st.Truncated, IOUring: st.IoUring}
+	return CgroupStats{Emitted: st.Emitted, Dropped: st.Dropped, Truncated: st.Truncated, IOUring: st.IoUring,
+		MapFull: st.MapFull, TrafficFull: st.TrafficFull, AFPacket: st.AfPacket}
 }
 
 // Traffic returns the bytes the cgroup exchanged per remote endpoint.
@@ -385,7 +399,7 @@ func (p *Probe) Traffic(cgroupID uint64) []Traffic {
 		if !ok {
 			continue
 		}
-		out = append(out, Traffic{Protocol: protoName(uint32(k.Proto)), Addr: addr, BytesSent: v.Sent, BytesReceived: v.Received})
+		out = append(out, Traffic{Protocol: protoName(uint32(k.Proto), false), Addr: addr, BytesSent: v.Sent, BytesReceived: v.Received})
 	}
 	return out
 }

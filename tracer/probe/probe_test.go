@@ -204,6 +204,13 @@ func TestProbe(t *testing.T) {
 	t.Logf("Load took %v", time.Since(start))
 	dnsServer(t)
 	srv := tcpServer(t)
+	// A loopback port nothing listens on: connect is refused.
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
 
 	cg := mkCgroup(t, step, "run")
 	cgID := inode(t, cg)
@@ -241,8 +248,9 @@ read line < /etc/hostname
 /bin/busybox sh -c 'kill -9 $$'
 echo hello | /bin/busybox nc 127.0.0.1 %[2]d
 /bin/busybox nslookup buildtrace.test 127.0.0.1
+/bin/busybox nc 127.0.0.1 %[3]d < /dev/null || true
 exit 0
-`, dir, srv.Port())
+`, dir, srv.Port(), closed)
 	cmd := inCgroup(cg, dir, env, script)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -300,11 +308,13 @@ exit 0
 		return ev.Kind == KindCgroupRmdir && ev.CgroupID == cgID
 	})
 
-	// Exec: the first one carries the trace ID.
+	// Exec: the first one in the cgroup is flagged, whatever its
+	// environment; this test's processes share the tracer's mount
+	// namespace, as runc's re-exec of itself does.
 	first := find("first exec", func(ev Event) bool { return ev.Kind == KindExec && ev.CgroupID == cgID && ev.Exec.FirstInCgroup })
 	if x := first.Exec; x != nil {
-		if x.TraceID != traceID {
-			t.Errorf("trace ID = %q, want %q", x.TraceID, traceID)
+		if x.TraceID != "" || !x.HostMountNS {
+			t.Errorf("first exec: trace ID %q (the probe reads no environment), host mount ns %v", x.TraceID, x.HostMountNS)
 		}
 		// Binary is the file executed (symlinks resolved); Filename what execve was given.
 		real, err := filepath.EvalSymlinks(busybox)
@@ -321,7 +331,7 @@ exit 0
 	trueEv := find("exec true one two", func(ev Event) bool {
 		return ev.Kind == KindExec && ev.CgroupID == cgID && strings.Join(ev.Exec.Argv, " ") == "/bin/busybox true one two"
 	})
-	if trueEv.Exec != nil && (trueEv.Exec.FirstInCgroup || trueEv.Exec.TraceID != "" || trueEv.PPID != shellPID) {
+	if trueEv.Exec != nil && (trueEv.Exec.FirstInCgroup || trueEv.PPID != shellPID) {
 		t.Errorf("second exec: first=%v trace=%q ppid=%d", trueEv.Exec.FirstInCgroup, trueEv.Exec.TraceID, trueEv.PPID)
 	}
 	find("exec in scanned cgroup", func(ev Event) bool {
@@ -364,6 +374,10 @@ exit 0
 	// Network.
 	find("tcp connect", func(ev Event) bool {
 		return ev.Kind == KindNet && ev.CgroupID == cgID && ev.Net.Op == "connect" && ev.Net.Protocol == "tcp" && ev.Net.Addr == srv
+	})
+	refused := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(closed))
+	find("refused tcp connect", func(ev Event) bool {
+		return ev.Kind == KindNet && ev.CgroupID == cgID && ev.Net.Op == "connect" && ev.Net.Addr == refused && ev.Net.Errno == uint32(syscall.ECONNREFUSED)
 	})
 	dns53 := netip.MustParseAddrPort("127.0.0.1:53")
 	find("udp connect to :53", func(ev Event) bool {
@@ -627,4 +641,31 @@ func TestScanTracksContainersOnly(t *testing.T) {
 			t.Errorf("step directory %s is tracked", d)
 		}
 	}
+}
+
+// TestTrafficMapFull: with a traffic map of 8 entries, a cgroup that tries
+// 40 loopback TCP ports (nothing listens: a SYN out, a RST back) cannot have every destination counted; the
+// kernel counts the packets it could not, rather than silently stopping.
+func TestTrafficMapFull(t *testing.T) {
+	requireRoot(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := Load(ctx, Options{TrafficEntries: 8})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	defer p.Close()
+	go p.Run(ctx, func(Event) {})
+	cg := mkCgroup(t, randHex(t, 16), "full")
+	cgID := inode(t, cg)
+	out, err := inCgroup(cg, t.TempDir(), []string{"PATH=/bin"},
+		`for port in $(/bin/busybox seq 20000 20039); do /bin/busybox nc 127.0.0.1 $port < /dev/null; done; true`).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	st := p.Stats(cgID)
+	if st.TrafficFull == 0 || len(p.Traffic(cgID)) > 8 {
+		t.Fatalf("stats %+v with %d destinations counted: want packets counted as lost", st, len(p.Traffic(cgID)))
+	}
+	t.Logf("stats %+v", st)
 }

@@ -30,6 +30,12 @@ type Layout struct {
 	Exclude []string
 	// Bundle is the OCI bundle directory, when the layout came from it.
 	Bundle string
+	// TraceID is the build the container belongs to: the trace ID of the
+	// last TRACEPARENT in the bundle's process.env (BuildKit appends its
+	// own after the user's ENV; containerd's WithEnv replaces an earlier
+	// one), "" when there is none. TraceErr says why it is empty.
+	TraceID  string
+	TraceErr error
 }
 
 // Mount is one line of a mountinfo file.
@@ -154,7 +160,9 @@ func Overlay(m Mount) (Layout, error) {
 }
 
 // FindBundle finds the overlay root of BuildKit container id in mounts and
-// reads the bundle's config.json beside it for the mount points.
+// reads the bundle's config.json beside it for the mount points and the
+// build's trace ID. On an error the returned Layout still carries what was
+// read of the bundle (TraceID, TraceErr).
 func FindBundle(mounts []Mount, containerID string) (Layout, error) {
 	suffix := "/" + containerID + "/rootfs"
 	for i := len(mounts) - 1; i >= 0; i-- { // the latest mount wins
@@ -162,17 +170,18 @@ func FindBundle(mounts []Mount, containerID string) (Layout, error) {
 		if m.FSType != "overlay" || !strings.HasSuffix(m.MountPoint, suffix) {
 			continue
 		}
+		// The bundle is read even when the overlay cannot be used: it
+		// still names the container's build.
+		dir := filepath.Dir(m.MountPoint)
+		b, err := ReadBundle(filepath.Join(dir, "config.json"))
+		if err != nil {
+			return Layout{Bundle: dir, TraceErr: err}, err
+		}
 		l, err := Overlay(m)
-		if err != nil {
-			return Layout{}, err
-		}
-		l.Bundle = filepath.Dir(m.MountPoint)
-		ex, err := BundleMounts(filepath.Join(l.Bundle, "config.json"))
-		if err != nil {
-			return Layout{}, err
-		}
-		l.Exclude = ex
-		return l, nil
+		l.Bundle = dir
+		l.Exclude = b.Mounts
+		l.TraceID, l.TraceErr = b.TraceID, b.TraceErr
+		return l, err
 	}
 	return Layout{}, fmt.Errorf("no overlay mount at */%s/rootfs: %w", containerID, ErrNotFound)
 }
@@ -180,27 +189,79 @@ func FindBundle(mounts []Mount, containerID string) (Layout, error) {
 // ErrNotFound is returned when there is no mount to read.
 var ErrNotFound = errors.New("root mount not found")
 
-// BundleMounts returns the destinations of an OCI bundle's mounts.
-func BundleMounts(configPath string) ([]string, error) {
+// Bundle is what the tracer takes from an OCI bundle's config.json.
+type Bundle struct {
+	Mounts   []string // mount destinations, cleaned, "/" left out
+	TraceID  string   // see Layout.TraceID
+	TraceErr error    // why TraceID is empty
+}
+
+// ReadBundle reads an OCI bundle config. Of the process environment only
+// TRACEPARENT is looked at; nothing else of it is kept or returned.
+func ReadBundle(configPath string) (Bundle, error) {
 	b, err := os.ReadFile(configPath)
 	if err != nil {
-		return nil, fmt.Errorf("reading OCI bundle config: %w", err)
+		return Bundle{}, fmt.Errorf("reading OCI bundle config: %w", err)
 	}
 	var spec struct {
+		Process struct {
+			Env []string `json:"env"`
+		} `json:"process"`
 		Mounts []struct {
 			Destination string `json:"destination"`
 		} `json:"mounts"`
 	}
 	if err := json.Unmarshal(b, &spec); err != nil {
-		return nil, fmt.Errorf("parsing OCI bundle config %s: %w", configPath, err)
+		return Bundle{}, fmt.Errorf("parsing OCI bundle config %s: %w", configPath, err)
 	}
-	var out []string
+	var out Bundle
 	for _, m := range spec.Mounts {
 		if m.Destination != "" && m.Destination != "/" {
-			out = append(out, filepath.Clean("/"+m.Destination))
+			out.Mounts = append(out.Mounts, filepath.Clean("/"+m.Destination))
 		}
 	}
+	tp, found := "", false
+	for _, kv := range spec.Process.Env {
+		if v, ok := strings.CutPrefix(kv, "TRACEPARENT="); ok {
+			tp, found = v, true // the last one is what the process gets
+		}
+	}
+	switch {
+	case !found:
+		out.TraceErr = errors.New("the OCI bundle's process.env has no TRACEPARENT")
+	default:
+		out.TraceID, out.TraceErr = ParseTraceparent(tp)
+	}
 	return out, nil
+}
+
+// ParseTraceparent returns the trace ID of a W3C traceparent value
+// ("00-<32 hex>-<16 hex>-<2 hex>"); the error does not quote the value.
+func ParseTraceparent(v string) (string, error) {
+	parts := strings.Split(v, "-")
+	if len(parts) != 4 || parts[0] != "00" || !lowerHex(parts[1], 32) || !lowerHex(parts[2], 16) || !lowerHex(parts[3], 2) ||
+		parts[1] == strings.Repeat("0", 32) {
+		return "", errors.New("the OCI bundle's TRACEPARENT is not a W3C traceparent with a trace ID")
+	}
+	return parts[1], nil
+}
+
+func lowerHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// BundleMounts returns the destinations of an OCI bundle's mounts.
+func BundleMounts(configPath string) ([]string, error) {
+	b, err := ReadBundle(configPath)
+	return b.Mounts, err
 }
 
 // ProcessRoot returns the layout from a container process's own mount

@@ -108,3 +108,38 @@ func TestRealOverlay(t *testing.T) {
 		t.Errorf("layout = %+v, want upper %s lowers %s,%s", l, upper, lower1, lower2)
 	}
 }
+
+func TestReadBundleTraceID(t *testing.T) {
+	const id = "4bf92f3577b34da6a3ce929d0e0e4736"
+	for _, c := range []struct {
+		env     string
+		want    string
+		wantErr string
+	}{
+		// BuildKit appends its TRACEPARENT after the user's ENV: the last wins.
+		{`["TRACEPARENT=00-ffffffffffffffffffffffffffffffff-0000000000000001-01","SECRET=x","TRACEPARENT=00-` + id + `-00f067aa0ba902b7-01"]`, id, ""},
+		{`["PATH=/bin"]`, "", "no TRACEPARENT"},
+		{`["TRACEPARENT=00-` + id + `-00f067aa0ba902b7-01","TRACEPARENT=junk"]`, "", "not a W3C traceparent"},
+		{`["TRACEPARENT=00-00000000000000000000000000000000-00f067aa0ba902b7-01"]`, "", "not a W3C traceparent"},
+	} {
+		dir := t.TempDir()
+		cfg := filepath.Join(dir, "config.json")
+		if err := os.WriteFile(cfg, []byte(`{"process":{"env":`+c.env+`},"mounts":[{"destination":"/proc"},{"destination":"/"}]}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b, err := ReadBundle(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.TraceID != c.want || (c.wantErr == "") != (b.TraceErr == nil) ||
+			(b.TraceErr != nil && !strings.Contains(b.TraceErr.Error(), c.wantErr)) {
+			t.Errorf("env %s: trace ID %q err %v, want %q %q", c.env, b.TraceID, b.TraceErr, c.want, c.wantErr)
+		}
+		if b.TraceErr != nil && strings.Contains(b.TraceErr.Error(), "SECRET") {
+			t.Errorf("error quotes the environment: %v", b.TraceErr)
+		}
+		if len(b.Mounts) != 1 || b.Mounts[0] != "/proc" {
+			t.Errorf("mounts = %q", b.Mounts)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/buildtrace/buildtrace/pkg/steptag"
+	"github.com/buildtrace/buildtrace/pkg/tracerapi"
 	"github.com/buildtrace/buildtrace/tracer/peer"
 
 	"github.com/buildtrace/buildtrace/pkg/fsdiff"
@@ -54,16 +55,19 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex
-	asm     *assemble.Assembler
-	layouts map[uint64]layout // by cgroup ID, while the step is open
-	early   map[uint64]layout // found by Early, not yet taken by Handle
-	blobs   blobs             // attestations handed over for BuildKit's HTTP source
-	plans   plans             // each build's plan, from its frontend
-	finder  *peer.Finder
-	lowers  lowerCache
-	sealing map[*assemble.Step]struct{} // ended, not yet in the store
-	changed chan struct{}               // closed when a step is sealed
+	mu       sync.Mutex
+	asm      *assemble.Assembler
+	layouts  map[uint64]layout // by cgroup ID, while the step is open
+	early    map[uint64]layout // found by Early, not yet taken by Handle
+	blobs    blobs             // attestations handed over for BuildKit's HTTP source
+	plans    plans             // each build's plan, from its frontend
+	finder   *peer.Finder
+	lowers   lowerCache
+	secrets  map[uint64][]string // by cgroup ID: values to redact, in memory only
+	evMu     sync.Mutex
+	evHealth tracerapi.EvidenceHealth
+	sealing  map[*assemble.Step]struct{} // ended, not yet in the store
+	changed  chan struct{}               // closed when a step is sealed
 
 	seals   sync.WaitGroup
 	diffSem chan struct{} // bounds concurrent diffs: they read whole files
@@ -113,6 +117,9 @@ func (s *Server) Early(cgroupID uint64, path string) {
 	s.mu.Lock()
 	s.early[cgroupID] = layout{l, err}
 	s.mu.Unlock()
+	if err == nil {
+		s.noteSecrets(cgroupID, path, l, l.TraceID)
+	}
 }
 
 // Handle takes one probe event. It is the callback for probe.Run and must
@@ -134,13 +141,21 @@ func (s *Server) Handle(ev probe.Event) {
 			l, err := rootfs.FromBundle(s.cfg.Mountinfo, u.Opened.Container.ContainerID)
 			if ok && err != nil {
 				err = fmt.Errorf("%w; at once: %w", err, have.err)
+				if l.TraceID == "" && have.l.TraceID != "" {
+					l.TraceID, l.TraceErr = have.l.TraceID, nil // the bundle was read early
+				}
 			}
 			have = layout{l, err}
 		}
 		s.mu.Lock()
 		s.layouts[u.Opened.CgroupID] = have
+		s.asm.Attribute(u.Opened, have.l.TraceID, attrWhy(have))
+		_, noted := s.secrets[u.Opened.CgroupID]
 		s.mu.Unlock()
-		s.log.Debug("step started", "cgroup", u.Opened.Cgroup, "layoutErr", have.err)
+		if have.err == nil && !noted {
+			s.noteSecrets(u.Opened.CgroupID, u.Opened.Cgroup, have.l, have.l.TraceID)
+		}
+		s.log.Debug("step started", "cgroup", u.Opened.Cgroup, "trace", have.l.TraceID, "layoutErr", have.err)
 	case u.FirstExec != nil:
 		s.mu.Lock()
 		have := s.layouts[u.FirstExec.CgroupID]
@@ -160,7 +175,7 @@ func (s *Server) Handle(ev probe.Event) {
 			s.mu.Unlock()
 		}
 		if u.FirstExec.TraceID == "" {
-			s.log.Warn("step has no build trace ID; it cannot be served", "cgroup", u.FirstExec.Cgroup)
+			s.log.Warn("step's build could not be decided; it will be stored as unattributed", "cgroup", u.FirstExec.Cgroup)
 		}
 	case u.Ended != nil:
 		s.end(u.Ended)
@@ -172,6 +187,25 @@ func (s *Server) Handle(ev probe.Event) {
 			s.cfg.Source.Forget(ev.CgroupID)
 		}
 	case ev.Kind == probe.KindCgroupRmdir:
+		s.mu.Lock()
+		early, ok := s.early[ev.CgroupID]
+		delete(s.early, ev.CgroupID)
+		var lost *assemble.Step
+		if ok && ev.Cgroup != nil {
+			// Reported at once, but its in-order mkdir never came (the
+			// ring was full): seal it as lost rather than have it vanish.
+			if st, ok := s.asm.Lost(ev.CgroupID, ev.Cgroup.Path, ev.Time); ok {
+				lost = st
+				s.layouts[st.CgroupID] = early
+				s.asm.Attribute(st, early.l.TraceID, attrWhy(early))
+			}
+		}
+		s.mu.Unlock()
+		if lost != nil {
+			s.log.Warn("a container's creation record was lost", "cgroup", lost.Cgroup)
+			s.end(lost)
+			return
+		}
 		// An intermediate cgroup (/buildtrace/<step>[/buildkit]) or an
 		// unparseable one: nothing to seal, but the probe still holds it.
 		s.cfg.Source.Forget(ev.CgroupID)
@@ -180,28 +214,35 @@ func (s *Server) Handle(ev probe.Event) {
 
 // Track follows a container cgroup that existed before the probe was
 // loaded; procs are the processes running in it, as /proc shows them.
-func (s *Server) Track(cgroupID uint64, path, traceID string, procs []trace.Process) {
+func (s *Server) Track(cgroupID uint64, path string, procs []trace.Process) {
+	c, ok := steptag.ParseCgroup(path)
+	if !ok {
+		return
+	}
+	// The build comes from the bundle, as for a step followed from its
+	// start.
+	l, err := rootfs.FromBundle(s.cfg.Mountinfo, c.ContainerID)
+	have := layout{l, err}
+	if err != nil && len(procs) > 0 {
+		if pl, perr := rootfs.FromProcess(procs[0].PID); perr == nil {
+			have.l, have.err = pl, nil
+			have.l.TraceID, have.l.TraceErr = l.TraceID, l.TraceErr
+		}
+	}
 	s.mu.Lock()
-	st, ok := s.asm.Track(cgroupID, path, traceID, time.Now())
+	st, ok := s.asm.Track(cgroupID, path, "", time.Now())
 	if ok {
 		for _, p := range procs {
 			st.Adopt(p)
 		}
+		s.asm.Attribute(st, l.TraceID, attrWhy(layout{l, err}))
+		s.layouts[cgroupID] = have
 	}
 	s.mu.Unlock()
 	if !ok {
 		return
 	}
-	l, err := rootfs.FromBundle(s.cfg.Mountinfo, st.Container.ContainerID)
-	if err != nil && len(procs) > 0 {
-		if pl, perr := rootfs.FromProcess(procs[0].PID); perr == nil {
-			l, err = pl, nil
-		}
-	}
-	s.mu.Lock()
-	s.layouts[cgroupID] = layout{l, err}
-	s.mu.Unlock()
-	s.log.Info("following a container that started before the tracer", "cgroup", path, "trace", traceID)
+	s.log.Info("following a container that started before the tracer", "cgroup", path, "trace", st.TraceID)
 }
 
 // end takes the kernel's counters for an ended step at once (the probe
@@ -216,17 +257,14 @@ func (s *Server) end(st *assemble.Step) {
 	s.mu.Lock()
 	l, ok := s.layouts[st.CgroupID]
 	delete(s.layouts, st.CgroupID)
-	if st.TraceID == "" {
-		s.mu.Unlock()
-		s.log.Warn("dropping step without build trace ID", "cgroup", st.Cgroup)
-		return
-	}
+	delete(s.early, st.CgroupID) // when Early ran after Handle's mkdir
 	s.sealing[st] = struct{}{}
 	s.mu.Unlock()
 	if !ok {
 		l = layout{err: rootfs.ErrNotFound}
 	}
 
+	secrets := s.takeSecrets(st.CgroupID)
 	s.seals.Add(1)
 	go func() {
 		defer s.seals.Done()
@@ -241,7 +279,15 @@ func (s *Server) end(st *assemble.Step) {
 		}
 		<-s.diffSem
 		sealed := st.Seal(assemble.SealInput{Stats: stats, Traffic: traffic, Diff: diff, Lowers: lowers})
-		if err := s.cfg.Store.Put(st.TraceID, sealed, time.Now()); err != nil {
+		redact(&sealed, secrets)
+		// A step whose build could not be decided is kept under its step
+		// ID (store.UnattributedSteps), never dropped.
+		key := st.TraceID
+		if key == "" {
+			key = store.Unattributed
+			s.log.Warn("storing a step whose build could not be decided", "cgroup", st.Cgroup, "step", sealed.StepID)
+		}
+		if err := s.cfg.Store.Put(key, sealed, time.Now()); err != nil {
 			s.log.Error("storing sealed step", "trace", st.TraceID, "step", sealed.StepID, "err", err)
 		}
 		s.log.Info("step sealed", "trace", st.TraceID, "step", sealed.StepID, "container", sealed.ContainerID,
@@ -252,6 +298,17 @@ func (s *Server) end(st *assemble.Step) {
 		s.changed = make(chan struct{})
 		s.mu.Unlock()
 	}()
+}
+
+// attrWhy says why a layout names no build, for the step's reasons.
+func attrWhy(l layout) string {
+	switch {
+	case l.l.TraceErr != nil:
+		return l.l.TraceErr.Error()
+	case l.err != nil:
+		return "reading its OCI bundle: " + l.err.Error()
+	}
+	return ""
 }
 
 func (s *Server) diff(l layout) trace.Diff {

@@ -189,4 +189,3 @@ func (s *Store) ExpireEvidence(cutoff time.Time, maxBytes int64) (Eviction, erro
 	})
 	return ev, err
 }
-

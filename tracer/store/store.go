@@ -64,7 +64,13 @@ func stepKey(traceID, stepID, containerID string) []byte {
 	return []byte(traceID + "/" + stepID + "/" + containerID)
 }
 
-// Put stores a sealed step of build traceID at time now.
+// Unattributed is the trace ID under which a step whose build could not be
+// decided is stored: key unattributed/<step id>/<container id>. Its
+// retention runs per step ID (builds key unattributed/<step id>).
+const Unattributed = trace.AttributionNone
+
+// Put stores a sealed step of build traceID (Unattributed for a step
+// without one) at time now.
 func (s *Store) Put(traceID string, step trace.Step, now time.Time) error {
 	v, err := json.Marshal(step)
 	if err != nil {
@@ -76,7 +82,11 @@ func (s *Store) Put(traceID string, step trace.Step, now time.Time) error {
 		if err := tx.Bucket(stepsBucket).Put(stepKey(traceID, step.StepID, step.ContainerID), v); err != nil {
 			return err
 		}
-		return tx.Bucket(buildsBucket).Put([]byte(traceID), ts[:])
+		build := traceID
+		if traceID == Unattributed {
+			build = Unattributed + "/" + step.StepID
+		}
+		return tx.Bucket(buildsBucket).Put([]byte(build), ts[:])
 	})
 	if err != nil {
 		return fmt.Errorf("storing step %s of build %s: %w", step.StepID, traceID, err)
@@ -101,6 +111,24 @@ func (s *Store) Steps(traceID string) ([]trace.Step, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reading steps of build %s: %w", traceID, err)
+	}
+	return out, nil
+}
+
+// UnattributedSteps returns the sealed steps of the given step IDs whose
+// build could not be decided, in key order: a build's signed trace can list
+// them with its own (a step ID names one ExecOp of one plan).
+func (s *Store) UnattributedSteps(stepIDs []string) ([]trace.Step, error) {
+	var out []trace.Step
+	for _, id := range stepIDs {
+		if id == "" || bytes.ContainsRune([]byte(id), '/') {
+			continue
+		}
+		steps, err := s.Steps(Unattributed + "/" + id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, steps...)
 	}
 	return out, nil
 }

@@ -1,0 +1,509 @@
+// SPDX-License-Identifier: GPL-2.0
+// Shared by the buildtrace programs: record layout, maps, and the helpers
+// that build and emit a record (strings, path walks). See docs/bpf.md.
+#ifndef BUILDTRACE_COMMON_H
+#define BUILDTRACE_COMMON_H
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+
+
+#define BLOB_MAX 4096   /* one string, argv block or path */
+#define DATA_SZ 16384   /* all blobs of one event */
+#define PATH_DEPTH 64   /* dentry components walked */
+#define NAME_MAX_ 255
+#define DNS_MAX 512
+
+#define AT_FDCWD_ -100
+#define AT_REMOVEDIR_ 0x200
+#define SIGNAL_GROUP_EXIT_ 0x4
+#define S_IFMT_ 00170000
+#define S_IFSOCK_ 0140000
+#define AF_INET_ 2
+#define AF_INET6_ 10
+#define ETH_P_IP_ 0x0800
+#define ETH_P_IPV6_ 0x86DD
+#define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
+#define IPPROTO_MPTCP_ 262
+#define AF_PACKET_ 17
+#define SOCK_PACKET_ 10
+#define SOCK_STREAM_ 1
+#define SOCK_DGRAM_ 2
+#define SOCK_RAW_ 3
+#define EINPROGRESS_ 115
+#define O_WRONLY_ 01
+#define O_CREAT_ 0100
+#define O_TRUNC_ 01000
+#define RENAME_EXCHANGE_ (1 << 1)
+
+
+/* Sync marker: personality(SYNC_MAGIC, seq) from the tracer's own process
+ * (seen at sys_exit). */
+#define SYNC_MAGIC 0xffffffffUL
+
+enum kind {
+	K_CGROUP_MKDIR = 1,
+	K_CGROUP_RMDIR = 2,
+	K_FORK = 3,
+	K_EXEC = 4,
+	K_EXIT = 5,
+	K_FILE = 6,
+	K_NET = 7,
+	K_DNS = 8,
+	K_IOURING = 9,
+	K_SYNC = 100,
+};
+
+enum file_op {
+	FOP_OPEN = 1, /* classified in Go from the flags */
+	FOP_TRUNCATE,
+	FOP_UNLINK,
+	FOP_RENAME,
+	FOP_CHMOD,
+	FOP_CHOWN,
+	FOP_LINK,
+	FOP_SYMLINK,
+	FOP_MKDIR,
+	FOP_RMDIR,
+	FOP_EXCHANGE, /* renameat2(RENAME_EXCHANGE): path and target swapped */
+	FOP_MKNOD,    /* a file, FIFO, socket or device node made by mknod */
+	FOP_SETXATTR, /* target: the attribute's name */
+	FOP_REMOVEXATTR,
+};
+
+enum net_op {
+	NOP_CONNECT = 1,
+	NOP_SENDTO,
+	NOP_SENDMSG,
+};
+
+enum event_flags {
+	EF_TRUNCATED = 1 << 0,      /* a path, argv or payload was cut */
+	EF_ARGV_TRUNCATED = 1 << 1,
+	EF_FIRST_IN_CGROUP = 1 << 2,
+	EF_HAS_MODE = 1 << 3,
+	EF_HAS_OWNER = 1 << 4,
+	EF_OUTGOING = 1 << 5,
+	EF_HOST_MNTNS = 1 << 6,     /* exec: by a task in the tracer's mount namespace */
+	EF_DETACHED = 1 << 7,       /* exec: the file has no path (memfd, anonymous inode) */
+	EF_UNTRACKED = 1 << 8,      /* mkdir: the tracked map was full: nothing of it is followed */
+	EF_NO_STATS = 1 << 9,       /* mkdir: the stats map was full: its losses are not counted */
+};
+
+/* One ring buffer record: this header, then len[0..3] bytes of blobs. */
+struct event {
+	__u64 ts;
+	__u64 cgroup_id;
+	__u64 b[5];   /* exit: utime, stime, maxrss bytes, rchar, wchar; sync: seq */
+	__u32 pid;
+	__u32 tid;
+	__u32 ppid;
+	__u32 a[5];   /* exec: uid gid; exit: code signal; file: op flags mode uid gid; net: op proto */
+	__u16 kind;
+	__u16 flags;
+	__u16 family; /* net, dns: AF_INET or AF_INET6 */
+	__u16 port;   /* net, dns: remote port, host order */
+	__u16 len[4]; /* blob lengths */
+	__u8 addr[16];
+};
+
+struct scratch {
+	struct event ev;
+	__u8 data[DATA_SZ];
+};
+
+struct pathbuf {
+	__u8 buf[BLOB_MAX + NAME_MAX_ + 1];
+};
+
+struct cg_stats {
+	__u64 emitted;
+	__u64 dropped;
+	__u64 truncated;
+	__u64 io_uring;
+	__u64 map_full;     /* a per-cgroup map insert failed (seen) */
+	__u64 traffic_full; /* packets not counted: the traffic map was full */
+	__u64 af_packet;    /* AF_PACKET sockets created */
+};
+
+struct traffic_key {
+	__u64 cgroup_id;
+	__u8 addr[16];
+	__u16 port;
+	__u8 proto;
+	__u8 family;
+	__u32 _pad;
+};
+
+struct traffic_val {
+	__u64 sent;
+	__u64 received;
+};
+
+struct sargs {
+	__u64 nr;     /* enum sc */
+	__u64 a[6];
+	bool compat;  /* an i386 call: pointers in user structs are 32-bit */
+};
+
+struct tg_acc {
+	__u64 utime;
+	__u64 stime;
+	__u64 rchar;
+	__u64 wchar;
+};
+
+struct net_key {
+	__u64 sk;
+	__u8 addr[16];
+	__u16 port;
+	__u16 op;
+	__u32 tgid;
+};
+
+volatile const __u32 tracer_tgid = 0;
+/* The tracer's mount namespace (inode number): runc execs itself in the
+ * host's before it enters the container's. Set by Go. */
+volatile const __u32 tracer_mntns = 0;
+/* Pending bytes in the ring at which a record wakes the reader; below it
+ * records are written without a wakeup (see emit). Set by Go from the ring
+ * size. */
+volatile const __u64 wake_bytes = 1 << 18;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} tracked SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct cg_stats);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct traffic_key);
+	__type(value, struct traffic_val);
+} traffic SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct tg_acc);
+} tgacc SEC(".maps");
+
+/* Runtime a container's first process had used (as runc init) when it
+ * exec'd the step's command; subtracted at its exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} execbase SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct net_key);
+	__type(value, __u8);
+} netseen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pathbuf);
+} pathbufs SEC(".maps");
+
+static __always_inline bool is_tracked(__u64 cg)
+{
+	return bpf_map_lookup_elem(&tracked, &cg) != NULL;
+}
+
+static __always_inline void stat_add(__u64 cg, int field)
+{
+	struct cg_stats *st = bpf_map_lookup_elem(&stats, &cg);
+	if (!st)
+		return;
+	switch (field) {
+	case 0: __sync_fetch_and_add(&st->emitted, 1); break;
+	case 1: __sync_fetch_and_add(&st->dropped, 1); break;
+	case 2: __sync_fetch_and_add(&st->truncated, 1); break;
+	case 3: __sync_fetch_and_add(&st->io_uring, 1); break;
+	case 4: __sync_fetch_and_add(&st->map_full, 1); break;
+	case 5: __sync_fetch_and_add(&st->traffic_full, 1); break;
+	case 6: __sync_fetch_and_add(&st->af_packet, 1); break;
+	}
+}
+
+static __always_inline struct scratch *begin(__u16 kind, __u64 cg)
+{
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (!s)
+		return NULL;
+	__builtin_memset(&s->ev, 0, sizeof(s->ev));
+	struct task_struct *t = bpf_get_current_task_btf();
+	s->ev.ts = bpf_ktime_get_ns();
+	s->ev.cgroup_id = cg;
+	s->ev.kind = kind;
+	s->ev.pid = t->tgid;
+	s->ev.tid = t->pid;
+	s->ev.ppid = BPF_CORE_READ(t, real_parent, tgid);
+	return s;
+}
+
+/* Waking the reader per record costs an IPI and a context switch per
+ * event (measured: most of the tracer's cost on a file-heavy step). So
+ * records are written without a wakeup, and the reader is woken when
+ * wake_bytes are pending or for a record the daemon must act on at once
+ * (a container starts or ends, its first exec, a sync marker); the reader
+ * also polls every few tens of milliseconds. Order is unchanged. */
+static __always_inline __u64 wake_flags(struct event *ev)
+{
+	if (ev->kind == K_CGROUP_MKDIR || ev->kind == K_CGROUP_RMDIR ||
+	    (ev->kind == K_EXEC && (ev->flags & EF_FIRST_IN_CGROUP)))
+		return BPF_RB_FORCE_WAKEUP;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wake_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void emit(struct scratch *s, __u32 pos)
+{
+	__u64 size = sizeof(struct event) + (__u64)pos;
+	if (size > sizeof(struct scratch))
+		size = sizeof(struct scratch);
+	__u64 cg = s->ev.cgroup_id;
+	bool trunc = s->ev.flags & EF_TRUNCATED;
+	if (bpf_ringbuf_output(&events, s, size, wake_flags(&s->ev)) < 0) {
+		stat_add(cg, 1);
+		return;
+	}
+	stat_add(cg, 0);
+	if (trunc)
+		stat_add(cg, 2);
+}
+
+/* Appends a string (without its NUL) as blob slot, read from user or
+ * kernel memory; user is a constant at every call site. */
+static __always_inline __u32 append_str(struct scratch *s, __u32 pos, int slot, const void *p, bool user)
+{
+	if (pos > DATA_SZ - BLOB_MAX) {
+		s->ev.flags |= EF_TRUNCATED;
+		return pos;
+	}
+	long n = user ? bpf_probe_read_user_str(&s->data[pos], BLOB_MAX, p)
+		      : bpf_probe_read_kernel_str(&s->data[pos], BLOB_MAX, p);
+	if (n <= 0)
+		return pos;
+	if (n == BLOB_MAX)
+		s->ev.flags |= EF_TRUNCATED;
+	n -= 1;
+	s->ev.len[slot & 3] = n;
+	return pos + n;
+}
+
+#define append_user_str(s, pos, slot, p) append_str(s, pos, slot, p, true)
+#define append_kernel_str(s, pos, slot, p) append_str(s, pos, slot, p, false)
+
+static __always_inline __u32 append_user_bytes(struct scratch *s, __u32 pos, int slot, const void *p, __u64 n)
+{
+	if (pos > DATA_SZ - BLOB_MAX)
+		return pos;
+	if (n > BLOB_MAX)
+		n = BLOB_MAX;
+	if (bpf_probe_read_user(&s->data[pos], n, p) < 0)
+		return pos;
+	s->ev.len[slot & 3] = n;
+	return pos + n;
+}
+
+/* Path walk: from a dentry up to the task's root, crossing mounts, writing
+ * components backwards into pathbuf. */
+struct walk_ctx {
+	__u64 dentry;
+	__u64 mnt; /* struct mount * */
+	__u64 root_dentry;
+	__u64 root_mnt; /* struct vfsmount * */
+	__u32 off;
+	__u32 done;
+	__u32 trunc;
+	__u32 detached; /* ended at a dentry that is its own parent, not a mount root */
+};
+
+static long walk_step(__u32 i, struct walk_ctx *c)
+{
+	__u32 zero = 0;
+	struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
+	if (!pb)
+		return 1;
+	struct dentry *d = (struct dentry *)c->dentry;
+	struct mount *m = (struct mount *)c->mnt;
+	__u64 vfsmnt = c->mnt + bpf_core_field_offset(struct mount, mnt);
+	if (c->dentry == c->root_dentry && vfsmnt == c->root_mnt) {
+		c->done = 1;
+		return 1;
+	}
+	struct dentry *mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	/* A dentry that is its own parent but no mount's root belongs to no
+	 * directory: a pseudo file (memfd, anonymous inode). Its name is all
+	 * there is ("memfd:<name>"): keep it and stop. */
+	bool detached = d == parent && d != mnt_root;
+	if (d == mnt_root || (d == parent && !detached)) {
+		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+		if (mp == m || !mp) {
+			c->done = 1;
+			return 1;
+		}
+		c->dentry = (__u64)BPF_CORE_READ(m, mnt_mountpoint);
+		c->mnt = (__u64)mp;
+		return 0;
+	}
+	__u32 len = BPF_CORE_READ(d, d_name.len);
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	if (len > NAME_MAX_)
+		len = NAME_MAX_;
+	if (len + 1 > c->off) {
+		c->trunc = 1;
+		return 1;
+	}
+	c->off -= len;
+	bpf_probe_read_kernel(&pb->buf[c->off & (BLOB_MAX - 1)], len & NAME_MAX_, name);
+	c->off -= 1;
+	pb->buf[c->off & (BLOB_MAX - 1)] = '/';
+	c->dentry = (__u64)parent;
+	if (detached) {
+		c->detached = 1;
+		c->done = 1;
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline __u32 append_walk(struct scratch *s, __u32 pos, int slot,
+					 struct dentry *dentry, struct vfsmount *vfsmnt,
+					 struct task_struct *t, __u16 detached_flag)
+{
+	if (!dentry || !vfsmnt)
+		return pos;
+	if (pos > DATA_SZ - BLOB_MAX) {
+		s->ev.flags |= EF_TRUNCATED;
+		return pos;
+	}
+	struct walk_ctx c = {
+		.dentry = (__u64)dentry,
+		.mnt = (__u64)vfsmnt - bpf_core_field_offset(struct mount, mnt),
+		.root_dentry = (__u64)BPF_CORE_READ(t, fs, root.dentry),
+		.root_mnt = (__u64)BPF_CORE_READ(t, fs, root.mnt),
+		.off = BLOB_MAX,
+	};
+	bpf_loop(PATH_DEPTH, walk_step, &c, 0);
+	if (!c.done || c.trunc)
+		s->ev.flags |= EF_TRUNCATED;
+	if (c.detached)
+		s->ev.flags |= detached_flag;
+	__u32 zero = 0;
+	struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
+	if (!pb)
+		return pos;
+	__u32 off = c.off;
+	if (off >= BLOB_MAX) { /* the root itself */
+		off = BLOB_MAX - 1;
+		pb->buf[BLOB_MAX - 1] = '/';
+	}
+	__u32 n = BLOB_MAX - off;
+	if (n > BLOB_MAX || off > BLOB_MAX)
+		return pos;
+	bpf_probe_read_kernel(&s->data[pos], n, &pb->buf[off]);
+	s->ev.len[slot & 3] = n;
+	return pos + n;
+}
+
+static __always_inline struct file *fd_file(struct task_struct *t, __u64 fd)
+{
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	if (!fdt)
+		return NULL;
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	if (fd >= max)
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/* Appends path p (user memory) as blob slot, and, when it is relative or
+ * absent, the directory it is relative to (dirfd or cwd) as slot+1. */
+static __always_inline __u32 append_at_path(struct scratch *s, __u32 pos, int slot,
+					    const void *p, long dfd, bool resolve)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	__u32 start = pos;
+	if (p)
+		pos = append_user_str(s, pos, slot, p);
+	if (!resolve)
+		return pos;
+	if (pos > start && s->data[start & (DATA_SZ - 1)] == '/')
+		return pos;
+	if ((int)dfd == AT_FDCWD_) {
+		struct fs_struct *fs = BPF_CORE_READ(t, fs);
+		return append_walk(s, pos, slot + 1, BPF_CORE_READ(fs, pwd.dentry),
+				   BPF_CORE_READ(fs, pwd.mnt), t, 0);
+	}
+	struct file *f = fd_file(t, (int)dfd);
+	if (!f)
+		return pos;
+	return append_walk(s, pos, slot + 1, BPF_CORE_READ(f, f_path.dentry),
+			   BPF_CORE_READ(f, f_path.mnt), t, 0);
+}
+
+static __always_inline struct sock *fd_sock(struct task_struct *t, __u64 fd)
+{
+	struct file *f = fd_file(t, fd);
+	if (!f)
+		return NULL;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT_) != S_IFSOCK_)
+		return NULL;
+	struct socket *so = BPF_CORE_READ(f, private_data);
+	return BPF_CORE_READ(so, sk);
+}
+
+static __always_inline bool is_udp(struct sock *sk)
+{
+	return sk && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_UDP_ &&
+	       BPF_CORE_READ(sk, sk_type) == SOCK_DGRAM_;
+}
+
+#endif

@@ -1,0 +1,273 @@
+//go:build ignore
+
+// SPDX-License-Identifier: GPL-2.0
+// Included by buildtrace.bpf.c.
+
+/* Fills family/addr/port from a user sockaddr; false for other families. */
+static __always_inline bool read_sockaddr(struct event *ev, const void *ua)
+{
+	__u8 sa[28] = {};
+	if (!ua)
+		return false;
+	if (bpf_probe_read_user(sa, sizeof(sa), ua) < 0 &&
+	    bpf_probe_read_user(sa, 16, ua) < 0)
+		return false;
+	__u16 fam = *(__u16 *)sa;
+	ev->port = bpf_ntohs(*(__u16 *)&sa[2]);
+	ev->family = fam;
+	if (fam == AF_INET_) {
+		__builtin_memcpy(ev->addr, &sa[4], 4);
+		return true;
+	}
+	if (fam == AF_INET6_) {
+		__builtin_memcpy(ev->addr, &sa[8], 16);
+		return true;
+	}
+	return false;
+}
+
+static __always_inline bool sock_peer(struct event *ev, struct sock *sk)
+{
+	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (port == 0)
+		return false;
+	ev->family = fam;
+	ev->port = port;
+	if (fam == AF_INET_) {
+		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(ev->addr, &d, 4);
+		return true;
+	}
+	if (fam == AF_INET6_) {
+		BPF_CORE_READ_INTO(&ev->addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		return true;
+	}
+	return false;
+}
+
+/* The protocol on the wire: TCP for stream sockets (MPTCP's subflows are
+ * TCP), the socket's protocol for datagram ones (UDP, ICMP ping sockets,
+ * UDP-Lite), and for raw sockets the protocol they were opened with, *raw
+ * set (IPPROTO_RAW: the caller writes the IP header, any protocol). */
+static __always_inline __u32 proto_of(struct sock *sk, __u32 *raw)
+{
+	__u16 t = BPF_CORE_READ(sk, sk_type);
+	__u16 p = BPF_CORE_READ(sk, sk_protocol);
+	*raw = 0;
+	if (t == SOCK_STREAM_)
+		return p == IPPROTO_MPTCP_ || p == 0 ? IPPROTO_TCP_ : p;
+	if (t == SOCK_DGRAM_)
+		return p == 0 ? IPPROTO_UDP_ : p;
+	if (t == SOCK_RAW_)
+		*raw = 1;
+	return p; /* SOCK_SEQPACKET: SCTP */
+}
+
+static __always_inline void emit_dns(struct scratch *s, bool out, const void *buf, long n)
+{
+	s->ev.kind = K_DNS;
+	if (out)
+		s->ev.flags |= EF_OUTGOING;
+	if (n > DNS_MAX) {
+		n = DNS_MAX;
+		s->ev.flags |= EF_TRUNCATED;
+	}
+	__u32 pos = 0;
+	if (n > 0)
+		pos = append_user_bytes(s, 0, 0, buf, n);
+	emit(s, pos);
+}
+
+/* Reads the first message of a sendmsg/recvmsg/sendmmsg/recvmmsg: its
+ * address, first iovec and (for *mmsg) msg_len, in the caller's ABI. */
+static __always_inline void read_msg(struct sargs *a, const void **ua, const void **buf, long *n)
+{
+	__u64 p = a->a[1];
+	__u64 base = 0, len = 0, ml = 0;
+	bool mm = a->nr == SC_SENDMMSG || a->nr == SC_RECVMMSG;
+	if (a->compat) {
+		/* struct compat_msghdr: 7 32-bit words; msg_len follows it */
+		__u32 mh[7] = {}, iov[2] = {}, l = 0;
+		bpf_probe_read_user(mh, sizeof(mh), (void *)p);
+		*ua = (void *)(__u64)mh[0];
+		if (mh[3] > 0)
+			bpf_probe_read_user(iov, sizeof(iov), (void *)(__u64)mh[2]);
+		base = iov[0];
+		len = iov[1];
+		if (mm) {
+			bpf_probe_read_user(&l, sizeof(l), (void *)(p + sizeof(mh)));
+			ml = l;
+		}
+	} else {
+		struct user_msghdr mh = {};
+		bpf_probe_read_user(&mh, sizeof(mh), (void *)p);
+		*ua = mh.msg_name;
+		struct iovec iov = {};
+		if (mh.msg_iovlen > 0)
+			bpf_probe_read_user(&iov, sizeof(iov), mh.msg_iov);
+		base = (__u64)iov.iov_base;
+		len = iov.iov_len;
+		if (mm) {
+			__u32 l = 0; /* mmsghdr.msg_len follows the msghdr */
+			bpf_probe_read_user(&l, sizeof(l), (void *)(p + sizeof(struct user_msghdr)));
+			ml = l;
+		}
+	}
+	*buf = (void *)base;
+	if (mm)
+		*n = ml;
+	if (*n > (long)len)
+		*n = len;
+}
+
+/* socket(2) succeeded: an AF_PACKET socket (or the obsolete SOCK_PACKET)
+ * sends frames no hook here sees; count it so the step is incomplete. */
+static __always_inline int do_socket(struct sargs *a)
+{
+	__u32 fam = a->a[0], type = a->a[1] & 0xf;
+	if (fam == AF_PACKET_ || type == SOCK_PACKET_)
+		stat_add(bpf_get_current_cgroup_id(), 6);
+	return 0;
+}
+
+/* a->nr is an enum sc. ret < 0 only for connect: a failed attempt is
+ * recorded with its errno. */
+static __always_inline int do_net(struct sargs *a, long ret)
+{
+	if (a->nr == SC_SOCKET)
+		return do_socket(a);
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct sock *sk = fd_sock(t, a->a[0]);
+	if (!sk)
+		return 0;
+	__u64 cg = bpf_get_current_cgroup_id();
+	struct scratch *s = begin(K_NET, cg);
+	if (!s)
+		return 0;
+	__u32 raw = 0;
+	__u32 proto = proto_of(sk, &raw);
+	s->ev.a[1] = proto;
+	s->ev.a[3] = raw;
+	__u64 *x = a->a;
+	const void *ua = NULL, *buf = NULL;
+	long n = ret;
+	bool send = true, net = true;
+	__u32 op = 0;
+	switch (a->nr) {
+	case SC_CONNECT:
+		op = NOP_CONNECT; ua = (void *)x[1];
+		if (ret < 0 && ret != -EINPROGRESS_)
+			s->ev.a[2] = -ret;
+		break;
+	case SC_SENDTO: op = NOP_SENDTO; ua = (void *)x[4]; buf = (void *)x[1]; break;
+	case SC_SEND: case SC_WRITE: op = NOP_SENDTO; buf = (void *)x[1]; net = a->nr == SC_SEND; break;
+	case SC_SENDMSG: case SC_SENDMMSG: case SC_RECVMSG: case SC_RECVMMSG:
+		read_msg(a, &ua, &buf, &n);
+		op = NOP_SENDMSG;
+		send = a->nr == SC_SENDMSG || a->nr == SC_SENDMMSG;
+		break;
+	case SC_READ: case SC_RECV: buf = (void *)x[1]; send = false; net = false; break;
+	case SC_RECVFROM: buf = (void *)x[1]; ua = (void *)x[4]; send = false; net = false; break;
+	default:
+		return 0;
+	}
+	if (!send) {
+		/* Receive: from a peer at port 53, or on a local port 53. */
+		bool got = ua && read_sockaddr(&s->ev, ua);
+		if (!got && !sock_peer(&s->ev, sk))
+			return 0;
+		__u16 lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		if (proto != IPPROTO_UDP_ || raw || (s->ev.port != 53 && lport != 53))
+			return 0;
+		emit_dns(s, false, buf, n);
+		return 0;
+	}
+	/* A connect that succeeded or is under way set the socket's peer from
+	 * the kernel's copy of the address: read that, not user memory,
+	 * which another thread may have rewritten since (docs/bpf.md). */
+	bool got = a->nr == SC_CONNECT && s->ev.a[2] == 0 && sock_peer(&s->ev, sk);
+	if (!got && !(ua && read_sockaddr(&s->ev, ua)) && !sock_peer(&s->ev, sk))
+		return 0;
+	if (s->ev.family != AF_INET_ && s->ev.family != AF_INET6_)
+		return 0;
+	s->ev.a[0] = op;
+	if (net) {
+		/* Once per socket, address, way and outcome (errno), per process. */
+		struct net_key k = {.sk = (__u64)sk, .port = s->ev.port, .op = op | (s->ev.a[2] << 4), .tgid = s->ev.pid};
+		__builtin_memcpy(k.addr, s->ev.addr, 16);
+		__u8 one = 1;
+		if (bpf_map_update_elem(&netseen, &k, &one, BPF_NOEXIST) == 0)
+			emit(s, 0);
+	}
+	if (proto == IPPROTO_UDP_ && !raw && s->ev.port == 53 && op != NOP_CONNECT && ret >= 0)
+		emit_dns(s, true, buf, n);
+	return 0;
+}
+
+/* ---- bytes per destination ---- */
+
+static __always_inline void count_skb(struct __sk_buff *skb, bool egress)
+{
+	__u64 cg = bpf_skb_cgroup_id(skb);
+	if (!is_tracked(cg))
+		return;
+	struct traffic_key k = {.cgroup_id = cg};
+	__u32 l4 = 0;
+	if (skb->protocol == bpf_htons(ETH_P_IP_)) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
+			return;
+		k.family = AF_INET_;
+		k.proto = ip.protocol;
+		__builtin_memcpy(k.addr, egress ? &ip.daddr : &ip.saddr, 4);
+		l4 = ip.ihl * 4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6_)) {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) < 0)
+			return;
+		k.family = AF_INET6_;
+		k.proto = ip6.nexthdr;
+		__builtin_memcpy(k.addr, egress ? &ip6.daddr : &ip6.saddr, 16);
+		l4 = sizeof(ip6);
+	} else {
+		return;
+	}
+	if (k.proto == IPPROTO_TCP_ || k.proto == IPPROTO_UDP_) {
+		__u16 ports[2];
+		if (bpf_skb_load_bytes(skb, l4 & 0xff, ports, sizeof(ports)) == 0)
+			k.port = bpf_ntohs(egress ? ports[1] : ports[0]);
+	}
+	struct traffic_val zero = {}, *v;
+	v = bpf_map_lookup_elem(&traffic, &k);
+	if (!v) {
+		/* -EEXIST is a race with another CPU; anything else (-E2BIG:
+		 * the map is full) loses this packet's bytes: count it. */
+		long err = bpf_map_update_elem(&traffic, &k, &zero, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&traffic, &k);
+		if (!v) {
+			if (err)
+				stat_add(cg, 5);
+			return;
+		}
+	}
+	if (egress)
+		__sync_fetch_and_add(&v->sent, skb->len);
+	else
+		__sync_fetch_and_add(&v->received, skb->len);
+}
+
+SEC("cgroup_skb/egress")
+int skb_egress(struct __sk_buff *skb)
+{
+	count_skb(skb, true);
+	return 1;
+}
+
+SEC("cgroup_skb/ingress")
+int skb_ingress(struct __sk_buff *skb)
+{
+	count_skb(skb, false);
+	return 1;
+}
+

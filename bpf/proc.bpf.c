@@ -1,0 +1,173 @@
+//go:build ignore
+
+// SPDX-License-Identifier: GPL-2.0
+// Included by buildtrace.bpf.c.
+
+/* ---- processes ---- */
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(sched_fork, struct task_struct *parent, struct task_struct *child)
+{
+	if (child->pid != child->tgid)
+		return 0;
+	__u64 cg = bpf_get_current_cgroup_id();
+	if (!is_tracked(cg))
+		return 0;
+	struct scratch *s = begin(K_FORK, cg);
+	if (!s)
+		return 0;
+	s->ev.pid = child->tgid;
+	s->ev.tid = child->pid;
+	s->ev.ppid = parent->tgid;
+	emit(s, 0);
+	return 0;
+}
+
+/* cpu_split splits a thread's exact runtime by its tick-sampled
+ * user/system ratio, as the kernel does for getrusage. */
+static __always_inline void cpu_split(struct task_struct *p, __u64 skip, __u64 *user, __u64 *sys)
+{
+	__u64 ut = p->utime, st = p->stime, rt = p->se.sum_exec_runtime;
+	rt = rt > skip ? rt - skip : 0;
+	__u64 u = rt, sy = 0;
+	if (ut + st > 0) {
+		__u64 a = ut, b = st;
+		if (a + b > (1ULL << 30)) {
+			a >>= 20;
+			b >>= 20;
+		}
+		__u64 tot = a + b;
+		if (tot > 0) {
+			u = rt / tot * a + (rt % tot) * a / tot;
+			sy = rt - u;
+		}
+	}
+	*user = u;
+	*sys = sy;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u64 cg = bpf_get_current_cgroup_id();
+	if (!is_tracked(cg))
+		return 0;
+	struct scratch *s = begin(K_EXEC, cg);
+	if (!s)
+		return 0;
+	__u64 ug = bpf_get_current_uid_gid();
+	s->ev.a[0] = (__u32)ug;
+	s->ev.a[1] = ug >> 32;
+
+	__u32 pos = append_kernel_str(s, 0, 0, BPF_CORE_READ(bprm, filename));
+
+	struct mm_struct *mm = BPF_CORE_READ(p, mm);
+	__u64 as = BPF_CORE_READ(mm, arg_start), ae = BPF_CORE_READ(mm, arg_end);
+	__u64 n = ae > as ? ae - as : 0;
+	if (n > BLOB_MAX) {
+		n = BLOB_MAX;
+		s->ev.flags |= EF_ARGV_TRUNCATED | EF_TRUNCATED;
+	}
+	pos = append_user_bytes(s, pos, 1, (const void *)as, n);
+
+	struct fs_struct *fs = BPF_CORE_READ(p, fs);
+	pos = append_walk(s, pos, 2, BPF_CORE_READ(fs, pwd.dentry), BPF_CORE_READ(fs, pwd.mnt), p, 0);
+	/* The file actually executed: execve's name can be a symlink or
+	 * /proc/self/exe (busybox re-executing itself). */
+	struct file *exe = BPF_CORE_READ(bprm, file);
+	pos = append_walk(s, pos, 3, BPF_CORE_READ(exe, f_path.dentry), BPF_CORE_READ(exe, f_path.mnt), p, EF_DETACHED);
+
+	/* The step starts at the first exec in the cgroup, whatever the
+	 * environment says; no environment byte is read. runc init may
+	 * re-execute itself from a sealed copy after runc moved it into the
+	 * cgroup: that exec is in runc's (the host's) mount namespace, which
+	 * nothing in the container can be in before its first exec. Go decides
+	 * (EF_HOST_MNTNS). seen: 1 = only runc's execs so far, 2 = the
+	 * container's first exec happened. */
+	bool host = BPF_CORE_READ(p, nsproxy, mnt_ns, ns.inum) == tracer_mntns;
+	if (host)
+		s->ev.flags |= EF_HOST_MNTNS;
+	__u8 *sv = bpf_map_lookup_elem(&seen, &cg);
+	__u8 was = sv ? *sv : 0;
+	if (!was)
+		s->ev.flags |= EF_FIRST_IN_CGROUP;
+	if (was < 2) {
+		__u8 now = host ? 1 : 2;
+		if (now > was && bpf_map_update_elem(&seen, &cg, &now, BPF_ANY) != 0)
+			stat_add(cg, 4);
+		/* What the container runtime (runc init) used before this exec
+		 * is not the step's: start the process's accounts at minus what
+		 * it has so far (unsigned wrap-around), dropping runc's exited
+		 * threads too. Done again at the container's first exec when
+		 * runc's own re-exec was seen first. */
+		__u64 rt = BPF_CORE_READ(p, se.sum_exec_runtime);
+		struct tg_acc base = {
+			.rchar = -BPF_CORE_READ(p, ioac.rchar),
+			.wchar = -BPF_CORE_READ(p, ioac.wchar),
+		};
+		__u32 tgid = BPF_CORE_READ(p, tgid);
+		bpf_map_update_elem(&tgacc, &tgid, &base, BPF_ANY);
+		bpf_map_update_elem(&execbase, &tgid, &rt, BPF_ANY);
+	}
+	emit(s, pos);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(sched_exit, struct task_struct *p, bool group_dead)
+{
+	__u64 cg = bpf_get_current_cgroup_id();
+	if (!is_tracked(cg))
+		return 0;
+	__u32 tgid = p->tgid;
+	__u64 u, sy, skip = 0;
+	if (p->pid == tgid) {
+		__u64 *b = bpf_map_lookup_elem(&execbase, &tgid);
+		if (b) {
+			skip = *b;
+			bpf_map_delete_elem(&execbase, &tgid);
+		}
+	}
+	cpu_split(p, skip, &u, &sy);
+	struct tg_acc zero = {}, *acc;
+	bpf_map_update_elem(&tgacc, &tgid, &zero, BPF_NOEXIST);
+	acc = bpf_map_lookup_elem(&tgacc, &tgid);
+	if (!acc)
+		return 0;
+	acc->utime += u;
+	acc->stime += sy;
+	acc->rchar += p->ioac.rchar;
+	acc->wchar += p->ioac.wchar;
+	if (!group_dead)
+		return 0;
+	struct scratch *s = begin(K_EXIT, cg);
+	if (!s) {
+		bpf_map_delete_elem(&tgacc, &tgid);
+		return 0;
+	}
+	struct signal_struct *sig = p->signal;
+	int code = p->exit_code;
+	if (sig->flags & SIGNAL_GROUP_EXIT_)
+		code = sig->group_exit_code;
+	s->ev.a[0] = (code >> 8) & 0xff;
+	s->ev.a[1] = code & 0x7f;
+	s->ev.b[0] = acc->utime;
+	s->ev.b[1] = acc->stime;
+	s->ev.b[2] = (__u64)sig->maxrss * 4096;
+	s->ev.b[3] = acc->rchar;
+	s->ev.b[4] = acc->wchar;
+	bpf_map_delete_elem(&tgacc, &tgid);
+	emit(s, 0);
+	return 0;
+}
+
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(io_uring_submit_req, struct io_kiocb *req)
+{
+	__u64 cg = bpf_get_current_cgroup_id();
+	if (!is_tracked(cg))
+		return 0;
+	stat_add(cg, 3);
+	return 0;
+}
+

@@ -1,0 +1,664 @@
+package report
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/buildtrace/buildtrace/pkg/policy"
+	"github.com/buildtrace/buildtrace/pkg/trace"
+)
+
+// Limits of a run's summary: what one screen can hold for a step with
+// hundreds of processes and thousands of files.
+const (
+	TopBinaries     = 10 // binaries, by number of processes
+	TopFailures     = 3  // processes that exited non-zero or were killed
+	TopDestinations = 5  // egress destinations, by bytes
+	TopDNSNames     = 5  // DNS question names
+	TopDirs         = 8  // directories of file changes, by number of changes
+	TopNotable      = 3  // per kind of notable new file
+	TopViolations   = 5  // policy violations per run
+	ListFilesUpTo   = 8  // a run changing this many paths or fewer lists them
+	TimelineProcs   = 5  // processes per run on the HTML timeline
+	shortArgv       = 80 // runes of a command line in the summary
+)
+
+// Options choose what the views show.
+type Options struct {
+	// Full adds the whole process tree, every destination and DNS
+	// question and every file change to each step's summary.
+	Full bool
+	// Policy, when set, is applied to every step (as verify applies it)
+	// and its violations are listed per step.
+	Policy *policy.Checker
+	// PolicyName names the policy (its file) in the output.
+	PolicyName string
+}
+
+// Summary is what one run did, grouped so it fits on a screen.
+type Summary struct {
+	Processes int // processes the run recorded
+	Binaries  []BinaryCount
+	Failed    []trace.Process // exit code non-zero or killed by a signal, by start
+	Egress    []Dest          // by bytes sent and received
+	DNSNames  []string        // distinct question names, in order asked
+	DNSCount  int
+	Files     FileSummary
+	Lost      []string // what the trace does not hold, for people
+	Complete  bool     // nothing in Lost says the trace is incomplete
+	// ArgvTruncated counts processes whose command line was cut.
+	ArgvTruncated int
+}
+
+// BinaryCount is how many processes ran one binary.
+type BinaryCount struct {
+	Binary string
+	Count  int
+	// Names are the names it was run as (argv[0] or the exec'd path,
+	// as with busybox applets) when not its own, most used first; a
+	// process that forked without exec counts as "fork".
+	Names []NameCount
+}
+
+// NameCount is a name and how often it was used.
+type NameCount struct {
+	Name  string
+	Count int
+}
+
+// Dest is a destination with what reached it.
+type Dest struct {
+	trace.Destination
+	Hostnames []string // DNS answers that named its address (confirmed)
+	Binaries  []string // the binaries of the processes that reached it
+}
+
+// FileSummary groups a run's net file changes.
+type FileSummary struct {
+	Created, Modified, Deleted int
+	// Changes is every change when there are ListFilesUpTo or fewer.
+	Changes []trace.FileChange
+	// Groups are directories with their changes, most changes first.
+	Groups []DirGroup
+	// Notable new or modified files: setuid/setgid, new executables,
+	// the largest new files (each capped at TopNotable, Counts hold all).
+	Setuid, Executables, Largest []trace.FileChange
+	SetuidCount, ExecutableCount int
+	Source                       string // "diff" or "syscalls"
+	Truncated                    bool   // the diff's change list was capped
+}
+
+// Total is the number of changes.
+func (f FileSummary) Total() int { return f.Created + f.Modified + f.Deleted }
+
+// DirGroup counts the changes under a directory.
+type DirGroup struct {
+	Dir string // ends with "/"
+	// Direct: only the entries directly in Dir (its subdirectories are
+	// groups of their own).
+	Direct                     bool
+	Created, Modified, Deleted int
+}
+
+// Total is the number of changes in the group.
+func (g DirGroup) Total() int { return g.Created + g.Modified + g.Deleted }
+
+// Label names the group for people.
+func (g DirGroup) Label() string {
+	if g.Direct {
+		return g.Dir + " (directly)"
+	}
+	return g.Dir
+}
+
+// Counts is "3 created, 1 deleted".
+func (g DirGroup) Counts() string { return changeCounts(g.Created, g.Modified, g.Deleted) }
+
+func changeCounts(c, m, d int) string {
+	var parts []string
+	for _, x := range []struct {
+		n    int
+		what string
+	}{{c, "created"}, {m, "modified"}, {d, "deleted"}} {
+		if x.n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", x.n, x.what))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Summarize groups what a run did.
+func Summarize(run trace.Step) Summary {
+	s := Summary{Processes: len(run.Processes), Complete: run.Completeness.Complete}
+	s.Binaries = binaries(run.Processes)
+	for _, p := range run.Processes {
+		if p.ExitCode != nil && *p.ExitCode != 0 || p.Signal != 0 {
+			s.Failed = append(s.Failed, p)
+		}
+		if p.ArgvTruncated {
+			s.ArgvTruncated++
+		}
+	}
+	slices.SortStableFunc(s.Failed, func(a, b trace.Process) int {
+		return cmp.Or(a.Start.Compare(b.Start), cmp.Compare(a.PID, b.PID))
+	})
+	bins, names := map[uint32]string{}, map[uint32]string{}
+	for _, p := range run.Processes {
+		bins[p.PID], names[p.PID] = p.Binary, runName(p)
+	}
+	for _, d := range run.Network {
+		e := Dest{Destination: d, Hostnames: Hostnames(run, d)}
+		for _, pid := range d.PIDs {
+			b := bins[pid]
+			if b == "" {
+				b = fmt.Sprintf("pid %d", pid)
+			} else if n := names[pid]; n != "" && n != "fork" {
+				b += " (" + n + ")"
+			}
+			if !slices.Contains(e.Binaries, b) {
+				e.Binaries = append(e.Binaries, b)
+			}
+		}
+		slices.Sort(e.Binaries)
+		s.Egress = append(s.Egress, e)
+	}
+	slices.SortStableFunc(s.Egress, func(a, b Dest) int {
+		return cmp.Or(cmp.Compare(b.BytesSent+b.BytesReceived, a.BytesSent+a.BytesReceived), cmp.Compare(b.Count, a.Count))
+	})
+	s.DNSCount = len(run.DNS)
+	for _, q := range run.DNS {
+		if !slices.Contains(s.DNSNames, q.Name) {
+			s.DNSNames = append(s.DNSNames, q.Name)
+		}
+	}
+	s.Files = summarizeFiles(run)
+	s.Lost = lost(run, s)
+	return s
+}
+
+// binaries counts processes by the binary they ran last.
+func binaries(procs []trace.Process) []BinaryCount {
+	by := map[string]*BinaryCount{}
+	names := map[string]map[string]int{}
+	for _, p := range procs {
+		b := p.Binary
+		if b == "" {
+			b = "(unknown binary)"
+		}
+		bc := by[b]
+		if bc == nil {
+			bc = &BinaryCount{Binary: b}
+			by[b] = bc
+			names[b] = map[string]int{}
+		}
+		bc.Count++
+		if n := runName(p); n != "" {
+			names[b][n]++
+		}
+	}
+	out := make([]BinaryCount, 0, len(by))
+	for _, bc := range by {
+		for n, c := range names[bc.Binary] {
+			bc.Names = append(bc.Names, NameCount{n, c})
+		}
+		slices.SortFunc(bc.Names, func(a, b NameCount) int {
+			return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Name, b.Name))
+		})
+		out = append(out, *bc)
+	}
+	slices.SortFunc(out, func(a, b BinaryCount) int {
+		return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Binary, b.Binary))
+	})
+	return out
+}
+
+// runName is the name a process ran its binary by when that says more
+// than the binary's own name: a busybox applet, a symlink, argv[0]; or
+// "fork" for a process that never exec'd.
+func runName(p trace.Process) string {
+	if !p.Exec {
+		return "fork"
+	}
+	base := path.Base(p.Binary)
+	// argv[0] first: busybox runs its applets through /proc/self/exe.
+	for _, n := range []string{first(p.Argv), p.Filename} {
+		if n == "" {
+			continue
+		}
+		if b := path.Base(n); b != base && b != "." && b != "/" {
+			return b
+		}
+		return ""
+	}
+	return ""
+}
+
+func first(ss []string) string {
+	if len(ss) == 0 {
+		return ""
+	}
+	return ss[0]
+}
+
+// NamesLine is "as cat ×150, fork ×20, … and 3 more names", "" when none.
+func (b BinaryCount) NamesLine() string {
+	if len(b.Names) == 0 {
+		return ""
+	}
+	var parts []string
+	for i, n := range b.Names {
+		if i == 3 {
+			parts = append(parts, fmt.Sprintf("… and %d more", len(b.Names)-3))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s ×%d", n.Name, n.Count))
+	}
+	return "as " + strings.Join(parts, ", ")
+}
+
+// ShortCommand is a process's command line cut to a summary's width.
+func ShortCommand(p trace.Process) string {
+	s := strings.Join(p.Argv, " ")
+	if s == "" {
+		s = p.Binary
+	}
+	if !p.Exec {
+		s = "(fork) " + s
+	}
+	return truncateRunes(s, shortArgv)
+}
+
+func truncateRunes(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
+
+// ExitText is "exit 2" or "signal 9".
+func ExitText(p trace.Process) string {
+	switch {
+	case p.Signal != 0:
+		return fmt.Sprintf("signal %d", p.Signal)
+	case p.ExitCode != nil:
+		return fmt.Sprintf("exit %d", *p.ExitCode)
+	}
+	return "running"
+}
+
+// EndpointText is "tcp 10.0.0.1:443".
+func (d Dest) EndpointText() string {
+	return fmt.Sprintf("%s %s", d.Protocol, hostPort(d.IP, d.Port))
+}
+
+func hostPort(ip string, port uint16) string {
+	if strings.Contains(ip, ":") {
+		return fmt.Sprintf("[%s]:%d", ip, port)
+	}
+	return fmt.Sprintf("%s:%d", ip, port)
+}
+
+// Traffic is "connect ×2, sent 100 B, received 2.0 KiB, 1 failed (ECONNREFUSED)".
+func (d Dest) Traffic() string {
+	s := fmt.Sprintf("%s ×%d, sent %s, received %s", d.Op, d.Count, Bytes(d.BytesSent), Bytes(d.BytesReceived))
+	if d.Failed > 0 {
+		s += fmt.Sprintf(", %d failed", d.Failed)
+		if d.Error != "" {
+			s += " (" + d.Error + ")"
+		}
+	}
+	return s
+}
+
+// HostText is the names of the destination: confirmed ones, then an
+// unconfirmed one marked as such.
+func (d Dest) HostText() string {
+	s := strings.Join(d.Hostnames, ", ")
+	if d.HostnameUnconfirmed != "" {
+		if s != "" {
+			s += ", "
+		}
+		s += d.HostnameUnconfirmed + " (unconfirmed DNS answer)"
+	}
+	return s
+}
+
+// changes lists a run's net file changes: the diff when there is one,
+// otherwise the file-changing system calls (with the mode a chmod or
+// create set).
+func changes(run trace.Step) ([]trace.FileChange, string) {
+	if run.Diff.Digest != "" || len(run.Diff.Changes) > 0 {
+		out := make([]trace.FileChange, 0, len(run.Diff.Changes))
+		for _, c := range run.Diff.Changes {
+			if c.Change != trace.ChangeCreated && c.Change != trace.ChangeDeleted {
+				c.Change = trace.ChangeModified
+			}
+			out = append(out, c)
+		}
+		return out, "diff"
+	}
+	idx := map[string]int{}
+	var out []trace.FileChange
+	for _, f := range run.Files {
+		var ch string
+		switch f.Op {
+		case trace.OpCreate, trace.OpMkdir, trace.OpSymlink, trace.OpLink:
+			ch = trace.ChangeCreated
+		case trace.OpUnlink, trace.OpRmdir:
+			ch = trace.ChangeDeleted
+		default:
+			ch = trace.ChangeModified
+		}
+		key := ch + "\x00" + f.Path
+		i, ok := idx[key]
+		if !ok {
+			i = len(out)
+			idx[key] = i
+			out = append(out, trace.FileChange{Change: ch, Path: f.Path})
+		}
+		if f.Mode != nil {
+			out[i].Mode = *f.Mode & 0o7777
+			if f.Op == trace.OpMkdir {
+				out[i].Type = "dir"
+			}
+		}
+	}
+	return out, "syscalls"
+}
+
+func summarizeFiles(run trace.Step) FileSummary {
+	cs, src := changes(run)
+	fs := FileSummary{Source: src, Truncated: run.Diff.Truncated}
+	for _, c := range cs {
+		switch c.Change {
+		case trace.ChangeCreated:
+			fs.Created++
+		case trace.ChangeDeleted:
+			fs.Deleted++
+		default:
+			fs.Modified++
+		}
+		if c.Change == trace.ChangeDeleted || c.Type != "" && c.Type != "file" {
+			continue
+		}
+		if c.Mode&0o6000 != 0 {
+			fs.SetuidCount++
+			fs.Setuid = append(fs.Setuid, c)
+		}
+		if c.Change == trace.ChangeCreated && c.Mode&0o111 != 0 && c.Type == "file" {
+			fs.ExecutableCount++
+			fs.Executables = append(fs.Executables, c)
+		}
+		if c.Change == trace.ChangeCreated && c.Size > 0 {
+			fs.Largest = append(fs.Largest, c)
+		}
+	}
+	bySize := func(a, b trace.FileChange) int {
+		return cmp.Or(cmp.Compare(b.Size, a.Size), strings.Compare(a.Path, b.Path))
+	}
+	slices.SortStableFunc(fs.Setuid, bySize)
+	slices.SortStableFunc(fs.Executables, bySize)
+	slices.SortStableFunc(fs.Largest, bySize)
+	fs.Setuid = fs.Setuid[:min(len(fs.Setuid), TopNotable)]
+	fs.Executables = fs.Executables[:min(len(fs.Executables), TopNotable)]
+	fs.Largest = fs.Largest[:min(len(fs.Largest), TopNotable)]
+	if len(cs) <= ListFilesUpTo {
+		fs.Changes = slices.Clone(cs)
+		slices.SortStableFunc(fs.Changes, func(a, b trace.FileChange) int { return strings.Compare(a.Path, b.Path) })
+	}
+	fs.Groups = groupDirs(cs)
+	return fs
+}
+
+// dirNode is a directory (or file) in the tree of changed paths.
+type dirNode struct {
+	path     string
+	children map[string]*dirNode
+	self     [3]int // the change at this path: created, modified, deleted
+	total    [3]int // this path and everything under it
+}
+
+func changeIndex(c string) int {
+	switch c {
+	case trace.ChangeCreated:
+		return 0
+	case trace.ChangeDeleted:
+		return 2
+	}
+	return 1
+}
+
+// groupDirs groups changed paths by directory. It starts from the top-level
+// directories and splits the directory with the most changes into its
+// subdirectories while that keeps the groups at TopDirs or fewer (a
+// directory holding only one subdirectory always gives way to it), so a
+// group is as deep as the changes allow: /usr/local/go/pkg/, not /usr/.
+func groupDirs(cs []trace.FileChange) []DirGroup {
+	root := &dirNode{path: "/", children: map[string]*dirNode{}}
+	for _, c := range cs {
+		i := changeIndex(c.Change)
+		p := path.Clean("/" + c.Path)
+		n := root
+		n.total[i]++
+		if p == "/" {
+			n.self[i]++
+			continue
+		}
+		for _, part := range strings.Split(p[1:], "/") {
+			child := n.children[part]
+			if child == nil {
+				child = &dirNode{path: path.Join(n.path, part), children: map[string]*dirNode{}}
+				n.children[part] = child
+			}
+			n = child
+			n.total[i]++
+		}
+		n.self[i]++
+	}
+	type group struct {
+		n      *dirNode
+		direct bool
+		c      [3]int
+		final  bool
+	}
+	sum := func(c [3]int) int { return c[0] + c[1] + c[2] }
+	// split returns n's subdirectories as groups, plus n's own entries
+	// and the files directly in it as one direct group.
+	split := func(n *dirNode) []group {
+		var out []group
+		direct := n.self
+		for _, name := range slices.Sorted(maps.Keys(n.children)) {
+			ch := n.children[name]
+			if len(ch.children) == 0 {
+				for i := range 3 {
+					direct[i] += ch.total[i]
+				}
+				continue
+			}
+			out = append(out, group{n: ch, c: ch.total})
+		}
+		if sum(direct) > 0 {
+			out = append(out, group{n: n, direct: true, c: direct, final: true})
+		}
+		return out
+	}
+	groups := split(root)
+	if len(cs) == 0 {
+		return nil
+	}
+	for {
+		best := -1
+		for i, g := range groups {
+			if g.final {
+				continue
+			}
+			if best < 0 || sum(g.c) > sum(groups[best].c) || sum(g.c) == sum(groups[best].c) && g.n.path < groups[best].n.path {
+				best = i
+			}
+		}
+		if best < 0 {
+			break
+		}
+		parts := split(groups[best].n)
+		hasDir := slices.ContainsFunc(parts, func(g group) bool { return !g.direct })
+		if !hasDir || len(groups)-1+len(parts) > TopDirs && len(parts) > 1 {
+			groups[best].final = true
+			continue
+		}
+		groups = slices.Concat(groups[:best], parts, groups[best+1:])
+	}
+	out := make([]DirGroup, 0, len(groups))
+	for _, g := range groups {
+		dir := g.n.path
+		if dir != "/" {
+			dir += "/"
+		}
+		out = append(out, DirGroup{Dir: dir, Direct: g.direct && len(g.n.children) > 0 && !allLeaves(g.n), Created: g.c[0], Modified: g.c[1], Deleted: g.c[2]})
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if a, b := out[i].Total(), out[j].Total(); a != b {
+			return a > b
+		}
+		return out[i].Dir < out[j].Dir
+	})
+	return out
+}
+
+// allLeaves reports whether n has no subdirectory with changes under it,
+// so its direct group is all of it.
+func allLeaves(n *dirNode) bool {
+	for _, c := range n.children {
+		if len(c.children) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// lost says what the run's trace does not hold.
+func lost(run trace.Step, s Summary) []string {
+	c := run.Completeness
+	var out []string
+	if !c.Complete {
+		why := "trace incomplete"
+		if len(c.Reasons) > 0 {
+			why += ": " + strings.Join(c.Reasons, "; ")
+		}
+		out = append(out, why)
+	}
+	if !c.FollowedFromStart {
+		out = append(out, "not followed from its start")
+	}
+	if c.EventsDropped > 0 {
+		out = append(out, fmt.Sprintf("%d of %d events dropped (ring buffer full)", c.EventsDropped, c.EventsDropped+c.EventsEmitted))
+	}
+	if c.EventsTruncated > 0 {
+		out = append(out, fmt.Sprintf("%d events truncated (a path or command line was cut)", c.EventsTruncated))
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.Unobserved)) {
+		out = append(out, fmt.Sprintf("%d %s unobserved (counted, not seen)", c.Unobserved[k], k))
+	}
+	if run.Redactions > 0 {
+		out = append(out, fmt.Sprintf("%d secret values replaced with %s", run.Redactions, trace.RedactedSecret))
+	}
+	if s.ArgvTruncated > 0 {
+		out = append(out, fmt.Sprintf("%d command lines cut", s.ArgvTruncated))
+	}
+	if run.Diff.Error != "" {
+		out = append(out, "no file system diff ("+run.Diff.Error+"): file changes are from system calls")
+	} else if s.Files.Source == "syscalls" {
+		out = append(out, "no file system diff: file changes are from system calls")
+	}
+	if run.Diff.Truncated {
+		out = append(out, "file change list capped (the diff digest covers all)")
+	}
+	if run.Reads.Truncated {
+		out = append(out, fmt.Sprintf("read list capped: %d of %d paths", len(run.Reads.Paths), run.Reads.Distinct))
+	}
+	if run.Attribution == trace.AttributionNone {
+		out = append(out, "the tracer could not tell which build this container belonged to")
+	}
+	return out
+}
+
+// Violations applies c to each of the step's runs (to the step alone when
+// it did not run), as verify does; nil when c is nil, else not nil.
+func Violations(c *policy.Checker, s Step) []policy.Violation {
+	if c == nil {
+		return nil
+	}
+	out := []policy.Violation{} // checked: not nil
+	if len(s.Runs) == 0 {
+		return append(out, c.Check(policy.Step{Info: s.Info})...)
+	}
+	for i := range s.Runs {
+		run := s.Runs[i]
+		out = append(out, c.Check(policy.Step{Info: s.Info, Run: &run})...)
+	}
+	return out
+}
+
+// ViolationText is "[egress.flagged] tcp connect … (pid 11 /bin/wget)".
+func ViolationText(v policy.Violation) string {
+	s := "[" + v.Rule + "] " + v.Event
+	if v.PID != 0 {
+		s += fmt.Sprintf(" (pid %d %s)", v.PID, v.Binary)
+	} else if v.Binary != "" {
+		s += " (" + v.Binary + ")"
+	}
+	return s
+}
+
+// busiest returns up to n of a run's processes that ran longest, in start
+// order. Processes that exec'd come before forks that did not (a shell's
+// subshells), which only fill the places left.
+func busiest(run trace.Step, n int) []trace.Process {
+	ps := slices.Clone(run.Processes)
+	wall := func(p trace.Process) time.Duration {
+		end := run.End
+		if p.End != nil {
+			end = *p.End
+		}
+		return end.Sub(p.Start)
+	}
+	slices.SortStableFunc(ps, func(a, b trace.Process) int {
+		exec := func(p trace.Process) int {
+			if p.Exec {
+				return 0
+			}
+			return 1
+		}
+		return cmp.Or(cmp.Compare(exec(a), exec(b)), cmp.Compare(wall(b), wall(a)), a.Start.Compare(b.Start), cmp.Compare(a.PID, b.PID))
+	})
+	ps = ps[:min(len(ps), n)]
+	slices.SortStableFunc(ps, func(a, b trace.Process) int { return cmp.Or(a.Start.Compare(b.Start), cmp.Compare(a.PID, b.PID)) })
+	return ps
+}
+
+// plural is "1 process", "2 processes", "3 binaries".
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	switch {
+	case strings.HasSuffix(word, "child"):
+		word += "ren"
+	case strings.HasSuffix(word, "ss"):
+		word += "es"
+	case strings.HasSuffix(word, "ry"):
+		word = word[:len(word)-1] + "ies"
+	default:
+		word += "s"
+	}
+	return fmt.Sprintf("%d %s", n, word)
+}
