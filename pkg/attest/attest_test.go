@@ -252,6 +252,9 @@ func TestParseRefusesDuplicateKeys(t *testing.T) {
 	if _, err := Parse([]byte(doc)); err == nil || !strings.Contains(err.Error(), `"instruction" twice`) {
 		t.Fatalf("Parse = %v, want a duplicate key error", err)
 	}
+	if _, err := Parse([]byte(strings.Replace(doc, `,"instruction":"RUN honest"`, `,"Instruction":"RUN honest"`, 1))); err == nil || !strings.Contains(err.Error(), "only in case") {
+		t.Fatalf("Parse = %v, want a case-folded duplicate key error", err)
+	}
 	if _, err := Parse([]byte(strings.Replace(doc, `,"instruction":"RUN honest"`, "", 1))); err != nil {
 		t.Fatalf("without the duplicate: %v", err)
 	}

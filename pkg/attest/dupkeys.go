@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 )
 
-// noDuplicateKeys fails on a JSON object that names one key twice. JSON
-// parsers disagree on which value wins, so a document with duplicates can
-// show one reader something else than what was verified.
+// noDuplicateKeys fails on a JSON object that names one key twice, also
+// under case folding. JSON parsers disagree on which value wins, and Go's
+// matches keys case-insensitively, so a document with such keys can show
+// one reader something else than what was verified.
 func noDuplicateKeys(data []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -21,17 +23,22 @@ func noDuplicateKeys(data []byte) error {
 		}
 		switch tok {
 		case json.Delim('{'):
-			seen := map[string]bool{}
+			var keys []string
 			for dec.More() {
 				kt, err := dec.Token()
 				if err != nil {
 					return err
 				}
 				k, _ := kt.(string)
-				if seen[k] {
-					return fmt.Errorf("%s has the key %q twice", path, k)
+				for _, o := range keys {
+					if o == k {
+						return fmt.Errorf("%s has the key %q twice", path, k)
+					}
+					if strings.EqualFold(o, k) {
+						return fmt.Errorf("%s has the keys %q and %q, which differ only in case", path, o, k)
+					}
 				}
-				seen[k] = true
+				keys = append(keys, k)
 				if err := walk(path + "." + k); err != nil {
 					return err
 				}

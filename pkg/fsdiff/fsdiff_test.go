@@ -57,7 +57,8 @@ func TestSerialisation(t *testing.T) {
 		tarEntry{hdr: tar.Header{Name: "var/.wh..wh..opq"}},
 		tarEntry{hdr: tar.Header{Name: "ln", Typeflag: tar.TypeSymlink, Linkname: "/etc/a b", Mode: 0o777}},
 		tarEntry{hdr: tar.Header{Name: "dev/null", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 3, Mode: 0o666}},
-		tarEntry{hdr: tar.Header{Name: "hard", Typeflag: tar.TypeLink, Linkname: "etc/a b"}},
+		tarEntry{hdr: tar.Header{Name: "hard", Typeflag: tar.TypeLink, Linkname: "etc/a b", Mode: 0o4755, Uid: 1, Gid: 2,
+			PAXRecords: map[string]string{paxCapability: "\x01\x00"}}},
 		tarEntry{hdr: tar.Header{Name: "p%", Typeflag: tar.TypeFifo, Mode: 0o600}},
 	)
 	want := "buildtrace-diff-v1\n" +
@@ -138,4 +139,35 @@ func BenchmarkFromUpper(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "files/s")
+}
+
+// TestFromLayerRefusesWhatExtractorsReadOtherwise: tars whose extraction
+// differs from what the digest would say (a registry writer's forgeries
+// that keep a signed diff digest) are refused.
+func TestFromLayerRefusesWhatExtractorsReadOtherwise(t *testing.T) {
+	file := func(name, body string) tarEntry {
+		return tarEntry{hdr: tar.Header{Name: name, Mode: 0o644}, body: body}
+	}
+	cases := map[string][]tarEntry{
+		"write through a symlink of the layer": {
+			{hdr: tar.Header{Name: "zz", Typeflag: tar.TypeSymlink, Linkname: "/etc", Mode: 0o777}},
+			file("zz/passwd", "root::0:0"),
+		},
+		"a directory over a file of the layer": {
+			file("zz", "x"), {hdr: tar.Header{Name: "zz/", Typeflag: tar.TypeDir, Mode: 0o755}},
+		},
+		"a path twice":            {file("a", "1"), file("a", "2")},
+		"a whiteout and the path": {{hdr: tar.Header{Name: ".wh.a"}}, file("a", "1")},
+		"leaving the root":        {file("../etc/passwd", "x")},
+		"a hard link that changes its target's mode": {
+			file("g", "x"), {hdr: tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "g", Mode: 0o4755}},
+		},
+	}
+	for name, entries := range cases {
+		t.Run(name, func(t *testing.T) {
+			if d, _, err := FromLayer(context.Background(), layerTar(t, entries...)); err == nil {
+				t.Fatalf("accepted, digest %s", d)
+			}
+		})
+	}
 }

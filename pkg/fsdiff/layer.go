@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/buildtrace/buildtrace/pkg/trace"
@@ -27,6 +28,13 @@ const (
 func FromLayer(ctx context.Context, r io.Reader) (string, []trace.FileChange, error) {
 	tr := tar.NewReader(r)
 	byPath := map[string]*entry{}
+	// What an extractor does with a tar that names a path twice, or puts
+	// an entry under a symlink or file of the same layer, is not what the
+	// digest could describe (it would write through the symlink, or
+	// replace the earlier entry); BuildKit never writes such a tar, so it
+	// is refused.
+	seen := map[string]bool{}
+	nonDir := map[string]bool{}
 	buf := make([]byte, 128*1024)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -38,11 +46,32 @@ func FromLayer(ctx context.Context, r io.Reader) (string, []trace.FileChange, er
 		} else if err != nil {
 			return "", nil, fmt.Errorf("reading layer tar: %w", err)
 		}
+		if slices.Contains(strings.Split(hdr.Name, "/"), "..") {
+			return "", nil, fmt.Errorf("layer tar entry %q leaves the root", hdr.Name)
+		}
 		p := path.Clean("/" + hdr.Name)
 		if p == "/" {
 			continue
 		}
 		dir, base := path.Dir(p), path.Base(p)
+		for a := dir; a != "/"; a = path.Dir(a) {
+			if nonDir[a] {
+				return "", nil, fmt.Errorf("layer tar entry %s is below %s, which the same layer made a non-directory (an extractor would follow or replace it)", p, a)
+			}
+		}
+		key := p
+		if strings.HasPrefix(base, whiteoutPrefix) && !strings.HasPrefix(base, whiteoutMeta) {
+			key = path.Join(dir, base[len(whiteoutPrefix):])
+		}
+		if base != whiteoutOpaque && hdr.Typeflag != tar.TypeXGlobalHeader {
+			if seen[key] {
+				return "", nil, fmt.Errorf("layer tar names %s twice", key)
+			}
+			seen[key] = true
+			if hdr.Typeflag != tar.TypeDir && !strings.HasPrefix(base, whiteoutPrefix) {
+				nonDir[p] = true
+			}
+		}
 		switch {
 		case base == whiteoutOpaque:
 			byPath[dir+"\x00opaque"] = &entry{path: dir, kind: kindOpaque}
@@ -80,6 +109,11 @@ func FromLayer(ctx context.Context, r io.Reader) (string, []trace.FileChange, er
 				return "", nil, fmt.Errorf("layer tar: hard link %s points to %s, which is not earlier in the layer", hdr.Name, hdr.Linkname)
 			}
 			// A hard link shares its target's inode: content and metadata.
+			// An extractor applies the link header's metadata to that inode,
+			// so a link that differs would change the target unseen.
+			if uint32(hdr.Mode)&07777 != t.mode || uint32(hdr.Uid) != t.uid || uint32(hdr.Gid) != t.gid || hdr.PAXRecords[paxCapability] != string(t.caps) {
+				return "", nil, fmt.Errorf("layer tar: hard link %s has other metadata than its target %s", hdr.Name, hdr.Linkname)
+			}
 			linked := *t
 			linked.path = p
 			byPath[p] = &linked

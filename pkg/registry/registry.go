@@ -161,8 +161,15 @@ func (c *Client) Read(ctx context.Context, ref string) (*Image, error) {
 			return nil, fmt.Errorf("reading index of %s: %w", ref, err)
 		}
 		img.Index = &idx
+		platformSeen := map[string]digest.Digest{}
 		for _, d := range idx.Manifests {
 			if d.Annotations[AnnotationReferenceType] == ReferenceTypeAttestation {
+				// An entry that says it is an attestation but that a
+				// platform matcher could pick would be an image nobody
+				// verifies: BuildKit marks attestations unknown/unknown.
+				if d.Platform != nil && (d.Platform.OS != "unknown" || d.Platform.Architecture != "unknown") {
+					return nil, fmt.Errorf("%s: attestation manifest %s claims platform %s: a client could pull it as an image", ref, d.Digest, platforms.Format(*d.Platform))
+				}
 				a, err := readAttestation(ctx, fetcher, d)
 				if err != nil {
 					return nil, fmt.Errorf("%s: attestation manifest %s: %w", ref, d.Digest, err)
@@ -170,10 +177,22 @@ func (c *Client) Read(ctx context.Context, ref string) (*Image, error) {
 				img.Attestations = append(img.Attestations, *a)
 				continue
 			}
+			switch d.MediaType {
+			case ocispec.MediaTypeImageManifest, "application/vnd.docker.distribution.manifest.v2+json":
+			default:
+				return nil, fmt.Errorf("%s: index entry %s has media type %q, which is neither an image nor an attestation manifest", ref, d.Digest, d.MediaType)
+			}
 			m, err := readManifest(ctx, fetcher, d)
 			if err != nil {
 				return nil, fmt.Errorf("%s: manifest %s: %w", ref, d.Digest, err)
 			}
+			// Two images for one platform: a client takes the first, so
+			// the other could hide behind a verified one.
+			p := platforms.Format(m.Platform)
+			if other, ok := platformSeen[p]; ok {
+				return nil, fmt.Errorf("%s: two image manifests for %s (%s and %s)", ref, p, other, d.Digest)
+			}
+			platformSeen[p] = d.Digest
 			img.Manifests = append(img.Manifests, *m)
 		}
 	case ocispec.MediaTypeImageManifest, "application/vnd.docker.distribution.manifest.v2+json":
@@ -219,6 +238,9 @@ func readAttestation(ctx context.Context, f remotes.Fetcher, d ocispec.Descripto
 		return nil, err
 	}
 	for _, l := range a.Manifest.Layers {
+		if l.MediaType != MediaTypeInToto {
+			return nil, fmt.Errorf("layer %s has media type %q: an attestation manifest holds only in-toto statements", l.Digest, l.MediaType)
+		}
 		data, err := FetchBytes(ctx, f, l)
 		if err != nil {
 			return nil, fmt.Errorf("layer %s: %w", l.Digest, err)

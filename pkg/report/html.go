@@ -296,13 +296,13 @@ td.dest{white-space:nowrap}
 </table>
 {{if .Steps}}
 <h3>Steps</h3>
-<p class="note">{{$.DurationDefinition}}</p>
+<p class="note">{{$.DurationDefinition}} The timeline draws the same interval.</p>
 <table class="steps wide"><tr><th>location</th><th>instruction</th><th>status</th><th class="n">duration</th><th class="n">CPU</th><th class="n">peak memory</th><th class="n">processes</th><th class="n">file changes</th>{{if $.Policy}}<th class="n">policy</th>{{end}}</tr>
 {{range .Steps}}<tr><td class="mono"><a href="#{{.ID}}">{{ts .Location}}</a></td><td class="mono instr" title="{{ts .Info.Instruction}}">{{ts .Short}}</td><td class="status-{{ts .Info.Status}}">{{ts .Info.Status}}{{with .Info.Reason}} ({{ts .}}){{end}}</td>
 <td class="n step-duration">{{.Duration}}</td><td class="n">{{if .Runs}}{{cpu .Totals.CPUUserNanos .Totals.CPUSystemNanos}}{{end}}</td><td class="n">{{if .Runs}}{{bytes .Totals.PeakRSSBytes}}{{end}}</td><td class="n">{{if .Runs}}{{.Totals.Processes}}{{end}}</td><td class="n">{{if .Runs}}{{.Changes}}{{end}}</td>{{if $.Policy}}<td class="n">{{if .Violations}}<span class="bad">{{len .Violations}}</span>{{else}}<span class="ok">0</span>{{end}}</td>{{end}}</tr>
 {{end}}</table>
 <h3>Timeline{{if .Ran}} ({{.Span}}){{end}}</h3>
-{{if not .Ran}}<p class="muted">No step ran in this build.</p>{{else}}<p class="note">Each step, then its {{$.TimelineProcs}} longest-running processes; the rest are in each step's process tree below.</p>
+{{if not .Ran}}<p class="muted">No step ran in this build.</p>{{else}}<p class="note">Each step, then its {{$.TimelineProcs}} longest-running processes (those that exec'd a program before bare forks); the rest are in each step's process tree below.</p>
 <table class="tl">{{range .Rows}}<tr class="{{ts .Class}}"><td class="label mono" style="padding-left:{{indent .Indent}}" title="{{ts .Label}}">{{ts .Label}}</td><td class="d">{{ts .Duration}}</td><td><div class="track">{{if not .NoBar}}<div class="bar" style="left:{{pct .Left}};width:{{pct .Width}}" title="{{ts .Title}}"></div>{{end}}</div></td></tr>
 {{end}}</table>{{end}}
 {{range .Steps}}{{$s := .}}

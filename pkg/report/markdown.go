@@ -53,8 +53,33 @@ func Markdown(w io.Writer, traces []Trace, opts Options) error {
 		if t.Predicate == nil {
 			continue
 		}
+		steps := t.Steps()
+		if len(steps) > 0 {
+			head, rule := "| step | status | duration | CPU | processes | file changes |", "|---|---|---:|---:|---:|---:|"
+			if opts.Policy != nil {
+				head, rule = head+" policy |", rule+"---:|"
+			}
+			mw.printf("\n%s\n%s\n", mdRaw(head), mdRaw(rule))
+			for _, s := range steps {
+				mw.printf("| %s %s | %s |", s.Location(), truncateRunes(s.Info.Instruction, 60), s.Info.Status)
+				if len(s.Runs) > 0 {
+					tot, files := s.Totals(), 0
+					for _, r := range s.Runs {
+						cs, _ := changes(r)
+						files += len(cs)
+					}
+					mw.printf(" %s | %s | %d | %d |", Duration(s.Duration()), Duration(int64(tot.CPUUserNanos+tot.CPUSystemNanos)), tot.Processes, files)
+				} else {
+					mw.printf(" | | | |")
+				}
+				if opts.Policy != nil {
+					mw.printf(" %d |", len(Violations(opts.Policy, s)))
+				}
+				mw.printf("\n")
+			}
+		}
 		mw.printf("\n%s\n", mdRaw(DurationDefinition))
-		for _, s := range t.Steps() {
+		for _, s := range steps {
 			markdownStep(mw, s, opts)
 		}
 	}

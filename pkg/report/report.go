@@ -87,7 +87,7 @@ func RunDuration(run trace.Step) int64 {
 }
 
 // DurationDefinition states RunDuration for people.
-const DurationDefinition = "Duration is from the step container's start to its end as the tracer saw them (container setup included); the timeline draws the same interval."
+const DurationDefinition = "Duration is from the step container's start to its end as the tracer saw them (container setup included)."
 
 // Duration is the sum of the step's run durations (RunDuration).
 func (s Step) Duration() int64 {

@@ -45,7 +45,7 @@ type Options struct {
 type Summary struct {
 	Processes int // processes the run recorded
 	Binaries  []BinaryCount
-	Failed    []trace.Process // exit code non-zero or killed by a signal, by start
+	Failed    []trace.Process // killed by a signal, then exit code non-zero; by start
 	Egress    []Dest          // by bytes sent and received
 	DNSNames  []string        // distinct question names, in order asked
 	DNSCount  int
@@ -148,8 +148,15 @@ func Summarize(run trace.Step) Summary {
 			s.ArgvTruncated++
 		}
 	}
+	// Killed by a signal (a crash, a timeout) first, then by start.
+	killed := func(p trace.Process) int {
+		if p.Signal != 0 {
+			return 0
+		}
+		return 1
+	}
 	slices.SortStableFunc(s.Failed, func(a, b trace.Process) int {
-		return cmp.Or(a.Start.Compare(b.Start), cmp.Compare(a.PID, b.PID))
+		return cmp.Or(cmp.Compare(killed(a), killed(b)), a.Start.Compare(b.Start), cmp.Compare(a.PID, b.PID))
 	})
 	bins, names := map[uint32]string{}, map[uint32]string{}
 	for _, p := range run.Processes {

@@ -40,6 +40,9 @@ func bigTrace(t *testing.T) []Trace {
 		}
 		p := trace.Process{PID: uint32(1000 + i), PPID: 10, Exec: true, Binary: bin,
 			Argv: []string{bin, "-o", fmt.Sprintf("/tmp/go-build123/b%03d/_pkg_.a", i), "-p", "net/http"}, Start: start.Add(50 * time.Millisecond), End: &end, ExitCode: &code}
+		if i == 200 { // killed: listed before the earlier failures
+			p.ExitCode, p.Signal = nil, 9
+		}
 		if i == 299 { // the longest-running
 			long := start.Add(2900 * time.Millisecond)
 			p.End = &long
@@ -106,8 +109,11 @@ func TestTextSummaryFitsOneScreen(t *testing.T) {
 		"100× /usr/local/go/pkg/tool/linux_amd64/asm",
 		"100× /usr/bin/gcc",
 		"  1× /bin/sh",
-		"10 processes failed", "… and 7 more",
-		"pid 1002 /usr/bin/gcc: /usr/bin/gcc -o /tmp/go-build123/b002/_pkg_.a -p net/http → exit 2",
+		"11 processes failed (non-zero exit or signal):\n" +
+			"    pid 1200 /usr/bin/gcc: /usr/bin/gcc -o /tmp/go-build123/b200/_pkg_.a -p net/http → signal 9\n" +
+			"    pid 1002 /usr/bin/gcc: /usr/bin/gcc -o /tmp/go-build123/b002/_pkg_.a -p net/http → exit 2\n" +
+			"    pid 1005 /usr/bin/gcc: /usr/bin/gcc -o /tmp/go-build123/b005/_pkg_.a -p net/http → exit 2\n" +
+			"    … and 8 more\n",
 		"egress (2 destinations):",
 		"tcp 142.250.1.1:443 (proxy.golang.org) connect ×3, sent 4.0 KiB, received 8.0 MiB — by /usr/local/go/pkg/tool/linux_amd64/compile",
 		"tcp 127.0.0.1:5000 (registry.test) connect ×1",
@@ -244,7 +250,7 @@ func TestHTMLSummaryTimelineAndTree(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := buf.String()
-	for _, want := range []string{"<details", "Process tree (301 processes)", "/root/.cache/go-build/", "proxy.golang.org", "compile", "the timeline draws the same interval"} {
+	for _, want := range []string{"<details", "Process tree (301 processes)", "/root/.cache/go-build/", "proxy.golang.org", "compile", "container setup included). The timeline draws the same interval."} {
 		if !strings.Contains(out, want) {
 			t.Errorf("page lacks %q", want)
 		}

@@ -71,77 +71,62 @@ func bind(ctx context.Context, r *Result, t Target, b *trace.Build, part *trace.
 		diffs[j] = dd
 	}
 
-	// The last op of the chain whose run the tracer saw with its lowers.
-	last, lastRun := -1, (*trace.Step)(nil)
-	for i, op := range part.Layers {
-		if op.Kind != trace.LayerRun {
-			continue
-		}
-		for _, run := range runs[op.StepID] {
-			if run.Diff.Digest != "" && len(run.Lowers) >= k && !slices.Contains(run.Lowers, "") {
-				last, lastRun = i, run
+	isEvidence := map[*trace.Step]bool{}
+	for id, rs := range evidence {
+		if len(executed[id]) == 0 {
+			for _, run := range rs {
+				isEvidence[run] = true
 			}
 		}
 	}
-	j := k
-	if lastRun != nil {
-		var want []string
-		for i := len(lastRun.Lowers) - 1 - k; i >= 0; i-- {
-			if lastRun.Lowers[i] != fsdiff.EmptyDigest {
-				want = append(want, lastRun.Lowers[i])
-			}
-		}
-		for wi, w := range want {
-			for j < len(layers) && diffs[j] == fsdiff.EmptyDigest {
-				r.Layers = append(r.Layers, Layer{Digest: layers[j].Digest, DiffDigest: diffs[j], Binding: BindDirs})
-				j++
-			}
-			if j >= len(layers) || diffs[j] != w {
-				got := "nothing"
-				if j < len(layers) {
-					got = fmt.Sprintf("layer %d %s with diff %s", j, layers[j].Digest, diffs[j])
-				}
-				r.fail(Failure{Check: CheckBinding, StepID: lastRun.StepID, Event: fmt.Sprintf("the signed run of step %s ran on a layer with diff %s (lower %d above the base); the image has %s there", lastRun.StepID, w, wi, got)})
-				return
-			}
-			r.Layers = append(r.Layers, Layer{Digest: layers[j].Digest, DiffDigest: diffs[j], Binding: BindLower, StepID: lastRun.StepID})
-			j++
-		}
-	}
-	// The last traced run itself and everything after it.
-	m := matcher{ops: part.Layers[max(last, 0):], layers: layers, diffs: diffs, runs: runs, memo: map[[2]int]bool{}}
-	if !m.match(0, j) {
-		r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("layers %d to %d of the image are not what the signed plan's last %d ops made: a layer no step of build %s produced, or one missing", j, len(layers)-1, len(m.ops), b.BuildTraceID)})
-		for ; j < len(layers); j++ {
+	m := &matcher{ops: part.Layers, layers: layers, diffs: diffs, runs: runs, k: k, evidence: isEvidence, memo: map[[2]int]bool{}}
+	if !m.match(0, k) {
+		r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("layers %d to %d of the image are not what the signed plan's %d ops made, as the signed runs saw them: a layer no step of build %s produced, one missing, or one a run did not run on", k, len(layers)-1, len(m.ops), b.BuildTraceID)})
+		for j := k; j < len(layers); j++ {
 			r.Layers = append(r.Layers, Layer{Digest: layers[j].Digest, DiffDigest: diffs[j], Binding: BindUnbound})
 		}
 		return
 	}
-	r.Layers = append(r.Layers, m.bound(0, j)...)
-	for _, l := range r.Layers {
+	bound, covered := m.bound()
+	for i := range bound {
+		l := &bound[i]
+		// A layer some traced run ran on is bound by that run's lower
+		// digests, whatever op made it.
+		if i < covered && (l.Binding == BindPlan || l.Binding == BindCached) {
+			l.Binding = BindLower
+		}
+		if l.DiffDigest == fsdiff.EmptyDigest && l.Binding != BindRun {
+			l.Binding = BindDirs
+		}
 		if l.Binding == BindCached && !allowCached {
 			r.fail(Failure{Check: CheckBinding, StepID: l.StepID, Event: fmt.Sprintf("layer %s is explained only by cached step %s, whose run was not observed (allow with cached.allow)", l.Digest, l.StepID)})
 		}
 	}
+	r.Layers = append(r.Layers, bound...)
 }
 
-// matcher aligns the ops after the last traced run with the remaining
-// layers. BuildKit drops empty layers, so an op may make none.
+// matcher aligns the plan's layer ops with the image's layers above the
+// base. BuildKit drops empty layers, so an op may make none. A run binds a
+// layer only with its own diff, and only where the layers below are what it
+// ran on (its lower digests), so no layer can be slipped under a run and no
+// earlier run's layer taken for another's.
 type matcher struct {
-	ops    []trace.LayerOp
-	layers []ocispec.Descriptor
-	diffs  []string
-	runs   map[string][]*trace.Step
-	memo   map[[2]int]bool
+	ops      []trace.LayerOp
+	layers   []ocispec.Descriptor
+	diffs    []string
+	runs     map[string][]*trace.Step
+	k        int // base layers
+	evidence map[*trace.Step]bool
+	memo     map[[2]int]bool
 }
 
 func (m *matcher) match(i, j int) bool {
-	k := [2]int{i, j}
-	if v, ok := m.memo[k]; ok {
+	key := [2]int{i, j}
+	if v, ok := m.memo[key]; ok {
 		return v
 	}
 	v := m.try(i, j)
-	m.memo[k] = v
+	m.memo[key] = v
 	return v
 }
 
@@ -149,53 +134,109 @@ func (m *matcher) try(i, j int) bool {
 	if i == len(m.ops) {
 		return j == len(m.layers)
 	}
-	return m.canSkip(m.ops[i]) && m.match(i+1, j) ||
-		j < len(m.layers) && m.canConsume(m.ops[i], j) && m.match(i+1, j+1)
+	return m.canSkip(m.ops[i], j) && m.match(i+1, j) ||
+		j < len(m.layers) && m.consumer(m.ops[i], j) != nil && m.match(i+1, j+1)
 }
 
-// canSkip: the op may have made no layer.
-func (m *matcher) canSkip(op trace.LayerOp) bool {
+// lowersOK: the layers below position j are what run r ran on.
+func (m *matcher) lowersOK(r *trace.Step, j int) bool {
+	if len(r.Lowers) == 0 || slices.Contains(r.Lowers, "") {
+		// A run of this build whose lowers could not be hashed binds by
+		// its diff alone; evidence from another build must show them.
+		return !m.evidence[r]
+	}
+	if len(r.Lowers) < m.k {
+		return false
+	}
+	var want, got []string
+	for i := len(r.Lowers) - 1 - m.k; i >= 0; i-- {
+		if r.Lowers[i] != fsdiff.EmptyDigest {
+			want = append(want, r.Lowers[i])
+		}
+	}
+	for x := m.k; x < j; x++ {
+		if m.diffs[x] != fsdiff.EmptyDigest {
+			got = append(got, m.diffs[x])
+		}
+	}
+	return slices.Equal(want, got)
+}
+
+func (m *matcher) hasLowers(r *trace.Step) bool {
+	return len(r.Lowers) >= m.k && len(r.Lowers) > 0 && !slices.Contains(r.Lowers, "")
+}
+
+// canSkip: the op may have made no layer at position j.
+func (m *matcher) canSkip(op trace.LayerOp, j int) bool {
 	switch op.Kind {
 	case trace.LayerMerge, trace.LayerFile:
 		return true
 	case trace.LayerRun:
 		rs := m.runs[op.StepID]
-		return len(rs) == 0 || slices.ContainsFunc(rs, func(r *trace.Step) bool { return r.Diff.Digest == fsdiff.EmptyDigest })
+		if len(rs) == 0 {
+			return true // cached, unproven
+		}
+		return slices.ContainsFunc(rs, func(r *trace.Step) bool { return r.Diff.Digest == fsdiff.EmptyDigest && m.lowersOK(r, j) })
 	}
 	return false
 }
 
-// canConsume: layer j may be the op's.
-func (m *matcher) canConsume(op trace.LayerOp, j int) bool {
+// consumer returns what makes layer j the op's: the run (nil when it
+// cannot be), or a placeholder for a file op or a cached step.
+func (m *matcher) consumer(op trace.LayerOp, j int) *trace.Step {
 	switch op.Kind {
 	case trace.LayerFile:
-		return true
+		return &trace.Step{}
 	case trace.LayerRun:
 		rs := m.runs[op.StepID]
-		return len(rs) == 0 || slices.ContainsFunc(rs, func(r *trace.Step) bool { return r.Diff.Digest != "" && r.Diff.Digest == m.diffs[j] })
+		if len(rs) == 0 {
+			return &trace.Step{}
+		}
+		for _, r := range rs {
+			if r.Diff.Digest != "" && r.Diff.Digest == m.diffs[j] && m.lowersOK(r, j) {
+				return r
+			}
+		}
 	}
-	return false
+	return nil
 }
 
-// bound lists the layers from j on as an alignment match found binds them.
-func (m *matcher) bound(i, j int) []Layer {
+// bound lists the layers as an alignment match found binds them, and how
+// many of them (from the base up) a traced run's lower digests covered.
+func (m *matcher) bound() ([]Layer, int) {
 	var out []Layer
-	for ; i < len(m.ops); i++ {
+	covered := 0
+	j := m.k
+	for i := 0; i < len(m.ops); i++ {
 		op := m.ops[i]
-		if !(j < len(m.layers) && m.canConsume(op, j) && m.match(i+1, j+1)) {
+		var r *trace.Step
+		if j < len(m.layers) {
+			r = m.consumer(op, j)
+		}
+		if r == nil || !m.match(i+1, j+1) {
+			if op.Kind == trace.LayerRun {
+				for _, c := range m.runs[op.StepID] {
+					if c.Diff.Digest == fsdiff.EmptyDigest && m.lowersOK(c, j) && m.hasLowers(c) {
+						covered = max(covered, j-m.k)
+					}
+				}
+			}
 			continue // the op made no layer
 		}
 		l := Layer{Digest: m.layers[j].Digest, DiffDigest: m.diffs[j], StepID: op.StepID, Op: op.Name, Binding: BindPlan}
 		if op.Kind == trace.LayerRun {
 			l.Binding = BindCached
-			if len(m.runs[op.StepID]) > 0 {
+			if r.StepID != "" {
 				l.Binding = BindRun
+				if m.hasLowers(r) {
+					covered = max(covered, j-m.k)
+				}
 			}
 		}
 		out = append(out, l)
 		j++
 	}
-	return out
+	return out, covered
 }
 
 func layerDiffDigest(ctx context.Context, opts Options, d ocispec.Descriptor) (string, error) {

@@ -393,3 +393,24 @@ func TestDroppedStepInPredicate(t *testing.T) {
 		t.Fatalf("a step dropped from the readable copy was not caught, or its run not checked: %q %+v", checks(r), r.Failures)
 	}
 }
+
+// TestRunBindsOnlyWhereItRan: a run's layer binds only above the layers it
+// ran on (its signed lower digests).
+func TestRunBindsOnlyWhereItRan(t *testing.T) {
+	var l1 string
+	f := newFixture(t, func(b *trace.Build) {
+		l1 = b.Steps[0].Diff.Digest
+		b.Steps[1].Lowers = []string{l1, "sha256:base-layer"}
+	})
+	r := Verify(context.Background(), f.target, f.opts(t, f.pub, ""))
+	if !r.Pass() {
+		t.Fatalf("honest lowers: %+v", r.Failures)
+	}
+	f = newFixture(t, func(b *trace.Build) {
+		b.Steps[1].Lowers = []string{fsdiff.EmptyDigest, "sha256:something-else", "sha256:base-layer"}
+	})
+	r = Verify(context.Background(), f.target, f.opts(t, f.pub, ""))
+	if checks(r) != CheckBinding {
+		t.Fatalf("a run bound above layers it did not run on: %q %+v", checks(r), r.Failures)
+	}
+}

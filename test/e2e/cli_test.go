@@ -209,7 +209,7 @@ RUN wget -q -O /fetched.json http://127.0.0.1:5000/v2/
 	t.Run("honest build passes", func(t *testing.T) {
 		out, code := runCLI(t, l, "verify", honest, "--key", key)
 		expectCode(t, out, code, 0, "verify", honest)
-		if !strings.Contains(out, "layers: 3; bound to the base manifest 1, to traced runs 1, to what a traced run ran on 1,") {
+		if !strings.Contains(out, "layers: 3; bound to the base manifest 1, to traced runs 2,") {
 			t.Errorf("binding not reported:\n%s", out)
 		}
 		out, code = runCLI(t, l, "verify", honest, "--key", key, "--output", "json")

@@ -328,12 +328,24 @@ func (s *Server) WaitSeals() { s.seals.Wait() }
 // pending returns the IDs of the steps of build traceID that have not been
 // stored yet, and a channel closed at the next seal.
 func (s *Server) pending(traceID string) ([]string, <-chan struct{}) {
+	// A container of a step this build planned whose build could not be
+	// decided is waited for too: it goes into the build's trace as
+	// unattributed, and must not be missed for having been still open.
+	planned := map[string]bool{}
+	if _, parts, ok := s.plans.get(traceID); ok {
+		for _, p := range parts {
+			for _, st := range p.Steps {
+				planned[st.StepID] = true
+			}
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seen := make(map[string]bool)
 	var ids []string
 	add := func(st *assemble.Step) {
-		if st.TraceID == traceID && !seen[st.Container.StepID] {
+		mine := st.TraceID == traceID || st.TraceID == "" && planned[st.Container.StepID]
+		if mine && !seen[st.Container.StepID] {
 			seen[st.Container.StepID] = true
 			ids = append(ids, st.Container.StepID)
 		}
