@@ -11,6 +11,8 @@ package frontend
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -127,7 +129,7 @@ func Build(ctx context.Context, c client.Client) (*client.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &tagClient{Client: c, allowUnmonitored: set.Unmonitored == UnmonitoredAllow}
+	tc := &tagClient{Client: c, allowUnmonitored: set.Unmonitored == UnmonitoredAllow, nonce: newNonce()}
 	_, sub := c.BuildOpts().Opts["requestid"]
 	traceID, tpErr := TraceIDFromTraceparent(os.Getenv("TRACEPARENT"))
 	tracer := &tracerapi.Client{Addr: set.Tracer, HTTP: &http.Client{Timeout: 30 * time.Second}}
@@ -359,6 +361,8 @@ type tagClient struct {
 	register func(ctx context.Context, part trace.PlanPart) error
 
 	allowUnmonitored bool
+	// nonce marks this build's steps (NO_PROXY) for the tracer.
+	nonce string
 
 	mu      sync.Mutex
 	records []solveRecord
@@ -375,7 +379,7 @@ func (t *tagClient) Solve(ctx context.Context, req client.SolveRequest) (*client
 	if req.Definition == nil || len(req.Definition.Def) == 0 {
 		return t.Client.Solve(ctx, req)
 	}
-	steps, err := llbtag.Tag(req.Definition)
+	steps, err := llbtag.TagWithNonce(req.Definition, t.nonce)
 	if err != nil {
 		return nil, fmt.Errorf("buildtrace: tagging build steps: %w", err)
 	}
@@ -417,6 +421,7 @@ func (t *tagClient) plan(ctx context.Context, req client.SolveRequest, steps []l
 	var part trace.PlanPart
 	if err == nil {
 		part, err = planPart(req, steps)
+		part.Nonce = t.nonce
 	}
 	if err == nil {
 		err = t.register(ctx, part)
@@ -435,6 +440,12 @@ func (t *tagClient) plan(ctx context.Context, req client.SolveRequest, steps []l
 	}
 	rec.partID = part.ID
 	return nil
+}
+
+func newNonce() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // planPart describes a tagged solve for the tracer.

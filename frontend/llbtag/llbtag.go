@@ -57,7 +57,13 @@ type Location struct {
 // Tag rewrites def in place: every ExecOp gets Meta.CgroupParent set to its
 // step's cgroup parent, and every digest is recomputed. It returns one Step
 // per ExecOp, sorted by step ID.
-func Tag(def *pb.Definition) ([]Step, error) {
+func Tag(def *pb.Definition) ([]Step, error) { return TagWithNonce(def, "") }
+
+// TagWithNonce is Tag, and also adds "buildtrace-<nonce>.invalid" to each
+// ExecOp's NO_PROXY: BuildKit leaves the proxy environment out of its cache
+// key, and the tracer takes a container for this build only when it carries
+// the nonce the frontend registered with the plan.
+func TagWithNonce(def *pb.Definition, nonce string) ([]Step, error) {
 	if def == nil || len(def.Def) == 0 {
 		return nil, nil
 	}
@@ -69,6 +75,7 @@ func Tag(def *pb.Definition) ([]Step, error) {
 		identity: make(map[digest.Digest]digest.Digest, len(def.Def)),
 		visiting: make(map[digest.Digest]bool),
 		stepOf:   make(map[digest.Digest]string),
+		nonce:    nonce,
 	}
 	order := make([]digest.Digest, 0, len(def.Def))
 	for i, dt := range def.Def {
@@ -146,6 +153,7 @@ type tagger struct {
 	identity map[digest.Digest]digest.Digest
 	visiting map[digest.Digest]bool
 	stepOf   map[digest.Digest]string // old digest -> step ID
+	nonce    string
 }
 
 func (t *tagger) mapKey(k string) string {
@@ -207,6 +215,17 @@ func (t *tagger) rewrite(d digest.Digest) (digest.Digest, error) {
 		}
 		id := steptag.NewID(idBytes)
 		ex.Meta.CgroupParent = steptag.CgroupParent(id)
+		if t.nonce != "" {
+			if ex.Meta.ProxyEnv == nil {
+				ex.Meta.ProxyEnv = &pb.ProxyEnv{}
+			}
+			tok := "buildtrace-" + t.nonce + ".invalid"
+			if ex.Meta.ProxyEnv.NoProxy == "" {
+				ex.Meta.ProxyEnv.NoProxy = tok
+			} else {
+				ex.Meta.ProxyEnv.NoProxy += "," + tok
+			}
+		}
 		t.stepOf[d] = id
 		changed = true
 	}

@@ -109,6 +109,10 @@ type PlanPart struct {
 	Layers   []LayerOp  `json:"layers"`
 	Steps    []PlanStep `json:"steps"`
 	Received time.Time  `json:"received"` // when the tracer got it
+	// Nonce is a random value the frontend put into every step of the
+	// build (NO_PROXY=buildtrace-<nonce>.invalid): a container that names
+	// the build but lacks it was not started by this build's frontend.
+	Nonce string `json:"nonce,omitempty"`
 }
 
 // BaseImage is the image a result is built on, pinned by digest.

@@ -220,7 +220,7 @@ func Verify(ctx context.Context, t Target, opts Options) *Result {
 			planned[s.StepID] = s
 		}
 	}
-	evidence := verifiedEvidence(ctx, r, opts.Verifier, &b)
+	evidence := verifiedEvidence(ctx, r, opts.Verifier, checker, &b)
 	listed := map[string]bool{}
 	for _, s := range want.Buildtrace.Steps {
 		listed[s.StepID] = true
@@ -262,7 +262,7 @@ func Verify(ctx context.Context, t Target, opts Options) *Result {
 // the trace holds for cached steps, each checked with the verifier: a
 // sealed trace signed for a build's frontend, holding that run. A record
 // that does not verify is left out (its step is then unproven) and said.
-func verifiedEvidence(ctx context.Context, r *Result, v *sign.Verifier, b *trace.Build) map[string][]*trace.Step {
+func verifiedEvidence(ctx context.Context, r *Result, v *sign.Verifier, checker *policy.Checker, b *trace.Build) map[string][]*trace.Step {
 	out := map[string][]*trace.Step{}
 	envs := b.EvidenceEnvelopes()
 	for _, e := range b.Evidence {
@@ -274,6 +274,10 @@ func verifiedEvidence(ctx context.Context, r *Result, v *sign.Verifier, b *trace
 		var eb trace.Build
 		if err := json.Unmarshal(payload, &eb); err != nil || eb.Version != trace.Version || !eb.Sealed || eb.Requester.Kind != trace.RequesterFrontend || eb.BuildTraceID != e.BuildTraceID {
 			r.fail(Failure{Check: CheckCached, StepID: e.StepID, Event: fmt.Sprintf("the evidence from build %s is not a sealed trace signed for that build's frontend", e.BuildTraceID)})
+			continue
+		}
+		if !checker.AllowFrontend(eb.Requester.ExecutableDigest) {
+			r.fail(Failure{Check: CheckRequester, Rule: "frontend.digests", StepID: e.StepID, Event: fmt.Sprintf("the evidence from build %s was asked for by a frontend (%s, %s) the policy does not allow", e.BuildTraceID, eb.Requester.Executable, eb.Requester.ExecutableDigest)})
 			continue
 		}
 		for i := range eb.Steps {

@@ -28,6 +28,8 @@ import (
 	"sync"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"github.com/buildtrace/buildtrace/tracer/rootfs"
 )
@@ -235,16 +237,20 @@ func (f *Finder) frontendProcess(pid uint32) (*Frontend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: container %s: %v", ErrNotFrontend, cid, err)
 	}
-	exe, dgst, err := f.executable(p)
+	if len(spec.Process.Args) == 0 {
+		return nil, fmt.Errorf("%w: container %s's bundle names no program", ErrNotFrontend, cid)
+	}
+	exe, dgst, err := f.executable(p, spec.Process.Args[0], env["PATH"])
 	if err != nil {
-		return nil, fmt.Errorf("process %d: %w", pid, err)
+		return nil, fmt.Errorf("%w: process %d: %v", ErrNotFrontend, pid, err)
 	}
 	return &Frontend{PID: pid, ContainerID: cid, TraceID: traceID, Executable: exe, ExecutableDigest: dgst}, nil
 }
 
 type bundleSpec struct {
 	Process struct {
-		Env []string `json:"env"`
+		Args []string `json:"args"`
+		Env  []string `json:"env"`
 	} `json:"process"`
 }
 
@@ -283,35 +289,57 @@ func (f *Finder) bundleSpec(cid string) (*bundleSpec, error) {
 	return nil, fmt.Errorf("no root mount */%s/rootfs on the host: not a container buildkitd runs here", cid)
 }
 
-// executable returns the path and digest of the process's executable,
-// hashing each distinct file once.
-func (f *Finder) executable(p string) (string, string, error) {
-	path, err := os.Readlink(f.proc(p, "exe"))
+// executable returns the path and digest of the program buildkitd started
+// the container with (the bundle's process.args[0], resolved inside the
+// container's root), after checking that the process still runs exactly
+// that file. Its identity is what buildkitd started, never what the
+// process turned into: a process that wrote its requests and then exec'd
+// another program is refused, whichever order the tracer sees them in.
+func (f *Finder) executable(p, arg0, pathEnv string) (string, string, error) {
+	root, err := os.Open(f.proc(p, "root"))
 	if err != nil {
-		return "", "", fmt.Errorf("reading its executable: %w", err)
+		return "", "", fmt.Errorf("opening its root: %w", err)
 	}
-	fh, err := os.Open(f.proc(p, "exe"))
+	defer root.Close()
+	var prog *os.File
+	var name string
+	for _, cand := range candidates(arg0, pathEnv) {
+		fd, err := unix.Openat2(int(root.Fd()), strings.TrimPrefix(cand, "/"), &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT})
+		if err == nil {
+			prog, name = os.NewFile(uintptr(fd), cand), cand
+			break
+		}
+	}
+	if prog == nil {
+		return "", "", fmt.Errorf("its container's program %q is not in its root", arg0)
+	}
+	defer prog.Close()
+	exe, err := os.Open(f.proc(p, "exe"))
 	if err != nil {
 		return "", "", fmt.Errorf("opening its executable: %w", err)
 	}
-	defer fh.Close()
-	fi, err := fh.Stat()
-	if err != nil {
+	defer exe.Close()
+	pi, err1 := prog.Stat()
+	ei, err2 := exe.Stat()
+	if err := errors.Join(err1, err2); err != nil {
 		return "", "", err
 	}
+	if !os.SameFile(pi, ei) {
+		return "", "", fmt.Errorf("it no longer runs %s, the program its container was started with", name)
+	}
 	var k exeKey
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+	if st, ok := pi.Sys().(*syscall.Stat_t); ok {
 		k = exeKey{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano()}
 	}
 	f.mu.Lock()
 	d, ok := f.digests[k]
 	f.mu.Unlock()
 	if ok {
-		return path, d, nil
+		return name, d, nil
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, fh); err != nil {
-		return "", "", fmt.Errorf("hashing its executable: %w", err)
+	if _, err := io.Copy(h, prog); err != nil {
+		return "", "", fmt.Errorf("hashing %s: %w", name, err)
 	}
 	d = "sha256:" + hex.EncodeToString(h.Sum(nil))
 	f.mu.Lock()
@@ -320,7 +348,25 @@ func (f *Finder) executable(p string) (string, string, error) {
 	}
 	f.digests[k] = d
 	f.mu.Unlock()
-	return path, d, nil
+	return name, d, nil
+}
+
+// candidates lists where a program name resolves: itself when it has a
+// slash, else each PATH entry.
+func candidates(arg0, pathEnv string) []string {
+	if strings.Contains(arg0, "/") {
+		return []string{arg0}
+	}
+	if pathEnv == "" {
+		pathEnv = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	var out []string
+	for _, d := range strings.Split(pathEnv, ":") {
+		if d != "" {
+			out = append(out, d+"/"+arg0)
+		}
+	}
+	return out
 }
 
 // unifiedCgroup returns the cgroup2 path of a /proc/<pid>/cgroup file.

@@ -147,9 +147,10 @@ func (s *Server) Handle(ev probe.Event) {
 			}
 			have = layout{l, err}
 		}
+		tid, why := s.checkNonce(have.l, attrWhy(have))
 		s.mu.Lock()
 		s.layouts[u.Opened.CgroupID] = have
-		s.asm.Attribute(u.Opened, have.l.TraceID, attrWhy(have))
+		s.asm.Attribute(u.Opened, tid, why)
 		_, noted := s.secrets[u.Opened.CgroupID]
 		s.mu.Unlock()
 		if have.err == nil && !noted {
@@ -197,7 +198,8 @@ func (s *Server) Handle(ev probe.Event) {
 			if st, ok := s.asm.Lost(ev.CgroupID, ev.Cgroup.Path, ev.Time); ok {
 				lost = st
 				s.layouts[st.CgroupID] = early
-				s.asm.Attribute(st, early.l.TraceID, attrWhy(early))
+				tid, why := s.checkNonce(early.l, attrWhy(early))
+				s.asm.Attribute(st, tid, why)
 			}
 		}
 		s.mu.Unlock()
@@ -235,7 +237,8 @@ func (s *Server) Track(cgroupID uint64, path string, procs []trace.Process) {
 		for _, p := range procs {
 			st.Adopt(p)
 		}
-		s.asm.Attribute(st, l.TraceID, attrWhy(layout{l, err}))
+		tid, why := s.checkNonce(l, attrWhy(layout{l, err}))
+		s.asm.Attribute(st, tid, why)
 		s.layouts[cgroupID] = have
 	}
 	s.mu.Unlock()
