@@ -30,6 +30,21 @@ const DefaultAddr = "127.0.0.1:7390"
 // build trace ID, there is no listing.
 const TracePath = "/v1/builds/"
 
+// UnattributedPath+<step id> lists, on the admin socket, the sealed
+// containers of a step whose build could not be decided.
+const UnattributedPath = "/v1/unattributed/"
+
+// Unattributed returns the sealed containers of a step whose build could
+// not be decided (admin socket).
+func (c *Client) Unattributed(ctx context.Context, stepID string) ([]trace.Step, error) {
+	u := neturl.URL{Scheme: "http", Host: c.host(), Path: UnattributedPath + stepID}
+	var out []trace.Step
+	if err := c.get(ctx, u.String(), &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HealthPath answers whether the tracer is up and since when.
 const HealthPath = "/v1/health"
 

@@ -51,7 +51,22 @@ func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+tracerapi.HealthPath, s.serveHealth)
 	mux.HandleFunc("GET "+tracerapi.TracePath+"{id}", s.serveAdminTrace)
+	mux.HandleFunc("GET "+tracerapi.UnattributedPath+"{step}", s.serveUnattributed)
 	return mux
+}
+
+// serveUnattributed lists (unsigned, admin only) the sealed containers of
+// a step whose build could not be decided.
+func (s *Server) serveUnattributed(w http.ResponseWriter, r *http.Request) {
+	steps, err := s.cfg.Store.UnattributedSteps([]string{r.PathValue("step")})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	if steps == nil {
+		steps = []trace.Step{}
+	}
+	writeJSON(w, http.StatusOK, steps)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
