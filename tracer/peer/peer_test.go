@@ -1,0 +1,57 @@
+package peer
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestFindSocket(t *testing.T) {
+	table := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1CDE 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:D2F0 0100007F:1CDE 01 00000000:00000000 00:00000000 00000000     0        0 222 1 0000000000000000 20 4 30 10 -1
+`
+	remote := netip.MustParseAddrPort("127.0.0.1:54000")
+	local := netip.MustParseAddrPort("127.0.0.1:7390")
+	ino, ok, err := findSocket(strings.NewReader(table), remote, local)
+	if err != nil || !ok || ino != 222 {
+		t.Fatalf("findSocket = %d %v %v, want 222", ino, ok, err)
+	}
+	if _, ok, _ := findSocket(strings.NewReader(table), netip.MustParseAddrPort("127.0.0.1:54001"), local); ok {
+		t.Error("found a connection from another port")
+	}
+	v6 := "  sl  local_address                         remote_address                        st\n" +
+		"   0: 00000000000000000000000001000000:D2F0 00000000000000000000000001000000:1CDE 01 00000000:00000000 00:00000000 00000000     0        0 333 1\n"
+	ino, ok, _ = findSocket(strings.NewReader(v6), netip.MustParseAddrPort("[::1]:54000"), netip.MustParseAddrPort("[::1]:7390"))
+	if !ok || ino != 333 {
+		t.Fatalf("IPv6: %d %v", ino, ok)
+	}
+}
+
+func TestParentOf(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "stat")
+	// A command name with spaces and a parenthesis must not shift fields.
+	os.WriteFile(f, []byte("4242 (evil) 1 (x) S 77 4242 4242 0 -1"), 0o644)
+	if p, err := parentOf(f); err != nil || p != 77 {
+		t.Fatalf("parentOf = %d, %v, want 77", p, err)
+	}
+}
+
+func TestCandidates(t *testing.T) {
+	if c := candidates("/bin/buildtrace-frontend", ""); len(c) != 1 || c[0] != "/bin/buildtrace-frontend" {
+		t.Errorf("absolute: %q", c)
+	}
+	if c := candidates("run", "/a:/b"); len(c) != 2 || c[0] != "/a/run" || c[1] != "/b/run" {
+		t.Errorf("PATH: %q", c)
+	}
+}
+
+// TestNotAFrontend: this test process is no BuildKit container's init.
+func TestNotAFrontend(t *testing.T) {
+	f := &Finder{}
+	if _, err := f.frontendProcess(uint32(os.Getpid())); err == nil {
+		t.Fatal("the test process was taken for a frontend")
+	}
+}
