@@ -12,7 +12,8 @@ all: build
 
 build:
 	@mkdir -p bin
-	@if ls cmd/*/main.go >/dev/null 2>&1; then $(GO) build -o bin/ ./cmd/...; fi
+	@# Static, no cgo: the tracer and frontend run from FROM scratch images too.
+	@if ls cmd/*/main.go >/dev/null 2>&1; then CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/...; fi
 	@# The frontend runs in a FROM scratch image: static, no cgo.
 	@if [ -d cmd/buildtrace-frontend ]; then CGO_ENABLED=0 $(GO) build -trimpath -o bin/buildtrace-frontend ./cmd/buildtrace-frontend; fi
 

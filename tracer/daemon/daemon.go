@@ -113,7 +113,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := CheckListen(cfg.Listen, cfg.AllowNonLoopback); err != nil {
 		return err
 	}
-	if err := probe.Check(); err != nil {
+	if err := probe.Check(cfg.CgroupRoot); err != nil {
 		return fmt.Errorf("this kernel cannot run the probe: %w", err)
 	}
 	signer, err := sign.LoadSigner(ctx, cfg.Key)

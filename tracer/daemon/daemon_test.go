@@ -71,7 +71,7 @@ func freeAddr(t *testing.T) string {
 // in a tagged cgroup and reads back its signed trace.
 func TestDaemonRealProbe(t *testing.T) {
 	requireRoot(t)
-	if err := probe.Check(); err != nil {
+	if err := probe.Check(""); err != nil {
 		t.Fatalf("probe cannot run here: %v", err)
 	}
 	dir := t.TempDir()

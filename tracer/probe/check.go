@@ -15,7 +15,11 @@ import (
 )
 
 // Check reports which kernel feature the probe needs is missing, naming it.
-func Check() error {
+// cgroupRoot is the cgroup2 mount the probe follows ("" for the default).
+func Check(cgroupRoot string) error {
+	if cgroupRoot == "" {
+		cgroupRoot = DefaultCgroupRoot
+	}
 	var errs []error
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		errs = append(errs, fmt.Errorf("kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF): %w", err))
@@ -31,10 +35,10 @@ func Check() error {
 		}
 	}
 	var fs unix.Statfs_t
-	if err := unix.Statfs(DefaultCgroupRoot, &fs); err != nil {
-		errs = append(errs, fmt.Errorf("cgroup2 mount at %s: %w", DefaultCgroupRoot, err))
+	if err := unix.Statfs(cgroupRoot, &fs); err != nil {
+		errs = append(errs, fmt.Errorf("cgroup2 mount at %s: %w", cgroupRoot, err))
 	} else if fs.Type != unix.CGROUP2_SUPER_MAGIC {
-		errs = append(errs, fmt.Errorf("cgroup2 mount at %s: file system type %#x is not cgroup2", DefaultCgroupRoot, fs.Type))
+		errs = append(errs, fmt.Errorf("cgroup2 mount at %s: file system type %#x is not cgroup2", cgroupRoot, fs.Type))
 	}
 	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
 		errs = append(errs, fmt.Errorf("BPF ring buffer map: %w", err))

@@ -192,7 +192,7 @@ func tcpServer(t *testing.T) netip.AddrPort {
 
 func TestProbe(t *testing.T) {
 	requireRoot(t)
-	if err := Check(); err != nil {
+	if err := Check(""); err != nil {
 		t.Fatalf("Check: %v", err)
 	}
 	step := randHex(t, 16)
