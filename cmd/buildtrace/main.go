@@ -25,9 +25,9 @@ const usage = `usage: buildtrace <command> [arguments]
 commands:
   keygen --private FILE --public FILE
         write a new ECDSA P-256 key pair for buildtraced
-  verify IMAGE --key PUB [--policy FILE] [--output text|json] [--plain-http] [--base IMAGE]
+  verify IMAGE --key PUB [--policy FILE] [--output text|json] [--plain-http]
         verify an image's runtime-trace attestation (exit 0 pass, 1 fail, 2 error)
-  show IMAGE [--key PUB] [--html FILE] [--plain-http]
+  show IMAGE [--key PUB] [--full] [--format text|markdown] [--policy FILE] [--html FILE] [--plain-http]
         print what each build step did; --html writes a self-contained page
   diff OLD NEW [--threshold 0.5] [--key PUB] [--output text|json] [--plain-http]
         compare two images' traces (exit 1 when something new appeared)
