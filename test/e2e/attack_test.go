@@ -244,6 +244,18 @@ RUN wget -q -O /fetched.json http://127.0.0.1:5000/v2/
 		mustFail(t, forged, []string{"[binding]"})
 	})
 
+	t.Run("replace a base layer", func(t *testing.T) {
+		// The config's diff_ids and history are rewritten to match: only
+		// the base manifest the signed plan pins can catch it.
+		forged := l.Ref("attack")
+		layer := pushBytes(t, ctx, registry.New(registry.Options{}), forged, ocispec.MediaTypeImageLayer, tarOf(t, map[string]string{"bin/sh": "#!/evil\n"}))
+		forge(t, ctx, img, forged, forgery{
+			config: func(c *ocispec.Image) { c.RootFS.DiffIDs[0] = layer.Digest },
+			layers: func(ls []ocispec.Descriptor) []ocispec.Descriptor { ls[0] = layer; return ls },
+		})
+		mustFail(t, forged, []string{"[binding]", "base image"})
+	})
+
 	t.Run("attach an admin trace", func(t *testing.T) {
 		// Root on the build host can read any trace on the admin socket;
 		// such a trace is signed for the admin, not for the frontend.
