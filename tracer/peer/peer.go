@@ -41,6 +41,7 @@ type Frontend struct {
 	TraceID          string // the build, from the bundle's TRACEPARENT
 	Executable       string // as the container sees it
 	ExecutableDigest string // "sha256:<hex>"
+	Bundle           string // the container's OCI bundle directory
 }
 
 // ErrNotFrontend is wrapped by every refusal.
@@ -220,7 +221,7 @@ func (f *Finder) frontendProcess(pid uint32) (*Frontend, error) {
 	if pcg, err := unifiedCgroup(f.proc(strconv.FormatUint(uint64(ppid), 10), "cgroup")); err == nil && pcg == cg {
 		return nil, fmt.Errorf("%w: process %d is not its container's first process", ErrNotFrontend, pid)
 	}
-	spec, err := f.bundleSpec(cid)
+	spec, bundle, err := f.bundleSpec(cid)
 	if err != nil {
 		return nil, fmt.Errorf("%w: process %d in container %s: %v", ErrNotFrontend, pid, cid, err)
 	}
@@ -244,7 +245,7 @@ func (f *Finder) frontendProcess(pid uint32) (*Frontend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: process %d: %v", ErrNotFrontend, pid, err)
 	}
-	return &Frontend{PID: pid, ContainerID: cid, TraceID: traceID, Executable: exe, ExecutableDigest: dgst}, nil
+	return &Frontend{PID: pid, ContainerID: cid, TraceID: traceID, Executable: exe, ExecutableDigest: dgst, Bundle: bundle}, nil
 }
 
 type bundleSpec struct {
@@ -256,19 +257,19 @@ type bundleSpec struct {
 
 // bundleSpec reads the config.json buildkitd wrote beside the container's
 // root mount.
-func (f *Finder) bundleSpec(cid string) (*bundleSpec, error) {
+func (f *Finder) bundleSpec(cid string) (*bundleSpec, string, error) {
 	mi := f.Mountinfo
 	if mi == "" {
 		mi = "/proc/self/mountinfo"
 	}
 	fh, err := os.Open(mi)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	mounts, err := rootfs.ParseMountinfo(fh)
 	fh.Close()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	suffix := "/" + cid + "/rootfs"
 	for i := len(mounts) - 1; i >= 0; i-- {
@@ -278,15 +279,15 @@ func (f *Finder) bundleSpec(cid string) (*bundleSpec, error) {
 		cfg := filepath.Join(filepath.Dir(mounts[i].MountPoint), "config.json")
 		dt, err := os.ReadFile(cfg)
 		if err != nil {
-			return nil, fmt.Errorf("reading its OCI bundle: %w", err)
+			return nil, "", fmt.Errorf("reading its OCI bundle: %w", err)
 		}
 		var s bundleSpec
 		if err := json.Unmarshal(dt, &s); err != nil {
-			return nil, fmt.Errorf("parsing %s: %w", cfg, err)
+			return nil, "", fmt.Errorf("parsing %s: %w", cfg, err)
 		}
-		return &s, nil
+		return &s, filepath.Dir(cfg), nil
 	}
-	return nil, fmt.Errorf("no root mount */%s/rootfs on the host: not a container buildkitd runs here", cid)
+	return nil, "", fmt.Errorf("no root mount */%s/rootfs on the host: not a container buildkitd runs here", cid)
 }
 
 // executable returns the path and digest of the program buildkitd started

@@ -141,6 +141,9 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	part.Received = time.Now().UTC()
+	// The frontend's bundle sits beside its steps' bundles: watch them
+	// from now on, before any step of this build starts.
+	s.watchExecutorOf(fe.Bundle)
 	if err := s.plans.add(id, requesterOf(fe), part); err != nil {
 		writeError(w, http.StatusConflict, "%v", err)
 		return

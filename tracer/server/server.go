@@ -61,6 +61,7 @@ type Server struct {
 	early    map[uint64]layout // found by Early, not yet taken by Handle
 	blobs    blobs             // attestations handed over for BuildKit's HTTP source
 	plans    plans             // each build's plan, from its frontend
+	bundles  bundleWatch       // containers\' bundles, read as buildkitd writes them
 	finder   *peer.Finder
 	lowers   lowerCache
 	secrets  map[uint64][]string // by cgroup ID: values to redact, in memory only
@@ -113,11 +114,16 @@ func (s *Server) Early(cgroupID uint64, path string) {
 	if !ok {
 		return
 	}
-	l, err := rootfs.FromBundle(s.cfg.Mountinfo, c.ContainerID)
+	l, ok := s.bundleOf(c.ContainerID)
+	var err error
+	if !ok {
+		l, err = rootfs.FromBundle(s.cfg.Mountinfo, c.ContainerID)
+	}
 	s.mu.Lock()
 	s.early[cgroupID] = layout{l, err}
 	s.mu.Unlock()
 	if err == nil {
+		s.watchExecutorOf(l.Bundle)
 		s.noteSecrets(cgroupID, path, l, l.TraceID)
 	}
 }
@@ -135,6 +141,9 @@ func (s *Server) Handle(ev probe.Event) {
 		have, ok := s.early[u.Opened.CgroupID]
 		delete(s.early, u.Opened.CgroupID)
 		s.mu.Unlock()
+		if b, found := s.bundleOf(u.Opened.Container.ContainerID); found && (!ok || have.err != nil) {
+			have, ok = layout{l: b}, true
+		}
 		if !ok || have.err != nil {
 			// runc is starting, or has been: BuildKit mounted the root and
 			// wrote the bundle before it, and removes both after.
