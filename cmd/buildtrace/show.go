@@ -16,7 +16,7 @@ func runShow(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := newFlagSet("show", stderr)
 	key := fs.String("key", "", "tracer public key; when given, the trace signature is checked")
 	htmlFile := fs.String("html", "", "also write a self-contained HTML report to this file")
-	full := fs.Bool("full", false, "print every process, destination and file change, not only the summary")
+	full := fs.Bool("full", false, "print every process, destination, downloaded file and file change, not only the summary")
 	format := fs.String("format", "text", "text or markdown (for CI job summaries)")
 	policyFile := fs.String("policy", "", "policy YAML file (docs/policy.md): list each step's violations")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for every registry")

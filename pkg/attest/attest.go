@@ -210,6 +210,41 @@ type Run struct {
 	DiffDigest   string             `json:"diffDigest,omitempty"`
 	DiffError    string             `json:"diffError,omitempty"`
 	ExitCode     *int               `json:"exitCode,omitempty"` // of the step's first process
+	// Materials are the files the run downloaded (trace.Step.Materials):
+	// files of its diff that a process wrote after it had received data
+	// from a remote endpoint. Sorted by name, pid, endpoint.
+	Materials []Material `json:"materials,omitempty"`
+	// MaterialsTruncated: the trace capped the run's materials.
+	MaterialsTruncated bool `json:"materialsTruncated,omitempty"`
+}
+
+// Material is a downloaded file as an in-toto ResourceDescriptor: Name is
+// its path in the image, URI the URL the writer's argv names for the
+// endpoint when there is one, else file://<path>.
+type Material struct {
+	Name        string              `json:"name"`
+	URI         string              `json:"uri,omitempty"`
+	Digest      map[string]string   `json:"digest,omitempty"`
+	Annotations MaterialAnnotations `json:"annotations"`
+}
+
+// MaterialAnnotations say where a material came from and which process
+// wrote it. Method, Host and URLPath are from the writer's argv (see
+// trace.MaterialURL), never from the traffic.
+type MaterialAnnotations struct {
+	Endpoint      string   `json:"endpoint"` // "tcp://127.0.0.1:5000"
+	Protocol      string   `json:"protocol"`
+	IP            string   `json:"ip"`
+	Port          uint16   `json:"port"`
+	Hostname      string   `json:"hostname,omitempty"`
+	PID           uint32   `json:"pid"`
+	Binary        string   `json:"binary,omitempty"`
+	Argv          []string `json:"argv,omitempty"`
+	ArgvTruncated bool     `json:"argvTruncated,omitempty"`
+	Size          int64    `json:"size,omitempty"`
+	Method        string   `json:"method,omitempty"`
+	Host          string   `json:"host,omitempty"`
+	URLPath       string   `json:"urlPath,omitempty"`
 }
 
 // StepInfo is what the frontend knows of a step from the LLB.
@@ -490,7 +525,47 @@ func newRun(s trace.Step) Run {
 		c := *first.ExitCode
 		r.ExitCode = &c
 	}
+	r.Materials = materials(s.Materials)
+	r.MaterialsTruncated = s.MaterialsTruncated
 	return r
+}
+
+// materials turns a run's signed materials into ResourceDescriptors,
+// sorted.
+func materials(ms []trace.Material) []Material {
+	var out []Material
+	for _, m := range ms {
+		e := m.Endpoint
+		d := Material{
+			Name: m.Path, URI: fileURI(m.Path),
+			Annotations: MaterialAnnotations{
+				Endpoint: e.Protocol + "://" + hostPort(e.IP, e.Port), Protocol: e.Protocol, IP: e.IP, Port: e.Port, Hostname: e.Hostname,
+				PID: m.PID, Binary: m.Binary, Argv: slices.Clone(m.Argv), ArgvTruncated: m.ArgvTruncated, Size: m.Size,
+			},
+		}
+		if m.SHA256 != "" {
+			d.Digest = map[string]string{"sha256": strings.TrimPrefix(m.SHA256, "sha256:")}
+		}
+		if u := m.URL; u != nil {
+			d.URI = u.String()
+			d.Annotations.Method, d.Annotations.Host, d.Annotations.URLPath = u.Method, u.Host, u.Path
+		}
+		out = append(out, d)
+	}
+	slices.SortStableFunc(out, func(a, b Material) int {
+		x, y := a.Annotations, b.Annotations
+		return cmp.Or(strings.Compare(a.Name, b.Name), cmp.Compare(x.PID, y.PID), strings.Compare(x.Protocol, y.Protocol),
+			strings.Compare(x.IP, y.IP), cmp.Compare(x.Port, y.Port), strings.Compare(a.URI, b.URI))
+	})
+	return out
+}
+
+// hostPort is "ip:port", "[ip]:port" for IPv6.
+func hostPort(ip string, port uint16) string {
+	if strings.Contains(ip, ":") {
+		return fmt.Sprintf("[%s]:%d", ip, port)
+	}
+	return fmt.Sprintf("%s:%d", ip, port)
 }
 
 func addLog(l *MonitorLog, s trace.Step) {

@@ -259,3 +259,64 @@ func TestParseRefusesDuplicateKeys(t *testing.T) {
 		t.Fatalf("without the duplicate: %v", err)
 	}
 }
+
+// TestDeriveMaterials: a run's signed materials become sorted
+// ResourceDescriptors under steps[].runs[].materials, the same whatever
+// order the trace lists them in.
+func TestDeriveMaterials(t *testing.T) {
+	mk := func(order []int) *Predicate {
+		b := sampleBuild(t0.Add(-time.Hour))
+		b.Results = nil
+		all := []trace.Material{
+			{Path: "/x", SHA256: "sha256:" + strings.Repeat("f", 64), Size: 3, PID: 20, Binary: "/bin/wget", Argv: []string{"wget", "http://127.0.0.1/x"},
+				Endpoint: trace.MaterialEndpoint{Protocol: "tcp", IP: "127.0.0.1", Port: 80},
+				URL:      &trace.MaterialURL{Scheme: "http", Host: "127.0.0.1", Port: 80, Path: "/x", Method: "GET"}},
+			{Path: "/x", SHA256: "sha256:" + strings.Repeat("f", 64), Size: 3, PID: 20, Binary: "/bin/wget",
+				Endpoint: trace.MaterialEndpoint{Protocol: "tcp", IP: "::1", Port: 8080, Hostname: "mirror.test"}},
+			{Path: "/a", SHA256: strings.Repeat("1", 64), PID: 30, Binary: "/usr/bin/curl",
+				Endpoint: trace.MaterialEndpoint{Protocol: "tcp", IP: "10.0.0.1", Port: 443}},
+		}
+		for i := range b.Steps {
+			for _, j := range order {
+				b.Steps[i].Materials = append(b.Steps[i].Materials, all[j])
+			}
+			b.Steps[i].MaterialsTruncated = true
+		}
+		p, err := Derive(Input{Envelope: envelope(t, b), Steps: stepInfos(), BuildStart: t0, Platform: "linux/amd64", BuildTraceID: traceID, Monitored: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	p := mk([]int{0, 1, 2})
+	run := byID(p)[idRun].Runs[0]
+	if !run.MaterialsTruncated || len(run.Materials) != 3 {
+		t.Fatalf("run = %+v", run)
+	}
+	m := run.Materials
+	if m[0].Name != "/a" || m[0].URI != "file:///a" || m[0].Digest["sha256"] != strings.Repeat("1", 64) || m[0].Annotations.Endpoint != "tcp://10.0.0.1:443" || m[0].Annotations.Method != "" {
+		t.Errorf("materials[0] = %+v", m[0])
+	}
+	if m[1].Annotations.IP != "127.0.0.1" || m[1].URI != "http://127.0.0.1/x" || m[1].Annotations.Method != "GET" || m[1].Annotations.Host != "127.0.0.1" ||
+		m[1].Annotations.URLPath != "/x" || m[1].Annotations.PID != 20 || m[1].Annotations.Binary != "/bin/wget" || m[1].Digest["sha256"] != strings.Repeat("f", 64) {
+		t.Errorf("materials[1] = %+v", m[1])
+	}
+	if m[2].Annotations.Endpoint != "tcp://[::1]:8080" || m[2].Annotations.Hostname != "mirror.test" || m[2].URI != "file:///x" {
+		t.Errorf("materials[2] = %+v", m[2])
+	}
+	a, _ := json.Marshal(m)
+	b, _ := json.Marshal(byID(mk([]int{2, 1, 0}))[idRun].Runs[0].Materials)
+	if !bytes.Equal(a, b) {
+		t.Error("the materials depend on the order of the trace's")
+	}
+	a, _ = Marshal(p)
+	// It survives Parse (as verify reads the readable copy).
+	q, err := Parse(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := Marshal(q)
+	if !bytes.Equal(a, c) {
+		t.Error("materials do not round-trip through Parse")
+	}
+}

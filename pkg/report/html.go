@@ -235,6 +235,11 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 	"shortcmd":        ShortCommand,
 	"rundur":          func(r trace.Step) string { return Duration(RunDuration(r)) },
 	"exit":            ExitText,
+	"short":           ShortDigest,
+	"size":            func(m trace.Material) uint64 { return uint64(max(m.Size, 0)) },
+	"mfrom":           MaterialFrom,
+	"mby":             MaterialBy,
+	"murl":            MaterialURLText,
 	// html/template stops markup; ts makes control characters visible.
 	"ts": termsafe.String,
 }).Parse(`<!DOCTYPE html>
@@ -331,6 +336,10 @@ td.dest{white-space:nowrap}
 {{range .}}<tr><td class="mono dest">{{ts .EndpointText}}</td><td>{{ts .HostText}}</td><td>{{ts .Traffic}}</td><td class="mono">{{ts (join .Binaries ", ")}}</td></tr>
 {{end}}</table>{{else}}<p class="muted">none</p>{{end}}
 {{with .Sum.DNSNames}}<p>DNS: {{plural $r.Sum.DNSCount "question"}} for <span class="mono">{{ts (join . ", ")}}</span></p>{{end}}
+{{if .Sum.Materials}}<h4>Downloaded ({{ts .Sum.MaterialsHeading}})</h4>
+<table class="materials"><tr><th>file</th><th>sha256</th><th class="n">size</th><th>from</th><th>by</th><th>URL (from the command line)</th></tr>
+{{range .Sum.Materials}}<tr><td class="mono">{{ts .Path}}</td><td class="mono" title="{{ts .SHA256}}">{{ts (short .SHA256)}}</td><td class="n">{{bytes (size .)}}</td><td class="mono dest">{{ts (mfrom .)}}</td><td class="mono">{{ts (mby .)}}</td><td class="mono">{{ts (murl .)}}</td></tr>
+{{end}}</table>{{end}}
 </div><div>
 <h4>Files: {{if .Sum.Files.Total}}{{counts .Sum.Files.Created .Sum.Files.Modified .Sum.Files.Deleted}}{{if not .Sum.Files.Changes}} in {{plural (len .Sum.Files.Groups) "directory"}}{{end}}{{else}}no changes{{end}}</h4>
 {{if .Sum.Files.Changes}}<table><tr><th>change</th><th>path</th></tr>

@@ -180,6 +180,16 @@ func markdownSummary(mw *mdWriter, run trace.Step, sum Summary, full bool) {
 		}
 		mw.printf("\n**DNS**: %s for %s%s\n", plural(sum.DNSCount, "question"), strings.Join(names, ", "), more)
 	}
+	if n := len(sum.Materials); n > 0 {
+		mw.printf("\n**Downloaded** (%s)\n\n| file | sha256 | size | from | by | URL (from the command line) |\n|---|---|---:|---|---|---|\n", sum.MaterialsHeading())
+		for i, m := range sum.Materials {
+			if i == TopMaterials && !full {
+				mw.printf("| … and %d more | | | | | |\n", n-i)
+				break
+			}
+			mw.printf("| %s | %s | %s | %s | %s | %s |\n", m.Path, ShortDigest(m.SHA256), Bytes(uint64(max(m.Size, 0))), MaterialFrom(m), MaterialBy(m), MaterialURLText(m))
+		}
+	}
 	fs := sum.Files
 	switch {
 	case fs.Total() == 0:

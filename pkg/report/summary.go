@@ -24,6 +24,7 @@ const (
 	TopDirs         = 8  // directories of file changes, by number of changes
 	TopNotable      = 3  // per kind of notable new file
 	TopViolations   = 5  // policy violations per run
+	TopMaterials    = 5  // downloaded files per run
 	ListFilesUpTo   = 8  // a run changing this many paths or fewer lists them
 	TimelineProcs   = 5  // processes per run on the HTML timeline
 	shortArgv       = 80 // runes of a command line in the summary
@@ -54,6 +55,11 @@ type Summary struct {
 	Complete  bool     // nothing in Lost says the trace is incomplete
 	// ArgvTruncated counts processes whose command line was cut.
 	ArgvTruncated int
+	// Materials are the files the run downloaded (trace.Step.Materials),
+	// in the trace's order (by path); MaterialsTruncated says the tracer
+	// capped the list.
+	Materials          []trace.Material
+	MaterialsTruncated bool
 }
 
 // BinaryCount is how many processes ran one binary.
@@ -188,8 +194,86 @@ func Summarize(run trace.Step) Summary {
 		}
 	}
 	s.Files = summarizeFiles(run)
+	s.Materials, s.MaterialsTruncated = run.Materials, run.MaterialsTruncated
 	s.Lost = lost(run, s)
 	return s
+}
+
+// MaterialFiles is how many distinct files the materials name.
+func (s Summary) MaterialFiles() int {
+	paths := map[string]bool{}
+	for _, m := range s.Materials {
+		paths[m.Path] = true
+	}
+	return len(paths)
+}
+
+// ShortDigest is the first 12 hex digits of a "sha256:<hex>" or bare hex
+// digest.
+func ShortDigest(d string) string {
+	d = strings.TrimPrefix(d, "sha256:")
+	return d[:min(len(d), 12)]
+}
+
+// MaterialFrom is "127.0.0.1:5000", "10.0.0.2:443 (example.test)", with
+// " udp" for a UDP endpoint.
+func MaterialFrom(m trace.Material) string {
+	e := m.Endpoint
+	s := hostPort(e.IP, e.Port)
+	if e.Protocol != "tcp" {
+		s += " " + e.Protocol
+	}
+	if e.Hostname != "" {
+		s += " (" + e.Hostname + ")"
+	}
+	return s
+}
+
+// MaterialBy is "/bin/busybox (wget) pid 12": the writing process.
+func MaterialBy(m trace.Material) string {
+	b := m.Binary
+	if b == "" {
+		b = "(unknown binary)"
+	}
+	if n := runName(trace.Process{Exec: true, Binary: m.Binary, Argv: m.Argv}); n != "" {
+		b += " (" + n + ")"
+	}
+	return fmt.Sprintf("%s pid %d", b, m.PID)
+}
+
+// MaterialURLText is "GET http://host:port/path", the URL alone when the
+// method is not known, "" when the writer's argv named no URL for the
+// endpoint.
+func MaterialURLText(m trace.Material) string {
+	if m.URL == nil {
+		return ""
+	}
+	if m.URL.Method != "" {
+		return m.URL.Method + " " + m.URL.String()
+	}
+	return m.URL.String()
+}
+
+// MaterialText is one line for a material: path, digest, size, where
+// from, by which process, the URL.
+func MaterialText(m trace.Material) string {
+	s := fmt.Sprintf("%s (sha256 %s, %s) from %s by %s", m.Path, ShortDigest(m.SHA256), Bytes(uint64(max(m.Size, 0))), MaterialFrom(m), MaterialBy(m))
+	if u := MaterialURLText(m); u != "" {
+		s += " — " + u
+	}
+	return s
+}
+
+// MaterialsHeading is "1 file" or "3 files, list capped by the tracer".
+func (s Summary) MaterialsHeading() string {
+	h := plural(s.MaterialFiles(), "file")
+	if n := len(s.Materials); n != s.MaterialFiles() {
+		h += fmt.Sprintf(" (%d sources)", n)
+	}
+	if s.MaterialsTruncated {
+		h += ", list capped by the tracer"
+	}
+	return h
 }
 
 // binaries counts processes by the binary they ran last.

@@ -156,6 +156,16 @@ func writeSummary(ew *errWriter, sum Summary, full bool) {
 		}
 		ew.printf("  dns: %s for %s%s\n", plural(sum.DNSCount, "question"), strings.Join(names, ", "), more)
 	}
+	if n := len(sum.Materials); n > 0 {
+		ew.printf("  downloaded (%s):\n", sum.MaterialsHeading())
+		for i, m := range sum.Materials {
+			if i == TopMaterials && !full {
+				ew.printf("    … and %d more (--full lists all)\n", n-i)
+				break
+			}
+			ew.printf("    %s\n", MaterialText(m))
+		}
+	}
 	writeFiles(ew, sum.Files, full)
 	if len(sum.Lost) == 0 {
 		ew.printf("  lost: nothing (followed from its start, no events dropped or cut)\n")

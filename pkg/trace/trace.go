@@ -5,6 +5,8 @@
 package trace
 
 import (
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
@@ -205,6 +207,14 @@ type Step struct {
 	// (the container's OCI bundle) or AttributionNone (it could not be;
 	// the tracer stores the step under its step ID only).
 	Attribution string `json:"attribution,omitempty"`
+	// Materials are the files of Diff that a process wrote after it had
+	// received data from a remote endpoint: what the step downloaded.
+	// Sorted by path, pid, endpoint; capped at MaxMaterials.
+	Materials []Material `json:"materials,omitempty"`
+	// MaterialsTruncated is true when Materials was capped. Nothing was
+	// lost to the tracer: the files, processes and destinations are all
+	// in the step.
+	MaterialsTruncated bool `json:"materialsTruncated,omitempty"`
 }
 
 // RedactedSecret replaces a secret's value wherever it would be stored.
@@ -394,4 +404,72 @@ type Completeness struct {
 	// example io_uring submissions.
 	Unobserved map[string]uint64 `json:"unobserved,omitempty"`
 	Reasons    []string          `json:"reasons,omitempty"`
+}
+
+// MaxMaterials caps Step.Materials; MaxMaterialArgv caps Material.Argv.
+const (
+	MaxMaterials    = 10000
+	MaxMaterialArgv = 16
+)
+
+// Material is a downloaded artifact: a regular file of the step's diff
+// that a process created, opened for writing or truncated (or that a
+// rename or link put at Path from a file it wrote), no earlier than it
+// first reached Endpoint, which sent data (bytes received) or accepted a
+// TCP connection. One per file, process and endpoint.
+type Material struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256,omitempty"` // as in the diff
+	Size   int64  `json:"size,omitempty"`
+	// PID, Binary and Argv are the writing process, as it was when it
+	// wrote (the image it had exec'd by then). Argv holds at most
+	// MaxMaterialArgv arguments; ArgvTruncated says it or the process's
+	// own argv was cut.
+	PID           uint32           `json:"pid"`
+	Binary        string           `json:"binary,omitempty"`
+	Argv          []string         `json:"argv,omitempty"`
+	ArgvTruncated bool             `json:"argvTruncated,omitempty"`
+	Endpoint      MaterialEndpoint `json:"endpoint"`
+	// URL is what the writer's argv says it fetched from Endpoint, when
+	// exactly one http:// or https:// argument names Endpoint (its IP,
+	// or a name the step's DNS answers gave for it, and its port). Not
+	// from the traffic: the tracer does not read HTTP.
+	URL *MaterialURL `json:"url,omitempty"`
+}
+
+// MaterialEndpoint is the remote endpoint a material came from.
+type MaterialEndpoint struct {
+	Protocol string `json:"protocol"` // tcp, udp
+	IP       string `json:"ip"`
+	Port     uint16 `json:"port"`
+	Hostname string `json:"hostname,omitempty"` // confirmed DNS answer
+}
+
+// MaterialURL is a URL from the writing process's argv. User info, query
+// and fragment are left out.
+type MaterialURL struct {
+	Scheme string `json:"scheme"` // http, https
+	Host   string `json:"host"`   // as written, without the port
+	Port   uint16 `json:"port"`   // as written, else the scheme's default
+	Path   string `json:"path"`   // escaped; "/" when empty
+	// Method is "GET" when the writer is wget or curl and its argv has no
+	// option that sends data or sets the method; empty otherwise.
+	Method string `json:"method,omitempty"`
+}
+
+// String is "scheme://host[:port]path": the URL without user info, query
+// or fragment.
+func (u MaterialURL) String() string {
+	host := u.Host
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	def := uint16(80)
+	if u.Scheme == "https" {
+		def = 443
+	}
+	if u.Port != 0 && u.Port != def {
+		host += ":" + strconv.Itoa(int(u.Port))
+	}
+	return u.Scheme + "://" + host + u.Path
 }

@@ -562,6 +562,8 @@ func (s *Step) Seal(in SealInput) trace.Step {
 		return a.Protocol < b.Protocol
 	})
 
+	out.Materials, out.MaterialsTruncated = materials(&out, s.execTime)
+
 	c := trace.Completeness{
 		FollowedFromStart: s.FollowedFromStart,
 		EventsEmitted:     in.Stats.Emitted,

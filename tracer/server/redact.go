@@ -160,6 +160,17 @@ func redact(st *trace.Step, secrets []string) {
 		r(&st.Diff.Changes[i].Path)
 		r(&st.Diff.Changes[i].LinkTarget)
 	}
+	for i := range st.Materials {
+		m := &st.Materials[i]
+		r(&m.Path)
+		r(&m.Binary)
+		rs(m.Argv)
+		r(&m.Endpoint.Hostname)
+		if m.URL != nil {
+			r(&m.URL.Host)
+			r(&m.URL.Path)
+		}
+	}
 	rs(st.Completeness.Reasons)
 	st.Redactions += n
 }
