@@ -14,7 +14,10 @@
 #define DATA_SZ 16384   /* all blobs of one event */
 #define PATH_DEPTH 64   /* dentry components walked */
 #define NAME_MAX_ 255
-#define DNS_MAX 512
+#define DNS_MAX BLOB_MAX /* DNS payload: EDNS answers are normally <= 4096 */
+#define ARGV_MAX (128 << 10) /* argv bytes kept per exec: the exec record's
+			      * first BLOB_MAX, then continuation records */
+#define ARGV_CONTS ((ARGV_MAX - BLOB_MAX + DATA_SZ - 1) / DATA_SZ)
 
 #define AT_FDCWD_ -100
 #define AT_REMOVEDIR_ 0x200
@@ -54,6 +57,7 @@ enum kind {
 	K_NET = 7,
 	K_DNS = 8,
 	K_IOURING = 9,
+	K_ARGV_CONT = 10, /* argv bytes past the exec record's first chunk */
 	K_SYNC = 100,
 };
 
@@ -297,7 +301,8 @@ static __always_inline __u64 wake_flags(struct event *ev)
 	return BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline void emit(struct scratch *s, __u32 pos)
+/* Writes the record; false when the ring was full (counted as dropped). */
+static __always_inline bool emit(struct scratch *s, __u32 pos)
 {
 	__u64 size = sizeof(struct event) + (__u64)pos;
 	if (size > sizeof(struct scratch))
@@ -306,11 +311,12 @@ static __always_inline void emit(struct scratch *s, __u32 pos)
 	bool trunc = s->ev.flags & EF_TRUNCATED;
 	if (bpf_ringbuf_output(&events, s, size, wake_flags(&s->ev)) < 0) {
 		stat_add(cg, 1);
-		return;
+		return false;
 	}
 	stat_add(cg, 0);
 	if (trunc)
 		stat_add(cg, 2);
+	return true;
 }
 
 /* Appends a string (without its NUL) as blob slot, read from user or

@@ -46,29 +46,97 @@ static __always_inline void cpu_split(struct task_struct *p, __u64 skip, __u64 *
 	*sys = sy;
 }
 
+/* argv past the exec record's first BLOB_MAX bytes goes out in
+ * continuation records (K_ARGV_CONT), written before the exec record by the
+ * same program run: pid/tid of the exec, b[0] the exec's token, a[0] the
+ * sequence number (from 1), up to DATA_SZ bytes each, ARGV_MAX in all. */
+struct argv_ctx {
+	__u64 src;
+	__u64 end;
+	__u64 cg;
+	__u64 token;
+	__u64 sent;   /* bytes in the records written */
+	__u32 seq;    /* records written */
+	__u32 failed; /* a read or a ring write failed: argv is cut there */
+};
+
+static long argv_step(__u32 i, struct argv_ctx *c)
+{
+	if (c->src >= c->end)
+		return 1;
+	struct scratch *s = begin(K_ARGV_CONT, c->cg);
+	if (!s) {
+		c->failed = 1;
+		return 1;
+	}
+	__u64 n = c->end - c->src;
+	if (n > DATA_SZ)
+		n = DATA_SZ;
+	if (bpf_probe_read_user(s->data, n, (const void *)c->src) < 0) {
+		c->failed = 1;
+		return 1;
+	}
+	s->ev.b[0] = c->token;
+	s->ev.a[0] = c->seq + 1;
+	s->ev.len[0] = n;
+	if (!emit(s, n)) {
+		c->failed = 1;
+		return 1;
+	}
+	c->seq++;
+	c->sent += n;
+	c->src += n;
+	return 0;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	__u64 cg = bpf_get_current_cgroup_id();
 	if (!is_tracked(cg))
 		return 0;
+
+	/* argv: the first BLOB_MAX bytes in the exec record; the rest, up to
+	 * ARGV_MAX, in continuation records written first (a short argv, the
+	 * usual case, has none). Past ARGV_MAX, or when a continuation could
+	 * not be read or written, argv is cut and flagged. */
+	struct mm_struct *mm = BPF_CORE_READ(p, mm);
+	__u64 as = BPF_CORE_READ(mm, arg_start), ae = BPF_CORE_READ(mm, arg_end);
+	__u64 n = ae > as ? ae - as : 0;
+	bool cut = false;
+	struct argv_ctx ac = {.cg = cg, .token = bpf_ktime_get_ns()};
+	if (n > BLOB_MAX) {
+		__u64 keep = n;
+		if (keep > ARGV_MAX) {
+			keep = ARGV_MAX;
+			cut = true;
+		}
+		ac.src = as + BLOB_MAX;
+		ac.end = as + keep;
+		bpf_loop(ARGV_CONTS, argv_step, &ac, 0);
+		if (ac.failed || ac.src < ac.end)
+			cut = true;
+		n = BLOB_MAX;
+	}
+
 	struct scratch *s = begin(K_EXEC, cg);
 	if (!s)
 		return 0;
 	__u64 ug = bpf_get_current_uid_gid();
 	s->ev.a[0] = (__u32)ug;
 	s->ev.a[1] = ug >> 32;
+	s->ev.a[2] = ac.seq;   /* continuation records written */
+	s->ev.b[0] = ac.token;
+	s->ev.b[1] = ac.sent;  /* argv bytes in them */
 
 	__u32 pos = append_kernel_str(s, 0, 0, BPF_CORE_READ(bprm, filename));
 
-	struct mm_struct *mm = BPF_CORE_READ(p, mm);
-	__u64 as = BPF_CORE_READ(mm, arg_start), ae = BPF_CORE_READ(mm, arg_end);
-	__u64 n = ae > as ? ae - as : 0;
-	if (n > BLOB_MAX) {
-		n = BLOB_MAX;
-		s->ev.flags |= EF_ARGV_TRUNCATED | EF_TRUNCATED;
-	}
+	__u32 before = pos;
 	pos = append_user_bytes(s, pos, 1, (const void *)as, n);
+	if (n > 0 && pos == before)
+		cut = true;
+	if (cut)
+		s->ev.flags |= EF_ARGV_TRUNCATED | EF_TRUNCATED;
 
 	struct fs_struct *fs = BPF_CORE_READ(p, fs);
 	pos = append_walk(s, pos, 2, BPF_CORE_READ(fs, pwd.dentry), BPF_CORE_READ(fs, pwd.mnt), p, 0);

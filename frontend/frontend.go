@@ -421,7 +421,9 @@ func (t *tagClient) plan(ctx context.Context, req client.SolveRequest, steps []l
 	var part trace.PlanPart
 	if err == nil {
 		part, err = planPart(req, steps)
-		part.Nonce = t.nonce
+		for i := range part.Steps {
+			part.Steps[i].Nonce = llbtag.StepNonce(t.nonce, part.Steps[i].StepID)
+		}
 	}
 	if err == nil {
 		err = t.register(ctx, part)

@@ -111,10 +111,6 @@ type PlanPart struct {
 	Layers   []LayerOp  `json:"layers"`
 	Steps    []PlanStep `json:"steps"`
 	Received time.Time  `json:"received"` // when the tracer got it
-	// Nonce is a random value the frontend put into every step of the
-	// build (NO_PROXY=buildtrace-<nonce>.invalid): a container that names
-	// the build but lacks it was not started by this build's frontend.
-	Nonce string `json:"nonce,omitempty"`
 }
 
 // BaseImage is the image a result is built on, pinned by digest.
@@ -157,6 +153,10 @@ type PlanStep struct {
 	// and redacts them from everything it stores.
 	SecretEnv   []string `json:"secretEnv,omitempty"`
 	SecretFiles []string `json:"secretFiles,omitempty"`
+	// Nonce is the step's nonce, which the frontend put into the step's
+	// container (NO_PROXY=buildtrace-<nonce>.invalid). The tracer keeps it
+	// in memory to attribute containers and never signs or publishes it.
+	Nonce string `json:"nonce,omitempty"`
 }
 
 // Location is a line range of a source file (the Dockerfile).

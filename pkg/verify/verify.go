@@ -258,6 +258,18 @@ func Verify(ctx context.Context, t Target, opts Options) *Result {
 	return r
 }
 
+// PlannedStep returns the plan's entry for a step, from any part.
+func PlannedStep(b *trace.Build, stepID string) (trace.PlanStep, bool) {
+	for _, p := range b.Plan {
+		for _, st := range p.Steps {
+			if st.StepID == stepID {
+				return st, true
+			}
+		}
+	}
+	return trace.PlanStep{}, false
+}
+
 // verifiedEvidence returns, by step, the earlier runs whose signed records
 // the trace holds for cached steps, each checked with the verifier: a
 // sealed trace signed for a build's frontend, holding that run. A record
@@ -280,10 +292,25 @@ func verifiedEvidence(ctx context.Context, r *Result, v *sign.Verifier, checker 
 			r.fail(Failure{Check: CheckRequester, Rule: "frontend.digests", StepID: e.StepID, Event: fmt.Sprintf("the evidence from build %s was asked for by a frontend (%s, %s) the policy does not allow", e.BuildTraceID, eb.Requester.Executable, eb.Requester.ExecutableDigest)})
 			continue
 		}
+		ps, planned := PlannedStep(&eb, e.StepID)
+		if !planned {
+			r.fail(Failure{Check: CheckCached, StepID: e.StepID, Event: fmt.Sprintf("the evidence from build %s is a run of step %s, which that build did not plan", e.BuildTraceID, e.StepID)})
+			continue
+		}
 		for i := range eb.Steps {
-			if run := &eb.Steps[i]; run.StepID == e.StepID && run.ContainerID == e.ContainerID {
-				out[e.StepID] = append(out[e.StepID], run)
+			run := &eb.Steps[i]
+			if run.StepID != e.StepID || run.ContainerID != e.ContainerID {
+				continue
 			}
+			if run.Attribution == trace.AttributionNone {
+				r.fail(Failure{Check: CheckCached, StepID: e.StepID, Event: fmt.Sprintf("the evidence from build %s is a container the tracer could not attribute", e.BuildTraceID)})
+				continue
+			}
+			if msg := CommandMismatch(run, ps); msg != "" {
+				r.fail(Failure{Check: CheckCached, StepID: e.StepID, Event: fmt.Sprintf("the evidence from build %s: %s", e.BuildTraceID, msg)})
+				continue
+			}
+			out[e.StepID] = append(out[e.StepID], run)
 		}
 	}
 	return out
@@ -319,7 +346,7 @@ func checkRun(r *Result, c *policy.Checker, s attest.Step, run *trace.Step, ps t
 	if run.Attribution == trace.AttributionNone {
 		r.fail(stepFailure(CheckCompleteness, s, fmt.Sprintf("the tracer could not decide which build container %s of this step belonged to", run.ContainerID)))
 	}
-	if msg := commandMismatch(run, ps); msg != "" {
+	if msg := CommandMismatch(run, ps); msg != "" {
 		r.fail(stepFailure(CheckContent, s, msg))
 	}
 	for _, v := range c.Check(policy.Step{Info: s, Run: run}) {
@@ -327,10 +354,11 @@ func checkRun(r *Result, c *policy.Checker, s attest.Step, run *trace.Step, ps t
 	}
 }
 
-// commandMismatch compares what the run's first process executed (the
+// CommandMismatch compares what the run's first process executed (the
 // kernel's argv) with the op's argv in the signed plan, and, for the
-// shell form, the plan's instruction text with that argv.
-func commandMismatch(run *trace.Step, ps trace.PlanStep) string {
+// shell form, the plan's instruction text with that argv. It returns why
+// they differ, or "".
+func CommandMismatch(run *trace.Step, ps trace.PlanStep) string {
 	if len(ps.Args) == 0 {
 		return ""
 	}

@@ -486,3 +486,57 @@ func TestDNSAnswersMustMatchAQuestion(t *testing.T) {
 		})
 	}
 }
+
+// TestLongArgv: an exec's argv as the probe joined it (any length) is the
+// process's; a cut one stays marked through a re-exec (Execs) and a fork,
+// and the kernel's truncation count makes the step incomplete with a
+// reason naming argv. A step whose long argv was whole is complete.
+func TestLongArgv(t *testing.T) {
+	long := []string{"/usr/bin/cc"}
+	for i := range 8000 {
+		long = append(long, "-Ifoo/"+strings.Repeat("x", i%50))
+	}
+	for _, cut := range []bool{false, true} {
+		a := New(Options{})
+		f := newFeed(a, 7, steptag.NewID([]byte("argv")), "c")
+		f.mkdir(0)
+		f.exec(1, 10, 9, traceA, "/bin/sh", "-c", "cc ...")
+		f.send(probe.Event{Kind: probe.KindExec, Time: at(2), PID: 10, TID: 10, PPID: 9,
+			Exec: &probe.ExecInfo{Binary: long[0], Argv: long, ArgvTruncated: cut, Cwd: "/"}})
+		f.fork(3, 11, 10)
+		f.exec(4, 10, 9, "", "/usr/bin/ld", "-o", "a.out")
+		f.exit(5, 11, 0, 0, 0)
+		f.exit(6, 10, 0, 0, 0)
+		var st probe.CgroupStats
+		if cut {
+			st.Truncated = 1
+		}
+		s := f.rmdir(7).Ended.Seal(SealInput{Diff: goodDiff, Stats: st})
+		var sh, child *trace.Process
+		for i := range s.Processes {
+			switch s.Processes[i].PID {
+			case 10:
+				sh = &s.Processes[i]
+			case 11:
+				child = &s.Processes[i]
+			}
+		}
+		if sh == nil || child == nil || len(sh.Execs) != 2 {
+			t.Fatalf("cut=%v: processes %+v", cut, s.Processes)
+		}
+		cc := sh.Execs[1]
+		if len(cc.Argv) != len(long) || cc.Argv[8000] != long[8000] || cc.ArgvTruncated != cut {
+			t.Errorf("cut=%v: cc exec has %d args, truncated=%v", cut, len(cc.Argv), cc.ArgvTruncated)
+		}
+		if sh.ArgvTruncated || sh.Argv[0] != "/usr/bin/ld" {
+			t.Errorf("cut=%v: the later exec inherited the mark: %+v", cut, sh.Argv)
+		}
+		if len(child.Argv) != len(long) || child.ArgvTruncated != cut {
+			t.Errorf("cut=%v: forked child has %d args, truncated=%v", cut, len(child.Argv), child.ArgvTruncated)
+		}
+		c := s.Completeness
+		if cut != !c.Complete || cut != strings.Contains(strings.Join(c.Reasons, "\n"), "argv") {
+			t.Errorf("cut=%v: completeness %+v", cut, c)
+		}
+	}
+}

@@ -46,7 +46,7 @@ func parseDNS(b []byte) (dnsmessage.Header, []dnsmessage.Question, []dnsmessage.
 		if err != nil || len(qs) == 0 {
 			return h, nil, nil, false
 		}
-		// A truncated answer section (the probe copies at most 512 bytes)
+		// A truncated answer section (the probe copies at most 4 KiB)
 		// still yields the records before the cut.
 		var rs []dnsmessage.Resource
 		for {

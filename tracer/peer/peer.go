@@ -273,7 +273,9 @@ func (f *Finder) bundleSpec(cid string) (*bundleSpec, string, error) {
 	}
 	suffix := "/" + cid + "/rootfs"
 	for i := len(mounts) - 1; i >= 0; i-- {
-		if !strings.HasSuffix(mounts[i].MountPoint, suffix) {
+		// A FUSE mount at that path is one an unprivileged user can make
+		// (setuid fusermount): not a root buildkitd mounted.
+		if !strings.HasSuffix(mounts[i].MountPoint, suffix) || strings.HasPrefix(mounts[i].FSType, "fuse") {
 			continue
 		}
 		cfg := filepath.Join(filepath.Dir(mounts[i].MountPoint), "config.json")

@@ -17,6 +17,10 @@ const headerSize = 120
 // kindSync is the marker Sync makes the kernel emit; never passed to fn.
 const kindSync Kind = 100
 
+// kindArgvCont is a continuation of an exec's argv (K_ARGV_CONT), joined
+// to the exec that follows it; never passed to fn.
+const kindArgvCont Kind = 10
+
 const (
 	flagTruncated     = 1 << 0
 	flagArgvTruncated = 1 << 1
@@ -114,12 +118,18 @@ func parseHeader(rec []byte) (header, [4][]byte, error) {
 }
 
 // decode turns one ring buffer record into an Event. bootWall converts
-// the kernel's CLOCK_MONOTONIC nanoseconds to wall time.
+// the kernel's CLOCK_MONOTONIC nanoseconds to wall time. An exec's argv is
+// only its record's first chunk: Run joins continuation records
+// (argvJoiner).
 func decode(rec []byte, bootWall int64) (Event, error) {
 	h, blobs, err := parseHeader(rec)
 	if err != nil {
 		return Event{}, err
 	}
+	return decodeParsed(h, blobs, bootWall)
+}
+
+func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 	ev := Event{
 		Kind:     Kind(h.kind),
 		Time:     time.Unix(0, int64(h.ts)+bootWall),
@@ -132,7 +142,7 @@ func decode(rec []byte, bootWall int64) (Event, error) {
 	switch ev.Kind {
 	case KindCgroupMkdir, KindCgroupRmdir:
 		ev.Cgroup = &CgroupInfo{Path: string(blobs[0]), Untracked: h.flags&flagUntracked != 0, NoStats: h.flags&flagNoStats != 0}
-	case KindFork, KindIOUring, kindSync:
+	case KindFork, KindIOUring, kindSync, kindArgvCont:
 	case KindExec:
 		cwd := string(blobs[2])
 		name := joinPath(cwd, string(blobs[0]))

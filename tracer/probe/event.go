@@ -54,10 +54,14 @@ type ExecInfo struct {
 	// Binary is its name, e.g. "memfd:<name>".
 	BinaryAnonymous bool
 	Filename        string // the name execve was given, joined with Cwd when relative
-	Argv            []string
-	ArgvTruncated   bool
-	UID, GID        uint32
-	Cwd             string
+	// Argv is whole up to 128 KiB (the kernel sends what exceeds its
+	// record's 4 KiB in continuation records, joined by Run).
+	Argv []string
+	// ArgvTruncated: argv was longer than 128 KiB, or a part of it could
+	// not be read or was lost; Argv is then a correct prefix.
+	ArgvTruncated bool
+	UID, GID      uint32
+	Cwd           string
 	// TraceID is never set by the probe, which reads no environment: a
 	// container's build is decided from its OCI bundle (tracer/rootfs).
 	// Deprecated: kept for tests that feed events without a bundle; the
@@ -101,7 +105,7 @@ type NetInfo struct {
 	Errno    uint32 // a failed connect's error (ECONNREFUSED, ...); 0 when it succeeded or is in progress
 }
 
-// DNSInfo is one DNS message (at most 512 bytes of it) on port 53.
+// DNSInfo is one DNS message (at most 4096 bytes of it) on port 53.
 type DNSInfo struct {
 	Outgoing bool           // true for a query sent, false for an answer received
 	Peer     netip.AddrPort // the DNS server
@@ -121,7 +125,7 @@ type Traffic struct {
 type CgroupStats struct {
 	Emitted   uint64 // events written to the ring buffer
 	Dropped   uint64 // events lost because the ring buffer was full
-	Truncated uint64 // events whose path or argv was cut
+	Truncated uint64 // events whose path, argv or DNS payload was cut (or whose argv could not be joined)
 	IOUring   uint64 // io_uring submissions
 	// MapFull counts failed inserts into a per-cgroup kernel map (the
 	// first-exec state); TrafficFull packets whose bytes were not counted

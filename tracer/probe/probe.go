@@ -65,6 +65,7 @@ type Probe struct {
 	rd       *ringbuf.Reader
 	ctl      *ringbuf.Reader // cgroup mkdirs only, see Cgroups
 	bootWall int64           // wall ns minus CLOCK_MONOTONIC ns
+	argv     argvJoiner      // joins argv continuation records (Run's goroutine; lost counts locked)
 
 	runMu   sync.Mutex // one Run at a time
 	pending []Event    // cgroups found by the start-up scan, passed to the first Run
@@ -288,9 +289,12 @@ func (p *Probe) Run(ctx context.Context, fn func(Event)) error {
 			}
 			return fmt.Errorf("reading ring buffer: %w", err)
 		}
-		ev, err := decode(rec.RawSample, p.bootWall)
+		ev, ok, err := p.argv.record(rec.RawSample, p.bootWall)
 		if err != nil {
 			return fmt.Errorf("decoding event: %w", err)
+		}
+		if !ok {
+			continue // an argv continuation, joined to its exec
 		}
 		if ev.Kind == kindSync {
 			p.synced(mustSeq(rec.RawSample))
@@ -379,7 +383,9 @@ func (p *Probe) Stats(cgroupID uint64) CgroupStats {
 	if err := p.objs.Stats.Lookup(cgroupID, &st); err != nil {
 		return CgroupStats{}
 	}
-	return CgroupStats{Emitted: st.Emitted, Dropped: st.Dropped, Truncated: st.Truncated, IOUring: st.IoUring,
+	// An exec whose argv continuations did not all arrive is truncated
+	// too (counted here when the kernel did not flag it).
+	return CgroupStats{Emitted: st.Emitted, Dropped: st.Dropped, Truncated: st.Truncated + p.argv.truncated(cgroupID), IOUring: st.IoUring,
 		MapFull: st.MapFull, TrafficFull: st.TrafficFull, AFPacket: st.AfPacket}
 }
 
@@ -410,6 +416,7 @@ func (p *Probe) Forget(cgroupID uint64) {
 	p.objs.Tracked.Delete(cgroupID)
 	p.objs.Seen.Delete(cgroupID)
 	p.objs.Stats.Delete(cgroupID)
+	p.argv.forget(cgroupID)
 	var (
 		k    bpf.BuildtraceTrafficKey
 		v    bpf.BuildtraceTrafficVal

@@ -669,3 +669,168 @@ func TestTrafficMapFull(t *testing.T) {
 	}
 	t.Logf("stats %+v", st)
 }
+
+// TestProbeLongArgv: an exec with ~40 KiB of arguments arrives whole (its
+// continuation records joined), one with ~230 KiB is cut at 128 KiB and
+// flagged, counted as truncated once.
+func TestProbeLongArgv(t *testing.T) {
+	requireRoot(t)
+	p, c := startProbe(t)
+	step := randHex(t, 16)
+	cg := mkCgroup(t, step, "argv")
+	cgID := inode(t, cg)
+	dir := t.TempDir()
+	env := []string{"PATH=/bin:/usr/bin"}
+	script := `set -- $(/bin/busybox seq 1 8000); /bin/busybox true long "$@"; ` +
+		`set -- $(/bin/busybox seq 1 40000); /bin/busybox true huge "$@"; ` +
+		`/bin/busybox true short`
+	if out, err := inCgroup(cg, dir, env, script).CombinedOutput(); err != nil {
+		t.Fatalf("tracked script: %v\n%s", err, out)
+	}
+	syncProbe(t, p)
+	var long, huge, short *ExecInfo
+	for _, ev := range c.all() {
+		if ev.Kind != KindExec || ev.CgroupID != cgID || len(ev.Exec.Argv) < 3 {
+			continue
+		}
+		switch ev.Exec.Argv[2] {
+		case "long":
+			long = ev.Exec
+		case "huge":
+			huge = ev.Exec
+		case "short":
+			short = ev.Exec
+		}
+	}
+	if long == nil || huge == nil || short == nil {
+		t.Fatalf("execs missing: long %v huge %v short %v", long != nil, huge != nil, short != nil)
+	}
+	if long.ArgvTruncated || len(long.Argv) != 8003 || long.Argv[8002] != "8000" || long.Argv[1000] != "998" {
+		t.Errorf("~40 KiB argv: truncated=%v, %d args (last %q), want 8003 whole", long.ArgvTruncated, len(long.Argv), long.Argv[len(long.Argv)-1])
+	}
+	n := 0
+	for _, a := range huge.Argv {
+		n += len(a) + 1
+	}
+	if !huge.ArgvTruncated || n < 128<<10 || n > 128<<10+1 {
+		t.Errorf("~230 KiB argv: truncated=%v, %d bytes kept, want flagged and 128 KiB", huge.ArgvTruncated, n)
+	}
+	for i, a := range huge.Argv[3 : len(huge.Argv)-1] {
+		if a != fmt.Sprint(i+1) {
+			t.Fatalf("~230 KiB argv: arg %d is %q, want %d", i+3, a, i+1)
+		}
+	}
+	if short.ArgvTruncated {
+		t.Error("short argv flagged")
+	}
+	if st := p.Stats(cgID); st.Truncated != 1 || st.Dropped != 0 {
+		t.Errorf("stats %+v: want exactly the huge exec truncated", st)
+	}
+}
+
+// dnsClientEnv makes the test binary a DNS client (see TestMain): it asks
+// 127.0.0.1:53 for big.buildtrace.test A and reads the answer with a 4 KiB
+// buffer (busybox nslookup reads at most 512 bytes), printing its size.
+const dnsClientEnv = "BUILDTRACE_PROBE_DNS_CLIENT"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(dnsClientEnv) == "1" {
+		os.Exit(dnsClient())
+	}
+	os.Exit(m.Run())
+}
+
+func dnsClient() int {
+	q := dnsmessage.Message{Header: dnsmessage.Header{ID: 0x1234, RecursionDesired: true},
+		Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName("big.buildtrace.test."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}
+	b, err := q.Pack()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	c, err := net.Dial("udp4", "127.0.0.1:53")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(b); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	buf := make([]byte, 4096)
+	n, err := c.Read(buf)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println(n)
+	return 0
+}
+
+// TestProbeLargeDNS: an answer over 512 bytes (EDNS sizes) is captured
+// whole and does not count as truncated.
+func TestProbeLargeDNS(t *testing.T) {
+	requireRoot(t)
+	p, c := startProbe(t)
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:53")
+	if err != nil {
+		t.Fatalf("DNS responder: %v", err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var m dnsmessage.Message
+			if err := m.Unpack(buf[:n]); err != nil || len(m.Questions) == 0 {
+				continue
+			}
+			m.Header.Response, m.Header.Authoritative = true, true
+			q := m.Questions[0]
+			if q.Type == dnsmessage.TypeA {
+				for i := range 100 {
+					m.Answers = append(m.Answers, dnsmessage.Resource{
+						Header: dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
+						Body:   &dnsmessage.AResource{A: [4]byte{127, 0, 1, byte(i + 1)}},
+					})
+				}
+			}
+			out, err := m.Pack()
+			if err != nil {
+				continue
+			}
+			pc.WriteTo(out, from)
+		}
+	}()
+	cg := mkCgroup(t, randHex(t, 16), "dns")
+	cgID := inode(t, cg)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := inCgroup(cg, t.TempDir(), []string{"PATH=/bin", dnsClientEnv + "=1"}, "exec "+self).CombinedOutput()
+	if err != nil {
+		t.Fatalf("DNS client: %v\n%s", err, out)
+	}
+	syncProbe(t, p)
+	var got int
+	for _, ev := range c.all() {
+		if ev.Kind == KindDNS && ev.CgroupID == cgID && !ev.DNS.Outgoing {
+			var m dnsmessage.Message
+			if err := m.Unpack(ev.DNS.Payload); err == nil && len(m.Answers) > got {
+				got = len(m.Answers)
+			}
+			t.Logf("answer of %d bytes", len(ev.DNS.Payload))
+		}
+	}
+	if got != 100 {
+		t.Errorf("largest answer parsed has %d records, want 100 (the client read %s bytes)", got, strings.TrimSpace(string(out)))
+	}
+	if st := p.Stats(cgID); st.Truncated != 0 {
+		t.Errorf("stats %+v: an answer of ~1.6 KiB counted as truncated", st)
+	}
+}

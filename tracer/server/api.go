@@ -305,15 +305,19 @@ wait:
 	if len(steps) == 0 && len(pending) == 0 && len(req.Plan) == 0 {
 		return nil, nil, fmt.Errorf("%w: the tracer has no plan and no step of build %s", errUnknownBuild, traceID)
 	}
+	if start := planStart(req.Plan); !start.IsZero() && req.Requester.Kind == trace.RequesterFrontend {
+		// A container that started before the build registered its plan is
+		// not the build's: its frontend plans a solve before it runs it.
+		// (Another client's container under a chosen TRACEPARENT, or an
+		// earlier build that used the same trace ID.)
+		steps = slices.DeleteFunc(steps, func(st trace.Step) bool { return st.Start.Before(start) })
+	}
 	if steps == nil {
 		steps = []trace.Step{}
 	}
 	sort.SliceStable(steps, func(i, j int) bool { return steps[i].Start.Before(steps[j].Start) })
 	slices.Sort(pending)
-	plan := req.Plan
-	if plan == nil {
-		plan = []trace.PlanPart{}
-	}
+	plan := public(req.Plan)
 	b := &trace.Build{
 		Version:      trace.Version,
 		BuildTraceID: traceID,

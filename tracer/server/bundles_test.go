@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"github.com/buildtrace/buildtrace/pkg/trace"
 	"github.com/buildtrace/buildtrace/tracer/rootfs"
 )
@@ -76,20 +77,36 @@ func TestNonce(t *testing.T) {
 		os.WriteFile(filepath.Join(b, "config.json"), []byte(`{"process":{"env":[`+env+`]}}`), 0o644)
 		return rootfs.Layout{Bundle: b, TraceID: buildA}
 	}
+	step := steptag.Container{StepID: "s1", ContainerID: "c1"}
 	// No plan for the build: the bundle's TRACEPARENT decides.
-	if id, _ := f.srv.checkNonce(write("a", ""), ""); id != buildA {
+	if id, _ := f.srv.checkNonce(step, write("a", ""), ""); id != buildA {
 		t.Fatalf("no plan: %q", id)
 	}
 	fe := trace.Requester{Kind: trace.RequesterFrontend, ContainerID: "fe"}
-	if err := f.srv.plans.add(buildA, fe, trace.PlanPart{ID: "p", Platform: "linux/amd64", Nonce: "n0nce"}); err != nil {
+	part := trace.PlanPart{ID: "p", Platform: "linux/amd64", Steps: []trace.PlanStep{{StepID: "s1", Nonce: "n0nce"}, {StepID: "s2", Nonce: "other"}}}
+	if err := f.srv.plans.add(buildA, fe, part); err != nil {
 		t.Fatal(err)
 	}
-	if id, _ := f.srv.checkNonce(write("b", "example.com,buildtrace-n0nce.invalid"), ""); id != buildA {
+	// Another step's nonce, none, or a look-alike: not the build's.
+	for _, np := range []string{"", "buildtrace-other.invalid", "xbuildtrace-n0nce.invalid"} {
+		if id, why := f.srv.checkNonce(step, write("c"+np, np), ""); id != "" || why == "" {
+			t.Fatalf("NO_PROXY %q: attributed to %q", np, id)
+		}
+	}
+	if id, _ := f.srv.checkNonce(step, write("b", "example.com,buildtrace-n0nce.invalid"), ""); id != buildA {
 		t.Fatalf("with the nonce: %q", id)
 	}
-	for _, np := range []string{"", "buildtrace-other.invalid", "xbuildtrace-n0nce.invalid"} {
-		if id, why := f.srv.checkNonce(write("c"+np, np), ""); id != "" || why == "" {
-			t.Fatalf("NO_PROXY %q: attributed to %q", np, id)
+	// A second container with the step's nonce is not the step's run.
+	if id, why := f.srv.checkNonce(steptag.Container{StepID: "s1", ContainerID: "c9"}, write("d", "buildtrace-n0nce.invalid"), ""); id != "" || why == "" {
+		t.Fatalf("a second container with the nonce: attributed to %q", id)
+	}
+	// The signed plan never carries the nonces.
+	_, parts, _ := f.srv.plans.get(buildA)
+	for _, p := range public(parts) {
+		for _, st := range p.Steps {
+			if st.Nonce != "" {
+				t.Fatalf("public plan holds a nonce: %+v", st)
+			}
 		}
 	}
 }

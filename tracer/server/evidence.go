@@ -14,6 +14,7 @@ import (
 	"github.com/buildtrace/buildtrace/pkg/sign"
 	"github.com/buildtrace/buildtrace/pkg/trace"
 	"github.com/buildtrace/buildtrace/pkg/tracerapi"
+	"github.com/buildtrace/buildtrace/pkg/verify"
 	"github.com/buildtrace/buildtrace/tracer/store"
 )
 
@@ -85,17 +86,27 @@ func (s *Server) evidence(ctx context.Context, b *trace.Build, from []string) []
 // that can serve as evidence: complete, attributed, with a diff.
 func (s *Server) keepEvidence(env *dsse.Envelope, b *trace.Build) {
 	var runs []store.RunRef
-	for _, st := range b.Steps {
-		if st.Completeness.Complete && st.Diff.Digest != "" && st.Attribution != trace.AttributionNone {
-			runs = append(runs, store.RunRef{StepID: st.StepID, DiffDigest: st.Diff.Digest, ContainerID: st.ContainerID})
+	for i := range b.Steps {
+		st := &b.Steps[i]
+		if !st.Completeness.Complete || st.Diff.Digest == "" || st.Attribution == trace.AttributionNone {
+			continue
 		}
+		// Only a run of a step the build planned, that ran the planned
+		// command: anything else under the build's ID is not its step.
+		ps, ok := verify.PlannedStep(b, st.StepID)
+		if !ok || verify.CommandMismatch(st, ps) != "" {
+			continue
+		}
+		runs = append(runs, store.RunRef{StepID: st.StepID, DiffDigest: st.Diff.Digest, ContainerID: st.ContainerID})
 	}
 	if len(runs) == 0 {
 		return
 	}
 	dt, err := json.Marshal(env)
 	if err == nil {
-		err = s.cfg.Store.PutEvidence(b.BuildTraceID, dt, runs, time.Now())
+		// Ranked by when the build was sealed, not when it was stored: an
+		// imported old trace is not "newer" than the run it repeats.
+		err = s.cfg.Store.PutEvidence(b.BuildTraceID, dt, runs, b.GeneratedAt)
 	}
 	if err != nil {
 		s.log.Error("keeping evidence", "trace", b.BuildTraceID, "err", err)

@@ -28,6 +28,7 @@ type buildPlan struct {
 	frontend trace.Requester
 	parts    []trace.PlanPart
 	touched  time.Time
+	claimed  map[string]string // step ID → the container that carried its nonce first
 }
 
 func (p *plans) add(traceID string, fe trace.Requester, part trace.PlanPart) error {
@@ -69,4 +70,54 @@ func (p *plans) get(traceID string) (trace.Requester, []trace.PlanPart, bool) {
 	}
 	b.touched = time.Now()
 	return b.frontend, slices.Clone(b.parts), true
+}
+
+// stepNonce returns the nonce a build's plan gives a step.
+func (p *plans) stepNonce(traceID, stepID string) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := p.builds[traceID]
+	if b == nil {
+		return "", false
+	}
+	for _, part := range b.parts {
+		for _, st := range part.Steps {
+			if st.StepID == stepID && st.Nonce != "" {
+				return st.Nonce, true
+			}
+		}
+	}
+	return "", true
+}
+
+// claim records the first container of a step and returns it.
+func (p *plans) claim(traceID, stepID, containerID string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := p.builds[traceID]
+	if b == nil {
+		return containerID
+	}
+	if b.claimed == nil {
+		b.claimed = map[string]string{}
+	}
+	if first, ok := b.claimed[stepID]; ok {
+		return first
+	}
+	b.claimed[stepID] = containerID
+	return containerID
+}
+
+// public returns plan parts as they may be signed: without the steps'
+// nonces, which only attribute containers while the build runs.
+func public(parts []trace.PlanPart) []trace.PlanPart {
+	out := make([]trace.PlanPart, len(parts))
+	for i, p := range parts {
+		p.Steps = slices.Clone(p.Steps)
+		for j := range p.Steps {
+			p.Steps[j].Nonce = ""
+		}
+		out[i] = p
+	}
+	return out
 }

@@ -1,8 +1,12 @@
 package server
 
 import (
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -98,10 +102,40 @@ func bundleSecrets(config string, env, files []string) []string {
 			out = append(out, t)
 		}
 	}
-	out = slices.DeleteFunc(out, func(v string) bool { return len(v) < minSecretLen })
-	// Longest first, so a secret that contains another is replaced whole.
-	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
-	return slices.Compact(out)
+	return secretForms(out)
+}
+
+// secretForms lists what to redact for secret values: each value and its
+// encodings, longest first (a secret that contains another is replaced
+// whole). A value shorter than minSecretLen cannot be replaced without
+// mangling the record; it becomes a marker the step reports.
+func secretForms(vals []string) []string {
+	var all []string
+	for _, v := range vals {
+		if len(v) < minSecretLen {
+			all = append(all, shortSecret)
+			continue
+		}
+		all = append(all, encodings(v)...)
+	}
+	slices.SortFunc(all, func(a, b string) int { return len(b) - len(a) })
+	return slices.Compact(all)
+}
+
+// shortSecret stands for a secret too short to redact.
+const shortSecret = "\x00short"
+
+// encodings lists the forms a secret is commonly written in on a command
+// line or in a URL. Derived values (substrings, other encodings, hashes)
+// cannot be caught.
+func encodings(v string) []string {
+	b := []byte(v)
+	out := []string{v,
+		base64.StdEncoding.EncodeToString(b), base64.RawStdEncoding.EncodeToString(b),
+		base64.URLEncoding.EncodeToString(b), base64.RawURLEncoding.EncodeToString(b),
+		hex.EncodeToString(b), url.PathEscape(v), url.QueryEscape(v),
+	}
+	return slices.DeleteFunc(out, func(e string) bool { return len(e) < minSecretLen })
 }
 
 // takeSecrets returns and forgets a container's secret values.
@@ -113,18 +147,23 @@ func (s *Server) takeSecrets(cgroupID uint64) []string {
 	return v
 }
 
-// redact replaces every secret value in every string of a sealed step.
+// redact replaces every secret value (and its common encodings, in any
+// letter case) in every string of a sealed step.
 func redact(st *trace.Step, secrets []string) {
 	if len(secrets) == 0 {
 		return
 	}
+	if slices.Contains(secrets, shortSecret) {
+		st.Completeness.Complete = false
+		st.Completeness.Reasons = append(st.Completeness.Reasons, fmt.Sprintf("the step mounted a secret shorter than %d bytes, which cannot be redacted from what it recorded", minSecretLen))
+		secrets = slices.DeleteFunc(slices.Clone(secrets), func(v string) bool { return v == shortSecret })
+	}
 	n := 0
 	r := func(p *string) {
 		for _, v := range secrets {
-			if c := strings.Count(*p, v); c > 0 {
-				*p = strings.ReplaceAll(*p, v, trace.RedactedSecret)
-				n += c
-			}
+			var c int
+			*p, c = replaceFold(*p, v, trace.RedactedSecret)
+			n += c
 		}
 	}
 	rs := func(ss []string) {
@@ -151,11 +190,14 @@ func redact(st *trace.Step, secrets []string) {
 	rs(st.Reads.Paths)
 	for i := range st.Network {
 		r(&st.Network[i].Hostname)
+		r(&st.Network[i].HostnameUnconfirmed)
 	}
 	for i := range st.DNS {
 		r(&st.DNS[i].Name)
 		rs(st.DNS[i].Answers)
+		rs(st.DNS[i].UnconfirmedAnswers)
 	}
+	r(&st.Diff.Error)
 	for i := range st.Diff.Changes {
 		r(&st.Diff.Changes[i].Path)
 		r(&st.Diff.Changes[i].LinkTarget)
@@ -173,4 +215,34 @@ func redact(st *trace.Step, secrets []string) {
 	}
 	rs(st.Completeness.Reasons)
 	st.Redactions += n
+}
+
+// replaceFold replaces every occurrence of old in s, compared without
+// regard to ASCII letter case (DNS names are lowercased, hex may be
+// either), and counts them.
+func replaceFold(s, old, repl string) (string, int) {
+	if len(old) == 0 || len(s) < len(old) {
+		return s, 0
+	}
+	ls, lo := strings.ToLower(s), strings.ToLower(old)
+	if len(ls) != len(s) || !strings.Contains(ls, lo) {
+		if strings.Contains(s, old) {
+			return strings.ReplaceAll(s, old, repl), strings.Count(s, old)
+		}
+		return s, 0
+	}
+	var b strings.Builder
+	n := 0
+	for i := 0; i < len(s); {
+		j := strings.Index(ls[i:], lo)
+		if j < 0 {
+			b.WriteString(s[i:])
+			break
+		}
+		b.WriteString(s[i : i+j])
+		b.WriteString(repl)
+		i += j + len(lo)
+		n++
+	}
+	return b.String(), n
 }

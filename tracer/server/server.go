@@ -156,7 +156,7 @@ func (s *Server) Handle(ev probe.Event) {
 			}
 			have = layout{l, err}
 		}
-		tid, why := s.checkNonce(have.l, attrWhy(have))
+		tid, why := s.checkNonce(u.Opened.Container, have.l, attrWhy(have))
 		s.mu.Lock()
 		s.layouts[u.Opened.CgroupID] = have
 		s.asm.Attribute(u.Opened, tid, why)
@@ -207,7 +207,7 @@ func (s *Server) Handle(ev probe.Event) {
 			if st, ok := s.asm.Lost(ev.CgroupID, ev.Cgroup.Path, ev.Time); ok {
 				lost = st
 				s.layouts[st.CgroupID] = early
-				tid, why := s.checkNonce(early.l, attrWhy(early))
+				tid, why := s.checkNonce(st.Container, early.l, attrWhy(early))
 				s.asm.Attribute(st, tid, why)
 			}
 		}
@@ -246,7 +246,7 @@ func (s *Server) Track(cgroupID uint64, path string, procs []trace.Process) {
 		for _, p := range procs {
 			st.Adopt(p)
 		}
-		tid, why := s.checkNonce(l, attrWhy(layout{l, err}))
+		tid, why := s.checkNonce(st.Container, l, attrWhy(layout{l, err}))
 		s.asm.Attribute(st, tid, why)
 		s.layouts[cgroupID] = have
 	}
