@@ -372,7 +372,7 @@ func TestRedTeam(t *testing.T) {
 		t.Logf("the attacker's run is in the victim's trace as unattributed %d time(s)", unattributed)
 		lacks := false
 		for _, line := range rtLogLines(t, logPath, from) {
-			if strings.Contains(line, "lacks its nonce") && strings.Contains(line, "trace="+id) {
+			if strings.Contains(line, "lacks its step's nonce") && strings.Contains(line, "trace="+id) {
 				lacks = true
 			}
 		}
