@@ -189,6 +189,9 @@ func (s *Server) serveSeal(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
+	if b.Sealed {
+		s.plans.markSealed(id)
+	}
 	s.log.Info("trace sealed", "trace", id, "steps", len(b.Steps), "pending", len(b.Pending), "sealed", b.Sealed, "evidence", len(b.Evidence), "took", time.Since(start).Round(time.Millisecond))
 	writeJSON(w, http.StatusOK, tracerapi.TraceResponse{Envelope: env})
 }

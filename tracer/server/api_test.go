@@ -49,6 +49,7 @@ type apiFixture struct {
 	// caller is no frontend): it stands in for peer.Finder, which reads
 	// /proc and BuildKit's bundles and is tested end to end in test/e2e.
 	frontendOf atomic.Value
+	container  atomic.Value // the frontend's container ID
 }
 
 func newFixture(t *testing.T, dir string, maxWait time.Duration) *apiFixture {
@@ -75,13 +76,14 @@ func newFixture(t *testing.T, dir string, maxWait time.Duration) *apiFixture {
 	}
 	f := &apiFixture{t: t, dir: dir}
 	f.frontendOf.Store("")
+	f.container.Store("fe1")
 	srv := New(Config{
 		Identify: func(*http.Request) (*peer.Frontend, error) {
 			id := f.frontendOf.Load().(string)
 			if id == "" {
 				return nil, peer.ErrNotFrontend
 			}
-			return &peer.Frontend{PID: 7, ContainerID: "fe1", TraceID: id, Executable: "/run", ExecutableDigest: "sha256:fe"}, nil
+			return &peer.Frontend{PID: 7, ContainerID: f.container.Load().(string), TraceID: id, Executable: "/run", ExecutableDigest: "sha256:fe"}, nil
 		},
 		Source:    quietSource{},
 		Store:     st,
@@ -292,5 +294,30 @@ func TestOnlyTheBuildsFrontend(t *testing.T) {
 	}
 	if ab := f.get(buildA, 0); ab.Requester.Kind != trace.RequesterAdmin {
 		t.Errorf("admin trace requester = %+v", ab.Requester)
+	}
+	// A later build with the same trace ID (one TRACEPARENT for a whole CI
+	// job) registers its own plan once the first is sealed.
+	f.container.Store("fe2")
+	part2 := trace.PlanPart{ID: "sha256:p2", Platform: "linux/amd64", Layers: []trace.LayerOp{}, Steps: []trace.PlanStep{}}
+	if err := c.PutPlan(ctx, buildA, part2); err != nil {
+		t.Fatalf("a later build's plan: %v", err)
+	}
+	env, err = c.Seal(ctx, buildA, 0, map[string]string{"linux/amd64": "sha256:p2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := f.verify(env); len(b.Plan) != 1 || b.Plan[0].ID != "sha256:p2" || b.Requester.ContainerID != "fe2" {
+		t.Errorf("the later build's trace = %+v", b)
+	}
+	// While a build is not sealed, another frontend cannot take it over.
+	const other = "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
+	f.frontendOf.Store(other)
+	f.container.Store("fe3")
+	if err := c.PutPlan(ctx, other, part); err != nil {
+		t.Fatal(err)
+	}
+	f.container.Store("fe4")
+	if err := c.PutPlan(ctx, other, part); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Errorf("a second frontend joined an unsealed build: %v", err)
 	}
 }

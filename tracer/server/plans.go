@@ -29,6 +29,7 @@ type buildPlan struct {
 	parts    []trace.PlanPart
 	touched  time.Time
 	claimed  map[string]string // step ID → the container that carried its nonce first
+	sealed   bool              // its frontend asked for the sealed trace
 }
 
 func (p *plans) add(traceID string, fe trace.Requester, part trace.PlanPart) error {
@@ -52,7 +53,14 @@ func (p *plans) add(traceID string, fe trace.Requester, part trace.PlanPart) err
 		p.builds[traceID] = b
 	}
 	if b.frontend.ContainerID != fe.ContainerID {
-		return fmt.Errorf("build %s's plan came from frontend container %s; container %s cannot add to it", traceID, b.frontend.ContainerID, fe.ContainerID)
+		if !b.sealed {
+			return fmt.Errorf("build %s's plan came from frontend container %s, whose build is not sealed yet; container %s cannot add to it", traceID, b.frontend.ContainerID, fe.ContainerID)
+		}
+		// A later build with the same trace ID (a CI job that exports one
+		// TRACEPARENT for all its builds): the earlier one is done. Its
+		// containers started before this plan and stay out of this build.
+		b = &buildPlan{frontend: fe}
+		p.builds[traceID] = b
 	}
 	// A part sent again (a retried solve) replaces the earlier one.
 	b.parts = slices.DeleteFunc(b.parts, func(x trace.PlanPart) bool { return x.ID == part.ID && x.Platform == part.Platform })
@@ -120,4 +128,13 @@ func public(parts []trace.PlanPart) []trace.PlanPart {
 		out[i] = p
 	}
 	return out
+}
+
+// markSealed records that a build's frontend asked for its sealed trace.
+func (p *plans) markSealed(traceID string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if b := p.builds[traceID]; b != nil {
+		b.sealed = true
+	}
 }
