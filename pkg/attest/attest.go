@@ -487,13 +487,7 @@ func EvidenceRuns(b *trace.Build, stepID string) []EvidenceRun {
 // signed start of the build. A step absent from the trace is cached only
 // if the tracer was following cgroups before then.
 func PlanStart(b *trace.Build) time.Time {
-	var t time.Time
-	for _, p := range b.Plan {
-		if t.IsZero() || p.Received.Before(t) {
-			t = p.Received
-		}
-	}
-	return t.UTC()
+	return trace.FirstReceived(b.Plan).UTC()
 }
 
 func hostID(host string) string {

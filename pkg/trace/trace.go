@@ -113,6 +113,18 @@ type PlanPart struct {
 	Received time.Time  `json:"received"` // when the tracer got it
 }
 
+// FirstReceived is when the tracer received the first of parts (zero when
+// there is none): the start of the build the parts plan.
+func FirstReceived(parts []PlanPart) time.Time {
+	var t time.Time
+	for _, p := range parts {
+		if t.IsZero() || p.Received.Before(t) {
+			t = p.Received
+		}
+	}
+	return t
+}
+
 // BaseImage is the image a result is built on, pinned by digest.
 type BaseImage struct {
 	Ref    string `json:"ref"`    // as the LLB names it, with @sha256:...

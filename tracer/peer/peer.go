@@ -234,7 +234,7 @@ func (f *Finder) frontendProcess(pid uint32) (*Frontend, error) {
 	if env["BUILDKIT_SESSION_ID"] == "" || env["BUILDKIT_EXPORTEDPRODUCT"] == "" {
 		return nil, fmt.Errorf("%w: container %s was not started as a gateway frontend", ErrNotFrontend, cid)
 	}
-	traceID, err := traceIDOf(env["TRACEPARENT"])
+	traceID, err := rootfs.ParseTraceparent(env["TRACEPARENT"])
 	if err != nil {
 		return nil, fmt.Errorf("%w: container %s: %v", ErrNotFrontend, cid, err)
 	}
@@ -403,17 +403,4 @@ func parentOf(file string) (uint32, error) {
 	}
 	v, err := strconv.ParseUint(fields[1], 10, 32)
 	return uint32(v), err
-}
-
-func traceIDOf(tp string) (string, error) {
-	parts := strings.Split(strings.TrimSpace(tp), "-")
-	if len(parts) < 4 || len(parts[1]) != 32 {
-		return "", fmt.Errorf("no W3C TRACEPARENT set by BuildKit (%q)", tp)
-	}
-	for _, c := range parts[1] {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return "", fmt.Errorf("bad TRACEPARENT %q", tp)
-		}
-	}
-	return parts[1], nil
 }

@@ -288,7 +288,7 @@ wait:
 	// A container of a planned step whose build the tracer could not
 	// decide is put into the trace of every build that planned the step
 	// while it ran, so it is never silently dropped (nor taken as cached).
-	if start := planStart(req.Plan); !start.IsZero() {
+	if start := trace.FirstReceived(req.Plan); !start.IsZero() {
 		var ids []string
 		for _, p := range req.Plan {
 			for _, st := range p.Steps {
@@ -308,7 +308,7 @@ wait:
 	if len(steps) == 0 && len(pending) == 0 && len(req.Plan) == 0 {
 		return nil, nil, fmt.Errorf("%w: the tracer has no plan and no step of build %s", errUnknownBuild, traceID)
 	}
-	if start := planStart(req.Plan); !start.IsZero() && req.Requester.Kind == trace.RequesterFrontend {
+	if start := trace.FirstReceived(req.Plan); !start.IsZero() && req.Requester.Kind == trace.RequesterFrontend {
 		// A container that started before the build registered its plan is
 		// not the build's: its frontend plans a solve before it runs it.
 		// (Another client's container under a chosen TRACEPARENT, or an
@@ -349,14 +349,4 @@ wait:
 		s.keepEvidence(env, b)
 	}
 	return env, b, nil
-}
-
-func planStart(plan []trace.PlanPart) time.Time {
-	var t time.Time
-	for _, p := range plan {
-		if t.IsZero() || p.Received.Before(t) {
-			t = p.Received
-		}
-	}
-	return t
 }
