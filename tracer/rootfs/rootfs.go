@@ -36,6 +36,9 @@ type Layout struct {
 	// one), "" when there is none. TraceErr says why it is empty.
 	TraceID  string
 	TraceErr error
+	// NoProxy holds the entries of the bundle's NO_PROXY and no_proxy,
+	// where the buildtrace frontend puts each step's nonce.
+	NoProxy []string
 }
 
 // Mount is one line of a mountinfo file.
@@ -180,7 +183,7 @@ func FindBundle(mounts []Mount, containerID string) (Layout, error) {
 		l, err := Overlay(m)
 		l.Bundle = dir
 		l.Exclude = b.Mounts
-		l.TraceID, l.TraceErr = b.TraceID, b.TraceErr
+		l.TraceID, l.TraceErr, l.NoProxy = b.TraceID, b.TraceErr, b.NoProxy
 		return l, err
 	}
 	return Layout{}, fmt.Errorf("no overlay mount at */%s/rootfs: %w", containerID, ErrNotFound)
@@ -194,10 +197,12 @@ type Bundle struct {
 	Mounts   []string // mount destinations, cleaned, "/" left out
 	TraceID  string   // see Layout.TraceID
 	TraceErr error    // why TraceID is empty
+	NoProxy  []string // see Layout.NoProxy
 }
 
 // ReadBundle reads an OCI bundle config. Of the process environment only
-// TRACEPARENT is looked at; nothing else of it is kept or returned.
+// TRACEPARENT and NO_PROXY (no secret: the proxy exclusions) are looked at;
+// nothing else of it is kept or returned.
 func ReadBundle(configPath string) (Bundle, error) {
 	b, err := os.ReadFile(configPath)
 	if err != nil {
@@ -222,8 +227,12 @@ func ReadBundle(configPath string) (Bundle, error) {
 	}
 	tp, found := "", false
 	for _, kv := range spec.Process.Env {
-		if v, ok := strings.CutPrefix(kv, "TRACEPARENT="); ok {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "TRACEPARENT":
 			tp, found = v, true // the last one is what the process gets
+		case "NO_PROXY", "no_proxy":
+			out.NoProxy = append(out.NoProxy, strings.Split(v, ",")...)
 		}
 	}
 	switch {

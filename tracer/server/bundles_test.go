@@ -74,8 +74,14 @@ func TestNonce(t *testing.T) {
 		if noProxy != "" {
 			env += `,"NO_PROXY=` + noProxy + `","no_proxy=` + noProxy + `"`
 		}
-		os.WriteFile(filepath.Join(b, "config.json"), []byte(`{"process":{"env":[`+env+`]}}`), 0o644)
-		return rootfs.Layout{Bundle: b, TraceID: buildA}
+		cfg := filepath.Join(b, "config.json")
+		os.WriteFile(cfg, []byte(`{"process":{"env":[`+env+`]}}`), 0o644)
+		// What the tracer reads of a bundle, as Early and Opened do.
+		rb, err := rootfs.ReadBundle(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rootfs.Layout{Bundle: b, TraceID: rb.TraceID, NoProxy: rb.NoProxy}
 	}
 	step := steptag.Container{StepID: "s1", ContainerID: "c1"}
 	// No plan for the build: the bundle's TRACEPARENT decides.

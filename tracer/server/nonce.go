@@ -1,10 +1,7 @@
 package server
 
 import (
-	"encoding/json"
-	"os"
-	"path/filepath"
-	"strings"
+	"slices"
 
 	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"github.com/buildtrace/buildtrace/tracer/rootfs"
@@ -37,7 +34,7 @@ func (s *Server) checkNonce(c steptag.Container, l rootfs.Layout, why string) (s
 	if !ok || nonce == "" {
 		return l.TraceID, why
 	}
-	if !bundleHasNonce(filepath.Join(l.Bundle, "config.json"), nonce) {
+	if !slices.Contains(l.NoProxy, NoncePrefix+nonce+NonceSuffix) {
 		s.log.Warn("a container names a build but lacks its step's nonce: another client's", "trace", l.TraceID, "step", c.StepID, "container", c.ContainerID)
 		return "", "the container names build " + l.TraceID + " but was not started by that build's frontend (it lacks its step's nonce)"
 	}
@@ -46,31 +43,4 @@ func (s *Server) checkNonce(c steptag.Container, l rootfs.Layout, why string) (s
 		return "", "container " + first + " already ran step " + c.StepID + " of build " + l.TraceID + " with its nonce"
 	}
 	return l.TraceID, why
-}
-
-func bundleHasNonce(config, nonce string) bool {
-	dt, err := os.ReadFile(config)
-	if err != nil {
-		return false
-	}
-	var spec struct {
-		Process struct {
-			Env []string `json:"env"`
-		} `json:"process"`
-	}
-	if json.Unmarshal(dt, &spec) != nil {
-		return false
-	}
-	want := NoncePrefix + nonce + NonceSuffix
-	for _, kv := range spec.Process.Env {
-		k, v, _ := strings.Cut(kv, "=")
-		if k == "NO_PROXY" || k == "no_proxy" {
-			for _, h := range strings.Split(v, ",") {
-				if h == want {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
