@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,8 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/buildtrace/buildtrace/pkg/trace"
 )
@@ -141,38 +138,11 @@ int main(int argc, char **argv) {
 // addresses (a ~1.6 KiB message, as EDNS allows).
 func bigDNSResponder(t *testing.T, addr string) {
 	t.Helper()
-	pc, err := net.ListenPacket("udp4", net.JoinHostPort(addr, "53"))
-	if err != nil {
-		t.Fatalf("DNS responder on %s:53: %v", addr, err)
+	var addrs [][4]byte
+	for i := range 100 {
+		addrs = append(addrs, [4]byte{127, 0, 9, byte(i + 1)})
 	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var m dnsmessage.Message
-			if m.Unpack(buf[:n]) != nil || len(m.Questions) != 1 {
-				continue
-			}
-			q := m.Questions[0]
-			m.Header.Response, m.Header.Authoritative = true, true
-			m.Answers = nil
-			if q.Type == dnsmessage.TypeA {
-				for i := range 100 {
-					m.Answers = append(m.Answers, dnsmessage.Resource{
-						Header: dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
-						Body:   &dnsmessage.AResource{A: [4]byte{127, 0, 9, byte(i + 1)}},
-					})
-				}
-			}
-			if out, err := m.Pack(); err == nil {
-				_, _ = pc.WriteTo(out, from)
-			}
-		}
-	}()
+	dnsResponder(t, addr, addrs)
 }
 
 // TestTracerLargeDNSAnswer: a DNS answer over 512 bytes (ordinary with

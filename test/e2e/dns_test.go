@@ -16,13 +16,19 @@ import (
 // dnsOnLoopback answers every A question on 127.0.0.1:53/udp with addr.
 func dnsOnLoopback(t *testing.T, addr [4]byte) {
 	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:53")
+	dnsResponder(t, "127.0.0.1", [][4]byte{addr})
+}
+
+// dnsResponder answers every A question on host:53/udp with addrs.
+func dnsResponder(t *testing.T, host string, addrs [][4]byte) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", net.JoinHostPort(host, "53"))
 	if err != nil {
-		t.Fatalf("DNS responder on 127.0.0.1:53: %v", err)
+		t.Fatalf("DNS responder on %s:53: %v", host, err)
 	}
 	t.Cleanup(func() { pc.Close() })
 	go func() {
-		buf := make([]byte, 512)
+		buf := make([]byte, 4096)
 		for {
 			n, from, err := pc.ReadFrom(buf)
 			if err != nil {
@@ -36,10 +42,12 @@ func dnsOnLoopback(t *testing.T, addr [4]byte) {
 			m.Header.Response, m.Header.Authoritative = true, true
 			m.Answers = nil
 			if q.Type == dnsmessage.TypeA {
-				m.Answers = []dnsmessage.Resource{{
-					Header: dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
-					Body:   &dnsmessage.AResource{A: addr},
-				}}
+				for _, a := range addrs {
+					m.Answers = append(m.Answers, dnsmessage.Resource{
+						Header: dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
+						Body:   &dnsmessage.AResource{A: a},
+					})
+				}
 			}
 			if out, err := m.Pack(); err == nil {
 				_, _ = pc.WriteTo(out, from)
