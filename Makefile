@@ -34,8 +34,11 @@ vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.lab/*')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-# generate rebuilds the committed bpf2go output (needs clang, bpftool).
+# generate rebuilds the committed bpf2go output (needs clang, bpftool): one
+# object per architecture (bpf/gen.go). Old outputs go first, so a target
+# dropped from gen.go leaves no stale file behind for check-generate to miss.
 generate:
+	rm -f bpf/*_bpfel.go bpf/*_bpfel.o bpf/*_bpfeb.go bpf/*_bpfeb.o
 	cd bpf && $(GO) generate ./...
 
 check-generate:

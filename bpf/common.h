@@ -150,7 +150,7 @@ struct traffic_val {
 struct sargs {
 	__u64 nr;     /* enum sc */
 	__u64 a[6];
-	bool compat;  /* an i386 call: pointers in user structs are 32-bit */
+	bool compat;  /* a 32-bit call (i386, arm32): pointers in user structs are 32-bit */
 };
 
 struct tg_acc {
