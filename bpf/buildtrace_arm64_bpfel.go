@@ -109,6 +109,7 @@ const (
 	BuildtraceProgSkbEgress        = "skb_egress"
 	BuildtraceProgSkbIngress       = "skb_ingress"
 	BuildtraceProgSysExit          = "sys_exit"
+	BuildtraceVarPageSize          = "page_size"
 	BuildtraceVarTracerMntns       = "tracer_mntns"
 	BuildtraceVarTracerTgid        = "tracer_tgid"
 	BuildtraceVarWakeBytes         = "wake_bytes"
@@ -188,6 +189,7 @@ type BuildtraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BuildtraceVariableSpecs struct {
+	PageSize    *ebpf.VariableSpec `ebpf:"page_size"`
 	TracerMntns *ebpf.VariableSpec `ebpf:"tracer_mntns"`
 	TracerTgid  *ebpf.VariableSpec `ebpf:"tracer_tgid"`
 	WakeBytes   *ebpf.VariableSpec `ebpf:"wake_bytes"`
@@ -246,6 +248,7 @@ func (m *BuildtraceMaps) Close() error {
 //
 // It can be passed to LoadBuildtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BuildtraceVariables struct {
+	PageSize    *ebpf.Variable `ebpf:"page_size"`
 	TracerMntns *ebpf.Variable `ebpf:"tracer_mntns"`
 	TracerTgid  *ebpf.Variable `ebpf:"tracer_tgid"`
 	WakeBytes   *ebpf.Variable `ebpf:"wake_bytes"`

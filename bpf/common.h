@@ -176,6 +176,9 @@ volatile const __u32 tracer_mntns = 0;
  * records are written without a wakeup (see emit). Set by Go from the ring
  * size. */
 volatile const __u64 wake_bytes = 1 << 18;
+/* The kernel's page size: maxrss is counted in pages, which are 4 KiB on
+ * x86_64 but 4, 16 or 64 KiB on arm64. Set by Go. */
+volatile const __u64 page_size = 4096;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
