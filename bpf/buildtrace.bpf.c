@@ -6,10 +6,19 @@
 // else returns after one map lookup. See docs/bpf.md.
 //
 // One object, split by concern (bpf2go compiles this file, which includes
-// the parts): common.h (record, maps, helpers), syscalls.h (x86_64 and
-// i386 tables), cgroup.bpf.c, proc.bpf.c, file.bpf.c, net.bpf.c.
+// the parts): common.h (record, maps, helpers), syscalls.h (the syscall
+// tables of each ABI), arch_x86.h or arch_arm64.h (the target's pt_regs and
+// ABIs), cgroup.bpf.c, proc.bpf.c, file.bpf.c, net.bpf.c. bpf2go compiles
+// it once per architecture (gen.go).
 #include "common.h"
 #include "syscalls.h"
+#if defined(__TARGET_ARCH_x86)
+#include "arch_x86.h"
+#elif defined(__TARGET_ARCH_arm64)
+#include "arch_arm64.h"
+#else
+#error "no syscall ABI for this target: bpf2go -target amd64 or arm64 (see gen.go)"
+#endif
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -21,56 +30,40 @@ char LICENSE[] SEC("license") = "GPL";
 /* ---- syscalls ---- */
 
 /* Only sys_exit is hooked: the argument registers in pt_regs are the
- * caller's still (the kernel writes only ax), so the arguments need not be
- * saved at entry, and failed calls, which change nothing, are skipped
- * before any map lookup (but for connect: a failed attempt is recorded).
- * The call's ABI decides which table its number is looked up in. */
+ * caller's still (the kernel writes only the return value's, and keeps the
+ * first argument where that overlaps it: arch_*.h), so the arguments need
+ * not be saved at entry, and failed calls, which change nothing, are
+ * skipped before any map lookup (but for connect: a failed attempt is
+ * recorded). The call's ABI decides which table its number is looked up
+ * in. */
 SEC("raw_tp/sys_exit")
 int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 {
-	long nr = BPF_CORE_READ(regs, orig_ax);
 	struct task_struct *t = bpf_get_current_task_btf();
-	/* TS_COMPAT is set for the length of an ia32 call and cleared on the
-	 * return to user mode, which follows this tracepoint. */
-	bool compat = t->thread_info.status & TS_COMPAT_; /* a direct load: BTF pointer */
-	__u32 sc;
-	if (compat) {
-		sc = sc_i386(nr);
-	} else {
-		if (nr == NR_personality) {
-			if (BPF_CORE_READ(regs, di) != SYNC_MAGIC || (bpf_get_current_pid_tgid() >> 32) != tracer_tgid)
-				return 0;
-			struct scratch *s = begin(K_SYNC, 0);
-			if (!s)
-				return 0;
-			s->ev.b[0] = BPF_CORE_READ(regs, si);
-			bpf_ringbuf_output(&events, s, sizeof(struct event), BPF_RB_FORCE_WAKEUP);
-			return 0;
-		}
-		sc = sc_x86_64(nr);
-	}
+	bool compat;
+	__u32 sc = sys_call(regs, &compat);
 	if (sc == SC_NONE)
 		return 0;
+	if (sc == SC_PERSONALITY) {
+		if (compat || (bpf_get_current_pid_tgid() >> 32) != tracer_tgid)
+			return 0;
+		__u64 x[6];
+		sys_args(regs, compat, x);
+		if (x[0] != SYNC_MAGIC)
+			return 0;
+		struct scratch *s = begin(K_SYNC, 0);
+		if (!s)
+			return 0;
+		s->ev.b[0] = x[1];
+		bpf_ringbuf_output(&events, s, sizeof(struct event), BPF_RB_FORCE_WAKEUP);
+		return 0;
+	}
 	if (ret < 0 && sc != SC_CONNECT && sc != SC_SOCKETCALL)
 		return 0;
 	if (!is_tracked(bpf_get_current_cgroup_id()))
 		return 0;
 	struct sargs a = {.nr = sc, .compat = compat};
-	if (compat) {
-		a.a[0] = (__u32)BPF_CORE_READ(regs, bx);
-		a.a[1] = (__u32)BPF_CORE_READ(regs, cx);
-		a.a[2] = (__u32)BPF_CORE_READ(regs, dx);
-		a.a[3] = (__u32)BPF_CORE_READ(regs, si);
-		a.a[4] = (__u32)BPF_CORE_READ(regs, di);
-		a.a[5] = (__u32)BPF_CORE_READ(regs, bp);
-	} else {
-		a.a[0] = BPF_CORE_READ(regs, di);
-		a.a[1] = BPF_CORE_READ(regs, si);
-		a.a[2] = BPF_CORE_READ(regs, dx);
-		a.a[3] = BPF_CORE_READ(regs, r10);
-		a.a[4] = BPF_CORE_READ(regs, r8);
-		a.a[5] = BPF_CORE_READ(regs, r9);
-	}
+	sys_args(regs, compat, a.a);
 	if (sc == SC_SOCKETCALL) {
 		/* socketcall(call, args): the arguments are 32-bit words in user
 		 * memory (as many as the call takes; 6 at most). */

@@ -150,7 +150,7 @@ struct traffic_val {
 struct sargs {
 	__u64 nr;     /* enum sc */
 	__u64 a[6];
-	bool compat;  /* an i386 call: pointers in user structs are 32-bit */
+	bool compat;  /* a 32-bit call (i386, arm32): pointers in user structs are 32-bit */
 };
 
 struct tg_acc {
@@ -176,6 +176,9 @@ volatile const __u32 tracer_mntns = 0;
  * records are written without a wakeup (see emit). Set by Go from the ring
  * size. */
 volatile const __u64 wake_bytes = 1 << 18;
+/* The kernel's page size: maxrss is counted in pages, which are 4 KiB on
+ * x86_64 but 4, 16 or 64 KiB on arm64. Set by Go. */
+volatile const __u64 page_size = 4096;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

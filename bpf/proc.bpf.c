@@ -221,7 +221,7 @@ int BPF_PROG(sched_exit, struct task_struct *p, bool group_dead)
 	s->ev.a[1] = code & 0x7f;
 	s->ev.b[0] = acc->utime;
 	s->ev.b[1] = acc->stime;
-	s->ev.b[2] = (__u64)sig->maxrss * 4096;
+	s->ev.b[2] = (__u64)sig->maxrss * page_size;
 	s->ev.b[3] = acc->rchar;
 	s->ev.b[4] = acc->wchar;
 	bpf_map_delete_elem(&tgacc, &tgid);

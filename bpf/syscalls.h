@@ -1,76 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
-// System call tables. sys_exit sees the number in orig_ax; its meaning
-// depends on the ABI of the call: a task in an ia32 system call (int 0x80,
-// sysenter) has TS_COMPAT in thread_info.status, and its number is from the
-// i386 table, its arguments in bx, cx, dx, si, di, bp. Each table maps its
-// numbers to one internal code (enum sc), so a number is only ever decoded
-// by its own ABI's table. x32 (CONFIG_X86_X32_ABI) is off on this kernel:
-// such calls fail with ENOSYS and change nothing.
+// System call tables, one per ABI. A number means something only in its
+// own ABI, so each table maps its numbers to one internal code (enum sc) and
+// a number is only ever decoded by its own ABI's table; which ABI a call
+// used is the architecture header's business (arch_x86.h, arch_arm64.h).
+//
+// Each table is a list of X(number, name, code): name is the call's name in
+// the kernel's table for that ABI, as golang.org/x/sys/unix spells it
+// (SYS_<NAME>). bpf/syscalls_test.go reads this file and checks every number
+// against x/sys for the ABI, that each name has the code its name says, and
+// that no ABI lacks a call another ABI's table traces. Keep one entry per
+// line, in this form.
 #ifndef BUILDTRACE_SYSCALLS_H
 #define BUILDTRACE_SYSCALLS_H
-
-#define TS_COMPAT_ 0x0002
-
-/* x86_64 numbers (arch/x86/entry/syscalls/syscall_64.tbl) */
-#define NR_read 0
-#define NR_write 1
-#define NR_open 2
-#define NR_socket 41
-#define NR_connect 42
-#define NR_sendto 44
-#define NR_recvfrom 45
-#define NR_sendmsg 46
-#define NR_recvmsg 47
-#define NR_truncate 76
-#define NR_ftruncate 77
-#define NR_rename 82
-#define NR_mkdir 83
-#define NR_rmdir 84
-#define NR_creat 85
-#define NR_link 86
-#define NR_unlink 87
-#define NR_symlink 88
-#define NR_chmod 90
-#define NR_fchmod 91
-#define NR_chown 92
-#define NR_fchown 93
-#define NR_lchown 94
-#define NR_mknod 133
-#define NR_personality 135
-#define NR_setxattr 188
-#define NR_lsetxattr 189
-#define NR_fsetxattr 190
-#define NR_removexattr 197
-#define NR_lremovexattr 198
-#define NR_fremovexattr 199
-#define NR_openat 257
-#define NR_mkdirat 258
-#define NR_mknodat 259
-#define NR_fchownat 260
-#define NR_unlinkat 263
-#define NR_renameat 264
-#define NR_linkat 265
-#define NR_symlinkat 266
-#define NR_fchmodat 268
-#define NR_recvmmsg 299
-#define NR_sendmmsg 307
-#define NR_renameat2 316
-#define NR_openat2 437
-#define NR_fchmodat2 452
-#define NR_setxattrat 463
-#define NR_removexattrat 466
-
-/* socketcall(2) calls (include/uapi/linux/net.h) */
-#define SYS_SOCKET_ 1
-#define SYS_CONNECT_ 3
-#define SYS_SEND_ 9
-#define SYS_RECV_ 10
-#define SYS_SENDTO_ 11
-#define SYS_RECVFROM_ 12
-#define SYS_SENDMSG_ 16
-#define SYS_RECVMSG_ 17
-#define SYS_RECVMMSG_ 19
-#define SYS_SENDMMSG_ 20
 
 /* What a call is, whatever its ABI. The *16 calls take 16-bit IDs. */
 enum sc {
@@ -89,134 +30,267 @@ enum sc {
 	SC_REMOVEXATTR, SC_FREMOVEXATTR, SC_REMOVEXATTRAT,
 	SC_SOCKET, SC_CONNECT, SC_SENDTO, SC_RECVFROM,
 	SC_SENDMSG, SC_RECVMSG, SC_SENDMMSG, SC_RECVMMSG,
-	SC_SOCKETCALL, /* i386 only: decoded into one of the above */
+	SC_SOCKETCALL,   /* i386 only: decoded into one of the above */
+	SC_PERSONALITY,  /* the tracer's sync marker (native ABI only) */
 };
 
+/* x86_64 (arch/x86/entry/syscalls/syscall_64.tbl). x32
+ * (CONFIG_X86_X32_ABI) is off on the kernels we know: such calls fail with
+ * ENOSYS and change nothing. */
+#define SYSCALLS_X86_64(X) \
+	X(0, read, SC_READ) \
+	X(1, write, SC_WRITE) \
+	X(2, open, SC_OPEN) \
+	X(41, socket, SC_SOCKET) \
+	X(42, connect, SC_CONNECT) \
+	X(44, sendto, SC_SENDTO) \
+	X(45, recvfrom, SC_RECVFROM) \
+	X(46, sendmsg, SC_SENDMSG) \
+	X(47, recvmsg, SC_RECVMSG) \
+	X(76, truncate, SC_TRUNCATE) \
+	X(77, ftruncate, SC_FTRUNCATE) \
+	X(82, rename, SC_RENAME) \
+	X(83, mkdir, SC_MKDIR) \
+	X(84, rmdir, SC_RMDIR) \
+	X(85, creat, SC_CREAT) \
+	X(86, link, SC_LINK) \
+	X(87, unlink, SC_UNLINK) \
+	X(88, symlink, SC_SYMLINK) \
+	X(90, chmod, SC_CHMOD) \
+	X(91, fchmod, SC_FCHMOD) \
+	X(92, chown, SC_CHOWN) \
+	X(93, fchown, SC_FCHOWN) \
+	X(94, lchown, SC_LCHOWN) \
+	X(133, mknod, SC_MKNOD) \
+	X(135, personality, SC_PERSONALITY) \
+	X(188, setxattr, SC_SETXATTR) \
+	X(189, lsetxattr, SC_SETXATTR) \
+	X(190, fsetxattr, SC_FSETXATTR) \
+	X(197, removexattr, SC_REMOVEXATTR) \
+	X(198, lremovexattr, SC_REMOVEXATTR) \
+	X(199, fremovexattr, SC_FREMOVEXATTR) \
+	X(257, openat, SC_OPENAT) \
+	X(258, mkdirat, SC_MKDIRAT) \
+	X(259, mknodat, SC_MKNODAT) \
+	X(260, fchownat, SC_FCHOWNAT) \
+	X(263, unlinkat, SC_UNLINKAT) \
+	X(264, renameat, SC_RENAMEAT) \
+	X(265, linkat, SC_LINKAT) \
+	X(266, symlinkat, SC_SYMLINKAT) \
+	X(268, fchmodat, SC_FCHMODAT) \
+	X(299, recvmmsg, SC_RECVMMSG) \
+	X(307, sendmmsg, SC_SENDMMSG) \
+	X(316, renameat2, SC_RENAMEAT2) \
+	X(437, openat2, SC_OPENAT2) \
+	X(452, fchmodat2, SC_FCHMODAT2) \
+	X(463, setxattrat, SC_SETXATTRAT) \
+	X(466, removexattrat, SC_REMOVEXATTRAT)
+
+/* i386 (arch/x86/entry/syscalls/syscall_32.tbl): ia32 calls on x86_64
+ * (int 0x80, sysenter). chown, lchown and fchown take 16-bit IDs; the *32
+ * ones full IDs. */
+#define SYSCALLS_I386(X) \
+	X(3, read, SC_READ) \
+	X(4, write, SC_WRITE) \
+	X(5, open, SC_OPEN) \
+	X(8, creat, SC_CREAT) \
+	X(9, link, SC_LINK) \
+	X(10, unlink, SC_UNLINK) \
+	X(14, mknod, SC_MKNOD) \
+	X(15, chmod, SC_CHMOD) \
+	X(16, lchown, SC_LCHOWN16) \
+	X(38, rename, SC_RENAME) \
+	X(39, mkdir, SC_MKDIR) \
+	X(40, rmdir, SC_RMDIR) \
+	X(83, symlink, SC_SYMLINK) \
+	X(92, truncate, SC_TRUNCATE) \
+	X(93, ftruncate, SC_FTRUNCATE) \
+	X(94, fchmod, SC_FCHMOD) \
+	X(95, fchown, SC_FCHOWN16) \
+	X(102, socketcall, SC_SOCKETCALL) \
+	X(136, personality, SC_PERSONALITY) \
+	X(182, chown, SC_CHOWN16) \
+	X(193, truncate64, SC_TRUNCATE) \
+	X(194, ftruncate64, SC_FTRUNCATE) \
+	X(198, lchown32, SC_LCHOWN) \
+	X(207, fchown32, SC_FCHOWN) \
+	X(212, chown32, SC_CHOWN) \
+	X(226, setxattr, SC_SETXATTR) \
+	X(227, lsetxattr, SC_SETXATTR) \
+	X(228, fsetxattr, SC_FSETXATTR) \
+	X(235, removexattr, SC_REMOVEXATTR) \
+	X(236, lremovexattr, SC_REMOVEXATTR) \
+	X(237, fremovexattr, SC_FREMOVEXATTR) \
+	X(295, openat, SC_OPENAT) \
+	X(296, mkdirat, SC_MKDIRAT) \
+	X(297, mknodat, SC_MKNODAT) \
+	X(298, fchownat, SC_FCHOWNAT) \
+	X(301, unlinkat, SC_UNLINKAT) \
+	X(302, renameat, SC_RENAMEAT) \
+	X(303, linkat, SC_LINKAT) \
+	X(304, symlinkat, SC_SYMLINKAT) \
+	X(306, fchmodat, SC_FCHMODAT) \
+	X(337, recvmmsg, SC_RECVMMSG) \
+	X(345, sendmmsg, SC_SENDMMSG) \
+	X(353, renameat2, SC_RENAMEAT2) \
+	X(359, socket, SC_SOCKET) \
+	X(362, connect, SC_CONNECT) \
+	X(369, sendto, SC_SENDTO) \
+	X(370, sendmsg, SC_SENDMSG) \
+	X(371, recvfrom, SC_RECVFROM) \
+	X(372, recvmsg, SC_RECVMSG) \
+	X(417, recvmmsg_time64, SC_RECVMMSG) \
+	X(437, openat2, SC_OPENAT2) \
+	X(452, fchmodat2, SC_FCHMODAT2) \
+	X(463, setxattrat, SC_SETXATTRAT) \
+	X(466, removexattrat, SC_REMOVEXATTRAT)
+
+/* arm64 (include/uapi/asm-generic/unistd.h): only the *at calls; no open,
+ * creat, unlink, rename, mkdir, chmod, chown, link or symlink. */
+#define SYSCALLS_ARM64(X) \
+	X(5, setxattr, SC_SETXATTR) \
+	X(6, lsetxattr, SC_SETXATTR) \
+	X(7, fsetxattr, SC_FSETXATTR) \
+	X(14, removexattr, SC_REMOVEXATTR) \
+	X(15, lremovexattr, SC_REMOVEXATTR) \
+	X(16, fremovexattr, SC_FREMOVEXATTR) \
+	X(33, mknodat, SC_MKNODAT) \
+	X(34, mkdirat, SC_MKDIRAT) \
+	X(35, unlinkat, SC_UNLINKAT) \
+	X(36, symlinkat, SC_SYMLINKAT) \
+	X(37, linkat, SC_LINKAT) \
+	X(38, renameat, SC_RENAMEAT) \
+	X(45, truncate, SC_TRUNCATE) \
+	X(46, ftruncate, SC_FTRUNCATE) \
+	X(52, fchmod, SC_FCHMOD) \
+	X(53, fchmodat, SC_FCHMODAT) \
+	X(54, fchownat, SC_FCHOWNAT) \
+	X(55, fchown, SC_FCHOWN) \
+	X(56, openat, SC_OPENAT) \
+	X(63, read, SC_READ) \
+	X(64, write, SC_WRITE) \
+	X(92, personality, SC_PERSONALITY) \
+	X(198, socket, SC_SOCKET) \
+	X(203, connect, SC_CONNECT) \
+	X(206, sendto, SC_SENDTO) \
+	X(207, recvfrom, SC_RECVFROM) \
+	X(211, sendmsg, SC_SENDMSG) \
+	X(212, recvmsg, SC_RECVMSG) \
+	X(243, recvmmsg, SC_RECVMMSG) \
+	X(269, sendmmsg, SC_SENDMMSG) \
+	X(276, renameat2, SC_RENAMEAT2) \
+	X(437, openat2, SC_OPENAT2) \
+	X(452, fchmodat2, SC_FCHMODAT2) \
+	X(463, setxattrat, SC_SETXATTRAT) \
+	X(466, removexattrat, SC_REMOVEXATTRAT)
+
+/* arm32 EABI (arch/arm/tools/syscall.tbl; arm64's compat table,
+ * arch/arm64/include/asm/unistd32.h): 32-bit tasks on arm64. Like i386,
+ * chown, lchown and fchown take 16-bit IDs; unlike it, the socket calls are
+ * direct (socketcall is OABI only: ENOSYS under EABI) and send and recv
+ * have numbers of their own. */
+#define SYSCALLS_ARM32(X) \
+	X(3, read, SC_READ) \
+	X(4, write, SC_WRITE) \
+	X(5, open, SC_OPEN) \
+	X(8, creat, SC_CREAT) \
+	X(9, link, SC_LINK) \
+	X(10, unlink, SC_UNLINK) \
+	X(14, mknod, SC_MKNOD) \
+	X(15, chmod, SC_CHMOD) \
+	X(16, lchown, SC_LCHOWN16) \
+	X(38, rename, SC_RENAME) \
+	X(39, mkdir, SC_MKDIR) \
+	X(40, rmdir, SC_RMDIR) \
+	X(83, symlink, SC_SYMLINK) \
+	X(92, truncate, SC_TRUNCATE) \
+	X(93, ftruncate, SC_FTRUNCATE) \
+	X(94, fchmod, SC_FCHMOD) \
+	X(95, fchown, SC_FCHOWN16) \
+	X(136, personality, SC_PERSONALITY) \
+	X(182, chown, SC_CHOWN16) \
+	X(193, truncate64, SC_TRUNCATE) \
+	X(194, ftruncate64, SC_FTRUNCATE) \
+	X(198, lchown32, SC_LCHOWN) \
+	X(207, fchown32, SC_FCHOWN) \
+	X(212, chown32, SC_CHOWN) \
+	X(226, setxattr, SC_SETXATTR) \
+	X(227, lsetxattr, SC_SETXATTR) \
+	X(228, fsetxattr, SC_FSETXATTR) \
+	X(235, removexattr, SC_REMOVEXATTR) \
+	X(236, lremovexattr, SC_REMOVEXATTR) \
+	X(237, fremovexattr, SC_FREMOVEXATTR) \
+	X(281, socket, SC_SOCKET) \
+	X(283, connect, SC_CONNECT) \
+	X(289, send, SC_SEND) \
+	X(290, sendto, SC_SENDTO) \
+	X(291, recv, SC_RECV) \
+	X(292, recvfrom, SC_RECVFROM) \
+	X(296, sendmsg, SC_SENDMSG) \
+	X(297, recvmsg, SC_RECVMSG) \
+	X(322, openat, SC_OPENAT) \
+	X(323, mkdirat, SC_MKDIRAT) \
+	X(324, mknodat, SC_MKNODAT) \
+	X(325, fchownat, SC_FCHOWNAT) \
+	X(328, unlinkat, SC_UNLINKAT) \
+	X(329, renameat, SC_RENAMEAT) \
+	X(330, linkat, SC_LINKAT) \
+	X(331, symlinkat, SC_SYMLINKAT) \
+	X(333, fchmodat, SC_FCHMODAT) \
+	X(365, recvmmsg, SC_RECVMMSG) \
+	X(374, sendmmsg, SC_SENDMMSG) \
+	X(382, renameat2, SC_RENAMEAT2) \
+	X(417, recvmmsg_time64, SC_RECVMMSG) \
+	X(437, openat2, SC_OPENAT2) \
+	X(452, fchmodat2, SC_FCHMODAT2) \
+	X(463, setxattrat, SC_SETXATTRAT) \
+	X(466, removexattrat, SC_REMOVEXATTRAT)
+
+#define SC_CASE_(nr, name, code) case nr: return code;
+
+/* Only the architecture's own tables are used; the others compile to
+ * nothing. */
 static __always_inline __u32 sc_x86_64(long nr)
 {
-	switch (nr) {
-	case NR_read: return SC_READ;
-	case NR_write: return SC_WRITE;
-	case NR_open: return SC_OPEN;
-	case NR_socket: return SC_SOCKET;
-	case NR_connect: return SC_CONNECT;
-	case NR_sendto: return SC_SENDTO;
-	case NR_recvfrom: return SC_RECVFROM;
-	case NR_sendmsg: return SC_SENDMSG;
-	case NR_recvmsg: return SC_RECVMSG;
-	case NR_truncate: return SC_TRUNCATE;
-	case NR_ftruncate: return SC_FTRUNCATE;
-	case NR_rename: return SC_RENAME;
-	case NR_mkdir: return SC_MKDIR;
-	case NR_rmdir: return SC_RMDIR;
-	case NR_creat: return SC_CREAT;
-	case NR_link: return SC_LINK;
-	case NR_unlink: return SC_UNLINK;
-	case NR_symlink: return SC_SYMLINK;
-	case NR_chmod: return SC_CHMOD;
-	case NR_fchmod: return SC_FCHMOD;
-	case NR_chown: return SC_CHOWN;
-	case NR_fchown: return SC_FCHOWN;
-	case NR_lchown: return SC_LCHOWN;
-	case NR_openat: return SC_OPENAT;
-	case NR_mkdirat: return SC_MKDIRAT;
-	case NR_fchownat: return SC_FCHOWNAT;
-	case NR_unlinkat: return SC_UNLINKAT;
-	case NR_renameat: return SC_RENAMEAT;
-	case NR_linkat: return SC_LINKAT;
-	case NR_symlinkat: return SC_SYMLINKAT;
-	case NR_fchmodat: return SC_FCHMODAT;
-	case NR_recvmmsg: return SC_RECVMMSG;
-	case NR_sendmmsg: return SC_SENDMMSG;
-	case NR_renameat2: return SC_RENAMEAT2;
-	case NR_openat2: return SC_OPENAT2;
-	case NR_fchmodat2: return SC_FCHMODAT2;
-	case NR_mknod: return SC_MKNOD;
-	case NR_mknodat: return SC_MKNODAT;
-	case NR_setxattr: case NR_lsetxattr: return SC_SETXATTR;
-	case NR_fsetxattr: return SC_FSETXATTR;
-	case NR_setxattrat: return SC_SETXATTRAT;
-	case NR_removexattr: case NR_lremovexattr: return SC_REMOVEXATTR;
-	case NR_fremovexattr: return SC_FREMOVEXATTR;
-	case NR_removexattrat: return SC_REMOVEXATTRAT;
-	}
+	switch (nr) { SYSCALLS_X86_64(SC_CASE_) }
 	return SC_NONE;
 }
 
-/* i386 numbers (arch/x86/entry/syscalls/syscall_32.tbl) */
 static __always_inline __u32 sc_i386(long nr)
 {
-	switch (nr) {
-	case 3: return SC_READ;
-	case 4: return SC_WRITE;
-	case 5: return SC_OPEN;
-	case 8: return SC_CREAT;
-	case 9: return SC_LINK;
-	case 10: return SC_UNLINK;
-	case 15: return SC_CHMOD;
-	case 16: return SC_LCHOWN16;
-	case 38: return SC_RENAME;
-	case 39: return SC_MKDIR;
-	case 40: return SC_RMDIR;
-	case 83: return SC_SYMLINK;
-	case 92: return SC_TRUNCATE;
-	case 93: return SC_FTRUNCATE;
-	case 94: return SC_FCHMOD;
-	case 95: return SC_FCHOWN16;
-	case 102: return SC_SOCKETCALL;
-	case 182: return SC_CHOWN16;
-	case 193: return SC_TRUNCATE;  /* truncate64 */
-	case 194: return SC_FTRUNCATE; /* ftruncate64 */
-	case 198: return SC_LCHOWN;    /* lchown32 */
-	case 207: return SC_FCHOWN;    /* fchown32 */
-	case 212: return SC_CHOWN;     /* chown32 */
-	case 295: return SC_OPENAT;
-	case 296: return SC_MKDIRAT;
-	case 298: return SC_FCHOWNAT;
-	case 301: return SC_UNLINKAT;
-	case 302: return SC_RENAMEAT;
-	case 303: return SC_LINKAT;
-	case 304: return SC_SYMLINKAT;
-	case 306: return SC_FCHMODAT;
-	case 337: return SC_RECVMMSG;
-	case 345: return SC_SENDMMSG;
-	case 353: return SC_RENAMEAT2;
-	case 359: return SC_SOCKET;
-	case 362: return SC_CONNECT;
-	case 369: return SC_SENDTO;
-	case 370: return SC_SENDMSG;
-	case 371: return SC_RECVFROM;
-	case 372: return SC_RECVMSG;
-	case 417: return SC_RECVMMSG;  /* recvmmsg_time64 */
-	case 437: return SC_OPENAT2;
-	case 452: return SC_FCHMODAT2;
-	case 14: return SC_MKNOD;
-	case 297: return SC_MKNODAT;
-	case 226: case 227: return SC_SETXATTR; /* setxattr, lsetxattr */
-	case 228: return SC_FSETXATTR;
-	case 463: return SC_SETXATTRAT;
-	case 235: case 236: return SC_REMOVEXATTR; /* removexattr, lremovexattr */
-	case 237: return SC_FREMOVEXATTR;
-	case 466: return SC_REMOVEXATTRAT;
-	}
+	switch (nr) { SYSCALLS_I386(SC_CASE_) }
 	return SC_NONE;
 }
 
-/* socketcall's call number → internal code; SC_NONE for the rest. */
+static __always_inline __u32 sc_arm64(long nr)
+{
+	switch (nr) { SYSCALLS_ARM64(SC_CASE_) }
+	return SC_NONE;
+}
+
+static __always_inline __u32 sc_arm32(long nr)
+{
+	switch (nr) { SYSCALLS_ARM32(SC_CASE_) }
+	return SC_NONE;
+}
+
+/* socketcall(2) calls (include/uapi/linux/net.h) → internal code; SC_NONE
+ * for the rest. */
+#define SOCKETCALLS(X) \
+	X(1, socket, SC_SOCKET) \
+	X(3, connect, SC_CONNECT) \
+	X(9, send, SC_SEND) \
+	X(10, recv, SC_RECV) \
+	X(11, sendto, SC_SENDTO) \
+	X(12, recvfrom, SC_RECVFROM) \
+	X(16, sendmsg, SC_SENDMSG) \
+	X(17, recvmsg, SC_RECVMSG) \
+	X(19, recvmmsg, SC_RECVMMSG) \
+	X(20, sendmmsg, SC_SENDMMSG)
+
 static __always_inline __u32 sc_socketcall(__u32 call)
 {
-	switch (call) {
-	case SYS_SOCKET_: return SC_SOCKET;
-	case SYS_CONNECT_: return SC_CONNECT;
-	case SYS_SEND_: return SC_SEND;
-	case SYS_RECV_: return SC_RECV;
-	case SYS_SENDTO_: return SC_SENDTO;
-	case SYS_RECVFROM_: return SC_RECVFROM;
-	case SYS_SENDMSG_: return SC_SENDMSG;
-	case SYS_RECVMSG_: return SC_RECVMSG;
-	case SYS_RECVMMSG_: return SC_RECVMMSG;
-	case SYS_SENDMMSG_: return SC_SENDMMSG;
-	}
+	switch (call) { SOCKETCALLS(SC_CASE_) }
 	return SC_NONE;
 }
 

@@ -113,6 +113,9 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 	if err := spec.Variables["wake_bytes"].Set(wakeBytes(size)); err != nil {
 		return nil, fmt.Errorf("setting wake_bytes: %w", err)
 	}
+	if err := spec.Variables["page_size"].Set(uint64(os.Getpagesize())); err != nil {
+		return nil, fmt.Errorf("setting page_size: %w", err)
+	}
 	p := &Probe{waiters: map[uint64]chan struct{}{}}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
