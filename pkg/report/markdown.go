@@ -149,6 +149,12 @@ func markdownSummary(mw *mdWriter, run trace.Step, sum Summary, full bool) {
 			mw.printf("| %d | %s | %s |\n", b.Count, b.Binary, strings.TrimPrefix(b.NamesLine(), "as "))
 		}
 	}
+	if len(sum.Longest) > 0 {
+		mw.printf("\n**Longest-running**\n\n| time | pid | command |\n|---:|---:|---|\n")
+		for _, p := range sum.Longest {
+			mw.printf("| %s | %d | %s |\n", Duration(p.Nanos), p.PID, ShortCommand(p.Process))
+		}
+	}
 	if n := len(sum.Failed); n > 0 {
 		mw.printf("\n**%s failed** (non-zero exit or signal)\n\n| pid | binary | command | exit |\n|---:|---|---|---|\n", plural(n, "process"))
 		for i, p := range sum.Failed {
