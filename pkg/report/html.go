@@ -42,13 +42,13 @@ type htmlPage struct {
 type htmlPlatform struct {
 	T          *Trace
 	Violations []stepViolation // every step's, in step order
-	Span     string
-	Axis     []tick // the build's scale, for the step rows
-	Rows     []timelineRow
-	Steps    []htmlStep
-	Reasons  string
-	Complete bool
-	Ran      bool // some step ran in this build
+	Span       string
+	Axis       []tick // the build's scale, for the step rows
+	Rows       []timelineRow
+	Steps      []htmlStep
+	Reasons    string
+	Complete   bool
+	Ran        bool // some step ran in this build
 }
 
 // stepViolation is a policy violation with the step it is in.
@@ -111,11 +111,11 @@ type htmlNode struct {
 // Caps of the page, so a build with thousands of processes and files
 // stays a page a browser opens at once (show --full prints everything).
 const (
-	treeArg       = 40   // runes of one argument in the process tree
-	treeArgv      = 160  // runes of a command line in the process tree
-	htmlTreeNodes = 500  // processes in one run's tree
-	htmlFiles     = 300  // file changes listed per run
-	groupChildren = 8    // more children of one binary than this are grouped
+	treeArg       = 40  // runes of one argument in the process tree
+	treeArgv      = 160 // runes of a command line in the process tree
+	htmlTreeNodes = 500 // processes in one run's tree
+	htmlFiles     = 300 // file changes listed per run
+	groupChildren = 8   // more children of one binary than this are grouped
 )
 
 // treeCommand is a process's command line for the tree: as Command, each
