@@ -230,6 +230,22 @@ func TestMarkdown(t *testing.T) {
 	}
 }
 
+// TestMDNoAutolink: GitHub makes links of bare URLs, www. names and
+// e-mail addresses; MD leaves none of them for it to find.
+func TestMDNoAutolink(t *testing.T) {
+	for in, want := range map[string]string{
+		"GET https://evil.test/x":  `GET https\://evil.test/x`,
+		"see WWW.evil.test":        `see WWW\.evil.test`,
+		"mail a@evil.test":         `mail a\@evil.test`,
+		"Dockerfile:4 10.0.0.1:53": "Dockerfile:4 10.0.0.1:53", // no other ":" escaped
+		"awww.x":                   `awww\.x`,
+	} {
+		if got := MD(in); got != want {
+			t.Errorf("MD(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestMarkdownEscapesControls(t *testing.T) {
 	var buf bytes.Buffer
 	if err := Markdown(&buf, hostileTrace(t), Options{Full: true}); err != nil {
