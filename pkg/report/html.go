@@ -489,7 +489,7 @@ td.dest{white-space:nowrap}
 </div><div>
 <h4>Files: {{if .Sum.Files.Total}}{{counts .Sum.Files.Created .Sum.Files.Modified .Sum.Files.Deleted}}{{if not .Sum.Files.Changes}} in {{plural (len .Sum.Files.Groups) "directory"}}{{end}}{{else}}no changes{{end}}</h4>
 {{if .Sum.Files.Changes}}<table><tr><th>change</th><th>path</th></tr>
-{{range .Sum.Files.Changes}}<tr><td>{{ts .Change}}</td><td class="mono">{{ts .Path}}{{ts (note .)}}</td></tr>
+{{range .Sum.Files.Changes}}<tr><td class="mono">{{ts .Change}}</td><td class="mono">{{ts .Path}}{{ts (note .)}}</td></tr>
 {{end}}</table>
 {{else if .Dirs}}<table><tr><th>directory</th><th class="n">created</th><th class="n">modified</th><th class="n">deleted</th></tr>
 {{range .Dirs}}<tr><td class="mono">{{ts .Label}}</td>{{template "count" .Created}}{{template "count" .Modified}}{{template "count" .Deleted}}</tr>
