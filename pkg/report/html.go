@@ -398,7 +398,7 @@ td.n,th.n{text-align:right;white-space:nowrap}
 .bad{color:#b00;font-weight:bold}.ok{color:#070}.muted{color:#777}
 .note{color:#555;font-size:.9em;margin:.2em 0 .6em}
 .instr{overflow-wrap:anywhere}
-.steps td.instr{max-width:42em}
+.steps td.instr{max-width:42em;min-width:16em}
 .tl{width:100%;table-layout:fixed;border:none;margin-top:.2em}.tl td{border:none;padding:1px 4px}
 .tl td.label{width:40%;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .tl td.d{width:5.5em;text-align:right;color:#555;white-space:nowrap;font-size:12px}
