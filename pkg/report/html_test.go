@@ -63,10 +63,27 @@ func TestShortCommand(t *testing.T) {
 			"sh -c apt-get update && apt-get install -y build-esse…"},
 		{trace.Process{Exec: false, Binary: "/bin/busybox", Argv: []string{"/bin/sh", "-c", "x"}}, "(fork) sh -c x"},
 		{trace.Process{Exec: true, Binary: "/bin/true"}, "true"},
+		// A program of another architecture, run by qemu through binfmt_misc.
+		{trace.Process{Exec: true, Binary: "/usr/bin/qemu-aarch64-static", Argv: []string{"/usr/libexec/qemu-binfmt/aarch64-binfmt-P", "/bin/sh", "wc", "-c", "/greeting.txt"}},
+			"[aarch64] wc -c /greeting.txt"},
+		{trace.Process{Exec: true, Binary: "/usr/bin/qemu-aarch64-static", Argv: []string{"/usr/libexec/qemu-binfmt/aarch64-binfmt-P", "/bin/sh"}},
+			"aarch64-binfmt-P /bin/sh"},
 	} {
 		if got := ShortCommand(c.p); got != c.want {
 			t.Errorf("ShortCommand(%q) =\n %q, want\n %q", c.p.Argv, got, c.want)
 		}
+	}
+}
+
+func TestRunNameEmulated(t *testing.T) {
+	ps := []trace.Process{
+		{PID: 1, Exec: true, Binary: "/usr/bin/qemu-aarch64-static", Filename: "/bin/sh", Argv: []string{"/usr/libexec/qemu-binfmt/aarch64-binfmt-P", "/bin/sh", "wget", "-q", "x"}},
+		{PID: 2, Exec: true, Binary: "/usr/bin/qemu-aarch64-static", Filename: "/bin/sh", Argv: []string{"/usr/libexec/qemu-binfmt/aarch64-binfmt-P", "/bin/busybox", "/bin/sh", "-c", "x"}},
+		{PID: 3, Exec: false, Binary: "/usr/bin/qemu-aarch64-static", Argv: []string{"/usr/libexec/qemu-binfmt/aarch64-binfmt-P", "/bin/sh", "/bin/sh", "-c", "x"}},
+	}
+	bs := binaries(ps)
+	if len(bs) != 1 || bs[0].NamesLine() != "as fork ×1, sh ×1, wget ×1" {
+		t.Errorf("binaries = %+v, want qemu as fork, sh and wget", bs)
 	}
 }
 

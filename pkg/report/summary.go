@@ -324,6 +324,9 @@ func runName(p trace.Process) string {
 	if !p.Exec {
 		return "fork"
 	}
+	if _, prog, ok := emulated(p.Argv); ok {
+		return path.Base(prog[0])
+	}
 	base := path.Base(p.Binary)
 	// argv[0] first: busybox runs its applets through /proc/self/exe.
 	for _, n := range []string{first(p.Argv), p.Filename} {
@@ -336,6 +339,23 @@ func runName(p trace.Process) string {
 		return ""
 	}
 	return ""
+}
+
+// emulated splits the argv of a program run for another architecture by
+// a binfmt_misc interpreter with the P (preserve argv[0]) flag, as
+// Debian's qemu-user-static registers them
+// (/usr/libexec/qemu-binfmt/aarch64-binfmt-P): the kernel passes the
+// interpreter its own name, the program's file, then the program's argv.
+// It returns the architecture and the program's argv.
+func emulated(argv []string) (arch string, prog []string, ok bool) {
+	if len(argv) < 3 || argv[2] == "" {
+		return "", nil, false
+	}
+	arch, ok = strings.CutSuffix(path.Base(argv[0]), "-binfmt-P")
+	if !ok || arch == "" {
+		return "", nil, false
+	}
+	return arch, argv[2:], true
 }
 
 func first(ss []string) string {
@@ -375,9 +395,13 @@ const longArg = 24
 // compactCommand is the command line with argv[0] by its base name and
 // every argument over n runes cut in its middle.
 func compactCommand(p trace.Process, n int) string {
-	args := p.Argv
+	args, prefix := p.Argv, ""
 	if len(args) == 0 {
 		args = []string{p.Binary}
+	}
+	if arch, prog, ok := emulated(args); ok {
+		// The program, not its emulator's plumbing: "[aarch64] wc -c f".
+		args, prefix = prog, "["+arch+"] "
 	}
 	parts := make([]string, len(args))
 	for i, a := range args {
@@ -386,7 +410,7 @@ func compactCommand(p trace.Process, n int) string {
 		}
 		parts[i] = elideArg(a, n)
 	}
-	s := strings.Join(parts, " ")
+	s := prefix + strings.Join(parts, " ")
 	if !p.Exec {
 		s = "(fork) " + s
 	}
