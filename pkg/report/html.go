@@ -432,7 +432,7 @@ pre.instr{white-space:pre-wrap;background:#f6f6f6;padding:.5em;margin:.2em 0}
 pre.files{background:#f6f6f6;padding:.5em;margin:.2em 0;max-height:40em;overflow:auto}
 .tree .mono{overflow-wrap:anywhere}
 summary.group{color:#2b6cb0}
-td.dest{white-space:nowrap}
+td.dest,td.nowrap{white-space:nowrap}
 </style></head><body>
 <h1>buildtrace report</h1>
 {{range .Platforms}}{{$p := .}}
@@ -478,7 +478,7 @@ td.dest{white-space:nowrap}
 </table>{{end}}
 {{with .Sum.Failed}}<h4 class="bad">{{plural (len .) "process"}} failed (non-zero exit or signal)</h4>
 <table><tr><th class="n">pid</th><th>binary</th><th>command</th><th>exit</th></tr>
-{{range top topFailures .}}<tr><td class="n">{{.PID}}</td><td class="mono">{{ts .Binary}}</td><td class="mono">{{ts (shortcmd .)}}</td><td class="bad">{{exit .}}</td></tr>
+{{range top topFailures .}}<tr><td class="n">{{.PID}}</td><td class="mono">{{ts .Binary}}</td><td class="mono">{{ts (shortcmd .)}}</td><td class="bad nowrap">{{exit .}}</td></tr>
 {{end}}{{if gt (len .) topFailures}}<tr><td colspan="4" class="muted">… and {{plural (len (slice . topFailures)) "more process"}} (see the process tree)</td></tr>{{end}}
 </table>{{end}}
 <h4>Egress</h4>
