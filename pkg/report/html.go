@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,13 +40,28 @@ type htmlPage struct {
 }
 
 type htmlPlatform struct {
-	T        *Trace
-	Span     string
-	Rows     []timelineRow
-	Steps    []htmlStep
-	Reasons  string
-	Complete bool
-	Ran      bool // some step ran in this build
+	T          *Trace
+	Violations []stepViolation // every step's, in step order
+	Span       string
+	Axis       []tick // the build's scale, for the step rows
+	Rows       []timelineRow
+	Steps      []htmlStep
+	Reasons    string
+	Complete   bool
+	Ran        bool // some step ran in this build
+}
+
+// stepViolation is a policy violation with the step it is in.
+type stepViolation struct {
+	ID, Location string
+	V            policy.Violation
+}
+
+// tick is a label on a timeline's scale.
+type tick struct {
+	Left  float64 // percent
+	Label string
+	End   bool // the last one, drawn left of its place
 }
 
 type timelineRow struct {
@@ -52,6 +69,7 @@ type timelineRow struct {
 	Left, Width                   float64 // percent
 	Indent                        int
 	NoBar                         bool
+	Axis                          []tick // a scale row: its labels
 }
 
 type htmlStep struct {
@@ -72,7 +90,10 @@ type htmlRun struct {
 	Many    bool // the step has more than one run
 	Sum     Summary
 	Tree    []htmlNode
-	Changes []trace.FileChange
+	TreeCut int // processes left out of the tree (htmlTreeNodes)
+	Files   string
+	FilesN  int        // changes in Files
+	Changes int        // all changes
 	Dirs    []DirGroup // first TopDirs
 	More    *DirGroup  // the rest, summed
 	MoreN   int
@@ -82,28 +103,123 @@ type htmlNode struct {
 	Label, Exit string
 	Failed      bool
 	Open        bool
+	Group       bool // Label names several processes of one binary
+	Processes   int  // below this one
 	Children    []htmlNode
 }
 
-// treeArgv caps a command line in the HTML process tree (runes).
-const treeArgv = 400
+// Caps of the page, so a build with thousands of processes and files
+// stays a page a browser opens at once (show --full prints everything).
+const (
+	treeArg       = 40  // runes of one argument in the process tree
+	treeArgv      = 160 // runes of a command line in the process tree
+	htmlTreeNodes = 500 // processes in one run's tree
+	htmlFiles     = 300 // file changes listed per run
+	groupChildren = 8   // more children of one binary than this are grouped
+)
 
-func buildTree(ns []*ProcessNode, depth int) []htmlNode {
-	var out []htmlNode
+// treeCommand is a process's command line for the tree: as Command, each
+// long argument cut in its middle; in a group named for its binary,
+// argv[0] by its base name.
+func treeCommand(p trace.Process, grouped bool) string {
+	q := p
+	if len(q.Argv) > 0 {
+		q.Argv = make([]string, len(p.Argv))
+		for i, a := range p.Argv {
+			if i == 0 && grouped && strings.Contains(a, "/") && !strings.HasSuffix(a, "/") {
+				a = path.Base(a)
+			}
+			q.Argv[i] = elideArg(a, treeArg)
+		}
+	}
+	return truncateRunes(Command(q), treeArgv)
+}
+
+// countNodes is the number of processes in ns and below.
+func countNodes(ns []*ProcessNode) int {
+	n := len(ns)
+	for _, c := range ns {
+		n += countNodes(c.Children)
+	}
+	return n
+}
+
+// buildTree turns ns into the page's tree, with at most *budget nodes.
+// The children of one process that ran the same binary more than
+// groupChildren times (a compiler's hundreds of runs) go into one
+// collapsed node named for the binary.
+func buildTree(ns []*ProcessNode, depth int, budget *int) []htmlNode {
+	byBin := map[string]int{}
 	for _, n := range ns {
-		label := fmt.Sprintf("%d %s", n.PID, truncateRunes(Command(n.Process), treeArgv))
+		if n.Exec {
+			byBin[n.Binary]++
+		}
+	}
+	var out []htmlNode
+	groups := map[string]int{} // binary: index in out
+	for _, n := range ns {
+		if *budget <= 0 {
+			break
+		}
+		*budget--
+		grouped := n.Exec && byBin[n.Binary] > groupChildren
+		label := fmt.Sprintf("%d %s", n.PID, treeCommand(n.Process, grouped))
 		if !n.Exec {
 			// A fork has its parent's command line: name only the binary.
 			label = fmt.Sprintf("%d (fork) %s", n.PID, n.Binary)
 		}
-		h := htmlNode{Label: label, Open: depth == 0, Children: buildTree(n.Children, depth+1)}
-		if n.ExitCode != nil || n.Signal != 0 {
-			h.Exit = ExitText(n.Process)
-			h.Failed = n.Signal != 0 || *n.ExitCode != 0
+		h := htmlNode{Label: label, Open: depth == 0, Processes: countNodes(n.Children), Children: buildTree(n.Children, depth+1, budget)}
+		// Only a failure is worth the room: most processes exit 0.
+		if n.Signal != 0 || n.ExitCode != nil && *n.ExitCode != 0 {
+			h.Exit, h.Failed = ExitText(n.Process), true
+		}
+		if c := byBin[n.Binary]; grouped {
+			i, ok := groups[n.Binary]
+			if !ok {
+				i = len(out)
+				groups[n.Binary] = i
+				out = append(out, htmlNode{Group: true, Label: fmt.Sprintf("%d× %s", c, n.Binary)})
+			}
+			out[i].Children = append(out[i].Children, h)
+			if h.Failed {
+				out[i].Failed = true
+			}
+			continue
 		}
 		out = append(out, h)
 	}
 	return out
+}
+
+// fileLines lists up to limit of a run's changes, by path, one a line.
+func fileLines(cs []trace.FileChange, limit int) (string, int) {
+	cs = slices.Clone(cs)
+	slices.SortStableFunc(cs, func(a, b trace.FileChange) int { return strings.Compare(a.Path, b.Path) })
+	cs = cs[:min(len(cs), limit)]
+	var b strings.Builder
+	for _, c := range cs {
+		fmt.Fprintf(&b, "%-8s %s%s\n", c.Change, termsafe.String(c.Path), termsafe.String(fileNote(c)))
+	}
+	return b.String(), len(cs)
+}
+
+// ticks labels a scale of span in quarters, each to three digits.
+func ticks(span time.Duration) []tick {
+	var out []tick
+	for i := range 5 {
+		out = append(out, tick{Left: float64(25 * i), Label: roughDuration(span * time.Duration(i) / 4), End: i == 4})
+	}
+	out[0].Label = "0"
+	return out
+}
+
+// roughDuration is d to three significant digits: 30.9ms, 8.51s.
+func roughDuration(d time.Duration) string {
+	unit := time.Duration(1)
+	for x := d; x >= 1000; x /= 10 {
+		unit *= 10
+	}
+	return d.Round(unit).String()
 }
 
 func buildPlatform(t *Trace, index int, opts Options) htmlPlatform {
@@ -133,11 +249,13 @@ func buildPlatform(t *Trace, index int, opts Options) htmlPlatform {
 		span = time.Millisecond
 	}
 	hp.Span = Duration(int64(span))
-	pos := func(a, b time.Time) (float64, float64) {
+	hp.Axis = ticks(span)
+	// pos places a..b on the scale from from to from+span, in percent.
+	pos := func(from time.Time, span time.Duration, a, b time.Time) (float64, float64) {
 		if b.Before(a) {
 			b = a
 		}
-		left := 100 * float64(a.Sub(lo)) / float64(span)
+		left := min(max(100*float64(a.Sub(from))/float64(span), 0), 100)
 		width := max(100*float64(b.Sub(a))/float64(span), 0.3)
 		return left, max(min(width, 100-left), 0)
 	}
@@ -149,28 +267,46 @@ func buildPlatform(t *Trace, index int, opts Options) htmlPlatform {
 		}
 		if opts.Policy != nil {
 			hs.Violations = Violations(opts.Policy, s)
+			for _, v := range hs.Violations {
+				hp.Violations = append(hp.Violations, stepViolation{ID: hs.ID, Location: s.Location(), V: v})
+			}
 		}
+		tlLabel := truncateRunes(label, 120)
 		if len(s.Runs) == 0 {
-			hp.Rows = append(hp.Rows, timelineRow{Label: label, Title: s.Info.Status, Duration: s.Info.Status, Class: "step " + s.Info.Status, NoBar: true})
+			hp.Rows = append(hp.Rows, timelineRow{Label: tlLabel, Title: s.Info.Status, Duration: s.Info.Status, Class: "step " + s.Info.Status, NoBar: true})
 		}
 		for _, r := range s.Runs {
-			d := Duration(RunDuration(r))
-			l, wd := pos(r.Start, end(r))
-			hp.Rows = append(hp.Rows, timelineRow{Label: label, Title: fmt.Sprintf("%s, %s", s.Info.Status, d), Duration: d, Class: "step executed", Left: l, Width: wd})
-			for _, p := range busiest(r, TimelineProcs) {
+			rd := time.Duration(RunDuration(r))
+			d := Duration(int64(rd))
+			l, wd := pos(lo, span, r.Start, end(r))
+			hp.Rows = append(hp.Rows, timelineRow{Label: tlLabel, Title: fmt.Sprintf("%s, %s", s.Info.Status, d), Duration: d, Class: "step executed", Left: l, Width: wd})
+			// A step's processes are drawn on the step's own scale: on
+			// the build's, a 100 ms step beside a 30 s one is a dot.
+			procs := busiest(r, TimelineProcs)
+			if len(procs) > 0 {
+				if rd <= 0 {
+					rd = time.Millisecond
+				}
+				hp.Rows = append(hp.Rows, timelineRow{Label: "its processes, on the step's own scale:", Class: "scale", Indent: 1, NoBar: true, Axis: ticks(rd)})
+			}
+			for _, p := range procs {
 				pend := end(r)
 				if p.End != nil {
 					pend = *p.End
 				}
-				l, wd := pos(p.Start, pend)
-				pd := Duration(pend.Sub(p.Start).Nanoseconds())
-				hp.Rows = append(hp.Rows, timelineRow{Label: fmt.Sprintf("%d %s", p.PID, ShortCommand(p)), Title: pd, Duration: pd, Class: "proc", Left: l, Width: wd, Indent: 1})
+				l, wd := pos(r.Start, rd, p.Start, pend)
+				pd := Duration(p.Nanos)
+				hp.Rows = append(hp.Rows, timelineRow{Label: fmt.Sprintf("%d %s", p.PID, ShortCommand(p.Process)), Title: pd, Duration: pd, Class: "proc", Left: l, Width: wd, Indent: 1})
 			}
-			if n := len(r.Processes) - TimelineProcs; n > 0 {
+			if n := len(r.Processes) - len(procs); n > 0 && len(procs) > 0 {
 				hp.Rows = append(hp.Rows, timelineRow{Label: fmt.Sprintf("… and %s (see the step's process tree)", plural(n, "more process")), Class: "more", Indent: 1, NoBar: true})
 			}
-			hr := htmlRun{Run: r, Many: len(s.Runs) > 1, Sum: Summarize(r), Tree: buildTree(Tree(r), 0)}
-			hr.Changes, _ = changes(r)
+			budget := htmlTreeNodes
+			hr := htmlRun{Run: r, Many: len(s.Runs) > 1, Sum: Summarize(r), Tree: buildTree(Tree(r), 0, &budget)}
+			hr.TreeCut = max(len(r.Processes)-htmlTreeNodes, 0)
+			cs, _ := changes(r)
+			hr.Changes = len(cs)
+			hr.Files, hr.FilesN = fileLines(cs, htmlFiles)
 			hr.Dirs = hr.Sum.Files.Groups
 			if len(hr.Dirs) > TopDirs {
 				more := DirGroup{}
@@ -200,6 +336,7 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 	"rfc":    func(t time.Time) string { return t.Format(time.RFC3339) },
 	"join":   strings.Join,
 	"note":   fileNote,
+	"elide":  func(p string) string { return elideMiddle(p, notablePath) },
 	"vtext":  ViolationText,
 	"cached": func(s string) bool { return s == attest.StatusCached },
 	"gt":     func(a, b int) bool { return a > b },
@@ -243,7 +380,10 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 	// html/template stops markup; ts makes control characters visible.
 	"ts": termsafe.String,
 }).Parse(`<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>buildtrace report</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>buildtrace report</title>
 <style>
 body{font:14px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1300px;padding:0 1em;color:#222}
 h1{font-size:1.4em}h2{font-size:1.25em;margin-top:1.5em;border-bottom:2px solid #ddd;padding-bottom:.2em}
@@ -258,17 +398,22 @@ td.n,th.n{text-align:right;white-space:nowrap}
 .bad{color:#b00;font-weight:bold}.ok{color:#070}.muted{color:#777}
 .note{color:#555;font-size:.9em;margin:.2em 0 .6em}
 .instr{overflow-wrap:anywhere}
-.steps td.instr{max-width:42em}
-.tl{width:100%;table-layout:fixed;border:none}.tl td{border:none;padding:1px 4px}
-.tl td.label{width:34%;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
-.tl td.d{width:6em;text-align:right;color:#555;white-space:nowrap}
-.tl tr.step td{border-top:1px solid #e6e6e6;padding-top:3px}
+.steps td.instr{max-width:42em;min-width:16em}
+.tl{width:100%;table-layout:fixed;border:none;margin-top:.2em}.tl td{border:none;padding:1px 4px}
+.tl td.label{width:40%;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.tl td.d{width:5.5em;text-align:right;color:#555;white-space:nowrap;font-size:12px}
+.tl tr.step td{border-top:1px solid #e6e6e6;padding-top:4px}
 .tl tr.step td.label{font-weight:600}
 .tl tr.more td.label{color:#888;font-style:italic}
+.tl tr.proc td.label{white-space:normal;overflow-wrap:anywhere;font-size:11.5px;line-height:1.25}
+.tl tr.scale td.label{color:#777;font-size:12px;font-style:italic}
 .tl tr.cached td.d,.tl tr.unknown td.d{color:#999}
-.track{position:relative;height:14px;background:#f6f6f6}
+.track{position:relative;height:14px;background:#f6f6f6 linear-gradient(to right,#ddd 1px,transparent 1px) 0 0/25% 100%}
+.proc .track{background-color:#f4f8fb}
 .bar{position:absolute;top:2px;height:10px;border-radius:2px;min-width:2px}
-.step .bar{background:#2b6cb0;top:0;height:14px}.proc .bar{background:#90cdf4}
+.step .bar{background:#2b6cb0;top:0;height:14px}.proc .bar{background:#63a4dc}
+.axis{position:relative;height:14px;font-size:11px;color:#666}
+.axis span{position:absolute;top:0;white-space:nowrap}.axis span.end{transform:translateX(-100%)}
 tr.cached .label,tr.unknown .label{color:#888}
 .status-executed{color:#2b6cb0}.status-cached{color:#777}.status-unknown{color:#b00}
 section.step{border:1px solid #ddd;border-radius:6px;padding:.2em 1em .8em;margin:1em 0;background:#fcfcfc}
@@ -284,7 +429,10 @@ td.zero{color:#bbb}
 .violations{border-left:4px solid #b00;background:#fff5f5;padding:.1em .8em;margin:.5em 0}
 .violations ul{margin:.3em 0}
 pre.instr{white-space:pre-wrap;background:#f6f6f6;padding:.5em;margin:.2em 0}
-td.dest{white-space:nowrap}
+pre.files{background:#f6f6f6;padding:.5em;margin:.2em 0;max-height:40em;overflow:auto}
+.tree .mono{overflow-wrap:anywhere}
+summary.group{color:#2b6cb0}
+td.dest,td.nowrap{white-space:nowrap}
 </style></head><body>
 <h1>buildtrace report</h1>
 {{range .Platforms}}{{$p := .}}
@@ -299,16 +447,18 @@ td.dest{white-space:nowrap}
 {{if $.Policy}}<tr><td>policy</td><td class="mono">{{ts $.PolicyName}}</td></tr>{{end}}
 {{with .T.Err}}<tr><td>error</td><td class="bad">{{ts .}}</td></tr>{{end}}
 </table>
+{{if and $.Policy .T.Predicate}}{{with .Violations}}<div class="violations"><h4 class="bad">Policy {{ts $.PolicyName}}: {{plural (len .) "violation"}}</h4><ul>{{range $i, $v := .}}{{if lt $i 20}}<li><a href="#{{$v.ID}}">{{ts $v.Location}}</a> <span class="bad">{{ts (vtext $v.V)}}</span></li>{{end}}{{end}}{{if gt (len .) 20}}<li class="muted">… and {{len (slice . 20)}} more (in their steps below)</li>{{end}}</ul></div>{{else}}<p class="ok">Policy {{ts $.PolicyName}}: no violations.</p>{{end}}{{end}}
 {{if .Steps}}
 <h3>Steps</h3>
 <p class="note">{{$.DurationDefinition}} The timeline draws the same interval.</p>
 <table class="steps wide"><tr><th>location</th><th>instruction</th><th>status</th><th class="n">duration</th><th class="n">CPU</th><th class="n">peak memory</th><th class="n">processes</th><th class="n">file changes</th>{{if $.Policy}}<th class="n">policy</th>{{end}}</tr>
-{{range .Steps}}<tr><td class="mono"><a href="#{{.ID}}">{{ts .Location}}</a></td><td class="mono instr" title="{{ts .Info.Instruction}}">{{ts .Short}}</td><td class="status-{{ts .Info.Status}}">{{ts .Info.Status}}{{with .Info.Reason}} ({{ts .}}){{end}}</td>
+{{range .Steps}}<tr><td class="mono"><a href="#{{.ID}}">{{ts .Location}}</a></td><td class="mono instr">{{ts .Short}}</td><td class="status-{{ts .Info.Status}}">{{ts .Info.Status}}{{with .Info.Reason}} ({{ts .}}){{end}}</td>
 <td class="n step-duration">{{.Duration}}</td><td class="n">{{if .Runs}}{{cpu .Totals.CPUUserNanos .Totals.CPUSystemNanos}}{{end}}</td><td class="n">{{if .Runs}}{{bytes .Totals.PeakRSSBytes}}{{end}}</td><td class="n">{{if .Runs}}{{.Totals.Processes}}{{end}}</td><td class="n">{{if .Runs}}{{.Changes}}{{end}}</td>{{if $.Policy}}<td class="n">{{if .Violations}}<span class="bad">{{len .Violations}}</span>{{else}}<span class="ok">0</span>{{end}}</td>{{end}}</tr>
 {{end}}</table>
 <h3>Timeline{{if .Ran}} ({{.Span}}){{end}}</h3>
-{{if not .Ran}}<p class="muted">No step ran in this build.</p>{{else}}<p class="note">Each step, then its {{$.TimelineProcs}} longest-running processes (those that exec'd a program before bare forks); the rest are in each step's process tree below.</p>
-<table class="tl">{{range .Rows}}<tr class="{{ts .Class}}"><td class="label mono" style="padding-left:{{indent .Indent}}" title="{{ts .Label}}">{{ts .Label}}</td><td class="d">{{ts .Duration}}</td><td><div class="track">{{if not .NoBar}}<div class="bar" style="left:{{pct .Left}};width:{{pct .Width}}" title="{{ts .Title}}"></div>{{end}}</div></td></tr>
+{{if not .Ran}}<p class="muted">No step ran in this build{{if .Steps}}: a cached step did not run (each says below which earlier run made its layer, if one is known){{end}}.</p>{{else}}<p class="note">Each step on the build's scale; under it, its {{$.TimelineProcs}} longest-running processes (those that exec'd a program before bare forks, the RUN's own shell left out) on the step's own scale. Every process is in the step's process tree below.</p>
+<table class="tl"><tr class="axis-row"><td class="label"></td><td class="d"></td><td>{{template "axis" .Axis}}</td></tr>
+{{range .Rows}}<tr class="{{ts .Class}}"><td class="label mono" style="padding-left:{{indent .Indent}}" title="{{ts .Label}}">{{ts .Label}}</td><td class="d">{{ts .Duration}}</td><td>{{if .Axis}}{{template "axis" .Axis}}{{else}}<div class="track">{{if not .NoBar}}<div class="bar" style="left:{{pct .Left}};width:{{pct .Width}}" title="{{ts .Title}}"></div>{{end}}</div>{{end}}</td></tr>
 {{end}}</table>{{end}}
 {{range .Steps}}{{$s := .}}
 <section class="step" id="{{.ID}}">
@@ -328,7 +478,7 @@ td.dest{white-space:nowrap}
 </table>{{end}}
 {{with .Sum.Failed}}<h4 class="bad">{{plural (len .) "process"}} failed (non-zero exit or signal)</h4>
 <table><tr><th class="n">pid</th><th>binary</th><th>command</th><th>exit</th></tr>
-{{range top topFailures .}}<tr><td class="n">{{.PID}}</td><td class="mono">{{ts .Binary}}</td><td class="mono">{{ts (shortcmd .)}}</td><td class="bad">{{exit .}}</td></tr>
+{{range top topFailures .}}<tr><td class="n">{{.PID}}</td><td class="mono">{{ts .Binary}}</td><td class="mono">{{ts (shortcmd .)}}</td><td class="bad nowrap">{{exit .}}</td></tr>
 {{end}}{{if gt (len .) topFailures}}<tr><td colspan="4" class="muted">… and {{plural (len (slice . topFailures)) "more process"}} (see the process tree)</td></tr>{{end}}
 </table>{{end}}
 <h4>Egress</h4>
@@ -336,14 +486,10 @@ td.dest{white-space:nowrap}
 {{range .}}<tr><td class="mono dest">{{ts .EndpointText}}</td><td>{{ts .HostText}}</td><td>{{ts .Traffic}}</td><td class="mono">{{ts (join .Binaries ", ")}}</td></tr>
 {{end}}</table>{{else}}<p class="muted">none</p>{{end}}
 {{with .Sum.DNSNames}}<p>DNS: {{plural $r.Sum.DNSCount "question"}} for <span class="mono">{{ts (join . ", ")}}</span></p>{{end}}
-{{if .Sum.Materials}}<h4>Downloaded ({{ts .Sum.MaterialsHeading}})</h4>
-<table class="materials"><tr><th>file</th><th>sha256</th><th class="n">size</th><th>from</th><th>by</th><th>URL (from the command line)</th></tr>
-{{range .Sum.Materials}}<tr><td class="mono">{{ts .Path}}</td><td class="mono" title="{{ts .SHA256}}">{{ts (short .SHA256)}}</td><td class="n">{{bytes (size .)}}</td><td class="mono dest">{{ts (mfrom .)}}</td><td class="mono">{{ts (mby .)}}</td><td class="mono">{{ts (murl .)}}</td></tr>
-{{end}}</table>{{end}}
 </div><div>
 <h4>Files: {{if .Sum.Files.Total}}{{counts .Sum.Files.Created .Sum.Files.Modified .Sum.Files.Deleted}}{{if not .Sum.Files.Changes}} in {{plural (len .Sum.Files.Groups) "directory"}}{{end}}{{else}}no changes{{end}}</h4>
 {{if .Sum.Files.Changes}}<table><tr><th>change</th><th>path</th></tr>
-{{range .Sum.Files.Changes}}<tr><td>{{ts .Change}}</td><td class="mono">{{ts .Path}}{{ts (note .)}}</td></tr>
+{{range .Sum.Files.Changes}}<tr><td class="mono">{{ts .Change}}</td><td class="mono">{{ts .Path}}{{ts (note .)}}</td></tr>
 {{end}}</table>
 {{else if .Dirs}}<table><tr><th>directory</th><th class="n">created</th><th class="n">modified</th><th class="n">deleted</th></tr>
 {{range .Dirs}}<tr><td class="mono">{{ts .Label}}</td>{{template "count" .Created}}{{template "count" .Modified}}{{template "count" .Deleted}}</tr>
@@ -351,18 +497,20 @@ td.dest{white-space:nowrap}
 </table>
 {{with .Sum.Files.Setuid}}<p class="bad">setuid/setgid: {{range $i, $c := .}}{{if $i}}, {{end}}<span class="mono">{{ts $c.Path}}</span>{{ts (note $c)}}{{end}}{{if gt $r.Sum.Files.SetuidCount (len .)}} … and more{{end}}</p>{{end}}
 {{with .Sum.Files.Executables}}<p>new executables: {{range $i, $c := .}}{{if $i}}, {{end}}<span class="mono">{{ts $c.Path}}</span>{{ts (note $c)}}{{end}}{{if gt $r.Sum.Files.ExecutableCount (len .)}} … and more{{end}}</p>{{end}}
-{{with .Sum.Files.Largest}}<p>largest new: {{range $i, $c := .}}{{if $i}}, {{end}}<span class="mono">{{ts $c.Path}}</span>{{ts (note $c)}}{{end}}</p>{{end}}
+{{with .Sum.Files.Largest}}<p>largest new: {{range $i, $c := .}}{{if $i}}, {{end}}<span class="mono">{{ts (elide $c.Path)}}</span>{{ts (note $c)}}{{end}}</p>{{end}}
 {{end}}
 <h4>Lost</h4>
 {{with .Sum.Lost}}<ul class="lost">{{range .}}<li>{{ts .}}</li>{{end}}</ul>{{else}}<p class="ok">nothing: followed from its start, no events dropped or cut</p>{{end}}
 </div></div>
-<details><summary>Process tree ({{plural (len .Run.Processes) "process"}})</summary>
-<ul class="tree top">{{range .Tree}}{{template "node" .}}{{end}}</ul>
+{{if .Sum.Materials}}<h4>Downloaded ({{ts .Sum.MaterialsHeading}})</h4>
+<table class="materials wide"><tr><th>file</th><th>sha256</th><th class="n">size</th><th>from</th><th>by</th><th>URL (from the command line)</th></tr>
+{{range .Sum.Materials}}<tr><td class="mono">{{ts .Path}}</td><td class="mono" title="{{ts .SHA256}}">{{ts (short .SHA256)}}</td><td class="n">{{bytes (size .)}}</td><td class="mono dest">{{ts (mfrom .)}}</td><td class="mono">{{ts (mby .)}}</td><td class="mono">{{ts (murl .)}}</td></tr>
+{{end}}</table>{{end}}
+<details><summary>Process tree ({{plural (len .Run.Processes) "process"}}; long command lines shortened, <code>buildtrace show --full</code> prints them whole)</summary>
+<ul class="tree top">{{range .Tree}}{{template "node" .}}{{end}}{{if .TreeCut}}<li class="muted">… and {{plural .TreeCut "more process"}} (<code>buildtrace show --full</code>)</li>{{end}}</ul>
 </details>
-{{if .Changes}}<details><summary>All file changes ({{len .Changes}})</summary>
-<table class="wide"><tr><th>change</th><th>path</th></tr>
-{{range .Changes}}<tr><td>{{ts .Change}}</td><td class="mono">{{ts .Path}}{{ts (note .)}}</td></tr>
-{{end}}</table>
+{{if and .Changes (not .Sum.Files.Changes)}}<details><summary>File changes ({{if lt .FilesN .Changes}}the first {{.FilesN}} of {{.Changes}} by path; <code>buildtrace show --full</code> lists all{{else}}{{.Changes}}{{end}})</summary>
+<pre class="files mono">{{.Files}}</pre>
 </details>{{end}}
 {{end}}
 </section>
@@ -370,6 +518,8 @@ td.dest{white-space:nowrap}
 {{end}}
 </body></html>
 {{define "count"}}<td class="n{{if not .}} zero{{end}}">{{.}}</td>{{end}}
-{{define "node"}}<li>{{if .Children}}<details{{if .Open}} open{{end}}><summary class="mono">{{ts .Label}}{{with .Exit}} <span class="exit{{if $.Failed}} fail{{end}}">→ {{.}}</span>{{end}} <span class="muted">({{plural (len .Children) "child"}})</span></summary>
+{{define "node"}}<li>{{if .Group}}<details><summary class="mono group">{{ts .Label}}{{if .Failed}} <span class="exit fail">(some failed)</span>{{end}}</summary>
+<ul class="tree">{{range .Children}}{{template "node" .}}{{end}}</ul></details>{{else if .Children}}<details{{if .Open}} open{{end}}><summary class="mono">{{ts .Label}}{{with .Exit}} <span class="exit{{if $.Failed}} fail{{end}}">→ {{.}}</span>{{end}} <span class="muted">({{plural .Processes "process"}} below)</span></summary>
 <ul class="tree">{{range .Children}}{{template "node" .}}{{end}}</ul></details>{{else}}<span class="mono">{{ts .Label}}</span>{{with .Exit}} <span class="exit{{if $.Failed}} fail{{end}}">→ {{.}}</span>{{end}}{{end}}</li>
-{{end}}`))
+{{end}}
+{{define "axis"}}<div class="axis">{{range .}}<span{{if .End}} class="end"{{end}} style="left:{{pct .Left}}">{{.Label}}</span>{{end}}</div>{{end}}`))

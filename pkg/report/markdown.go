@@ -149,6 +149,12 @@ func markdownSummary(mw *mdWriter, run trace.Step, sum Summary, full bool) {
 			mw.printf("| %d | %s | %s |\n", b.Count, b.Binary, strings.TrimPrefix(b.NamesLine(), "as "))
 		}
 	}
+	if len(sum.Longest) > 0 {
+		mw.printf("\n**Longest-running**\n\n| time | pid | command |\n|---:|---:|---|\n")
+		for _, p := range sum.Longest {
+			mw.printf("| %s | %d | %s |\n", Duration(p.Nanos), p.PID, ShortCommand(p.Process))
+		}
+	}
 	if n := len(sum.Failed); n > 0 {
 		mw.printf("\n**%s failed** (non-zero exit or signal)\n\n| pid | binary | command | exit |\n|---:|---|---|---|\n", plural(n, "process"))
 		for i, p := range sum.Failed {
@@ -227,7 +233,11 @@ func markdownSummary(mw *mdWriter, run trace.Step, sum Summary, full bool) {
 			}
 			var parts []string
 			for _, c := range n.cs {
-				parts = append(parts, c.Path+fileNote(c))
+				p := c.Path
+				if n.label == "largest new" { // as in the terminal view
+					p = elideMiddle(p, notablePath)
+				}
+				parts = append(parts, p+fileNote(c))
 			}
 			more := ""
 			if n.total > len(n.cs) {
@@ -296,14 +306,18 @@ func mdArg(a any) any {
 // MD makes s safe in Markdown text and in a table cell: control
 // characters become visible escapes (termsafe), then every character
 // that could start formatting, a link, HTML, math or a cell boundary is
-// backslash-escaped (`|`, backticks, `<`, `>`, `*`, `_`, `$`, ...).
-// termsafe leaves no newline, so s stays on its line.
+// backslash-escaped (`|`, backticks, `<`, `>`, `*`, `_`, `$`, ...), and
+// so are the ":" of "://" and the "." of "www." so that GitHub's
+// extended autolinks make no link of an attestation's URL. termsafe
+// leaves no newline, so s stays on its line.
 func MD(s string) string {
-	s = termsafe.String(s)
+	rs := []rune(termsafe.String(s))
 	var b strings.Builder
-	b.Grow(len(s) + 8)
-	for _, r := range s {
-		if strings.ContainsRune("\\`*_{}[]()<>#+!|~$&@", r) {
+	b.Grow(len(rs) + 8)
+	for i, r := range rs {
+		scheme := r == ':' && i+2 < len(rs) && rs[i+1] == '/' && rs[i+2] == '/'
+		www := r == '.' && i >= 3 && strings.EqualFold(string(rs[i-3:i]), "www")
+		if strings.ContainsRune("\\`*_{}[]()<>#+!|~$&@", r) || scheme || www {
 			b.WriteByte('\\')
 		}
 		b.WriteRune(r)

@@ -65,7 +65,7 @@ func TestMarkdownAndHTMLMaterials(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "**Downloaded** (1 file, list capped by the tracer)\n\n| file | sha256 | size | from | by | URL (from the command line) |\n|---|---|---:|---|---|---|\n" +
-		"| /app/registry.json | abababababab | 2.0 KiB | 127.0.0.1:5000 \\(registry.test\\) | /bin/busybox \\(wget\\) pid 11 | GET http://127.0.0.1:5000/v2/ |\n"
+		"| /app/registry.json | abababababab | 2.0 KiB | 127.0.0.1:5000 \\(registry.test\\) | /bin/busybox \\(wget\\) pid 11 | GET http\\://127.0.0.1:5000/v2/ |\n"
 	if !strings.Contains(buf.String(), want) {
 		t.Errorf("markdown lacks %q:\n%s", want, buf.String())
 	}

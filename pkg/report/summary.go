@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/buildtrace/buildtrace/pkg/policy"
 	"github.com/buildtrace/buildtrace/pkg/trace"
@@ -27,7 +26,8 @@ const (
 	TopMaterials    = 5  // downloaded files per run
 	ListFilesUpTo   = 8  // a run changing this many paths or fewer lists them
 	TimelineProcs   = 5  // processes per run on the HTML timeline
-	shortArgv       = 80 // runes of a command line in the summary
+	TopLongest      = 3  // longest-running processes in a run's summary
+	shortArgv       = 90 // runes of a command line in the summary
 )
 
 // Options choose what the views show.
@@ -53,6 +53,10 @@ type Summary struct {
 	Files     FileSummary
 	Lost      []string // what the trace does not hold, for people
 	Complete  bool     // nothing in Lost says the trace is incomplete
+	// Longest are the processes that exec'd a program and ran longest
+	// (up to TopLongest), longest first; the HTML timeline draws them
+	// too.
+	Longest []Timed
 	// ArgvTruncated counts processes whose command line was cut.
 	ArgvTruncated int
 	// Materials are the files the run downloaded (trace.Step.Materials),
@@ -146,6 +150,7 @@ func changeCounts(c, m, d int) string {
 func Summarize(run trace.Step) Summary {
 	s := Summary{Processes: len(run.Processes), Complete: run.Completeness.Complete}
 	s.Binaries = binaries(run.Processes)
+	s.Longest = longest(run, TopLongest)
 	for _, p := range run.Processes {
 		if p.ExitCode != nil && *p.ExitCode != 0 || p.Signal != 0 {
 			s.Failed = append(s.Failed, p)
@@ -319,6 +324,9 @@ func runName(p trace.Process) string {
 	if !p.Exec {
 		return "fork"
 	}
+	if _, prog, ok := emulated(p.Argv); ok {
+		return path.Base(prog[0])
+	}
 	base := path.Base(p.Binary)
 	// argv[0] first: busybox runs its applets through /proc/self/exe.
 	for _, n := range []string{first(p.Argv), p.Filename} {
@@ -331,6 +339,23 @@ func runName(p trace.Process) string {
 		return ""
 	}
 	return ""
+}
+
+// emulated splits the argv of a program run for another architecture by
+// a binfmt_misc interpreter with the P (preserve argv[0]) flag, as
+// Debian's qemu-user-static registers them
+// (/usr/libexec/qemu-binfmt/aarch64-binfmt-P): the kernel passes the
+// interpreter its own name, the program's file, then the program's argv.
+// It returns the architecture and the program's argv.
+func emulated(argv []string) (arch string, prog []string, ok bool) {
+	if len(argv) < 3 || argv[2] == "" {
+		return "", nil, false
+	}
+	arch, ok = strings.CutSuffix(path.Base(argv[0]), "-binfmt-P")
+	if !ok || arch == "" {
+		return "", nil, false
+	}
+	return arch, argv[2:], true
 }
 
 func first(ss []string) string {
@@ -356,16 +381,62 @@ func (b BinaryCount) NamesLine() string {
 	return "as " + strings.Join(parts, ", ")
 }
 
-// ShortCommand is a process's command line cut to a summary's width.
+// ShortCommand is a process's command line for one line of a summary:
+// argv[0] by its base name, each argument longer than longArg runes cut
+// in its middle ("…"), the whole cut at shortArgv runes. A compiler's
+// package (-p net/http) then stays visible behind its long paths.
 func ShortCommand(p trace.Process) string {
-	s := strings.Join(p.Argv, " ")
-	if s == "" {
-		s = p.Binary
+	return truncateRunes(compactCommand(p, longArg), shortArgv)
+}
+
+// longArg is the longest argument ShortCommand shows whole (runes).
+const longArg = 24
+
+// compactCommand is the command line with argv[0] by its base name and
+// every argument over n runes cut in its middle.
+func compactCommand(p trace.Process, n int) string {
+	args, prefix := p.Argv, ""
+	if len(args) == 0 {
+		args = []string{p.Binary}
 	}
+	if arch, prog, ok := emulated(args); ok {
+		// The program, not its emulator's plumbing: "[aarch64] wc -c f".
+		args, prefix = prog, "["+arch+"] "
+	}
+	parts := make([]string, len(args))
+	for i, a := range args {
+		if i == 0 && strings.Contains(a, "/") && !strings.HasSuffix(a, "/") {
+			a = path.Base(a)
+		}
+		parts[i] = elideArg(a, n)
+	}
+	s := prefix + strings.Join(parts, " ")
 	if !p.Exec {
 		s = "(fork) " + s
 	}
-	return truncateRunes(s, shortArgv)
+	return s
+}
+
+// elideArg shortens one argument of a command line to about n runes: a
+// script (an argument with blanks, as after sh -c) or a URL keeps its
+// start, up to twice as long; a path or word keeps its start and end.
+func elideArg(s string, n int) string {
+	if strings.ContainsAny(s, " \t\n") || strings.Contains(s, "://") {
+		return truncateRunes(s, 2*n)
+	}
+	return elideMiddle(s, n)
+}
+
+// elideMiddle keeps the start and the end of s (a path's directory and
+// its file) when it is over n runes.
+func elideMiddle(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n || n < 5 {
+		return s
+	}
+	head := (n - 1) / 2
+	tail := n - 1 - head
+	return string(r[:head]) + "…" + string(r[len(r)-tail:])
 }
 
 func truncateRunes(s string, n int) string {
@@ -710,29 +781,62 @@ func ViolationText(v policy.Violation) string {
 	return s
 }
 
+// Timed is a process with how long it ran (to the run's end when it
+// did not exit).
+type Timed struct {
+	trace.Process
+	Nanos int64
+}
+
+// longest is busiest without forks that did not exec (in a summary a
+// subshell's line says nothing the step's does not), longest first.
+func longest(run trace.Step, n int) []Timed {
+	var out []Timed
+	for _, p := range busiest(run, n) {
+		if p.Exec {
+			out = append(out, p)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Timed) int { return cmp.Compare(b.Nanos, a.Nanos) })
+	return out
+}
+
 // busiest returns up to n of a run's processes that ran longest, in start
-// order. Processes that exec'd come before forks that did not (a shell's
-// subshells), which only fill the places left.
-func busiest(run trace.Step, n int) []trace.Process {
-	ps := slices.Clone(run.Processes)
-	wall := func(p trace.Process) time.Duration {
+// order. The run's first process (the RUN instruction itself, which the
+// step already stands for) is left out when it started others. Processes
+// that exec'd come before forks that did not (a shell's subshells), which
+// only fill the places left.
+func busiest(run trace.Step, n int) []Timed {
+	var ps []Timed
+	roots := map[uint32]bool{}
+	for _, r := range Tree(run) {
+		// A root that exec'd again (sh -c exec'ing its last command)
+		// is that command, not the instruction.
+		if len(r.Children) > 0 && len(r.Execs) == 0 {
+			roots[r.PID] = true
+		}
+	}
+	for _, p := range run.Processes {
+		if roots[p.PID] {
+			continue
+		}
 		end := run.End
 		if p.End != nil {
 			end = *p.End
 		}
-		return end.Sub(p.Start)
+		ps = append(ps, Timed{Process: p, Nanos: max(end.Sub(p.Start).Nanoseconds(), 0)})
 	}
-	slices.SortStableFunc(ps, func(a, b trace.Process) int {
-		exec := func(p trace.Process) int {
-			if p.Exec {
-				return 0
-			}
-			return 1
+	exec := func(p Timed) int {
+		if p.Exec {
+			return 0
 		}
-		return cmp.Or(cmp.Compare(exec(a), exec(b)), cmp.Compare(wall(b), wall(a)), a.Start.Compare(b.Start), cmp.Compare(a.PID, b.PID))
+		return 1
+	}
+	slices.SortStableFunc(ps, func(a, b Timed) int {
+		return cmp.Or(cmp.Compare(exec(a), exec(b)), cmp.Compare(b.Nanos, a.Nanos), a.Start.Compare(b.Start), cmp.Compare(a.PID, b.PID))
 	})
 	ps = ps[:min(len(ps), n)]
-	slices.SortStableFunc(ps, func(a, b trace.Process) int { return cmp.Or(a.Start.Compare(b.Start), cmp.Compare(a.PID, b.PID)) })
+	slices.SortStableFunc(ps, func(a, b Timed) int { return cmp.Or(a.Start.Compare(b.Start), cmp.Compare(a.PID, b.PID)) })
 	return ps
 }
 

@@ -121,6 +121,18 @@ func writeSummary(ew *errWriter, sum Summary, full bool) {
 			ew.printf("\n")
 		}
 	}
+	if len(sum.Longest) > 0 {
+		ew.printf("  longest-running:\n")
+		durs := make([]string, len(sum.Longest))
+		width := 0
+		for i, p := range sum.Longest {
+			durs[i] = Duration(p.Nanos)
+			width = max(width, len(durs[i]))
+		}
+		for i, p := range sum.Longest {
+			ew.printf("    %*s  pid %d %s\n", width, durs[i], p.PID, ShortCommand(p.Process))
+		}
+	}
 	if n := len(sum.Failed); n > 0 {
 		ew.printf("  %s failed (non-zero exit or signal):\n", plural(n, "process"))
 		for i, p := range sum.Failed {
@@ -206,13 +218,17 @@ func writeFiles(ew *errWriter, fs FileSummary, full bool) {
 		}
 		ew.printf("    %-*s %s\n", width, g.Label(), g.Counts())
 	}
-	notable := func(label string, cs []trace.FileChange, total int) {
+	notable := func(label string, cs []trace.FileChange, total int, elide bool) {
 		if len(cs) == 0 {
 			return
 		}
 		var parts []string
 		for _, c := range cs {
-			parts = append(parts, c.Path+fileNote(c))
+			p := c.Path
+			if elide {
+				p = elideMiddle(p, notablePath)
+			}
+			parts = append(parts, p+fileNote(c))
 		}
 		more := ""
 		if total > len(cs) {
@@ -220,10 +236,15 @@ func writeFiles(ew *errWriter, fs FileSummary, full bool) {
 		}
 		ew.printf("    %s: %s%s\n", label, strings.Join(parts, ", "), more)
 	}
-	notable("setuid/setgid", fs.Setuid, fs.SetuidCount)
-	notable("new executables", fs.Executables, fs.ExecutableCount)
-	notable("largest new", fs.Largest, len(fs.Largest))
+	// Setuid files and executables are named whole: they are what a
+	// reader checks. The largest files only say where the bulk went.
+	notable("setuid/setgid", fs.Setuid, fs.SetuidCount, false)
+	notable("new executables", fs.Executables, fs.ExecutableCount, false)
+	notable("largest new", fs.Largest, len(fs.Largest), true)
 }
+
+// notablePath caps a path among the largest new files (runes).
+const notablePath = 48
 
 // fileNote is " (setuid, 0755, 1.0 MiB)" for a file worth a second look.
 func fileNote(c trace.FileChange) string {

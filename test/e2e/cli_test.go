@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -238,6 +239,29 @@ RUN wget -q -O /fetched.json http://127.0.0.1:5000/v2/
 		}
 		if !bytes.Contains(page, []byte("127.0.0.1:5000")) || bytes.Contains(page, []byte("<script")) {
 			t.Errorf("HTML report lacks the egress or is not self-contained")
+		}
+		if !bytes.Contains(page, []byte(`<meta http-equiv="Content-Security-Policy" content="default-src 'none';`)) {
+			t.Errorf("HTML report has no Content-Security-Policy")
+		}
+		// Each step's duration in the table is the one its timeline row
+		// shows: the same interval, as the tracer saw the container.
+		table := regexp.MustCompile(`<td class="n step-duration">([^<]+)</td>`).FindAllSubmatch(page, -1)
+		rows := regexp.MustCompile(`<tr class="step executed">.*?<td class="d">([^<]+)</td>`).FindAllSubmatch(page, -1)
+		if len(table) != 2 || len(rows) != 2 {
+			t.Errorf("HTML report: %d step durations in the table, %d timeline rows; want 2 each", len(table), len(rows))
+		} else {
+			for i := range table {
+				if !bytes.Equal(table[i][1], rows[i][1]) {
+					t.Errorf("step %d: %s in the table, %s on the timeline", i, table[i][1], rows[i][1])
+				}
+			}
+		}
+		out, code = runCLI(t, l, "show", honest, "--key", key, "--format", "markdown")
+		expectCode(t, out, code, 0)
+		for _, want := range []string{"| step | status | duration |", "### Dockerfile:", "| tcp 127.0.0.1:5000 |"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("show --format markdown lacks %q:\n%s", want, out)
+			}
 		}
 		out, code = runCLI(t, l, "show", honest)
 		expectCode(t, out, code, 0)
