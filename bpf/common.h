@@ -131,6 +131,7 @@ struct cg_stats {
 	__u64 map_full;     /* a per-cgroup map insert failed (seen) */
 	__u64 traffic_full; /* packets not counted: the traffic map was full */
 	__u64 af_packet;    /* AF_PACKET sockets created */
+	__u64 unhooked;     /* execs/forks while the syscall hook was detached */
 };
 
 struct traffic_key {
@@ -176,6 +177,14 @@ volatile const __u32 tracer_mntns = 0;
  * records are written without a wakeup (see emit). Set by Go from the ring
  * size. */
 volatile const __u64 wake_bytes = 1 << 18;
+/* 1 while raw_tp/sys_exit is attached: Go sets it after attaching the link
+ * and clears it before detaching (see docs/bpf.md, "The syscall hook"). A
+ * process of a tracked cgroup that execs or forks while it is 0 may have
+ * made system calls nobody saw: counted as unhooked, never silently. */
+volatile __u32 sys_live = 0;
+/* Most bytes seen pending in the events ring (records and their headers),
+ * for the health endpoint. */
+volatile __u64 rb_high = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -265,6 +274,7 @@ static __always_inline void stat_add(__u64 cg, int field)
 	case 4: __sync_fetch_and_add(&st->map_full, 1); break;
 	case 5: __sync_fetch_and_add(&st->traffic_full, 1); break;
 	case 6: __sync_fetch_and_add(&st->af_packet, 1); break;
+	case 7: __sync_fetch_and_add(&st->unhooked, 1); break;
 	}
 }
 
@@ -291,12 +301,19 @@ static __always_inline struct scratch *begin(__u16 kind, __u64 cg)
  * wake_bytes are pending or for a record the daemon must act on at once
  * (a container starts or ends, its first exec, a sync marker); the reader
  * also polls every few tens of milliseconds. Order is unchanged. */
-static __always_inline __u64 wake_flags(struct event *ev)
+static __always_inline __u64 wake_flags(struct event *ev, __u64 size)
 {
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	/* High-water mark: pending bytes once this record (and its 8-byte
+	 * header) is in. A lost race leaves a value another CPU just wrote. */
+	__u64 used = avail + ((size + 8 + 7) & ~7ULL);
+	__u64 hw = rb_high;
+	if (used > hw)
+		__sync_val_compare_and_swap(&rb_high, hw, used);
 	if (ev->kind == K_CGROUP_MKDIR || ev->kind == K_CGROUP_RMDIR ||
 	    (ev->kind == K_EXEC && (ev->flags & EF_FIRST_IN_CGROUP)))
 		return BPF_RB_FORCE_WAKEUP;
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wake_bytes)
+	if (avail >= wake_bytes)
 		return BPF_RB_FORCE_WAKEUP;
 	return BPF_RB_NO_WAKEUP;
 }
@@ -309,7 +326,7 @@ static __always_inline bool emit(struct scratch *s, __u32 pos)
 		size = sizeof(struct scratch);
 	__u64 cg = s->ev.cgroup_id;
 	bool trunc = s->ev.flags & EF_TRUNCATED;
-	if (bpf_ringbuf_output(&events, s, size, wake_flags(&s->ev)) < 0) {
+	if (bpf_ringbuf_output(&events, s, size, wake_flags(&s->ev, size)) < 0) {
 		stat_add(cg, 1);
 		return false;
 	}

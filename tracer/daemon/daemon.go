@@ -133,7 +133,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer ln.Close()
 
-	p, err := probe.Load(ctx, probe.Options{CgroupRoot: cfg.CgroupRoot})
+	p, err := probe.Load(ctx, probe.Options{CgroupRoot: cfg.CgroupRoot, SyscallsOnDemand: true, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,9 +36,6 @@ const DefaultRingBufferSize = 16 << 20
 // BPF program matches the same prefix.
 const trackedPrefix = "buildtrace"
 
-// syncMagic makes personality(2) a marker; see sys_exit in the BPF program.
-const syncMagic = 0xffffffff
-
 // pollInterval bounds how long a record written without a wakeup (see
 // wake_flags in the BPF program) waits in the ring before Run reads it.
 const pollInterval = 50 * time.Millisecond
@@ -56,6 +54,13 @@ type Options struct {
 	// TrafficEntries sizes the map of per-destination byte counters
 	// (shared by all cgroups); 0 = 65,536. Tests make it small to fill it.
 	TrafficEntries int
+	// SyscallsOnDemand attaches the syscall hook only while a cgroup under
+	// /buildtrace/ is tracked or a hold (HoldSyscalls) is held, so that the
+	// rest of the host pays nothing between builds; otherwise it stays
+	// attached from Load to Close. Cgroups must be running to attach it at
+	// once when a container's cgroup is made.
+	SyscallsOnDemand bool
+	Logger           *slog.Logger // default slog.Default()
 }
 
 // Probe is the loaded and attached kernel side.
@@ -66,6 +71,9 @@ type Probe struct {
 	ctl      *ringbuf.Reader // cgroup mkdirs only, see Cgroups
 	bootWall int64           // wall ns minus CLOCK_MONOTONIC ns
 	argv     argvJoiner      // joins argv continuation records (Run's goroutine; lost counts locked)
+
+	hook     syscallHook // raw_tp/sys_exit, see hook.go
+	onDemand bool
 
 	runMu   sync.Mutex // one Run at a time
 	pending []Event    // cgroups found by the start-up scan, passed to the first Run
@@ -113,7 +121,11 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 	if err := spec.Variables["wake_bytes"].Set(wakeBytes(size)); err != nil {
 		return nil, fmt.Errorf("setting wake_bytes: %w", err)
 	}
-	p := &Probe{waiters: map[uint64]chan struct{}{}}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	p := &Probe{waiters: map[uint64]chan struct{}{}, onDemand: opts.SyscallsOnDemand}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -126,11 +138,13 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 			p.Close()
 		}
 	}()
+	o := &p.objs
+	p.hook = syscallHook{prog: o.SysExit, live: o.SysLive, tracked: o.Tracked, log: log,
+		holds: map[string]time.Time{}, dormant: map[uint64]string{}}
 	// Track existing cgroups before attaching, so their first events count.
 	if err := p.scan(opts.CgroupRoot); err != nil {
 		return nil, err
 	}
-	o := &p.objs
 	for _, t := range []struct {
 		name string
 		prog *ebpf.Program
@@ -148,11 +162,25 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 		}
 		p.links = append(p.links, l)
 	}
-	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: o.SysExit})
-	if err != nil {
-		return nil, fmt.Errorf("attaching raw_tp/sys_exit: %w", err)
+	if p.onDemand {
+		// Attached now if a container found by the scan runs.
+		p.hook.check()
+		p.hook.mu.Lock()
+		err := p.hook.lastErr
+		p.hook.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		p.hook.stop, p.hook.done = make(chan struct{}), make(chan struct{})
+		go p.hook.run()
+	} else {
+		p.hook.mu.Lock()
+		err := p.hook.attach()
+		p.hook.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
 	}
-	p.links = append(p.links, l)
 	for _, t := range []struct {
 		attach ebpf.AttachType
 		prog   *ebpf.Program
@@ -231,6 +259,11 @@ func (p *Probe) scan(root string) error {
 		if err := p.track(st.Ino); err != nil {
 			return err
 		}
+		if !populated(path) {
+			// Left by a runtime that died (BuildKit removes its own): it
+			// does not keep the syscall hook attached while it stays empty.
+			p.hook.dormant[st.Ino] = path
+		}
 		p.pending = append(p.pending, Event{
 			Kind:     KindCgroupMkdir,
 			Time:     fi.ModTime(),
@@ -300,6 +333,9 @@ func (p *Probe) Run(ctx context.Context, fn func(Event)) error {
 			p.synced(mustSeq(rec.RawSample))
 			continue
 		}
+		if ev.Kind == KindCgroupMkdir && p.onDemand {
+			p.hook.ensure() // Cgroups normally did at once
+		}
 		fn(ev)
 	}
 }
@@ -329,6 +365,11 @@ func (p *Probe) Cgroups(ctx context.Context, fn func(cgroupID uint64, path strin
 		id, path, err := decodeCtl(rec.RawSample)
 		if err != nil {
 			return err
+		}
+		if p.onDemand {
+			// Before anything else: runc is setting the container up, and
+			// its first exec must find the hook attached.
+			p.hook.ensure()
 		}
 		fn(id, path)
 	}
@@ -362,9 +403,14 @@ func (p *Probe) Sync(ctx context.Context) error {
 	p.syncMu.Lock()
 	p.waiters[seq] = ch
 	p.syncMu.Unlock()
-	// personality(0xffffffff) only queries; the BPF program turns the call
-	// from this process into a marker carrying seq.
-	unix.Syscall(unix.SYS_PERSONALITY, syncMagic, uintptr(seq), 0)
+	// The marker program writes the record in this thread, after every
+	// record already in the ring; it needs no hook attached.
+	if _, err := p.objs.SyncMarker.Run(&ebpf.RunOptions{Context: []uint64{seq}}); err != nil {
+		p.syncMu.Lock()
+		delete(p.waiters, seq)
+		p.syncMu.Unlock()
+		return fmt.Errorf("writing event marker %d: %w", seq, err)
+	}
 	select {
 	case <-ch:
 		return nil
@@ -386,7 +432,7 @@ func (p *Probe) Stats(cgroupID uint64) CgroupStats {
 	// An exec whose argv continuations did not all arrive is truncated
 	// too (counted here when the kernel did not flag it).
 	return CgroupStats{Emitted: st.Emitted, Dropped: st.Dropped, Truncated: st.Truncated + p.argv.truncated(cgroupID), IOUring: st.IoUring,
-		MapFull: st.MapFull, TrafficFull: st.TrafficFull, AFPacket: st.AfPacket}
+		MapFull: st.MapFull, TrafficFull: st.TrafficFull, AFPacket: st.AfPacket, Unhooked: st.Unhooked}
 }
 
 // Traffic returns the bytes the cgroup exchanged per remote endpoint.
@@ -443,6 +489,7 @@ func (p *Probe) Close() error {
 	if p.ctl != nil {
 		errs = append(errs, p.ctl.Close())
 	}
+	errs = append(errs, p.hook.close())
 	for _, l := range p.links {
 		errs = append(errs, l.Close())
 	}

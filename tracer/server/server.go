@@ -33,6 +33,35 @@ type Source interface {
 	Forget(cgroupID uint64)
 }
 
+// hookSource is what *probe.Probe has besides Source: its syscall hook,
+// attached on demand, and its ring's state. Test sources have neither.
+type hookSource interface {
+	HoldSyscalls(key string, d time.Duration) error
+	ReleaseSyscalls(key string)
+	SyscallHook() probe.HookState
+	Ring() (size, highWater uint64)
+}
+
+// syscallHold bounds how long a registered plan keeps the syscall hook
+// attached when its frontend never asks for the sealed trace (it died):
+// a step started later still attaches it, only later after its cgroup
+// appears.
+const syscallHold = time.Hour
+
+func (s *Server) holdSyscalls(traceID string) {
+	if hs, ok := s.cfg.Source.(hookSource); ok {
+		if err := hs.HoldSyscalls("plan/"+traceID, syscallHold); err != nil {
+			s.log.Error("attaching the syscall hook for a build; its steps will be incomplete", "trace", traceID, "err", err)
+		}
+	}
+}
+
+func (s *Server) releaseSyscalls(traceID string) {
+	if hs, ok := s.cfg.Source.(hookSource); ok {
+		hs.ReleaseSyscalls("plan/" + traceID)
+	}
+}
+
 // Config is what a Server is built from.
 type Config struct {
 	Source  Source

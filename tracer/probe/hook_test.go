@@ -1,0 +1,146 @@
+//go:build linux
+
+package probe
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// sysExitLinks counts the raw_tp links on sys_exit that process pid holds,
+// as the kernel lists them in /proc/<pid>/fdinfo: what is attached, not
+// what the probe thinks.
+func sysExitLinks(t testing.TB, pid int) int {
+	t.Helper()
+	dir := filepath.Join("/proc", strconv.Itoa(pid), "fdinfo")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		s := string(b)
+		if strings.Contains(s, "link_type:\traw_tracepoint") && strings.Contains(s, "tp_name:\tsys_exit") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSyscallHookOnDemand: with SyscallsOnDemand the raw_tp/sys_exit link
+// exists only while a container cgroup is tracked; an exec in a tracked
+// cgroup while it is not attached is counted (Unhooked), never silent;
+// once attached, a container's file changes are seen; once nothing is
+// tracked, it is detached again.
+func TestSyscallHookOnDemand(t *testing.T) {
+	requireRoot(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := Load(ctx, Options{SyscallsOnDemand: true})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	defer p.Close()
+	// Drive the checks from here, not the ticker, so the test decides
+	// when the hook may attach.
+	close(p.hook.stop)
+	<-p.hook.done
+	p.hook.stop = nil
+	if p.SyscallHook().Attached {
+		t.Skip("SKIP (a traced container runs on this host: the hook is attached already)")
+	}
+	if n := sysExitLinks(t, os.Getpid()); n != 0 {
+		t.Fatalf("%d sys_exit links in the kernel with no container tracked", n)
+	}
+
+	// A container whose processes exec before the hook is attached.
+	step := randHex(t, 16)
+	early := mkCgroup(t, step, "early")
+	earlyID := inode(t, early)
+	dir := t.TempDir()
+	env := []string{"PATH=/bin:/usr/bin"}
+	// inCgroup's first exec is in the host's mount namespace, like runc's
+	// re-exec: not counted. The script's exec of true is.
+	if out, err := inCgroup(early, dir, env, "/bin/busybox true; echo x > early.txt").CombinedOutput(); err != nil {
+		t.Fatalf("early script: %v\n%s", err, out)
+	}
+	if st := p.Stats(earlyID); st.Unhooked == 0 {
+		t.Errorf("an exec while the hook was detached was not counted: %+v", st)
+	}
+
+	start := time.Now()
+	p.hook.check() // what the ticker, Cgroups or Run would do
+	t.Logf("attach took %v", time.Since(start))
+	c := &collector{}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, c.add) }()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	syncProbe(t, p) // the marker needs no hook
+	if !p.SyscallHook().Attached || sysExitLinks(t, os.Getpid()) != 1 {
+		t.Fatalf("hook not attached with a container tracked: %+v, %d links", p.SyscallHook(), sysExitLinks(t, os.Getpid()))
+	}
+	late := mkCgroup(t, step, "late")
+	lateID := inode(t, late)
+	if out, err := inCgroup(late, dir, env, "/bin/busybox true; echo y > late.txt").CombinedOutput(); err != nil {
+		t.Fatalf("late script: %v\n%s", err, out)
+	}
+	syncProbe(t, p)
+	if st := p.Stats(lateID); st.Unhooked != 0 {
+		t.Errorf("execs counted as unhooked while the hook was attached: %+v", st)
+	}
+	var sawLate bool
+	for _, ev := range c.all() {
+		if ev.CgroupID == lateID && ev.Kind == KindFile && ev.File != nil && strings.HasSuffix(ev.File.Path, "/late.txt") {
+			sawLate = true
+		}
+	}
+	if !sawLate {
+		t.Errorf("late.txt's creation was not seen with the hook attached")
+	}
+
+	// Nothing tracked (the daemon forgets ended containers and the step
+	// directories): detached once the grace period is over.
+	for _, d := range []string{late, early, filepath.Dir(late), filepath.Dir(filepath.Dir(late))} {
+		if err := os.Remove(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var (
+		k    uint64
+		v    uint8
+		keys []uint64
+	)
+	for it := p.objs.Tracked.Iterate(); it.Next(&k, &v); {
+		keys = append(keys, k) // the step directories
+	}
+	for _, k := range keys {
+		p.Forget(k)
+	}
+	p.hook.check()
+	if !p.SyscallHook().Attached {
+		t.Errorf("detached before the grace period")
+	}
+	p.hook.mu.Lock()
+	p.hook.lastNeeded = time.Now().Add(-hookGrace)
+	p.hook.mu.Unlock()
+	p.hook.check()
+	if p.SyscallHook().Attached || sysExitLinks(t, os.Getpid()) != 0 {
+		t.Errorf("hook still attached with nothing tracked: %+v, %d links", p.SyscallHook(), sysExitLinks(t, os.Getpid()))
+	}
+	syncProbe(t, p)
+}
