@@ -383,37 +383,43 @@ struct walk_ctx {
 	__u32 detached; /* ended at a dentry that is its own parent, not a mount root */
 };
 
+/* Casts a kernel address kept as a number (bpf_loop's context holds no
+ * typed pointer) back to a BTF pointer, so that its fields are read with
+ * plain loads (fault-safe) rather than one probe_read helper call each. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define kcast(p, type) ((type *)bpf_rdonly_cast((void *)(p), bpf_core_type_id_kernel(type)))
+
 static long walk_step(__u32 i, struct walk_ctx *c)
 {
 	__u32 zero = 0;
 	struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
 	if (!pb)
 		return 1;
-	struct dentry *d = (struct dentry *)c->dentry;
-	struct mount *m = (struct mount *)c->mnt;
+	struct dentry *d = kcast(c->dentry, struct dentry);
+	struct mount *m = kcast(c->mnt, struct mount);
 	__u64 vfsmnt = c->mnt + bpf_core_field_offset(struct mount, mnt);
 	if (c->dentry == c->root_dentry && vfsmnt == c->root_mnt) {
 		c->done = 1;
 		return 1;
 	}
-	struct dentry *mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
-	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	struct dentry *mnt_root = m->mnt.mnt_root;
+	struct dentry *parent = d->d_parent;
 	/* A dentry that is its own parent but no mount's root belongs to no
 	 * directory: a pseudo file (memfd, anonymous inode). Its name is all
 	 * there is ("memfd:<name>"): keep it and stop. */
 	bool detached = d == parent && d != mnt_root;
 	if (d == mnt_root || (d == parent && !detached)) {
-		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+		struct mount *mp = m->mnt_parent;
 		if (mp == m || !mp) {
 			c->done = 1;
 			return 1;
 		}
-		c->dentry = (__u64)BPF_CORE_READ(m, mnt_mountpoint);
+		c->dentry = (__u64)m->mnt_mountpoint;
 		c->mnt = (__u64)mp;
 		return 0;
 	}
-	__u32 len = BPF_CORE_READ(d, d_name.len);
-	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	__u32 len = d->d_name.len;
+	const unsigned char *name = d->d_name.name;
 	if (len > NAME_MAX_)
 		len = NAME_MAX_;
 	if (len + 1 > c->off) {
