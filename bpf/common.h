@@ -291,7 +291,7 @@ static __always_inline struct scratch *begin(__u16 kind, __u64 cg)
 	s->ev.kind = kind;
 	s->ev.pid = t->tgid;
 	s->ev.tid = t->pid;
-	s->ev.ppid = BPF_CORE_READ(t, real_parent, tgid);
+	s->ev.ppid = t->real_parent->tgid;
 	return s;
 }
 
@@ -452,8 +452,8 @@ static __always_inline __u32 append_walk(struct scratch *s, __u32 pos, int slot,
 	struct walk_ctx c = {
 		.dentry = (__u64)dentry,
 		.mnt = (__u64)vfsmnt - bpf_core_field_offset(struct mount, mnt),
-		.root_dentry = (__u64)BPF_CORE_READ(t, fs, root.dentry),
-		.root_mnt = (__u64)BPF_CORE_READ(t, fs, root.mnt),
+		.root_dentry = (__u64)t->fs->root.dentry,
+		.root_mnt = (__u64)t->fs->root.mnt,
 		.off = BLOB_MAX,
 	};
 	bpf_loop(PATH_DEPTH, walk_step, &c, 0);
@@ -480,13 +480,13 @@ static __always_inline __u32 append_walk(struct scratch *s, __u32 pos, int slot,
 
 static __always_inline struct file *fd_file(struct task_struct *t, __u64 fd)
 {
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	struct fdtable *fdt = t->files->fdt;
 	if (!fdt)
 		return NULL;
-	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	unsigned int max = fdt->max_fds;
 	if (fd >= max)
 		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file **fds = fdt->fd;
 	struct file *f = NULL;
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
 	return f;
@@ -506,15 +506,14 @@ static __always_inline __u32 append_at_path(struct scratch *s, __u32 pos, int sl
 	if (pos > start && s->data[start & (DATA_SZ - 1)] == '/')
 		return pos;
 	if ((int)dfd == AT_FDCWD_) {
-		struct fs_struct *fs = BPF_CORE_READ(t, fs);
-		return append_walk(s, pos, slot + 1, BPF_CORE_READ(fs, pwd.dentry),
-				   BPF_CORE_READ(fs, pwd.mnt), t, 0);
+		struct fs_struct *fs = t->fs;
+		return append_walk(s, pos, slot + 1, fs->pwd.dentry, fs->pwd.mnt, t, 0);
 	}
 	struct file *f = fd_file(t, (int)dfd);
 	if (!f)
 		return pos;
-	return append_walk(s, pos, slot + 1, BPF_CORE_READ(f, f_path.dentry),
-			   BPF_CORE_READ(f, f_path.mnt), t, 0);
+	struct file *kf = kcast(f, struct file);
+	return append_walk(s, pos, slot + 1, kf->f_path.dentry, kf->f_path.mnt, t, 0);
 }
 
 static __always_inline struct sock *fd_sock(struct task_struct *t, __u64 fd)
@@ -522,17 +521,20 @@ static __always_inline struct sock *fd_sock(struct task_struct *t, __u64 fd)
 	struct file *f = fd_file(t, fd);
 	if (!f)
 		return NULL;
-	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	struct file *kf = kcast(f, struct file);
+	umode_t mode = kf->f_inode->i_mode;
 	if ((mode & S_IFMT_) != S_IFSOCK_)
 		return NULL;
-	struct socket *so = BPF_CORE_READ(f, private_data);
-	return BPF_CORE_READ(so, sk);
+	struct socket *so = kcast(kf->private_data, struct socket);
+	return so->sk;
 }
 
 static __always_inline bool is_udp(struct sock *sk)
 {
-	return sk && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_UDP_ &&
-	       BPF_CORE_READ(sk, sk_type) == SOCK_DGRAM_;
+	if (!sk)
+		return false;
+	struct sock *k = kcast(sk, struct sock);
+	return k->sk_protocol == IPPROTO_UDP_ && k->sk_type == SOCK_DGRAM_;
 }
 
 #endif
