@@ -41,8 +41,8 @@ type syscallHook struct {
 
 	mu         sync.Mutex
 	link       link.Link
-	holds      map[string]time.Time // key → until
-	dormant    map[uint64]string    // empty at load (a dead runtime's): cgroup ID → directory
+	holds      map[string]hold
+	dormant    map[uint64]string // empty at load (a dead runtime's): cgroup ID → directory
 	lastNeeded time.Time
 	since      time.Time // attached since
 	attaches   uint64
@@ -50,6 +50,11 @@ type syscallHook struct {
 	closed     bool
 	stop       chan struct{}
 	done       chan struct{}
+}
+
+type hold struct {
+	until time.Time
+	alive func() bool // nil: until only
 }
 
 // HookState says whether the syscall hook is attached.
@@ -95,11 +100,12 @@ func (h *syscallHook) ensure() {
 	}
 }
 
-// hold keeps the hook attached until release(key) or for d.
-func (h *syscallHook) hold(key string, d time.Duration) error {
+// hold keeps the hook attached until release(key), for d, or until alive
+// (when not nil) says no.
+func (h *syscallHook) hold(key string, d time.Duration, alive func() bool) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.holds[key] = time.Now().Add(d)
+	h.holds[key] = hold{until: time.Now().Add(d), alive: alive}
 	return h.attach()
 }
 
@@ -111,8 +117,8 @@ func (h *syscallHook) release(key string) {
 
 // needed reports whether anything needs the hook now; h.mu held.
 func (h *syscallHook) needed(now time.Time) (bool, error) {
-	for k, until := range h.holds {
-		if now.Before(until) {
+	for k, hd := range h.holds {
+		if now.Before(hd.until) && (hd.alive == nil || hd.alive()) {
 			return true, nil
 		}
 		delete(h.holds, k)
@@ -226,15 +232,16 @@ func populated(dir string) bool {
 	return !bytes.Contains(b, []byte("populated 0"))
 }
 
-// HoldSyscalls keeps the syscall hook attached until ReleaseSyscalls(key)
-// or for d, whichever comes first: a build's frontend registered its plan,
-// and its steps' containers must find the hook attached. It returns once
-// the hook is attached.
-func (p *Probe) HoldSyscalls(key string, d time.Duration) error {
+// HoldSyscalls keeps the syscall hook attached until ReleaseSyscalls(key),
+// for d, or until alive (checked every second; nil: never) returns false,
+// whichever comes first: a build's frontend registered its plan, and its
+// steps' containers must find the hook attached. It returns once the hook
+// is attached.
+func (p *Probe) HoldSyscalls(key string, d time.Duration, alive func() bool) error {
 	if !p.onDemand {
 		return nil
 	}
-	return p.hook.hold(key, d)
+	return p.hook.hold(key, d, alive)
 }
 
 // ReleaseSyscalls drops a hold; the hook is detached once nothing else

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -143,4 +144,30 @@ func TestSyscallHookOnDemand(t *testing.T) {
 		t.Errorf("hook still attached with nothing tracked: %+v, %d links", p.SyscallHook(), sysExitLinks(t, os.Getpid()))
 	}
 	syncProbe(t, p)
+
+	// A build's plan holds it while its frontend lives.
+	var alive atomic.Bool
+	alive.Store(true)
+	if err := p.HoldSyscalls("plan/x", time.Hour, alive.Load); err != nil {
+		t.Fatal(err)
+	}
+	if !p.SyscallHook().Attached || sysExitLinks(t, os.Getpid()) != 1 {
+		t.Fatalf("a hold did not attach the hook: %+v", p.SyscallHook())
+	}
+	p.hook.mu.Lock()
+	p.hook.lastNeeded = time.Now().Add(-hookGrace)
+	p.hook.mu.Unlock()
+	p.hook.check()
+	if !p.SyscallHook().Attached {
+		t.Fatalf("detached while held")
+	}
+	alive.Store(false) // the frontend exited without asking for its trace
+	p.hook.check()     // drops the hold; the grace period starts
+	p.hook.mu.Lock()
+	p.hook.lastNeeded = time.Now().Add(-hookGrace)
+	p.hook.mu.Unlock()
+	p.hook.check()
+	if st := p.SyscallHook(); st.Attached || st.Holds != 0 {
+		t.Errorf("still attached or held after the holder died: %+v", st)
+	}
 }

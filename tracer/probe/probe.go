@@ -140,7 +140,7 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 	}()
 	o := &p.objs
 	p.hook = syscallHook{prog: o.SysExit, live: o.SysLive, tracked: o.Tracked, log: log,
-		holds: map[string]time.Time{}, dormant: map[uint64]string{}}
+		holds: map[string]hold{}, dormant: map[uint64]string{}}
 	// Track existing cgroups before attaching, so their first events count.
 	if err := p.scan(opts.CgroupRoot); err != nil {
 		return nil, err

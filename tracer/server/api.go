@@ -159,7 +159,7 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Before answering: the build's first step starts after this.
-	s.holdSyscalls(id)
+	s.holdSyscalls(id, fe.PID)
 	s.log.Info("plan received", "trace", id, "part", part.ID, "platform", part.Platform, "steps", len(part.Steps), "layers", len(part.Layers), "frontend", fe.ExecutableDigest)
 	w.WriteHeader(http.StatusNoContent)
 }

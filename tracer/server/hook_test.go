@@ -19,7 +19,7 @@ type holdSource struct {
 	holds map[string]bool
 }
 
-func (h *holdSource) HoldSyscalls(key string, d time.Duration) error {
+func (h *holdSource) HoldSyscalls(key string, d time.Duration, alive func() bool) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.holds[key] = true
