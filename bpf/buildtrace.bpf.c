@@ -25,10 +25,10 @@ char LICENSE[] SEC("license") = "GPL";
  * saved at entry, and failed calls, which change nothing, are skipped
  * before any map lookup (but for connect: a failed attempt is recorded).
  * The call's ABI decides which table its number is looked up in. */
-SEC("raw_tp/sys_exit")
+SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 {
-	long nr = BPF_CORE_READ(regs, orig_ax);
+	long nr = regs->orig_ax;
 	struct task_struct *t = bpf_get_current_task_btf();
 	/* TS_COMPAT is set for the length of an ia32 call and cleared on the
 	 * return to user mode, which follows this tracepoint. */
@@ -38,12 +38,12 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 		sc = sc_i386(nr);
 	} else {
 		if (nr == NR_personality) {
-			if (BPF_CORE_READ(regs, di) != SYNC_MAGIC || (bpf_get_current_pid_tgid() >> 32) != tracer_tgid)
+			if (regs->di != SYNC_MAGIC || (bpf_get_current_pid_tgid() >> 32) != tracer_tgid)
 				return 0;
 			struct scratch *s = begin(K_SYNC, 0);
 			if (!s)
 				return 0;
-			s->ev.b[0] = BPF_CORE_READ(regs, si);
+			s->ev.b[0] = regs->si;
 			bpf_ringbuf_output(&events, s, sizeof(struct event), BPF_RB_FORCE_WAKEUP);
 			return 0;
 		}
@@ -57,19 +57,19 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	struct sargs a = {.nr = sc, .compat = compat};
 	if (compat) {
-		a.a[0] = (__u32)BPF_CORE_READ(regs, bx);
-		a.a[1] = (__u32)BPF_CORE_READ(regs, cx);
-		a.a[2] = (__u32)BPF_CORE_READ(regs, dx);
-		a.a[3] = (__u32)BPF_CORE_READ(regs, si);
-		a.a[4] = (__u32)BPF_CORE_READ(regs, di);
-		a.a[5] = (__u32)BPF_CORE_READ(regs, bp);
+		a.a[0] = (__u32)regs->bx;
+		a.a[1] = (__u32)regs->cx;
+		a.a[2] = (__u32)regs->dx;
+		a.a[3] = (__u32)regs->si;
+		a.a[4] = (__u32)regs->di;
+		a.a[5] = (__u32)regs->bp;
 	} else {
-		a.a[0] = BPF_CORE_READ(regs, di);
-		a.a[1] = BPF_CORE_READ(regs, si);
-		a.a[2] = BPF_CORE_READ(regs, dx);
-		a.a[3] = BPF_CORE_READ(regs, r10);
-		a.a[4] = BPF_CORE_READ(regs, r8);
-		a.a[5] = BPF_CORE_READ(regs, r9);
+		a.a[0] = regs->di;
+		a.a[1] = regs->si;
+		a.a[2] = regs->dx;
+		a.a[3] = regs->r10;
+		a.a[4] = regs->r8;
+		a.a[5] = regs->r9;
 	}
 	if (sc == SC_SOCKETCALL) {
 		/* socketcall(call, args): the arguments are 32-bit words in user

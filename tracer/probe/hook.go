@@ -73,7 +73,7 @@ func (h *syscallHook) attach() error {
 	if h.link != nil || h.closed {
 		return nil
 	}
-	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: h.prog})
+	l, err := link.AttachTracing(link.TracingOptions{Program: h.prog, AttachType: ebpf.AttachTraceRawTp})
 	if err != nil {
 		h.lastErr = fmt.Errorf("attaching raw_tp/sys_exit: %w", err)
 		return h.lastErr
