@@ -3,13 +3,19 @@
 package probe
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -119,4 +125,138 @@ func BenchmarkProgramCost(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkUntarTracked is the file storm of test/e2e's
+// BenchmarkUntarDelete50k/tmpfs without BuildKit: busybox tar extracts
+// 50,000 files of 100 bytes in 250 directories on /dev/shm and deletes
+// them, alternately in a tracked cgroup and in an untracked one, with the
+// probe loaded on demand (the hook detached during untracked rounds) and
+// Run decoding every event in this process, as the daemon would. It
+// reports the median seconds of each and their ratio.
+func BenchmarkUntarTracked(b *testing.B) {
+	requireRoot(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := Load(ctx, Options{SyscallsOnDemand: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	var events atomic.Uint64
+	go p.Run(ctx, func(Event) { events.Add(1) })
+	if stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME); err == nil {
+		defer stats.Close()
+	}
+	var bpfTime time.Duration // sys_exit's run time in the tracked rounds
+	attachedUntracked := 0    // untracked rounds run with the hook attached (another build's container)
+	dir, err := os.MkdirTemp("/dev/shm", "buildtrace-untar-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	tarball := filepath.Join(dir, "files.tar")
+	if err := writeSmallFilesTar(tarball); err != nil {
+		b.Fatal(err)
+	}
+	x := filepath.Join(dir, "x")
+	if err := os.Mkdir(x, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	script := `/bin/busybox tar xf "$1" -C "$2" && /bin/busybox rm -rf "$2"/*`
+	step := randHex(b, 16)
+	run := func(tracked bool, i int) time.Duration {
+		var cmd *exec.Cmd
+		var cg string
+		if tracked {
+			cg = mkCgroup(b, step, fmt.Sprintf("r%d", i))
+			cmd = exec.Command(busybox, "sh", "-c", `echo $$ > "$0"/cgroup.procs && exec /bin/busybox sh -c "$1" sh "$2" "$3"`, cg, script, tarball, x)
+		} else {
+			cmd = exec.Command(busybox, "sh", "-c", script, "sh", tarball, x)
+		}
+		var before time.Duration
+		if st, err := p.objs.SysExit.Stats(); err == nil {
+			before = st.Runtime
+		}
+		start := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("untar: %v\n%s", err, out)
+		}
+		d := time.Since(start)
+		if !tracked {
+			if p.SyscallHook().Attached {
+				attachedUntracked++ // another build runs on this host
+			}
+			return d
+		}
+		if st, err := p.objs.SysExit.Stats(); err == nil {
+			bpfTime += st.Runtime - before
+		}
+		// As the daemon does once the step is sealed: forget the
+		// container and its step directories, and wait for the detach.
+		for _, dir := range []string{cg, filepath.Dir(cg), filepath.Dir(filepath.Dir(cg))} {
+			id := inode(b, dir)
+			os.Remove(dir)
+			p.Forget(id)
+		}
+		for deadline := time.Now().Add(6 * time.Second); p.SyscallHook().Attached && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+		}
+		return d
+	}
+	rounds := 3
+	if s := os.Getenv("BUILDTRACE_BENCH_ROUNDS"); s != "" {
+		fmt.Sscan(s, &rounds)
+	}
+	var u, t []time.Duration
+	for i := range rounds {
+		// Alternate the order so neither always follows the other.
+		if i%2 == 0 {
+			u = append(u, run(false, i))
+			t = append(t, run(true, i))
+		} else {
+			t = append(t, run(true, i))
+			u = append(u, run(false, i))
+		}
+	}
+	slices.Sort(u)
+	slices.Sort(t)
+	mu, mt := u[len(u)/2], t[len(t)/2]
+	syncProbe(b, p)
+	b.ReportMetric(mu.Seconds(), "untracked-s")
+	b.ReportMetric(mt.Seconds(), "tracked-s")
+	b.ReportMetric(mt.Seconds()/mu.Seconds(), "ratio")
+	b.ReportMetric(float64(events.Load())/float64(rounds), "events/round")
+	b.ReportMetric(bpfTime.Seconds()/float64(rounds), "bpf-s/round")
+	b.ReportMetric(float64(attachedUntracked), "untracked-rounds-attached")
+}
+
+func writeSmallFilesTar(name string) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	mtime := time.Unix(1_700_000_000, 0)
+	for d := range 250 {
+		dn := fmt.Sprintf("d%03d/", d)
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dn, Mode: 0o755, ModTime: mtime, Format: tar.FormatUSTAR}); err != nil {
+			return err
+		}
+		for i := range 200 {
+			body := bytes.Repeat([]byte(fmt.Sprintf("file %d/%d ", d, i)), 12)[:100]
+			h := &tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("%sf%05d.txt", dn, i), Mode: 0o644, Size: 100, ModTime: mtime, Format: tar.FormatUSTAR}
+			if err := tw.WriteHeader(h); err != nil {
+				return err
+			}
+			if _, err := tw.Write(body); err != nil {
+				return err
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return f.Close()
 }
