@@ -18,7 +18,7 @@ import (
 
 // Any syscall tracepoint, even an empty program, makes the kernel take the
 // slow path of every system call of every task on the host (measured: an
-// untraced process's syscall-heavy loop 1.24x slower). So raw_tp/sys_exit
+// untraced process's syscall-heavy loop 1.24x slower). So tp_btf/sys_exit
 // is attached only while traced containers can run: while a cgroup under
 // /buildtrace/ is tracked, or something holds it (a build's plan, before
 // its first step). The always-on tp_btf programs count an exec or fork of
@@ -32,7 +32,7 @@ const hookGrace = 3 * time.Second
 // hookTick is how often the need for the hook is checked.
 const hookTick = time.Second
 
-// syscallHook attaches and detaches raw_tp/sys_exit.
+// syscallHook attaches and detaches tp_btf/sys_exit.
 type syscallHook struct {
 	prog    *ebpf.Program
 	live    *ebpf.Variable // sys_live
@@ -75,7 +75,7 @@ func (h *syscallHook) attach() error {
 	}
 	l, err := link.AttachTracing(link.TracingOptions{Program: h.prog, AttachType: ebpf.AttachTraceRawTp})
 	if err != nil {
-		h.lastErr = fmt.Errorf("attaching raw_tp/sys_exit: %w", err)
+		h.lastErr = fmt.Errorf("attaching tp_btf/sys_exit: %w", err)
 		return h.lastErr
 	}
 	// Only now: an exec that reads 1 runs after the link is in.
@@ -173,7 +173,7 @@ func (h *syscallHook) check() {
 		return
 	}
 	if err := h.link.Close(); err != nil {
-		h.lastErr = fmt.Errorf("detaching raw_tp/sys_exit: %w", err)
+		h.lastErr = fmt.Errorf("detaching tp_btf/sys_exit: %w", err)
 		h.log.Error("detaching the syscall hook", "err", h.lastErr)
 	}
 	h.link = nil

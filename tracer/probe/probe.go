@@ -72,7 +72,7 @@ type Probe struct {
 	bootWall int64           // wall ns minus CLOCK_MONOTONIC ns
 	argv     argvJoiner      // joins argv continuation records (Run's goroutine; lost counts locked)
 
-	hook     syscallHook // raw_tp/sys_exit, see hook.go
+	hook     syscallHook // tp_btf/sys_exit, see hook.go
 	onDemand bool
 
 	runMu   sync.Mutex // one Run at a time
