@@ -14,10 +14,11 @@ import (
 	"github.com/buildtrace/buildtrace/test/lab"
 )
 
-// tracerSysExitLinks counts the raw_tp links on sys_exit that the lab's
-// buildtraced holds, as the kernel lists its file descriptors
-// (/proc/<pid>/fdinfo): what is attached, whatever the daemon says.
-func tracerSysExitLinks(t *testing.T, l *lab.Lab) int {
+// tracerLinks counts the links on the sys_exit tracepoint and the cgroup
+// (cgroup_skb) links that the lab's buildtraced holds, as the kernel lists
+// its file descriptors (/proc/<pid>/fdinfo): what is attached, whatever
+// the daemon says.
+func tracerLinks(t *testing.T, l *lab.Lab) (sysExit, cgroup int) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(l.Dir, "buildtraced.pid"))
 	if err != nil {
@@ -32,7 +33,6 @@ func tracerSysExitLinks(t *testing.T, l *lab.Lab) int {
 	if err != nil {
 		t.Fatalf("buildtraced's descriptors: %v", err)
 	}
-	n := 0
 	for _, e := range ents {
 		info, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
@@ -40,10 +40,13 @@ func tracerSysExitLinks(t *testing.T, l *lab.Lab) int {
 		}
 		s := string(info)
 		if strings.Contains(s, "link_type:\traw_tracepoint") && strings.Contains(s, "tp_name:\tsys_exit") {
-			n++
+			sysExit++
+		}
+		if strings.Contains(s, "link_type:\tcgroup") {
+			cgroup++
 		}
 	}
-	return n
+	return sysExit, cgroup
 }
 
 func tracerHealth(t *testing.T, ctx context.Context, l *lab.Lab) *tracerapi.Health {
@@ -58,28 +61,29 @@ func tracerHealth(t *testing.T, ctx context.Context, l *lab.Lab) *tracerapi.Heal
 	return h
 }
 
-// waitDetached waits until buildtraced holds no sys_exit link (the kernel
-// says so) and its health agrees.
+// waitDetached waits until buildtraced holds no sys_exit or cgroup_skb
+// link (the kernel says so) and its health agrees.
 func waitDetached(t *testing.T, ctx context.Context, l *lab.Lab, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		n := tracerSysExitLinks(t, l)
+		n, c := tracerLinks(t, l)
 		h := tracerHealth(t, ctx, l)
-		if n == 0 && !h.SyscallHook.Attached {
+		if n == 0 && c == 0 && !h.SyscallHook.Attached {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("with no build running, buildtraced still holds %d sys_exit links after %v (health: %+v)", n, within, h.SyscallHook)
+			t.Fatalf("with no build running, buildtraced still holds %d sys_exit and %d cgroup links after %v (health: %+v)", n, c, within, h.SyscallHook)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 }
 
 // TestTracerSyscallHookOnDemand (issue 12): every syscall on the host is
-// slower while any syscall tracepoint is attached, so buildtraced attaches
-// its raw_tp/sys_exit program only while traced containers can run. (a)
-// With no build running it holds no such link, as the kernel lists it.
+// slower while any syscall tracepoint is attached (and every packet while
+// a cgroup_skb program is), so buildtraced attaches its sys_exit and
+// packet programs only while traced containers can run. (a) With no build
+// running it holds no such link, as the kernel lists them.
 // (b) An unplanned traced container started while it is detached is
 // either fully traced or its step says it was not (never silently short).
 // (c) Afterwards the link is gone again.
@@ -91,7 +95,7 @@ func TestTracerSyscallHookOnDemand(t *testing.T) {
 	waitDetached(t, ctx, l, 30*time.Second)
 	before := tracerHealth(t, ctx, l)
 
-	b := newTracedBuild(t, l, "echo a > /hook-a && mkdir /hook-d && mv /hook-a /hook-d/b && rm /hook-d/b && /bin/true")
+	b := newTracedBuild(t, l, "echo a > /hook-a && mkdir /hook-d && mv /hook-a /hook-d/b && rm /hook-d/b && wget -q -O /dev/null http://"+l.Registry+"/v2/")
 	s := runTraced(t, ctx, l, b)
 	after := tracerHealth(t, ctx, l)
 	if after.SyscallHook.Attaches <= before.SyscallHook.Attaches {
@@ -112,6 +116,10 @@ func TestTracerSyscallHookOnDemand(t *testing.T) {
 			if _, ok := findFileOp(s, w.op, w.path); !ok {
 				t.Errorf("a complete step lacks %s %s: %+v", w.op, w.path, s.Files)
 			}
+		}
+		// The packet counters are attached with the syscall hook.
+		if d := destination(s, "tcp", "127.0.0.1", 5000); d == nil || d.BytesSent == 0 || d.BytesReceived == 0 {
+			t.Errorf("wget's traffic to the registry is not counted: %+v", s.Network)
 		}
 	}
 	if after.Ringbuf.Size == 0 || after.Ringbuf.HighWater == 0 {

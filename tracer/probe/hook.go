@@ -32,15 +32,17 @@ const hookGrace = 3 * time.Second
 // hookTick is how often the need for the hook is checked.
 const hookTick = time.Second
 
-// syscallHook attaches and detaches tp_btf/sys_exit.
+// syscallHook attaches and detaches tp_btf/sys_exit, and with it the
+// cgroup_skb packet counters at the cgroup root (every packet on the host
+// runs them while attached; they count only tracked cgroups' traffic).
 type syscallHook struct {
-	prog    *ebpf.Program
-	live    *ebpf.Variable // sys_live
-	tracked *ebpf.Map
-	log     *slog.Logger
+	attachers []attacher     // sys_exit first
+	live      *ebpf.Variable // sys_live
+	tracked   *ebpf.Map
+	log       *slog.Logger
 
 	mu         sync.Mutex
-	link       link.Link
+	links      []link.Link // attached: one per attacher
 	holds      map[string]hold
 	dormant    map[uint64]string // empty at load (a dead runtime's): cgroup ID → directory
 	lastNeeded time.Time
@@ -50,6 +52,11 @@ type syscallHook struct {
 	closed     bool
 	stop       chan struct{}
 	done       chan struct{}
+}
+
+type attacher struct {
+	name string
+	fn   func() (link.Link, error)
 }
 
 type hold struct {
@@ -70,21 +77,29 @@ type HookState struct {
 // attach attaches the hook if it is not; h.mu held.
 func (h *syscallHook) attach() error {
 	h.lastNeeded = time.Now()
-	if h.link != nil || h.closed {
+	if h.links != nil || h.closed {
 		return nil
 	}
-	l, err := link.AttachTracing(link.TracingOptions{Program: h.prog, AttachType: ebpf.AttachTraceRawTp})
-	if err != nil {
-		h.lastErr = fmt.Errorf("attaching tp_btf/sys_exit: %w", err)
-		return h.lastErr
+	var links []link.Link
+	fail := func(err error) error {
+		for _, l := range links {
+			l.Close()
+		}
+		h.lastErr = err
+		return err
 	}
-	// Only now: an exec that reads 1 runs after the link is in.
+	for _, a := range h.attachers {
+		l, err := a.fn()
+		if err != nil {
+			return fail(fmt.Errorf("attaching %s: %w", a.name, err))
+		}
+		links = append(links, l)
+	}
+	// Only now: an exec that reads 1 runs after the links are in.
 	if err := h.live.Set(uint32(1)); err != nil {
-		l.Close()
-		h.lastErr = fmt.Errorf("setting sys_live: %w", err)
-		return h.lastErr
+		return fail(fmt.Errorf("setting sys_live: %w", err))
 	}
-	h.link = l
+	h.links = links
 	h.since = time.Now()
 	h.attaches++
 	h.log.Debug("syscall hook attached")
@@ -154,7 +169,7 @@ func (h *syscallHook) check() {
 		}
 		return
 	}
-	if h.link == nil || now.Sub(h.lastNeeded) < hookGrace {
+	if h.links == nil || now.Sub(h.lastNeeded) < hookGrace {
 		return
 	}
 	// Clear sys_live first, then look again: a cgroup made before the
@@ -172,11 +187,10 @@ func (h *syscallHook) check() {
 		h.lastNeeded = now
 		return
 	}
-	if err := h.link.Close(); err != nil {
-		h.lastErr = fmt.Errorf("detaching tp_btf/sys_exit: %w", err)
-		h.log.Error("detaching the syscall hook", "err", h.lastErr)
+	if err := h.detach(); err != nil {
+		h.lastErr = err
+		h.log.Error("detaching the syscall hook", "err", err)
 	}
-	h.link = nil
 	h.log.Debug("syscall hook detached")
 }
 
@@ -197,7 +211,7 @@ func (h *syscallHook) run() {
 func (h *syscallHook) state(onDemand bool) HookState {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s := HookState{Attached: h.link != nil, Since: h.since, Attaches: h.attaches, OnDemand: onDemand, Holds: len(h.holds)}
+	s := HookState{Attached: h.links != nil, Since: h.since, Attaches: h.attaches, OnDemand: onDemand, Holds: len(h.holds)}
 	if h.lastErr != nil {
 		s.Err = h.lastErr.Error()
 	}
@@ -213,13 +227,23 @@ func (h *syscallHook) close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true
-	if h.link == nil {
+	if h.links == nil {
 		return nil
 	}
 	h.live.Set(uint32(0))
-	err := h.link.Close()
-	h.link = nil
-	return err
+	return h.detach()
+}
+
+// detach closes the links; h.mu held.
+func (h *syscallHook) detach() error {
+	var errs []error
+	for i, l := range h.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detaching %s: %w", h.attachers[i].name, err))
+		}
+	}
+	h.links = nil
+	return errors.Join(errs...)
 }
 
 // populated reads a cgroup's cgroup.events; a cgroup gone or unreadable

@@ -14,10 +14,19 @@ import (
 	"time"
 )
 
-// sysExitLinks counts the raw_tp links on sys_exit that process pid holds,
-// as the kernel lists them in /proc/<pid>/fdinfo: what is attached, not
-// what the probe thinks.
+// sysExitLinks counts the links on the sys_exit tracepoint that process
+// pid holds, as the kernel lists them in /proc/<pid>/fdinfo: what is
+// attached, not what the probe thinks.
 func sysExitLinks(t testing.TB, pid int) int {
+	return countLinks(t, pid, "link_type:\traw_tracepoint", "tp_name:\tsys_exit")
+}
+
+// cgroupLinks counts the cgroup (cgroup_skb) links process pid holds.
+func cgroupLinks(t testing.TB, pid int) int {
+	return countLinks(t, pid, "link_type:\tcgroup")
+}
+
+func countLinks(t testing.TB, pid int, want ...string) int {
 	t.Helper()
 	dir := filepath.Join("/proc", strconv.Itoa(pid), "fdinfo")
 	ents, err := os.ReadDir(dir)
@@ -31,7 +40,11 @@ func sysExitLinks(t testing.TB, pid int) int {
 			continue // closed meanwhile
 		}
 		s := string(b)
-		if strings.Contains(s, "link_type:\traw_tracepoint") && strings.Contains(s, "tp_name:\tsys_exit") {
+		all := true
+		for _, w := range want {
+			all = all && strings.Contains(s, w)
+		}
+		if all {
 			n++
 		}
 	}
@@ -60,8 +73,8 @@ func TestSyscallHookOnDemand(t *testing.T) {
 	if p.SyscallHook().Attached {
 		t.Skip("SKIP (a traced container runs on this host: the hook is attached already)")
 	}
-	if n := sysExitLinks(t, os.Getpid()); n != 0 {
-		t.Fatalf("%d sys_exit links in the kernel with no container tracked", n)
+	if n, c := sysExitLinks(t, os.Getpid()), cgroupLinks(t, os.Getpid()); n != 0 || c != 0 {
+		t.Fatalf("%d sys_exit and %d cgroup links in the kernel with no container tracked", n, c)
 	}
 
 	// A container whose processes exec before the hook is attached.
@@ -92,8 +105,8 @@ func TestSyscallHookOnDemand(t *testing.T) {
 		}
 	}()
 	syncProbe(t, p) // the marker needs no hook
-	if !p.SyscallHook().Attached || sysExitLinks(t, os.Getpid()) != 1 {
-		t.Fatalf("hook not attached with a container tracked: %+v, %d links", p.SyscallHook(), sysExitLinks(t, os.Getpid()))
+	if !p.SyscallHook().Attached || sysExitLinks(t, os.Getpid()) != 1 || cgroupLinks(t, os.Getpid()) != 2 {
+		t.Fatalf("hook not attached with a container tracked: %+v, %d sys_exit links, %d cgroup links", p.SyscallHook(), sysExitLinks(t, os.Getpid()), cgroupLinks(t, os.Getpid()))
 	}
 	late := mkCgroup(t, step, "late")
 	lateID := inode(t, late)
@@ -140,8 +153,8 @@ func TestSyscallHookOnDemand(t *testing.T) {
 	p.hook.lastNeeded = time.Now().Add(-hookGrace)
 	p.hook.mu.Unlock()
 	p.hook.check()
-	if p.SyscallHook().Attached || sysExitLinks(t, os.Getpid()) != 0 {
-		t.Errorf("hook still attached with nothing tracked: %+v, %d links", p.SyscallHook(), sysExitLinks(t, os.Getpid()))
+	if p.SyscallHook().Attached || sysExitLinks(t, os.Getpid()) != 0 || cgroupLinks(t, os.Getpid()) != 0 {
+		t.Errorf("hook still attached with nothing tracked: %+v, %d sys_exit links, %d cgroup links", p.SyscallHook(), sysExitLinks(t, os.Getpid()), cgroupLinks(t, os.Getpid()))
 	}
 	syncProbe(t, p)
 

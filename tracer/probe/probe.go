@@ -139,8 +139,19 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 		}
 	}()
 	o := &p.objs
-	p.hook = syscallHook{prog: o.SysExit, live: o.SysLive, tracked: o.Tracked, log: log,
+	p.hook = syscallHook{live: o.SysLive, tracked: o.Tracked, log: log,
 		holds: map[string]hold{}, dormant: map[uint64]string{}}
+	p.hook.attachers = []attacher{{"tp_btf/sys_exit", func() (link.Link, error) {
+		return link.AttachTracing(link.TracingOptions{Program: o.SysExit, AttachType: ebpf.AttachTraceRawTp})
+	}}}
+	for _, t := range []struct {
+		attach ebpf.AttachType
+		prog   *ebpf.Program
+	}{{ebpf.AttachCGroupInetEgress, o.SkbEgress}, {ebpf.AttachCGroupInetIngress, o.SkbIngress}} {
+		p.hook.attachers = append(p.hook.attachers, attacher{fmt.Sprintf("cgroup_skb %s at %s", t.attach, opts.CgroupRoot), func() (link.Link, error) {
+			return link.AttachCgroup(link.CgroupOptions{Path: opts.CgroupRoot, Attach: t.attach, Program: t.prog})
+		}})
+	}
 	// Track existing cgroups before attaching, so their first events count.
 	if err := p.scan(opts.CgroupRoot); err != nil {
 		return nil, err
@@ -180,16 +191,6 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 		if err != nil {
 			return nil, err
 		}
-	}
-	for _, t := range []struct {
-		attach ebpf.AttachType
-		prog   *ebpf.Program
-	}{{ebpf.AttachCGroupInetEgress, o.SkbEgress}, {ebpf.AttachCGroupInetIngress, o.SkbIngress}} {
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: opts.CgroupRoot, Attach: t.attach, Program: t.prog})
-		if err != nil {
-			return nil, fmt.Errorf("attaching cgroup_skb %s at %s: %w", t.attach, opts.CgroupRoot, err)
-		}
-		p.links = append(p.links, l)
 	}
 	if p.rd, err = ringbuf.NewReader(o.Events); err != nil {
 		return nil, fmt.Errorf("opening ring buffer: %w", err)
