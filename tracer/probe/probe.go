@@ -145,10 +145,11 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 		return link.AttachTracing(link.TracingOptions{Program: o.SysExit, AttachType: ebpf.AttachTraceRawTp})
 	}}}
 	for _, t := range []struct {
+		name   string
 		attach ebpf.AttachType
 		prog   *ebpf.Program
-	}{{ebpf.AttachCGroupInetEgress, o.SkbEgress}, {ebpf.AttachCGroupInetIngress, o.SkbIngress}} {
-		p.hook.attachers = append(p.hook.attachers, attacher{fmt.Sprintf("cgroup_skb %s at %s", t.attach, opts.CgroupRoot), func() (link.Link, error) {
+	}{{"egress", ebpf.AttachCGroupInetEgress, o.SkbEgress}, {"ingress", ebpf.AttachCGroupInetIngress, o.SkbIngress}} {
+		p.hook.attachers = append(p.hook.attachers, attacher{fmt.Sprintf("cgroup_skb/%s at %s", t.name, opts.CgroupRoot), func() (link.Link, error) {
 			return link.AttachCgroup(link.CgroupOptions{Path: opts.CgroupRoot, Attach: t.attach, Program: t.prog})
 		}})
 	}
@@ -368,9 +369,12 @@ func (p *Probe) Cgroups(ctx context.Context, fn func(cgroupID uint64, path strin
 			return err
 		}
 		if p.onDemand {
-			// Before anything else: runc is setting the container up, and
-			// its first exec must find the hook attached.
-			p.hook.ensure()
+			// At once: runc is setting the container up, and its first
+			// exec must find the hook attached. Beside fn, not before it:
+			// attaching the packet counters at the cgroup root takes a
+			// few ms on a host with thousands of cgroups, and fn must read
+			// the container's bundle while it is there.
+			go p.hook.ensure()
 		}
 		fn(id, path)
 	}
