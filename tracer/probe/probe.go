@@ -465,6 +465,9 @@ func (p *Probe) Traffic(cgroupID uint64) []Traffic {
 // Call it after the cgroup's step is sealed; Stats and Traffic are empty after.
 func (p *Probe) Forget(cgroupID uint64) {
 	p.objs.Tracked.Delete(cgroupID)
+	p.hook.mu.Lock()
+	delete(p.hook.dormant, cgroupID)
+	p.hook.mu.Unlock()
 	p.objs.Seen.Delete(cgroupID)
 	p.objs.Stats.Delete(cgroupID)
 	p.argv.forget(cgroupID)
