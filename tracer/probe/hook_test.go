@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -51,6 +52,30 @@ func countLinks(t testing.TB, pid int, want ...string) int {
 	return n
 }
 
+// detachAlone forgets every tracked cgroup but keep (other builds on this
+// host: this probe's maps are its own, and the daemon would forget them
+// once they end) and lets the hook detach.
+func detachAlone(t *testing.T, p *Probe, keep ...uint64) {
+	t.Helper()
+	var (
+		k    uint64
+		v    uint8
+		keys []uint64
+	)
+	for it := p.objs.Tracked.Iterate(); it.Next(&k, &v); {
+		if !slices.Contains(keep, k) {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		p.Forget(k)
+	}
+	p.hook.mu.Lock()
+	p.hook.lastNeeded = time.Now().Add(-hookGrace)
+	p.hook.mu.Unlock()
+	p.hook.check()
+}
+
 // TestSyscallHookOnDemand: with SyscallsOnDemand the raw_tp/sys_exit link
 // exists only while a container cgroup is tracked; an exec in a tracked
 // cgroup while it is not attached is counted (Unhooked), never silent;
@@ -70,9 +95,7 @@ func TestSyscallHookOnDemand(t *testing.T) {
 	close(p.hook.stop)
 	<-p.hook.done
 	p.hook.stop = nil
-	if p.SyscallHook().Attached {
-		t.Skip("SKIP (a traced container runs on this host: the hook is attached already)")
-	}
+	detachAlone(t, p)
 	if n, c := sysExitLinks(t, os.Getpid()), cgroupLinks(t, os.Getpid()); n != 0 || c != 0 {
 		t.Fatalf("%d sys_exit and %d cgroup links in the kernel with no container tracked", n, c)
 	}
@@ -182,5 +205,56 @@ func TestSyscallHookOnDemand(t *testing.T) {
 	p.hook.check()
 	if st := p.SyscallHook(); st.Attached || st.Holds != 0 {
 		t.Errorf("still attached or held after the holder died: %+v", st)
+	}
+}
+
+// TestSyscallHookDormant: a container cgroup found empty at load (left by
+// a runtime that died) does not keep the hook attached, until a process
+// runs in it.
+func TestSyscallHookDormant(t *testing.T) {
+	requireRoot(t)
+	left := mkCgroup(t, randHex(t, 16), "left")
+	p, err := Load(context.Background(), Options{SyscallsOnDemand: true})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	defer p.Close()
+	close(p.hook.stop)
+	<-p.hook.done
+	p.hook.stop = nil
+	detachAlone(t, p, inode(t, left))
+	if st := p.SyscallHook(); st.Attached {
+		t.Fatalf("attached with only an empty cgroup found at load: %+v", st)
+	}
+	cmd := inCgroup(left, t.TempDir(), []string{"PATH=/bin"}, "/bin/busybox sleep 1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !populated(left); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the process never joined the cgroup")
+		}
+	}
+	p.hook.check()
+	if !p.SyscallHook().Attached {
+		t.Errorf("not attached while a process runs in a cgroup found empty at load")
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); populated(left); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the cgroup stayed populated")
+		}
+	}
+	detachAlone(t, p, inode(t, left))
+	if p.SyscallHook().Attached {
+		var k uint64
+		var v uint8
+		var ids []uint64
+		for it := p.objs.Tracked.Iterate(); it.Next(&k, &v); {
+			ids = append(ids, k)
+		}
+		t.Errorf("still attached once the cgroup found empty at load (%d) is empty again; tracked: %v", inode(t, left), ids)
 	}
 }
