@@ -36,7 +36,7 @@ char LICENSE[] SEC("license") = "GPL";
  * skipped before any map lookup (but for connect: a failed attempt is
  * recorded). The call's ABI decides which table its number is looked up
  * in. */
-SEC("raw_tp/sys_exit")
+SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
@@ -44,20 +44,9 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	__u32 sc = sys_call(regs, &compat);
 	if (sc == SC_NONE)
 		return 0;
-	if (sc == SC_PERSONALITY) {
-		if (compat || (bpf_get_current_pid_tgid() >> 32) != tracer_tgid)
-			return 0;
-		__u64 x[6];
-		sys_args(regs, compat, x);
-		if (x[0] != SYNC_MAGIC)
-			return 0;
-		struct scratch *s = begin(K_SYNC, 0);
-		if (!s)
-			return 0;
-		s->ev.b[0] = x[1];
-		bpf_ringbuf_output(&events, s, sizeof(struct event), BPF_RB_FORCE_WAKEUP);
+	/* personality was the old sync marker; sync_marker runs by test run now. */
+	if (sc == SC_PERSONALITY)
 		return 0;
-	}
 	if (ret < 0 && sc != SC_CONNECT && sc != SC_SOCKETCALL)
 		return 0;
 	if (!is_tracked(bpf_get_current_cgroup_id()))

@@ -22,6 +22,7 @@ type BuildtraceCgStats struct {
 	MapFull     uint64
 	TrafficFull uint64
 	AfPacket    uint64
+	Unhooked    uint64
 }
 
 type BuildtraceEvent struct {
@@ -108,10 +109,12 @@ const (
 	BuildtraceProgSchedFork        = "sched_fork"
 	BuildtraceProgSkbEgress        = "skb_egress"
 	BuildtraceProgSkbIngress       = "skb_ingress"
+	BuildtraceProgSyncMarker       = "sync_marker"
 	BuildtraceProgSysExit          = "sys_exit"
 	BuildtraceVarPageSize          = "page_size"
+	BuildtraceVarRbHigh            = "rb_high"
+	BuildtraceVarSysLive           = "sys_live"
 	BuildtraceVarTracerMntns       = "tracer_mntns"
-	BuildtraceVarTracerTgid        = "tracer_tgid"
 	BuildtraceVarWakeBytes         = "wake_bytes"
 )
 
@@ -165,6 +168,7 @@ type BuildtraceProgramSpecs struct {
 	SchedFork        *ebpf.ProgramSpec `ebpf:"sched_fork"`
 	SkbEgress        *ebpf.ProgramSpec `ebpf:"skb_egress"`
 	SkbIngress       *ebpf.ProgramSpec `ebpf:"skb_ingress"`
+	SyncMarker       *ebpf.ProgramSpec `ebpf:"sync_marker"`
 	SysExit          *ebpf.ProgramSpec `ebpf:"sys_exit"`
 }
 
@@ -190,8 +194,9 @@ type BuildtraceMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type BuildtraceVariableSpecs struct {
 	PageSize    *ebpf.VariableSpec `ebpf:"page_size"`
+	RbHigh      *ebpf.VariableSpec `ebpf:"rb_high"`
+	SysLive     *ebpf.VariableSpec `ebpf:"sys_live"`
 	TracerMntns *ebpf.VariableSpec `ebpf:"tracer_mntns"`
-	TracerTgid  *ebpf.VariableSpec `ebpf:"tracer_tgid"`
 	WakeBytes   *ebpf.VariableSpec `ebpf:"wake_bytes"`
 }
 
@@ -249,8 +254,9 @@ func (m *BuildtraceMaps) Close() error {
 // It can be passed to LoadBuildtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BuildtraceVariables struct {
 	PageSize    *ebpf.Variable `ebpf:"page_size"`
+	RbHigh      *ebpf.Variable `ebpf:"rb_high"`
+	SysLive     *ebpf.Variable `ebpf:"sys_live"`
 	TracerMntns *ebpf.Variable `ebpf:"tracer_mntns"`
-	TracerTgid  *ebpf.Variable `ebpf:"tracer_tgid"`
 	WakeBytes   *ebpf.Variable `ebpf:"wake_bytes"`
 }
 
@@ -266,6 +272,7 @@ type BuildtracePrograms struct {
 	SchedFork        *ebpf.Program `ebpf:"sched_fork"`
 	SkbEgress        *ebpf.Program `ebpf:"skb_egress"`
 	SkbIngress       *ebpf.Program `ebpf:"skb_ingress"`
+	SyncMarker       *ebpf.Program `ebpf:"sync_marker"`
 	SysExit          *ebpf.Program `ebpf:"sys_exit"`
 }
 
@@ -279,6 +286,7 @@ func (p *BuildtracePrograms) Close() error {
 		p.SchedFork,
 		p.SkbEgress,
 		p.SkbIngress,
+		p.SyncMarker,
 		p.SysExit,
 	)
 }

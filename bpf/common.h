@@ -43,10 +43,6 @@
 #define RENAME_EXCHANGE_ (1 << 1)
 
 
-/* Sync marker: personality(SYNC_MAGIC, seq) from the tracer's own process
- * (seen at sys_exit). */
-#define SYNC_MAGIC 0xffffffffUL
-
 enum kind {
 	K_CGROUP_MKDIR = 1,
 	K_CGROUP_RMDIR = 2,
@@ -131,6 +127,7 @@ struct cg_stats {
 	__u64 map_full;     /* a per-cgroup map insert failed (seen) */
 	__u64 traffic_full; /* packets not counted: the traffic map was full */
 	__u64 af_packet;    /* AF_PACKET sockets created */
+	__u64 unhooked;     /* execs/forks while the syscall hook was detached */
 };
 
 struct traffic_key {
@@ -168,7 +165,6 @@ struct net_key {
 	__u32 tgid;
 };
 
-volatile const __u32 tracer_tgid = 0;
 /* The tracer's mount namespace (inode number): runc execs itself in the
  * host's before it enters the container's. Set by Go. */
 volatile const __u32 tracer_mntns = 0;
@@ -179,6 +175,14 @@ volatile const __u64 wake_bytes = 1 << 18;
 /* The kernel's page size: maxrss is counted in pages, which are 4 KiB on
  * x86_64 but 4, 16 or 64 KiB on arm64. Set by Go. */
 volatile const __u64 page_size = 4096;
+/* 1 while raw_tp/sys_exit is attached: Go sets it after attaching the link
+ * and clears it before detaching (see docs/bpf.md, "The syscall hook"). A
+ * process of a tracked cgroup that execs or forks while it is 0 may have
+ * made system calls nobody saw: counted as unhooked, never silently. */
+volatile __u32 sys_live = 0;
+/* Most bytes seen pending in the events ring (records and their headers),
+ * for the health endpoint. */
+volatile __u64 rb_high = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -268,6 +272,7 @@ static __always_inline void stat_add(__u64 cg, int field)
 	case 4: __sync_fetch_and_add(&st->map_full, 1); break;
 	case 5: __sync_fetch_and_add(&st->traffic_full, 1); break;
 	case 6: __sync_fetch_and_add(&st->af_packet, 1); break;
+	case 7: __sync_fetch_and_add(&st->unhooked, 1); break;
 	}
 }
 
@@ -284,7 +289,7 @@ static __always_inline struct scratch *begin(__u16 kind, __u64 cg)
 	s->ev.kind = kind;
 	s->ev.pid = t->tgid;
 	s->ev.tid = t->pid;
-	s->ev.ppid = BPF_CORE_READ(t, real_parent, tgid);
+	s->ev.ppid = t->real_parent->tgid;
 	return s;
 }
 
@@ -294,12 +299,19 @@ static __always_inline struct scratch *begin(__u16 kind, __u64 cg)
  * wake_bytes are pending or for a record the daemon must act on at once
  * (a container starts or ends, its first exec, a sync marker); the reader
  * also polls every few tens of milliseconds. Order is unchanged. */
-static __always_inline __u64 wake_flags(struct event *ev)
+static __always_inline __u64 wake_flags(struct event *ev, __u64 size)
 {
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	/* High-water mark: pending bytes once this record (and its 8-byte
+	 * header) is in. A lost race leaves a value another CPU just wrote. */
+	__u64 used = avail + ((size + 8 + 7) & ~7ULL);
+	__u64 hw = rb_high;
+	if (used > hw)
+		__sync_val_compare_and_swap(&rb_high, hw, used);
 	if (ev->kind == K_CGROUP_MKDIR || ev->kind == K_CGROUP_RMDIR ||
 	    (ev->kind == K_EXEC && (ev->flags & EF_FIRST_IN_CGROUP)))
 		return BPF_RB_FORCE_WAKEUP;
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wake_bytes)
+	if (avail >= wake_bytes)
 		return BPF_RB_FORCE_WAKEUP;
 	return BPF_RB_NO_WAKEUP;
 }
@@ -312,7 +324,7 @@ static __always_inline bool emit(struct scratch *s, __u32 pos)
 		size = sizeof(struct scratch);
 	__u64 cg = s->ev.cgroup_id;
 	bool trunc = s->ev.flags & EF_TRUNCATED;
-	if (bpf_ringbuf_output(&events, s, size, wake_flags(&s->ev)) < 0) {
+	if (bpf_ringbuf_output(&events, s, size, wake_flags(&s->ev, size)) < 0) {
 		stat_add(cg, 1);
 		return false;
 	}
@@ -369,37 +381,43 @@ struct walk_ctx {
 	__u32 detached; /* ended at a dentry that is its own parent, not a mount root */
 };
 
+/* Casts a kernel address kept as a number (bpf_loop's context holds no
+ * typed pointer) back to a BTF pointer, so that its fields are read with
+ * plain loads (fault-safe) rather than one probe_read helper call each. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define kcast(p, type) ((type *)bpf_rdonly_cast((void *)(p), bpf_core_type_id_kernel(type)))
+
 static long walk_step(__u32 i, struct walk_ctx *c)
 {
 	__u32 zero = 0;
 	struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
 	if (!pb)
 		return 1;
-	struct dentry *d = (struct dentry *)c->dentry;
-	struct mount *m = (struct mount *)c->mnt;
+	struct dentry *d = kcast(c->dentry, struct dentry);
+	struct mount *m = kcast(c->mnt, struct mount);
 	__u64 vfsmnt = c->mnt + bpf_core_field_offset(struct mount, mnt);
 	if (c->dentry == c->root_dentry && vfsmnt == c->root_mnt) {
 		c->done = 1;
 		return 1;
 	}
-	struct dentry *mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
-	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	struct dentry *mnt_root = m->mnt.mnt_root;
+	struct dentry *parent = d->d_parent;
 	/* A dentry that is its own parent but no mount's root belongs to no
 	 * directory: a pseudo file (memfd, anonymous inode). Its name is all
 	 * there is ("memfd:<name>"): keep it and stop. */
 	bool detached = d == parent && d != mnt_root;
 	if (d == mnt_root || (d == parent && !detached)) {
-		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+		struct mount *mp = m->mnt_parent;
 		if (mp == m || !mp) {
 			c->done = 1;
 			return 1;
 		}
-		c->dentry = (__u64)BPF_CORE_READ(m, mnt_mountpoint);
+		c->dentry = (__u64)m->mnt_mountpoint;
 		c->mnt = (__u64)mp;
 		return 0;
 	}
-	__u32 len = BPF_CORE_READ(d, d_name.len);
-	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	__u32 len = d->d_name.len;
+	const unsigned char *name = d->d_name.name;
 	if (len > NAME_MAX_)
 		len = NAME_MAX_;
 	if (len + 1 > c->off) {
@@ -432,8 +450,8 @@ static __always_inline __u32 append_walk(struct scratch *s, __u32 pos, int slot,
 	struct walk_ctx c = {
 		.dentry = (__u64)dentry,
 		.mnt = (__u64)vfsmnt - bpf_core_field_offset(struct mount, mnt),
-		.root_dentry = (__u64)BPF_CORE_READ(t, fs, root.dentry),
-		.root_mnt = (__u64)BPF_CORE_READ(t, fs, root.mnt),
+		.root_dentry = (__u64)t->fs->root.dentry,
+		.root_mnt = (__u64)t->fs->root.mnt,
 		.off = BLOB_MAX,
 	};
 	bpf_loop(PATH_DEPTH, walk_step, &c, 0);
@@ -460,13 +478,13 @@ static __always_inline __u32 append_walk(struct scratch *s, __u32 pos, int slot,
 
 static __always_inline struct file *fd_file(struct task_struct *t, __u64 fd)
 {
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	struct fdtable *fdt = t->files->fdt;
 	if (!fdt)
 		return NULL;
-	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	unsigned int max = fdt->max_fds;
 	if (fd >= max)
 		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file **fds = fdt->fd;
 	struct file *f = NULL;
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
 	return f;
@@ -486,15 +504,14 @@ static __always_inline __u32 append_at_path(struct scratch *s, __u32 pos, int sl
 	if (pos > start && s->data[start & (DATA_SZ - 1)] == '/')
 		return pos;
 	if ((int)dfd == AT_FDCWD_) {
-		struct fs_struct *fs = BPF_CORE_READ(t, fs);
-		return append_walk(s, pos, slot + 1, BPF_CORE_READ(fs, pwd.dentry),
-				   BPF_CORE_READ(fs, pwd.mnt), t, 0);
+		struct fs_struct *fs = t->fs;
+		return append_walk(s, pos, slot + 1, fs->pwd.dentry, fs->pwd.mnt, t, 0);
 	}
 	struct file *f = fd_file(t, (int)dfd);
 	if (!f)
 		return pos;
-	return append_walk(s, pos, slot + 1, BPF_CORE_READ(f, f_path.dentry),
-			   BPF_CORE_READ(f, f_path.mnt), t, 0);
+	struct file *kf = kcast(f, struct file);
+	return append_walk(s, pos, slot + 1, kf->f_path.dentry, kf->f_path.mnt, t, 0);
 }
 
 static __always_inline struct sock *fd_sock(struct task_struct *t, __u64 fd)
@@ -502,17 +519,20 @@ static __always_inline struct sock *fd_sock(struct task_struct *t, __u64 fd)
 	struct file *f = fd_file(t, fd);
 	if (!f)
 		return NULL;
-	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	struct file *kf = kcast(f, struct file);
+	umode_t mode = kf->f_inode->i_mode;
 	if ((mode & S_IFMT_) != S_IFSOCK_)
 		return NULL;
-	struct socket *so = BPF_CORE_READ(f, private_data);
-	return BPF_CORE_READ(so, sk);
+	struct socket *so = kcast(kf->private_data, struct socket);
+	return so->sk;
 }
 
 static __always_inline bool is_udp(struct sock *sk)
 {
-	return sk && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_UDP_ &&
-	       BPF_CORE_READ(sk, sk_type) == SOCK_DGRAM_;
+	if (!sk)
+		return false;
+	struct sock *k = kcast(sk, struct sock);
+	return k->sk_protocol == IPPROTO_UDP_ && k->sk_type == SOCK_DGRAM_;
 }
 
 #endif

@@ -13,6 +13,13 @@ int BPF_PROG(sched_fork, struct task_struct *parent, struct task_struct *child)
 	__u64 cg = bpf_get_current_cgroup_id();
 	if (!is_tracked(cg))
 		return 0;
+	if (!sys_live) {
+		/* A fork of the step (after its first exec) while the syscall
+		 * hook was detached; runc's forks before it are not the step's. */
+		__u8 *sv = bpf_map_lookup_elem(&seen, &cg);
+		if (sv && *sv == 2)
+			stat_add(cg, 7);
+	}
 	struct scratch *s = begin(K_FORK, cg);
 	if (!s)
 		return 0;
@@ -159,6 +166,11 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	__u8 was = sv ? *sv : 0;
 	if (!was)
 		s->ev.flags |= EF_FIRST_IN_CGROUP;
+	/* The syscall hook was detached: what this image does next may go
+	 * unseen until it attaches. Only runc's re-exec of itself (the host's
+	 * mount namespace, first in the cgroup) starts nothing of the step. */
+	if (!sys_live && !(host && !was))
+		stat_add(cg, 7);
 	if (was < 2) {
 		__u8 now = host ? 1 : 2;
 		if (now > was && bpf_map_update_elem(&seen, &cg, &now, BPF_ANY) != 0)
@@ -239,3 +251,19 @@ int BPF_PROG(io_uring_submit_req, struct io_kiocb *req)
 	return 0;
 }
 
+
+/* ---- sync marker ---- */
+
+/* Never attached: the tracer runs it (BPF_PROG_TEST_RUN) to put a marker
+ * carrying args[0] into the events ring after every record written before
+ * the run, with or without the syscall hook. */
+SEC("raw_tp")
+int sync_marker(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct scratch *s = begin(K_SYNC, 0);
+	if (!s)
+		return 0;
+	s->ev.b[0] = ctx->args[0];
+	bpf_ringbuf_output(&events, s, sizeof(struct event), BPF_RB_FORCE_WAKEUP);
+	return 0;
+}

@@ -91,6 +91,29 @@ type Health struct {
 	// Evidence says what the tracer holds as evidence for cached steps and
 	// what it last evicted (retention or disk bound).
 	Evidence *EvidenceHealth `json:"evidence,omitempty"`
+	// Ringbuf is the kernel-to-tracer events ring: its size and the most
+	// bytes it has held unread since the tracer started.
+	Ringbuf *RingbufHealth `json:"ringbuf,omitempty"`
+	// SyscallHook says whether the system call hook is attached: only
+	// while traced containers can run (every syscall on the host is
+	// slower while it is).
+	SyscallHook *SyscallHookHealth `json:"syscallHook,omitempty"`
+}
+
+// RingbufHealth is the events ring's state.
+type RingbufHealth struct {
+	Size      uint64 `json:"size"`      // bytes
+	HighWater uint64 `json:"highWater"` // bytes pending at most, record headers included
+}
+
+// SyscallHookHealth is the system call hook's state.
+type SyscallHookHealth struct {
+	Attached bool      `json:"attached"`
+	OnDemand bool      `json:"onDemand"`        // false: attached for the tracer's lifetime
+	Since    time.Time `json:"since,omitempty"` // last attached
+	Attaches uint64    `json:"attaches"`        // since the tracer started
+	Holds    int       `json:"holds"`           // builds whose plan keeps it attached
+	Error    string    `json:"error,omitempty"` // the last attach or detach error
 }
 
 // EvidenceHealth is the evidence store's state.

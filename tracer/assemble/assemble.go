@@ -570,7 +570,8 @@ func (s *Step) Seal(in SealInput) trace.Step {
 		EventsDropped:     in.Stats.Dropped,
 		EventsTruncated:   in.Stats.Truncated,
 	}
-	for k, v := range map[string]uint64{"io_uring": in.Stats.IOUring, "af_packet": in.Stats.AFPacket, "traffic_map_full": in.Stats.TrafficFull} {
+	for k, v := range map[string]uint64{"io_uring": in.Stats.IOUring, "af_packet": in.Stats.AFPacket, "traffic_map_full": in.Stats.TrafficFull,
+		"syscalls_unhooked": in.Stats.Unhooked} {
 		if v > 0 {
 			if c.Unobserved == nil {
 				c.Unobserved = map[string]uint64{}
@@ -618,6 +619,9 @@ func (s *Step) Seal(in SealInput) trace.Step {
 	}
 	if in.Stats.TrafficFull > 0 {
 		reasons = append(reasons, fmt.Sprintf("the kernel's traffic map was full: %d packets were not counted", in.Stats.TrafficFull))
+	}
+	if in.Stats.Unhooked > 0 {
+		reasons = append(reasons, fmt.Sprintf("%d execs or forks ran while the tracer's system call hook was not attached: their system calls until it attached were not seen", in.Stats.Unhooked))
 	}
 	if in.Stats.MapFull > 0 {
 		reasons = append(reasons, fmt.Sprintf("%d inserts into a per-container kernel map failed (map full)", in.Stats.MapFull))

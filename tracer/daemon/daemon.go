@@ -44,6 +44,9 @@ type Config struct {
 	// AdminSocket is the unix socket on which root can read any build's
 	// trace; default <State>/admin.sock.
 	AdminSocket string
+	// SyscallHookAlways keeps the syscall hook attached from start to
+	// stop, instead of only while traced containers can run.
+	SyscallHookAlways bool
 }
 
 // ParseFlags fills a Config from command-line arguments.
@@ -61,9 +64,17 @@ func ParseFlags(name string, args []string) (Config, slog.Level, error) {
 	fs.DurationVar(&c.EvidenceRetention, "evidence-retention", store.DefaultEvidenceRetention, "how long a sealed build is kept as evidence for later builds' cached steps")
 	fs.Int64Var(&c.EvidenceMaxBytes, "evidence-max-bytes", store.DefaultEvidenceMaxBytes, "at most this many `bytes` of sealed builds are kept as evidence (the oldest are evicted)")
 	fs.StringVar(&c.AdminSocket, "admin-socket", "", "unix socket `path` on which root can read any build's trace (default <state>/admin.sock)")
+	hook := fs.String("syscall-hook", "on-demand", "`when` the system call hook is attached: on-demand (while traced containers can run; the rest of the host pays nothing between builds) or always")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return c, 0, err
+	}
+	switch *hook {
+	case "on-demand":
+	case "always":
+		c.SyscallHookAlways = true
+	default:
+		return c, 0, fmt.Errorf("--syscall-hook %q: want on-demand or always", *hook)
 	}
 	if fs.NArg() > 0 {
 		return c, 0, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -133,7 +144,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer ln.Close()
 
-	p, err := probe.Load(ctx, probe.Options{CgroupRoot: cfg.CgroupRoot})
+	p, err := probe.Load(ctx, probe.Options{CgroupRoot: cfg.CgroupRoot, SyscallsOnDemand: !cfg.SyscallHookAlways, Logger: log})
 	if err != nil {
 		return err
 	}

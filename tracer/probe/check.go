@@ -33,6 +33,12 @@ func Check(cgroupRoot string) error {
 				errs = append(errs, fmt.Errorf("tracepoint %s: %w", tp, err))
 			}
 		}
+		// Dentries, mounts and files are read with plain loads through it
+		// (Linux 6.2).
+		var fn *btf.Func
+		if err := spec.TypeByName("bpf_rdonly_cast", &fn); err != nil {
+			errs = append(errs, fmt.Errorf("kfunc bpf_rdonly_cast: %w", err))
+		}
 	}
 	var fs unix.Statfs_t
 	if err := unix.Statfs(cgroupRoot, &fs); err != nil {

@@ -133,4 +133,7 @@ type CgroupStats struct {
 	MapFull     uint64
 	TrafficFull uint64
 	AFPacket    uint64 // AF_PACKET sockets created: frames sent on them are not seen
+	// Unhooked counts the step's execs and forks while the syscall hook
+	// was detached: their system calls until it attached were not seen.
+	Unhooked uint64
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,9 +36,6 @@ const DefaultRingBufferSize = 16 << 20
 // BPF program matches the same prefix.
 const trackedPrefix = "buildtrace"
 
-// syncMagic makes personality(2) a marker; see sys_exit in the BPF program.
-const syncMagic = 0xffffffff
-
 // pollInterval bounds how long a record written without a wakeup (see
 // wake_flags in the BPF program) waits in the ring before Run reads it.
 const pollInterval = 50 * time.Millisecond
@@ -56,6 +54,13 @@ type Options struct {
 	// TrafficEntries sizes the map of per-destination byte counters
 	// (shared by all cgroups); 0 = 65,536. Tests make it small to fill it.
 	TrafficEntries int
+	// SyscallsOnDemand attaches the syscall hook only while a cgroup under
+	// /buildtrace/ is tracked or a hold (HoldSyscalls) is held, so that the
+	// rest of the host pays nothing between builds; otherwise it stays
+	// attached from Load to Close. Cgroups must be running to attach it at
+	// once when a container's cgroup is made.
+	SyscallsOnDemand bool
+	Logger           *slog.Logger // default slog.Default()
 }
 
 // Probe is the loaded and attached kernel side.
@@ -66,6 +71,9 @@ type Probe struct {
 	ctl      *ringbuf.Reader // cgroup mkdirs only, see Cgroups
 	bootWall int64           // wall ns minus CLOCK_MONOTONIC ns
 	argv     argvJoiner      // joins argv continuation records (Run's goroutine; lost counts locked)
+
+	hook     syscallHook // tp_btf/sys_exit, see hook.go
+	onDemand bool
 
 	runMu   sync.Mutex // one Run at a time
 	pending []Event    // cgroups found by the start-up scan, passed to the first Run
@@ -100,9 +108,6 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 	if opts.TrafficEntries > 0 {
 		spec.Maps["traffic"].MaxEntries = uint32(opts.TrafficEntries)
 	}
-	if err := spec.Variables["tracer_tgid"].Set(uint32(os.Getpid())); err != nil {
-		return nil, fmt.Errorf("setting tracer_tgid: %w", err)
-	}
 	var mntns unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/mnt", &mntns); err != nil {
 		return nil, fmt.Errorf("reading the tracer's mount namespace: %w", err)
@@ -116,7 +121,11 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 	if err := spec.Variables["page_size"].Set(uint64(os.Getpagesize())); err != nil {
 		return nil, fmt.Errorf("setting page_size: %w", err)
 	}
-	p := &Probe{waiters: map[uint64]chan struct{}{}}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	p := &Probe{waiters: map[uint64]chan struct{}{}, onDemand: opts.SyscallsOnDemand}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -129,11 +138,25 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 			p.Close()
 		}
 	}()
+	o := &p.objs
+	p.hook = syscallHook{live: o.SysLive, tracked: o.Tracked, log: log,
+		holds: map[string]hold{}, dormant: map[uint64]string{}}
+	p.hook.attachers = []attacher{{"tp_btf/sys_exit", func() (link.Link, error) {
+		return link.AttachTracing(link.TracingOptions{Program: o.SysExit, AttachType: ebpf.AttachTraceRawTp})
+	}}}
+	for _, t := range []struct {
+		name   string
+		attach ebpf.AttachType
+		prog   *ebpf.Program
+	}{{"egress", ebpf.AttachCGroupInetEgress, o.SkbEgress}, {"ingress", ebpf.AttachCGroupInetIngress, o.SkbIngress}} {
+		p.hook.attachers = append(p.hook.attachers, attacher{fmt.Sprintf("cgroup_skb/%s at %s", t.name, opts.CgroupRoot), func() (link.Link, error) {
+			return link.AttachCgroup(link.CgroupOptions{Path: opts.CgroupRoot, Attach: t.attach, Program: t.prog})
+		}})
+	}
 	// Track existing cgroups before attaching, so their first events count.
 	if err := p.scan(opts.CgroupRoot); err != nil {
 		return nil, err
 	}
-	o := &p.objs
 	for _, t := range []struct {
 		name string
 		prog *ebpf.Program
@@ -151,20 +174,24 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 		}
 		p.links = append(p.links, l)
 	}
-	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: o.SysExit})
-	if err != nil {
-		return nil, fmt.Errorf("attaching raw_tp/sys_exit: %w", err)
-	}
-	p.links = append(p.links, l)
-	for _, t := range []struct {
-		attach ebpf.AttachType
-		prog   *ebpf.Program
-	}{{ebpf.AttachCGroupInetEgress, o.SkbEgress}, {ebpf.AttachCGroupInetIngress, o.SkbIngress}} {
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: opts.CgroupRoot, Attach: t.attach, Program: t.prog})
+	if p.onDemand {
+		// Attached now if a container found by the scan runs.
+		p.hook.check()
+		p.hook.mu.Lock()
+		err := p.hook.lastErr
+		p.hook.mu.Unlock()
 		if err != nil {
-			return nil, fmt.Errorf("attaching cgroup_skb %s at %s: %w", t.attach, opts.CgroupRoot, err)
+			return nil, err
 		}
-		p.links = append(p.links, l)
+		p.hook.stop, p.hook.done = make(chan struct{}), make(chan struct{})
+		go p.hook.run()
+	} else {
+		p.hook.mu.Lock()
+		err := p.hook.attach()
+		p.hook.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
 	}
 	if p.rd, err = ringbuf.NewReader(o.Events); err != nil {
 		return nil, fmt.Errorf("opening ring buffer: %w", err)
@@ -233,6 +260,11 @@ func (p *Probe) scan(root string) error {
 		}
 		if err := p.track(st.Ino); err != nil {
 			return err
+		}
+		if !populated(path) {
+			// Left by a runtime that died (BuildKit removes its own): it
+			// does not keep the syscall hook attached while it stays empty.
+			p.hook.dormant[st.Ino] = path
 		}
 		p.pending = append(p.pending, Event{
 			Kind:     KindCgroupMkdir,
@@ -303,6 +335,9 @@ func (p *Probe) Run(ctx context.Context, fn func(Event)) error {
 			p.synced(mustSeq(rec.RawSample))
 			continue
 		}
+		if ev.Kind == KindCgroupMkdir && p.onDemand {
+			p.hook.ensure() // Cgroups normally did at once
+		}
 		fn(ev)
 	}
 }
@@ -332,6 +367,14 @@ func (p *Probe) Cgroups(ctx context.Context, fn func(cgroupID uint64, path strin
 		id, path, err := decodeCtl(rec.RawSample)
 		if err != nil {
 			return err
+		}
+		if p.onDemand {
+			// At once: runc is setting the container up, and its first
+			// exec must find the hook attached. Beside fn, not before it:
+			// attaching the packet counters at the cgroup root takes a
+			// few ms on a host with thousands of cgroups, and fn must read
+			// the container's bundle while it is there.
+			go p.hook.ensure()
 		}
 		fn(id, path)
 	}
@@ -365,9 +408,14 @@ func (p *Probe) Sync(ctx context.Context) error {
 	p.syncMu.Lock()
 	p.waiters[seq] = ch
 	p.syncMu.Unlock()
-	// personality(0xffffffff) only queries; the BPF program turns the call
-	// from this process into a marker carrying seq.
-	unix.Syscall(unix.SYS_PERSONALITY, syncMagic, uintptr(seq), 0)
+	// The marker program writes the record in this thread, after every
+	// record already in the ring; it needs no hook attached.
+	if _, err := p.objs.SyncMarker.Run(&ebpf.RunOptions{Context: []uint64{seq}}); err != nil {
+		p.syncMu.Lock()
+		delete(p.waiters, seq)
+		p.syncMu.Unlock()
+		return fmt.Errorf("writing event marker %d: %w", seq, err)
+	}
 	select {
 	case <-ch:
 		return nil
@@ -389,7 +437,7 @@ func (p *Probe) Stats(cgroupID uint64) CgroupStats {
 	// An exec whose argv continuations did not all arrive is truncated
 	// too (counted here when the kernel did not flag it).
 	return CgroupStats{Emitted: st.Emitted, Dropped: st.Dropped, Truncated: st.Truncated + p.argv.truncated(cgroupID), IOUring: st.IoUring,
-		MapFull: st.MapFull, TrafficFull: st.TrafficFull, AFPacket: st.AfPacket}
+		MapFull: st.MapFull, TrafficFull: st.TrafficFull, AFPacket: st.AfPacket, Unhooked: st.Unhooked}
 }
 
 // Traffic returns the bytes the cgroup exchanged per remote endpoint.
@@ -417,6 +465,9 @@ func (p *Probe) Traffic(cgroupID uint64) []Traffic {
 // Call it after the cgroup's step is sealed; Stats and Traffic are empty after.
 func (p *Probe) Forget(cgroupID uint64) {
 	p.objs.Tracked.Delete(cgroupID)
+	p.hook.mu.Lock()
+	delete(p.hook.dormant, cgroupID)
+	p.hook.mu.Unlock()
 	p.objs.Seen.Delete(cgroupID)
 	p.objs.Stats.Delete(cgroupID)
 	p.argv.forget(cgroupID)
@@ -446,6 +497,7 @@ func (p *Probe) Close() error {
 	if p.ctl != nil {
 		errs = append(errs, p.ctl.Close())
 	}
+	errs = append(errs, p.hook.close())
 	for _, l := range p.links {
 		errs = append(errs, l.Close())
 	}

@@ -121,7 +121,7 @@ func startProbe(t *testing.T) (*Probe, *collector) {
 	return p, c
 }
 
-func syncProbe(t *testing.T, p *Probe) {
+func syncProbe(t testing.TB, p *Probe) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -80,7 +80,17 @@ func writeError(w http.ResponseWriter, code int, format string, args ...any) {
 }
 
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, tracerapi.Health{Version: s.cfg.Tracer.Version, Since: s.cfg.Tracer.Since, KeyID: s.cfg.Signer.KeyID(), Evidence: s.evidenceHealth()})
+	h := tracerapi.Health{Version: s.cfg.Tracer.Version, Since: s.cfg.Tracer.Since, KeyID: s.cfg.Signer.KeyID(), Evidence: s.evidenceHealth()}
+	if hs, ok := s.cfg.Source.(hookSource); ok {
+		size, hw := hs.Ring()
+		h.Ringbuf = &tracerapi.RingbufHealth{Size: size, HighWater: hw}
+		st := hs.SyscallHook()
+		h.SyscallHook = &tracerapi.SyscallHookHealth{Attached: st.Attached, OnDemand: st.OnDemand, Attaches: st.Attaches, Holds: st.Holds, Error: st.Err}
+		if !st.Since.IsZero() {
+			h.SyscallHook.Since = st.Since.UTC()
+		}
+	}
+	writeJSON(w, http.StatusOK, h)
 }
 
 // frontend identifies the caller of a TCP request as a build's frontend.
@@ -148,6 +158,8 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "%v", err)
 		return
 	}
+	// Before answering: the build's first step starts after this.
+	s.holdSyscalls(id, fe.PID)
 	s.log.Info("plan received", "trace", id, "part", part.ID, "platform", part.Platform, "steps", len(part.Steps), "layers", len(part.Layers), "frontend", fe.ExecutableDigest)
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -191,6 +203,7 @@ func (s *Server) serveSeal(w http.ResponseWriter, r *http.Request) {
 	}
 	if b.Sealed {
 		s.plans.markSealed(id)
+		s.releaseSyscalls(id)
 	}
 	s.log.Info("trace sealed", "trace", id, "steps", len(b.Steps), "pending", len(b.Pending), "sealed", b.Sealed, "evidence", len(b.Evidence), "took", time.Since(start).Round(time.Millisecond))
 	writeJSON(w, http.StatusOK, tracerapi.TraceResponse{Envelope: env})

@@ -5,11 +5,14 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"github.com/buildtrace/buildtrace/pkg/tracerapi"
@@ -31,6 +34,46 @@ type Source interface {
 	Stats(cgroupID uint64) probe.CgroupStats
 	Traffic(cgroupID uint64) []probe.Traffic
 	Forget(cgroupID uint64)
+}
+
+// hookSource is what *probe.Probe has besides Source: its syscall hook,
+// attached on demand, and its ring's state. Test sources have neither.
+type hookSource interface {
+	HoldSyscalls(key string, d time.Duration, alive func() bool) error
+	ReleaseSyscalls(key string)
+	SyscallHook() probe.HookState
+	Ring() (size, highWater uint64)
+}
+
+// syscallHold bounds how long a registered plan keeps the syscall hook
+// attached; its frontend asking for the sealed trace or exiting (a failed
+// build never asks) ends the hold sooner. A step started later still
+// attaches it when its cgroup appears.
+const syscallHold = time.Hour
+
+func (s *Server) holdSyscalls(traceID string, frontendPID uint32) {
+	if hs, ok := s.cfg.Source.(hookSource); ok {
+		alive := func() bool { return processAlive(frontendPID) }
+		if frontendPID == 0 {
+			alive = nil
+		}
+		if err := hs.HoldSyscalls("plan/"+traceID, syscallHold, alive); err != nil {
+			s.log.Error("attaching the syscall hook for a build; its steps will be incomplete", "trace", traceID, "err", err)
+		}
+	}
+}
+
+// processAlive reports whether process pid exists (a reused PID keeps a
+// hold longer: cost, never a loss).
+func processAlive(pid uint32) bool {
+	err := unix.Kill(int(pid), 0)
+	return err == nil || errors.Is(err, unix.EPERM)
+}
+
+func (s *Server) releaseSyscalls(traceID string) {
+	if hs, ok := s.cfg.Source.(hookSource); ok {
+		hs.ReleaseSyscalls("plan/" + traceID)
+	}
 }
 
 // Config is what a Server is built from.
