@@ -146,6 +146,29 @@ RUN cat /id.txt > /copy && sleep 2
 		}
 	})
 
+	// The tracer container is the lab's only tracer meanwhile: it follows
+	// the host's buildkitd too, through the host's mount namespace.
+	t.Run("remote builder, tracer from its image", func(t *testing.T) {
+		n := randHex(8)
+		dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, `FROM BASE
+RUN echo `+n+` > /greeting
+`)})
+		ref := l.Ref("dc-remote")
+		l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+		_, preds := runtimeTraces(t, ctx, l, ref)
+		p := single(t, preds)
+		s := stepByInstruction(t, p, "RUN echo "+n)
+		if s.Status != attest.StatusExecuted {
+			t.Fatalf("step %+v", s)
+		}
+		if _, ok := fileAccess(p, s.StepID, "/greeting", attest.SourceDiff); !ok {
+			t.Errorf("diff lacks /greeting: %+v", s.Runs)
+		}
+		if out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub); code != 0 {
+			t.Errorf("verify exited %d:\n%s", code, out)
+		}
+	})
+
 	t.Run("bridge", func(t *testing.T) {
 		b := dc.Bridge
 		n := randHex(8)
