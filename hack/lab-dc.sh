@@ -135,10 +135,7 @@ start_dockerd() {
 		args=(--add-runtime "runc-lab=$rt" --default-runtime runc-lab)
 	fi
 	log "starting dockerd"
-	# A private cgroup namespace for each container, as Docker does by default
-	# on cgroup2 hosts (GitHub's runners): buildkitd's build containers then
-	# nest below its container's cgroup, the case buildtraced must follow.
-	setsid dockerd --iptables=false --ip-forward=false --ip-masq=false --default-cgroupns-mode private \
+	setsid dockerd --iptables=false --ip-forward=false --ip-masq=false \
 		--pidfile "$DC/dockerd.run.pid" "${args[@]}" \
 		>>"$LAB/logs/dockerd.log" 2>&1 </dev/null &
 	echo $! >"$LAB/dockerd.pid"
@@ -176,17 +173,25 @@ copy_with_libs() {
 publish_buildkit() {
 	local ctx=$DC/buildkit-image sum runc
 	runc=$(command -v runc) || die "runc not installed (hack/lab.sh deps)"
-	sum=$(cat "$LAB/bin/buildkitd" "$LAB/bin/buildctl" "$runc" "$REPO/Dockerfile.buildkit" "$REPO/hack/buildkit-image/entrypoint.sh" | sha256sum | cut -c1-64)
+	sum=$(cat "$LAB/bin/buildkitd" "$LAB/bin/buildctl" "$runc" "$(command -v unshare)" "$REPO/Dockerfile.buildkit" "$REPO/hack/buildkit-image/entrypoint.sh" | sha256sum | cut -c1-64)
 	published buildkit "$sum" buildtrace/buildkit "$BUILDKIT_VERSION" && return 0
 	log "publishing $BUILDKIT_IMAGE"
 	rm -rf "$ctx" && mkdir -p "$ctx/rootfs/etc/buildkit" "$ctx/rootfs/var/lib/buildkit"
 	copy_with_libs "$LAB/bin/buildkitd" "$ctx/rootfs" /usr/bin/buildkitd
 	copy_with_libs "$LAB/bin/buildctl" "$ctx/rootfs" /usr/bin/buildctl
 	copy_with_libs "$runc" "$ctx/rootfs" /usr/bin/runc
+	# util-linux's unshare: busybox's cannot make a cgroup namespace.
+	copy_with_libs "$(command -v unshare)" "$ctx/rootfs" /usr/bin/unshare
 	install -m 0755 "$REPO/hack/buildkit-image/entrypoint.sh" "$ctx/rootfs/usr/bin/buildkit-entrypoint"
 	push_image buildkit "$BUILDKIT_IMAGE" "$ctx" --local dockerfile="$REPO" --opt filename=Dockerfile.buildkit \
 		--opt build-arg:BASE="$BASE_IMAGE"
 	echo "$sum" >"$DC/buildkit.sum"
+}
+
+# pull IMAGE makes dockerd's copy the registry's: docker run and buildx use
+# a local image of the same name without asking the registry.
+pull() {
+	docker pull -q "$1" >>"$LAB/logs/dockerd-pull.log" 2>&1 || die "docker pull $1 failed (see $LAB/logs/dockerd-pull.log)"
 }
 
 # The tracer image, Dockerfile.tracer's offline target "local" around
@@ -252,7 +257,7 @@ builder_ok() { timeout 60 docker buildx inspect --bootstrap "$1" >/dev/null 2>&1
 ensure_builder() {
 	local name=$1 bridge=$2 cfg=$DC/$1.toml sum opts
 	write_config "$cfg" "$bridge"
-	sum=$(cat "$cfg" "$DC/buildkit.sum" | sha256sum | cut -c1-64)
+	sum=$(cat "$cfg" "$DC/buildkit.sum" <(docker image inspect -f '{{.Id}}' "$BUILDKIT_IMAGE" 2>/dev/null) | sha256sum | cut -c1-64)
 	if [ "$(cat "$DC/$name.sum" 2>/dev/null)" != "$sum" ] || ! docker buildx inspect "$name" >/dev/null 2>&1; then
 		docker buildx rm -f "$name" >/dev/null 2>&1 || true
 		opts=image=$BUILDKIT_IMAGE
@@ -290,7 +295,10 @@ start_tracer() {
 	local sum gw pid
 	sum=$(sha256sum "$REPO/bin/buildtraced" | cut -c1-64)
 	gw=$(gateway)
+	local image
+	image=$(docker image inspect -f '{{.Id}}' "$TRACER_IMAGE")
 	if tracer_running && tracer_ok && [ "$(cat "$DC/tracer-container.sum" 2>/dev/null)" = "$sum" ] &&
+		[ "$(docker inspect -f '{{.Image}}' "$TRACER_CONTAINER")" = "$image" ] &&
 		[ "$(cat "$LAB/buildtraced.pid" 2>/dev/null)" = "$(docker inspect -f '{{.State.Pid}}' "$TRACER_CONTAINER")" ]; then
 		return 0
 	fi
@@ -339,6 +347,8 @@ cmd_up() {
 	publish_buildkit
 	publish_tracer
 	start_bridge_registry
+	pull "$BUILDKIT_IMAGE"
+	pull "$TRACER_IMAGE"
 	ensure_builder "$BUILDER" 0
 	ensure_builder "$BRIDGE_BUILDER" 1
 	[ -n "${LAB_DC_NO_TRACER:-}" ] || start_tracer
