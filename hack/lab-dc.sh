@@ -312,6 +312,15 @@ start_tracer() {
 	tracer_ok && die "$BUILDTRACE_TRACER is still served by another process; stop it first"
 	local admin_dir
 	admin_dir=$(dirname "$BUILDTRACE_TRACER_ADMIN")
+	# The host buildkitd's container roots must appear in the tracer's
+	# mount table, as the DaemonSet's HostToContainer mount arranges: its
+	# root becomes a shared mount (this host's / is private), bound into the
+	# container as a slave. Left in place on down: harmless to the host lab.
+	if ! findmnt -n -o PROPAGATION --mountpoint "$LAB/buildkit" 2>/dev/null | grep -q shared; then
+		mkdir -p "$LAB/buildkit"
+		findmnt -n --mountpoint "$LAB/buildkit" >/dev/null 2>&1 || mount --bind "$LAB/buildkit" "$LAB/buildkit"
+		mount --make-shared "$LAB/buildkit"
+	fi
 	mkdir -p "$LAB/tracer" "$admin_dir"
 	log "running buildtraced from $TRACER_IMAGE (privileged, host PID and network) on $BUILDTRACE_TRACER and $gw:$TRACER_PORT"
 	# Host PID: eBPF reports host PIDs. Host network: the frontend of the
@@ -326,6 +335,7 @@ start_tracer() {
 		-v "$LAB/keys/tracer.key:/etc/buildtrace/key/tracer.key:ro" \
 		-v "$LAB/tracer:/var/lib/buildtrace" \
 		-v "$admin_dir:$admin_dir" \
+		--mount "type=bind,source=$LAB/buildkit,target=$LAB/buildkit,readonly,bind-propagation=rslave" \
 		"$TRACER_IMAGE" \
 		--key /etc/buildtrace/key/tracer.key --state /var/lib/buildtrace --admin-socket "$BUILDTRACE_TRACER_ADMIN" \
 		--cgroup-root /sys/fs/cgroup/unified \

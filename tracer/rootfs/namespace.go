@@ -34,8 +34,9 @@ func (n Namespace) FromBundle(containerID string) (Layout, error) {
 func (n Namespace) Mounts() ([]Mount, error) { return readMountinfo(n.Mountinfo) }
 
 // Resolver finds the mount namespace of the buildkitd that ran a container.
-// A buildkitd on the host mounts in the host's namespace: the tracer's own,
-// or PID 1's when the tracer runs in a container. A buildkitd in a
+// A buildkitd on the host mounts in the host's namespace, which the tracer
+// reads as its own (a tracer in a container sees buildkitd's mounts by
+// mount propagation, as deploy/kubernetes arranges). A buildkitd in a
 // container (buildx's docker-container driver) mounts in its container's
 // namespace, which only its processes show; the container's cgroup, the
 // prefix of its build containers' cgroups (pkg/steptag), names them.
@@ -59,22 +60,19 @@ func (r *Resolver) proc(parts ...string) string {
 }
 
 // Namespaces lists the mount namespaces where the containers of cgroup
-// prefix ("" for the hierarchy's root) may be mounted, the likeliest first.
+// prefix ("" for the hierarchy's root: the tracer's own) may be mounted.
 func (r *Resolver) Namespaces(prefix string) ([]Namespace, error) {
 	own := r.Mountinfo
 	if own == "" {
 		own = "/proc/self/mountinfo"
 	}
-	selfMnt, _ := os.Readlink(r.proc("self", "ns", "mnt"))
 	if prefix == "" {
-		out := []Namespace{{Mountinfo: own}}
-		// The tracer in a container of its own with the host's PIDs: the
-		// host's mount table is PID 1's.
-		if m, err := os.Readlink(r.proc("1", "ns", "mnt")); err == nil && m != selfMnt {
-			out = append(out, Namespace{Mountinfo: r.proc("1", "mountinfo"), Root: r.proc("1", "root")})
-		}
-		return out, nil
+		// A buildkitd on the host: its mounts must be in the tracer's own
+		// table (a tracer in a container gets them by mount propagation,
+		// docs/deploy.md).
+		return []Namespace{{Mountinfo: own}}, nil
 	}
+	selfMnt, _ := os.Readlink(r.proc("self", "ns", "mnt"))
 	cgRoot := r.CgroupRoot
 	if cgRoot == "" {
 		cgRoot = "/sys/fs/cgroup/unified"
@@ -218,12 +216,7 @@ func (r *Resolver) FromProcess(prefix string, pid uint32) (Layout, error) {
 	if err != nil {
 		return Layout{}, err
 	}
-	// The host's namespace is the last for the root prefix (PID 1's when it
-	// is not the tracer's own); a container's buildkitd's is the first.
 	n := nss[0]
-	if prefix == "" {
-		n = nss[len(nss)-1]
-	}
 	l.inRoot(n.Root)
 	l.Root = n.Root
 	return l, nil
