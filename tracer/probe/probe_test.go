@@ -617,8 +617,17 @@ func TestScanTracksContainersOnly(t *testing.T) {
 	if err := os.MkdirAll(leaf, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Below a buildkitd container's cgroup too.
+	top := filepath.Join(DefaultCgroupRoot, "btscan-"+randHex(t, 4))
+	nested := filepath.Join(top, "docker", "c1", steptag.CgroupParent(step), "buildkit", "nested")
+	if err := os.MkdirAll(nested, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	defer func() {
 		for _, d := range []string{leaf, filepath.Dir(leaf), stepDir} {
+			os.Remove(d)
+		}
+		for d := nested; d != DefaultCgroupRoot; d = filepath.Dir(d) {
 			os.Remove(d)
 		}
 	}()
@@ -635,8 +644,10 @@ func TestScanTracksContainersOnly(t *testing.T) {
 	}
 	defer p.Close()
 	var v uint8
-	if err := p.objs.Tracked.Lookup(ino(leaf), &v); err != nil {
-		t.Errorf("container cgroup %s not tracked: %v", leaf, err)
+	for _, c := range []string{leaf, nested} {
+		if err := p.objs.Tracked.Lookup(ino(c), &v); err != nil {
+			t.Errorf("container cgroup %s not tracked: %v", c, err)
+		}
 	}
 	for _, d := range []string{stepDir, filepath.Dir(leaf)} {
 		if err := p.objs.Tracked.Lookup(ino(d), &v); err == nil {
