@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -193,5 +194,48 @@ RUN echo `+n+` > /greeting && cat /greeting
 		if out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub); code != 0 {
 			t.Errorf("verify exited %d:\n%s", code, out)
 		}
+
+		// The bridge listener is reachable from every container on the
+		// bridge: one that is not a build's frontend gets nothing.
+		out, err := exec.CommandContext(ctx, "docker", "run", "--rm", "--entrypoint", "wget", dc.BuildkitImage,
+			"-q", "-O-", "http://"+dc.TracerOnGW+"/v1/builds/"+p.Buildtrace.BuildTraceID).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "403") || strings.Contains(string(out), "envelope") {
+			t.Errorf("a container on the bridge asked for a build's trace: err=%v\n%s", err, out)
+		}
 	})
+
+	// A hostile RUN step, nested below buildkitd's container, on either
+	// network: every request to the tracer is refused.
+	for _, c := range []struct {
+		name string
+		b    *lab.Lab
+		addr string
+	}{{"host network", dc.Host, l.TracerAddr}, {"bridge", dc.Bridge, dc.TracerOnGW}} {
+		t.Run("RUN step refused, "+c.name, func(t *testing.T) {
+			script := `id=$(echo $TRACEPARENT | cut -d- -f2)
+wget -q -O- "http://` + c.addr + `/v1/builds/$id" 2>&1 | sed "s/^/GET-ANSWER /"
+for p in "/v1/builds/$id/plan" "/v1/builds/$id/seal" ; do wget -q -O- --post-data '{"id":"x","platform":"linux/amd64","wait":"1s"}' "http://` + c.addr + `$p" 2>&1 | sed "s/^/POST-ANSWER /"; done
+echo STEP-DONE`
+			dir := lab.WriteContext(t, map[string]string{
+				"Dockerfile": dockerfile(l, "FROM BASE\nRUN "+strings.ReplaceAll(script, "\n", " ; ")+" ; echo "+randHex(8)+"\n"),
+			})
+			res := c.b.MustBuild(t, ctx, lab.Build{Context: dir, Args: []string{"--build-arg", "BUILDTRACE_TRACER=" + c.addr}})
+			if !strings.Contains(res.Output, "STEP-DONE") {
+				t.Fatalf("the step did not run:\n%s", res.Output)
+			}
+			answers := 0
+			for _, line := range strings.Split(res.Output, "\n") {
+				if !strings.Contains(line, "-ANSWER wget") && !strings.Contains(line, "-ANSWER {") {
+					continue
+				}
+				answers++
+				if strings.Contains(line, "envelope") || !strings.Contains(line, "403") {
+					t.Errorf("the tracer answered a RUN step: %s", line)
+				}
+			}
+			if answers != 3 {
+				t.Errorf("want 3 refusals in the build log, got %d:\n%s", answers, res.Output)
+			}
+		})
+	}
 }
