@@ -15,6 +15,9 @@
 #   hack/lab-dc.sh status   say what runs
 #   hack/lab-dc.sh env      print variables for a shell and for test/lab
 #
+# LAB_DC_NO_TRACER=1 leaves the host's buildtraced in place (for looking at
+# cgroups and mounts by hand).
+#
 # Builders (docs/deploy.md, "docker-container driver"):
 #   buildtrace-dc         --driver-opt network=host: the same Dockerfiles and
 #                         addresses as the remote builder
