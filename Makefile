@@ -6,7 +6,7 @@ GO ?= go
 # Tests run packages one at a time: the end-to-end packages share one lab.
 GOTEST_FLAGS ?= -p 1 -count=1 -timeout 45m
 
-.PHONY: all build lab lab-down lab-status demo test unit bench generate check-generate check-arm64 vet clean
+.PHONY: all build lab lab-dc lab-down lab-status demo test unit bench generate check-generate check-arm64 vet clean
 
 all: build
 
@@ -19,6 +19,12 @@ build:
 
 lab: build
 	hack/lab.sh up
+
+# The docker-container driver's lab (dockerd, builders buildtrace-dc and
+# buildtrace-dc-bridge, the tracer from its image); the e2e tests bring it up
+# themselves (TestDockerContainerDriver) and take it down after.
+lab-dc: lab
+	hack/lab-dc.sh up
 
 lab-down:
 	hack/lab.sh down

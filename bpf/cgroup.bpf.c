@@ -5,9 +5,9 @@
 
 /* ---- cgroups ---- */
 
-/* Cgroups created under /buildtrace/, for a reader that acts on them at
- * once: a container's overlay root is mounted only while it runs, and the
- * main ring can be seconds behind when another step is busy. */
+/* Cgroups created in a buildtrace step's tree, for a reader that acts on
+ * them at once: a container's overlay root is mounted only while it runs,
+ * and the main ring can be seconds behind when another step is busy. */
 struct ctl_event {
 	__u64 cgroup_id;
 	char path[256];
@@ -18,26 +18,65 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } ctl SEC(".maps");
 
-/* A cgroup2 cgroup under /buildtrace/. */
-static __always_inline bool ours(struct cgroup *cgrp, const char *path)
+/* kernfs_node's parent before Linux 6.15 renamed it __parent. */
+struct kernfs_node___old {
+	struct kernfs_node *parent;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+{
+	if (bpf_core_field_exists(kn->__parent))
+		return BPF_CORE_READ(kn, __parent);
+	return BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
+}
+
+/* A cgroup directory made by root: kernfs keeps no attributes for a node
+ * owned by root:root, and records the owner of any other (a cgroup a user
+ * made in a subtree delegated to them). */
+static __always_inline bool root_owned(struct kernfs_node *kn)
+{
+	struct kernfs_iattrs *ia = BPF_CORE_READ(kn, iattr);
+	return !ia || BPF_CORE_READ(ia, ia_uid.val) == 0;
+}
+
+/* A cgroup2 cgroup one to three levels below a directory named
+ * "buildtrace", that directory and the cgroup made by root:
+ * /buildtrace/<step>[/buildkit[/<id>]] at the root of the hierarchy (a
+ * buildkitd on the host), or the same below a container's cgroup
+ * (/docker/<id>/buildtrace/…: a buildkitd in a container with a cgroup
+ * namespace of its own). Go decides what each one is (pkg/steptag). */
+static __always_inline bool ours(struct cgroup *cgrp)
 {
 	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0) /* cgroup2 only */
 		return false;
-	char pfx[12];
-	if (bpf_probe_read_kernel(pfx, sizeof(pfx), path) < 0)
+	struct kernfs_node *kn = BPF_CORE_READ(cgrp, kn);
+	if (!kn || !root_owned(kn))
 		return false;
-	const char want[] = "/buildtrace/";
+	const char want[] = "buildtrace";
 #pragma unroll
-	for (int i = 0; i < 12; i++)
-		if (pfx[i] != want[i])
+	for (int up = 0; up < 3; up++) {
+		kn = kn_parent(kn);
+		if (!kn)
 			return false;
-	return true;
+		char name[sizeof(want)];
+		const char *n = BPF_CORE_READ(kn, name);
+		if (bpf_probe_read_kernel_str(name, sizeof(name), n) != sizeof(want))
+			continue;
+		bool eq = true;
+#pragma unroll
+		for (int i = 0; i < sizeof(want); i++)
+			if (name[i] != want[i])
+				eq = false;
+		if (eq)
+			return root_owned(kn);
+	}
+	return false;
 }
 
 SEC("tp_btf/cgroup_mkdir")
 int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
 {
-	if (!ours(cgrp, path))
+	if (!ours(cgrp))
 		return 0;
 	__u64 id = BPF_CORE_READ(cgrp, kn, id);
 	__u8 one = 1;
@@ -67,9 +106,9 @@ int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
 SEC("tp_btf/cgroup_rmdir")
 int BPF_PROG(cgroup_rmdir, struct cgroup *cgrp, const char *path)
 {
-	/* Every cgroup under /buildtrace/, tracked or not (a full tracked map),
+	/* Every cgroup of a step's tree, tracked or not (a full tracked map),
 	 * so each step the daemon opened is ended. */
-	if (!ours(cgrp, path))
+	if (!ours(cgrp))
 		return 0;
 	__u64 id = BPF_CORE_READ(cgrp, kn, id);
 	struct scratch *s = begin(K_CGROUP_RMDIR, id);

@@ -391,6 +391,9 @@ stop_pid() {
 }
 
 cmd_down() {
+	# The docker-container part (hack/lab-dc.sh), when it ran: its tracer
+	# container, builders, dockerd.
+	[ ! -f "$LAB/dockerd.pid" ] || "$REPO/hack/lab-dc.sh" down || true
 	stop_pid buildtraced
 	stop_pid buildkitd
 	stop_pid registry

@@ -48,25 +48,46 @@ func CgroupParent(stepID string) string {
 type Container struct {
 	StepID      string
 	ContainerID string // BuildKit's executor ID, also its bundle directory name
+	// Prefix is the cgroup above /buildtrace/: "" for a buildkitd on the
+	// host, its container's cgroup (e.g. "/docker/<id>") for a buildkitd in
+	// a container with a cgroup namespace of its own.
+	Prefix string
 }
 
 // ParseCgroup parses a cgroup path as the kernel reports it
-// ("/buildtrace/<step>/buildkit/<container>"). ok is false for any other
-// path, including the intermediate directories.
+// ("[<prefix>]/buildtrace/<step>/buildkit/<container>"). ok is false for
+// any other path, including the intermediate directories.
 func ParseCgroup(path string) (c Container, ok bool) {
 	parts := strings.Split(strings.Trim(path, "/"), "/")
-	if len(parts) != 4 || parts[0] != Root || parts[2] != "buildkit" || !Valid(parts[1]) || parts[3] == "" {
+	n := len(parts)
+	if n < 4 {
 		return Container{}, false
 	}
-	return Container{StepID: parts[1], ContainerID: parts[3]}, true
+	tail := parts[n-4:]
+	if tail[0] != Root || tail[2] != "buildkit" || !Valid(tail[1]) || tail[3] == "" {
+		return Container{}, false
+	}
+	for _, p := range parts[:n-4] {
+		if p == "" || p == Root {
+			return Container{}, false // one step tree inside another
+		}
+	}
+	c = Container{StepID: tail[1], ContainerID: tail[3]}
+	if n > 4 {
+		c.Prefix = "/" + strings.Join(parts[:n-4], "/")
+	}
+	return c, true
 }
 
 // StepOfCgroup returns the step ID of any cgroup path at or below a step's
-// directory.
+// directory, wherever that directory is (a buildkitd in a container puts
+// it below the container's cgroup).
 func StepOfCgroup(path string) (string, error) {
 	parts := strings.Split(strings.Trim(path, "/"), "/")
-	if len(parts) < 2 || parts[0] != Root || !Valid(parts[1]) {
-		return "", fmt.Errorf("cgroup %q is not under /%s/<step id>", path, Root)
+	for i := 0; i+1 < len(parts); i++ {
+		if parts[i] == Root && Valid(parts[i+1]) {
+			return parts[i+1], nil
+		}
 	}
-	return parts[1], nil
+	return "", fmt.Errorf("cgroup %q is not under /%s/<step id>", path, Root)
 }

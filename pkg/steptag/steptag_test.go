@@ -25,4 +25,22 @@ func TestParseCgroup(t *testing.T) {
 	if _, err := StepOfCgroup("/system.slice/x"); err == nil {
 		t.Error("StepOfCgroup accepted a foreign cgroup")
 	}
+	nested := "/docker/abc/" + CgroupParent(id) + "/buildkit/xyz"
+	if c, ok := ParseCgroup(nested); !ok || c.StepID != id || c.ContainerID != "xyz" || c.Prefix != "/docker/abc" {
+		t.Errorf("ParseCgroup(%q) = %+v, %v", nested, c, ok)
+	}
+	if c, _ := ParseCgroup("/" + CgroupParent(id) + "/buildkit/abc123"); c.Prefix != "" {
+		t.Errorf("top-level prefix = %q", c.Prefix)
+	}
+	for _, p := range []string{"/docker/abc/buildtrace/" + id + "/buildkit", "/buildtrace/" + id + "/buildtrace/" + id + "/buildkit/a", "/docker/abc/buildkit/x"} {
+		if _, ok := ParseCgroup(p); ok {
+			t.Errorf("ParseCgroup(%q) accepted", p)
+		}
+	}
+	if s, err := StepOfCgroup("/docker/abc/buildtrace/" + id + "/buildkit/x"); err != nil || s != id {
+		t.Errorf("nested StepOfCgroup = %q, %v", s, err)
+	}
+	if _, err := StepOfCgroup("/docker/abc/buildkit/x"); err == nil {
+		t.Error("StepOfCgroup accepted a frontend's nested cgroup")
+	}
 }

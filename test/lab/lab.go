@@ -233,3 +233,90 @@ func (l *Lab) Image(t testing.TB, ctx context.Context, ref string) *registry.Ima
 	}
 	return img
 }
+
+// DC is the docker-container part of the lab (hack/lab-dc.sh): dockerd,
+// the builders of buildx's docker-container driver, and buildtraced run
+// from its image in place of the host's.
+type DC struct {
+	Host          *Lab // the lab with Builder set to the host-network builder
+	Bridge        *Lab // the lab with Builder set to the bridge builder, Registry to the gateway's listener
+	Gateway       string
+	TracerOnGW    string // the tracer's address on the bridge gateway
+	TracerImage   string
+	BuildkitImage string
+}
+
+var (
+	dcOnce sync.Once
+	dcLab  *DC
+	dcErr  error
+	dcSkip string
+)
+
+// RequireDC brings the docker-container lab up once per test binary and
+// takes it down (restoring the host's tracer) when the test ends. It skips,
+// saying so, only when no Docker Engine can run on this machine; under
+// CI=true that fails instead.
+func (l *Lab) RequireDC(t testing.TB) *DC {
+	t.Helper()
+	dcOnce.Do(func() { dcLab, dcSkip, dcErr = l.upDC() })
+	if dcSkip != "" {
+		msg := "SKIP (no Docker Engine can run here: " + dcSkip + ")"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg + " — CI must run the docker-container tests")
+		}
+		t.Skip(msg)
+	}
+	if dcErr != nil {
+		t.Fatalf("bringing the docker-container lab up: %v", dcErr)
+	}
+	t.Cleanup(func() {
+		// The host's buildtraced again, for the tests that follow.
+		out, err := exec.Command(filepath.Join(l.Repo, "hack", "lab-dc.sh"), "down").CombinedOutput()
+		if err != nil {
+			t.Errorf("hack/lab-dc.sh down: %v\n%s", err, out)
+		}
+		l.Up(t)
+		dcOnce = sync.Once{}
+	})
+	return dcLab
+}
+
+func (l *Lab) upDC() (*DC, string, error) {
+	script := filepath.Join(l.Repo, "hack", "lab-dc.sh")
+	if out, err := exec.Command(script, "deps").CombinedOutput(); err != nil {
+		return nil, fmt.Sprintf("installing docker.io: %v: %s", err, strings.TrimSpace(string(out))), nil
+	}
+	if _, err := exec.LookPath("dockerd"); err != nil {
+		return nil, "no dockerd after installing docker.io", nil
+	}
+	start := time.Now()
+	out, err := exec.Command(script, "up").CombinedOutput()
+	if err != nil {
+		return nil, "", fmt.Errorf("hack/lab-dc.sh up: %v\n%s", err, out)
+	}
+	fmt.Fprintf(os.Stderr, "lab: the docker-container lab came up in %s\n", time.Since(start).Round(time.Second))
+	envOut, err := exec.Command(script, "env").Output()
+	if err != nil {
+		return nil, "", fmt.Errorf("hack/lab-dc.sh env: %w", err)
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(string(envOut), "\n") {
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		if ok {
+			env[k] = v
+		}
+	}
+	host, bridge := *l, *l
+	host.Builder = env["BUILDTRACE_DC_BUILDER"]
+	bridge.Builder = env["BUILDTRACE_DC_BRIDGE_BUILDER"]
+	_, port, _ := strings.Cut(l.Registry, ":")
+	bridge.Registry = env["BUILDTRACE_DC_GATEWAY"] + ":" + port
+	_, tport, _ := strings.Cut(l.TracerAddr, ":")
+	return &DC{
+		Host: &host, Bridge: &bridge, Gateway: env["BUILDTRACE_DC_GATEWAY"],
+		TracerOnGW:    env["BUILDTRACE_DC_GATEWAY"] + ":" + tport,
+		TracerImage:   env["BUILDTRACE_DC_TRACER_IMAGE"],
+		BuildkitImage: env["BUILDTRACE_DC_BUILDKIT_IMAGE"],
+	}, "", nil
+}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -28,7 +29,10 @@ import (
 
 // Config is the daemon's configuration, normally from flags.
 type Config struct {
-	Listen           string
+	Listen string
+	// AlsoListen are more addresses to serve the same API on (--listen
+	// given again): a docker bridge gateway, for builders on the bridge.
+	AlsoListen       []string
 	AllowNonLoopback bool
 	Key              string // signer reference: PEM file or KMS URI
 	State            string // directory of the embedded store
@@ -54,7 +58,8 @@ func ParseFlags(name string, args []string) (Config, slog.Level, error) {
 	var c Config
 	var level string
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.StringVar(&c.Listen, "listen", tracerapi.DefaultAddr, "`address` to serve the API on (loopback only unless --allow-non-loopback)")
+	c.Listen = tracerapi.DefaultAddr
+	fs.Var(&listenFlag{c: &c}, "listen", "`address` to serve the API on (loopback only unless --allow-non-loopback); repeat to serve on more addresses (default "+tracerapi.DefaultAddr+")")
 	fs.BoolVar(&c.AllowNonLoopback, "allow-non-loopback", false, "allow --listen on a non-loopback address (the API has no authentication)")
 	fs.StringVar(&c.Key, "key", "", "signing key: PEM private key `file` or KMS URI (required)")
 	fs.StringVar(&c.State, "state", "/var/lib/buildtrace", "`directory` of the trace store")
@@ -92,6 +97,28 @@ func ParseFlags(name string, args []string) (Config, slog.Level, error) {
 	return c, lv, nil
 }
 
+// listenFlag is --listen: the first replaces the default, later ones add.
+type listenFlag struct {
+	c   *Config
+	set bool
+}
+
+func (f *listenFlag) String() string {
+	if f == nil || f.c == nil {
+		return ""
+	}
+	return strings.Join(append([]string{f.c.Listen}, f.c.AlsoListen...), ",")
+}
+
+func (f *listenFlag) Set(v string) error {
+	if !f.set {
+		f.c.Listen, f.set = v, true
+		return nil
+	}
+	f.c.AlsoListen = append(f.c.AlsoListen, v)
+	return nil
+}
+
 // CheckListen refuses an address that is not loopback unless allowed: the
 // API serves build details to anyone who can reach it.
 func CheckListen(addr string, allowNonLoopback bool) error {
@@ -121,8 +148,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Retention <= 0 {
 		cfg.Retention = store.DefaultRetention
 	}
-	if err := CheckListen(cfg.Listen, cfg.AllowNonLoopback); err != nil {
-		return err
+	addrs := append([]string{cfg.Listen}, cfg.AlsoListen...)
+	for _, a := range addrs {
+		if err := CheckListen(a, cfg.AllowNonLoopback); err != nil {
+			return err
+		}
 	}
 	if err := probe.Check(cfg.CgroupRoot); err != nil {
 		return fmt.Errorf("this kernel cannot run the probe: %w", err)
@@ -138,11 +168,19 @@ func Run(ctx context.Context, cfg Config) error {
 	defer st.Close()
 	expire(st, cfg.Retention, log)
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("listening on %s: %w", a, err)
+		}
+		lns = append(lns, ln)
 	}
-	defer ln.Close()
 
 	p, err := probe.Load(ctx, probe.Options{CgroupRoot: cfg.CgroupRoot, SyscallsOnDemand: !cfg.SyscallHookAlways, Logger: log})
 	if err != nil {
@@ -153,12 +191,13 @@ func Run(ctx context.Context, cfg Config) error {
 
 	host, _ := os.Hostname()
 	srv := server.New(server.Config{
-		Source:  p,
-		Store:   st,
-		Signer:  signer,
-		Logger:  log,
-		Tracer:  trace.Tracer{Name: "buildtraced", Version: cfg.Version, Host: host, Kernel: kernel(), BPFObjects: bpf.ObjectDigest(), Since: since},
-		MaxWait: cfg.MaxWait,
+		Source:     p,
+		Store:      st,
+		Signer:     signer,
+		Logger:     log,
+		Tracer:     trace.Tracer{Name: "buildtraced", Version: cfg.Version, Host: host, Kernel: kernel(), BPFObjects: bpf.ObjectDigest(), Since: since},
+		MaxWait:    cfg.MaxWait,
+		CgroupRoot: cfg.CgroupRoot,
 	})
 	// After Load, so that a container either is found here or its mkdir
 	// is seen; those the probe replays are known as pre-existing.
@@ -189,8 +228,10 @@ func Run(ctx context.Context, cfg Config) error {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
-	httpErr := make(chan error, 2)
-	go func() { httpErr <- hs.Serve(ln) }()
+	httpErr := make(chan error, len(lns)+1)
+	for _, ln := range lns {
+		go func() { httpErr <- hs.Serve(ln) }()
+	}
 	if cfg.AdminSocket == "" {
 		cfg.AdminSocket = filepath.Join(cfg.State, "admin.sock")
 	}
@@ -201,7 +242,11 @@ func Run(ctx context.Context, cfg Config) error {
 	as := adminServer(srv.AdminHandler(), cfg.MaxWait)
 	go func() { httpErr <- as.Serve(aln) }()
 	defer as.Close()
-	log.Info("buildtraced started", "listen", ln.Addr().String(), "key", signer.KeyID(), "state", cfg.State, "cgroupRoot", cfg.CgroupRoot)
+	var listening []string
+	for _, ln := range lns {
+		listening = append(listening, ln.Addr().String())
+	}
+	log.Info("buildtraced started", "listen", strings.Join(listening, ","), "key", signer.KeyID(), "state", cfg.State, "cgroupRoot", cfg.CgroupRoot)
 
 	if cfg.EvidenceRetention <= 0 {
 		cfg.EvidenceRetention = store.DefaultEvidenceRetention

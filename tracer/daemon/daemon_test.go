@@ -50,6 +50,10 @@ func TestCheckListen(t *testing.T) {
 	if err != nil || c.MaxWait != 5*time.Second || c.Listen != tracerapi.DefaultAddr || c.State != "/var/lib/buildtrace" {
 		t.Errorf("ParseFlags = %+v, %v", c, err)
 	}
+	c, _, err = ParseFlags("t", []string{"--key", "k.pem", "--listen", "127.0.0.2:1", "--listen", "172.17.0.1:7390"})
+	if err != nil || c.Listen != "127.0.0.2:1" || len(c.AlsoListen) != 1 || c.AlsoListen[0] != "172.17.0.1:7390" {
+		t.Errorf("--listen twice: %+v, %v", c, err)
+	}
 }
 
 func randHex(n int) string {

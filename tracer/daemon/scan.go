@@ -18,10 +18,20 @@ import (
 // scan finds the container cgroups that exist at start-up (a restart while
 // a build runs) and has the server follow them, as not complete.
 func scan(root string, srv *server.Server, log *slog.Logger) error {
-	pattern := filepath.Join(root, steptag.Root, "*", "buildkit", "*")
-	dirs, err := filepath.Glob(pattern)
-	if err != nil {
-		return fmt.Errorf("listing %s: %w", pattern, err)
+	// At the root, or below a buildkitd container's cgroup (up to
+	// maxPrefixDepth levels down, e.g. /docker/buildx/<id>).
+	var dirs []string
+	for depth := 0; depth <= maxPrefixDepth; depth++ {
+		parts := []string{root}
+		for i := 0; i < depth; i++ {
+			parts = append(parts, "*")
+		}
+		pattern := filepath.Join(append(parts, steptag.Root, "*", "buildkit", "*")...)
+		d, err := filepath.Glob(pattern)
+		if err != nil {
+			return fmt.Errorf("listing %s: %w", pattern, err)
+		}
+		dirs = append(dirs, d...)
 	}
 	boot, err := bootTime()
 	if err != nil {
@@ -65,6 +75,10 @@ func scan(root string, srv *server.Server, log *slog.Logger) error {
 	log.Debug("start-up scan done", "containers", n)
 	return nil
 }
+
+// maxPrefixDepth is how deep below the root the start-up scan looks for a
+// buildkitd container's step cgroups.
+const maxPrefixDepth = 4
 
 func cgroupPIDs(dir string) []uint32 {
 	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))

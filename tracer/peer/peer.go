@@ -41,7 +41,10 @@ type Frontend struct {
 	TraceID          string // the build, from the bundle's TRACEPARENT
 	Executable       string // as the container sees it
 	ExecutableDigest string // "sha256:<hex>"
-	Bundle           string // the container's OCI bundle directory
+	Bundle           string // the container's OCI bundle directory, openable from the tracer
+	// Namespace is the mount namespace of the buildkitd that runs the
+	// container (the tracer's own for a buildkitd on the host).
+	Namespace rootfs.Namespace
 }
 
 // ErrNotFrontend is wrapped by every refusal.
@@ -51,6 +54,9 @@ var ErrNotFrontend = errors.New("caller is not a BuildKit build's frontend")
 type Finder struct {
 	Proc      string // default /proc
 	Mountinfo string // host mount table; default /proc/self/mountinfo
+	// CgroupRoot is the cgroup2 mount, where a buildkitd in a container is
+	// found by its cgroup; default /sys/fs/cgroup/unified.
+	CgroupRoot string
 
 	mu      sync.Mutex
 	digests map[exeKey]string
@@ -99,24 +105,67 @@ func (f *Finder) Frontend(remote, local netip.AddrPort) (*Frontend, error) {
 	return fe, nil
 }
 
-// socketInode finds the socket of an established connection in the
-// host's TCP tables.
+// socketInode finds the caller's socket of an established connection: in
+// the tracer's own network namespace's TCP tables, or, for a connection to
+// an address that is not loopback (a bridge gateway), in another network
+// namespace's (a container's on the bridge), read through a process in it.
+// A connection found in more than one namespace is refused: its holder
+// would be a guess.
 func (f *Finder) socketInode(remote, local netip.AddrPort) (uint64, error) {
+	ino, ok, err := f.socketIn(f.proc(), remote, local)
+	if err != nil || ok {
+		return ino, err
+	}
+	if local.Addr().Unmap().IsLoopback() {
+		return 0, fmt.Errorf("%w: connection %s → %s is not in this network namespace's TCP tables", ErrNotFrontend, remote, local)
+	}
+	self, _ := os.Readlink(f.proc("self", "ns", "net"))
+	ents, err := os.ReadDir(f.proc())
+	if err != nil {
+		return 0, err
+	}
+	seen := map[string]bool{self: true}
+	var found []uint64
+	for _, e := range ents {
+		if _, err := strconv.ParseUint(e.Name(), 10, 32); err != nil {
+			continue
+		}
+		ns, err := os.Readlink(f.proc(e.Name(), "ns", "net"))
+		if err != nil || seen[ns] {
+			continue
+		}
+		seen[ns] = true
+		ino, ok, err := f.socketIn(f.proc(e.Name()), remote, local)
+		if err == nil && ok {
+			found = append(found, ino)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return 0, fmt.Errorf("%w: connection %s → %s is in no network namespace's TCP tables", ErrNotFrontend, remote, local)
+	case 1:
+		return found[0], nil
+	}
+	return 0, fmt.Errorf("%w: connection %s → %s is in %d network namespaces' TCP tables", ErrNotFrontend, remote, local, len(found))
+}
+
+// socketIn looks the connection up in dir/net/tcp{,6}.
+func (f *Finder) socketIn(dir string, remote, local netip.AddrPort) (uint64, bool, error) {
 	for _, table := range []string{"net/tcp", "net/tcp6"} {
-		fh, err := os.Open(f.proc(table))
+		fh, err := os.Open(filepath.Join(dir, table))
 		if err != nil {
 			continue
 		}
 		ino, ok, err := findSocket(fh, remote, local)
 		fh.Close()
 		if err != nil {
-			return 0, fmt.Errorf("reading %s: %w", table, err)
+			return 0, false, fmt.Errorf("reading %s: %w", table, err)
 		}
 		if ok {
-			return ino, nil
+			return ino, true, nil
 		}
 	}
-	return 0, fmt.Errorf("%w: connection %s → %s is not in this network namespace's TCP tables", ErrNotFrontend, remote, local)
+	return 0, false, nil
 }
 
 // findSocket scans one /proc/net/tcp{,6} table for the socket whose local
@@ -213,6 +262,12 @@ func (f *Finder) frontendProcess(pid uint32) (*Frontend, error) {
 		return nil, fmt.Errorf("%w: process %d is in cgroup %s, not a BuildKit container's", ErrNotFrontend, pid, cg)
 	}
 	cid := parts[len(parts)-1]
+	// A buildkitd in a container with a cgroup namespace of its own runs
+	// its containers below its own cgroup: that is where it is found.
+	prefix := ""
+	if len(parts) > 2 {
+		prefix = "/" + strings.Join(parts[:len(parts)-2], "/")
+	}
 	// The container's init: its parent is outside the container (runc).
 	ppid, err := parentOf(f.proc(p, "stat"))
 	if err != nil {
@@ -221,7 +276,7 @@ func (f *Finder) frontendProcess(pid uint32) (*Frontend, error) {
 	if pcg, err := unifiedCgroup(f.proc(strconv.FormatUint(uint64(ppid), 10), "cgroup")); err == nil && pcg == cg {
 		return nil, fmt.Errorf("%w: process %d is not its container's first process", ErrNotFrontend, pid)
 	}
-	spec, bundle, err := f.bundleSpec(cid)
+	spec, bundle, ns, err := f.bundleSpec(prefix, cid)
 	if err != nil {
 		return nil, fmt.Errorf("%w: process %d in container %s: %v", ErrNotFrontend, pid, cid, err)
 	}
@@ -245,7 +300,7 @@ func (f *Finder) frontendProcess(pid uint32) (*Frontend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: process %d: %v", ErrNotFrontend, pid, err)
 	}
-	return &Frontend{PID: pid, ContainerID: cid, TraceID: traceID, Executable: exe, ExecutableDigest: dgst, Bundle: bundle}, nil
+	return &Frontend{PID: pid, ContainerID: cid, TraceID: traceID, Executable: exe, ExecutableDigest: dgst, Bundle: bundle, Namespace: ns}, nil
 }
 
 type bundleSpec struct {
@@ -256,40 +311,44 @@ type bundleSpec struct {
 }
 
 // bundleSpec reads the config.json buildkitd wrote beside the container's
-// root mount.
-func (f *Finder) bundleSpec(cid string) (*bundleSpec, string, error) {
-	mi := f.Mountinfo
-	if mi == "" {
-		mi = "/proc/self/mountinfo"
-	}
-	fh, err := os.Open(mi)
+// root mount, in the mount namespace of the buildkitd that runs the
+// containers of cgroup prefix (rootfs.Resolver: the host's, or a root
+// process's in a root-made cgroup, never one a user could make).
+func (f *Finder) bundleSpec(prefix, cid string) (*bundleSpec, string, rootfs.Namespace, error) {
+	r := &rootfs.Resolver{Mountinfo: f.Mountinfo, CgroupRoot: f.CgroupRoot, Proc: f.Proc}
+	nss, err := r.Namespaces(prefix)
 	if err != nil {
-		return nil, "", err
-	}
-	mounts, err := rootfs.ParseMountinfo(fh)
-	fh.Close()
-	if err != nil {
-		return nil, "", err
+		return nil, "", rootfs.Namespace{}, err
 	}
 	suffix := "/" + cid + "/rootfs"
-	for i := len(mounts) - 1; i >= 0; i-- {
-		// A FUSE mount at that path is one an unprivileged user can make
-		// (setuid fusermount): not a root buildkitd mounted.
-		if !strings.HasSuffix(mounts[i].MountPoint, suffix) || strings.HasPrefix(mounts[i].FSType, "fuse") {
-			continue
-		}
-		cfg := filepath.Join(filepath.Dir(mounts[i].MountPoint), "config.json")
-		dt, err := os.ReadFile(cfg)
+	for _, ns := range nss {
+		mounts, err := ns.Mounts()
 		if err != nil {
-			return nil, "", fmt.Errorf("reading its OCI bundle: %w", err)
+			return nil, "", ns, err
 		}
-		var s bundleSpec
-		if err := json.Unmarshal(dt, &s); err != nil {
-			return nil, "", fmt.Errorf("parsing %s: %w", cfg, err)
+		for i := len(mounts) - 1; i >= 0; i-- {
+			// A FUSE mount at that path is one an unprivileged user can make
+			// (setuid fusermount): not a root buildkitd mounted.
+			if !strings.HasSuffix(mounts[i].MountPoint, suffix) || strings.HasPrefix(mounts[i].FSType, "fuse") {
+				continue
+			}
+			cfg := ns.Root + filepath.Join(filepath.Dir(mounts[i].MountPoint), "config.json")
+			dt, err := os.ReadFile(cfg)
+			if err != nil {
+				return nil, "", ns, fmt.Errorf("reading its OCI bundle: %w", err)
+			}
+			var s bundleSpec
+			if err := json.Unmarshal(dt, &s); err != nil {
+				return nil, "", ns, fmt.Errorf("parsing %s: %w", cfg, err)
+			}
+			return &s, filepath.Dir(cfg), ns, nil
 		}
-		return &s, filepath.Dir(cfg), nil
 	}
-	return nil, "", fmt.Errorf("no root mount */%s/rootfs on the host: not a container buildkitd runs here", cid)
+	where := "on the host"
+	if prefix != "" {
+		where = "in the mount namespace of cgroup " + prefix + "'s buildkitd"
+	}
+	return nil, "", rootfs.Namespace{}, fmt.Errorf("no root mount */%s/rootfs %s: not a container buildkitd runs", cid, where)
 }
 
 // executable returns the path and digest of the program buildkitd started

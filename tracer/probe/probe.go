@@ -225,7 +225,42 @@ func clockOffset() int64 {
 // directory. The step directories above them are not tracked: nothing runs
 // there, and BuildKit never removes them, so a busy host has thousands.
 func (p *Probe) scan(root string) error {
-	top := filepath.Join(root, trackedPrefix)
+	tops, err := stepTrees(root)
+	if err != nil {
+		return err
+	}
+	for _, top := range tops {
+		if err := p.scanTree(root, top); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stepTrees lists the buildtrace directories at the root of the hierarchy
+// and below a buildkitd container's cgroup, up to maxPrefixDepth levels down.
+func stepTrees(root string) ([]string, error) {
+	var out []string
+	for depth := 0; depth <= maxPrefixDepth; depth++ {
+		parts := []string{root}
+		for i := 0; i < depth; i++ {
+			parts = append(parts, "*")
+		}
+		m, err := filepath.Glob(filepath.Join(append(parts, trackedPrefix)...))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m...)
+	}
+	return out, nil
+}
+
+// maxPrefixDepth bounds how deep a buildkitd container's cgroup may be for
+// the start-up scan (e.g. /docker/buildx/<id>: 3).
+const maxPrefixDepth = 4
+
+// scanTree tracks the container cgroups below one buildtrace directory.
+func (p *Probe) scanTree(root, top string) error {
 	err := filepath.WalkDir(top, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -242,7 +277,7 @@ func (p *Probe) scan(root string) error {
 		}
 		cg := "/" + filepath.ToSlash(rel)
 		if _, ok := steptag.ParseCgroup(cg); !ok {
-			if strings.Count(rel, "/") >= 3 {
+			if relTop, _ := filepath.Rel(top, path); strings.Count(relTop, "/") >= 2 {
 				return fs.SkipDir // below a container: not ours to follow
 			}
 			return nil
@@ -257,6 +292,11 @@ func (p *Probe) scan(root string) error {
 		st, ok := fi.Sys().(*syscall.Stat_t)
 		if !ok {
 			return fmt.Errorf("no inode for %s", path)
+		}
+		// As the kernel side: only cgroups root made, below a buildtrace
+		// directory root made.
+		if tf, err := os.Stat(top); err != nil || st.Uid != 0 || tf.Sys().(*syscall.Stat_t).Uid != 0 {
+			return fs.SkipDir
 		}
 		if err := p.track(st.Ino); err != nil {
 			return err

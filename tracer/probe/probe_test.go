@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+	"golang.org/x/sys/unix"
 )
 
 func requireRoot(t testing.TB) {
@@ -615,8 +617,17 @@ func TestScanTracksContainersOnly(t *testing.T) {
 	if err := os.MkdirAll(leaf, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Below a buildkitd container's cgroup too.
+	top := filepath.Join(DefaultCgroupRoot, "btscan-"+randHex(t, 4))
+	nested := filepath.Join(top, "docker", "c1", steptag.CgroupParent(step), "buildkit", "nested")
+	if err := os.MkdirAll(nested, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	defer func() {
 		for _, d := range []string{leaf, filepath.Dir(leaf), stepDir} {
+			os.Remove(d)
+		}
+		for d := nested; d != DefaultCgroupRoot; d = filepath.Dir(d) {
 			os.Remove(d)
 		}
 	}()
@@ -633,8 +644,10 @@ func TestScanTracksContainersOnly(t *testing.T) {
 	}
 	defer p.Close()
 	var v uint8
-	if err := p.objs.Tracked.Lookup(ino(leaf), &v); err != nil {
-		t.Errorf("container cgroup %s not tracked: %v", leaf, err)
+	for _, c := range []string{leaf, nested} {
+		if err := p.objs.Tracked.Lookup(ino(c), &v); err != nil {
+			t.Errorf("container cgroup %s not tracked: %v", c, err)
+		}
 	}
 	for _, d := range []string{stepDir, filepath.Dir(leaf)} {
 		if err := p.objs.Tracked.Lookup(ino(d), &v); err == nil {
@@ -832,5 +845,92 @@ func TestProbeLargeDNS(t *testing.T) {
 	}
 	if st := p.Stats(cgID); st.Truncated != 0 {
 		t.Errorf("stats %+v: an answer of ~1.6 KiB counted as truncated", st)
+	}
+}
+
+// TestCgroupsNestedAndOwned: a step's cgroups below another cgroup (a
+// buildkitd in a container with a cgroup namespace of its own) are
+// followed; one a user made (in a subtree delegated to them), or below a
+// buildtrace directory a user owns, is not.
+func TestCgroupsNestedAndOwned(t *testing.T) {
+	requireRoot(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := Load(ctx, Options{})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	defer p.Close()
+	got := make(chan string, 64)
+	go p.Cgroups(ctx, func(_ uint64, path string) { got <- path })
+
+	top := "/btnest-" + randHex(t, 4)
+	step := steptag.NewID([]byte(t.Name() + time.Now().String()))
+	var made []string
+	mk := func(rel string, uid int) {
+		t.Helper()
+		dir := filepath.Join(DefaultCgroupRoot, rel)
+		if uid == 0 {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			// As a user with write access to the parent: the kernel records
+			// the maker as the owner. fsuid is per thread.
+			runtime.LockOSThread()
+			unix.Setfsuid(uid)
+			err := os.Mkdir(dir, 0o755)
+			unix.Setfsuid(0)
+			runtime.UnlockOSThread()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		made = append(made, dir)
+	}
+	defer func() {
+		for i := len(made) - 1; i >= 0; i-- {
+			for d := made[i]; d != DefaultCgroupRoot; d = filepath.Dir(d) {
+				os.Remove(d)
+			}
+		}
+	}()
+	nested := top + "/docker/c1/" + steptag.CgroupParent(step) + "/buildkit/n1"
+	mk(nested, 0)
+	// A delegated subtree: the user may write in "buildkit" and makes a
+	// container cgroup there.
+	deleg := top + "/user/" + steptag.CgroupParent(step) + "/buildkit"
+	mk(deleg, 0)
+	if err := os.Chown(filepath.Join(DefaultCgroupRoot, deleg), 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	mk(deleg+"/u1", 65534)
+	// A buildtrace directory a user owns: even root-made cgroups below it
+	// are not a step's.
+	owned := top + "/owned/" + steptag.Root
+	mk(owned, 0)
+	if err := os.Chown(filepath.Join(DefaultCgroupRoot, owned), 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	mk(owned+"/"+step+"/buildkit/o1", 0)
+
+	seen := map[string]bool{}
+	deadline := time.After(3 * time.Second)
+wait:
+	for {
+		select {
+		case p := <-got:
+			seen[p] = true
+		case <-deadline:
+			break wait
+		}
+	}
+	if !seen[nested] {
+		t.Errorf("nested container cgroup %s not reported; saw %v", nested, seen)
+	}
+	for p := range seen {
+		if strings.HasSuffix(p, "/u1") || strings.Contains(p, "/owned/") {
+			t.Errorf("reported %s, a cgroup a user made or owns", p)
+		}
 	}
 }

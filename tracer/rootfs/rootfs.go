@@ -30,6 +30,14 @@ type Layout struct {
 	Exclude []string
 	// Bundle is the OCI bundle directory, when the layout came from it.
 	Bundle string
+	// Root opens the paths of the mount namespace the layout was read in
+	// from the tracer's: "" for the tracer's own, /proc/<pid>/root for
+	// another's. Upper, Lowers and Bundle carry it already; paths read
+	// from the bundle (mount sources) need it prepended.
+	Root string
+	// Namespace is where the bundle was found (zero when not read from a
+	// bundle): the other containers of its executor directory are too.
+	Namespace Namespace
 	// TraceID is the build the container belongs to: the trace ID of the
 	// last TRACEPARENT in the bundle's process.env (BuildKit appends its
 	// own after the user's ENV; containerd's WithEnv replaces an earlier
@@ -167,6 +175,12 @@ func Overlay(m Mount) (Layout, error) {
 // build's trace ID. On an error the returned Layout still carries what was
 // read of the bundle (TraceID, TraceErr).
 func FindBundle(mounts []Mount, containerID string) (Layout, error) {
+	return findBundle(mounts, containerID, "")
+}
+
+// findBundle is FindBundle in a mount namespace whose paths the tracer
+// opens under root.
+func findBundle(mounts []Mount, containerID, root string) (Layout, error) {
 	suffix := "/" + containerID + "/rootfs"
 	for i := len(mounts) - 1; i >= 0; i-- { // the latest mount wins
 		m := mounts[i]
@@ -175,18 +189,32 @@ func FindBundle(mounts []Mount, containerID string) (Layout, error) {
 		}
 		// The bundle is read even when the overlay cannot be used: it
 		// still names the container's build.
-		dir := filepath.Dir(m.MountPoint)
+		dir := root + filepath.Dir(m.MountPoint)
 		b, err := ReadBundle(filepath.Join(dir, "config.json"))
 		if err != nil {
-			return Layout{Bundle: dir, TraceErr: err}, err
+			return Layout{Bundle: dir, Root: root, TraceErr: err}, err
 		}
 		l, err := Overlay(m)
-		l.Bundle = dir
+		l.inRoot(root)
+		l.Bundle, l.Root = dir, root
 		l.Exclude = b.Mounts
 		l.TraceID, l.TraceErr, l.NoProxy = b.TraceID, b.TraceErr, b.NoProxy
 		return l, err
 	}
 	return Layout{}, fmt.Errorf("no overlay mount at */%s/rootfs: %w", containerID, ErrNotFound)
+}
+
+// inRoot makes the overlay's directories openable from the tracer.
+func (l *Layout) inRoot(root string) {
+	if root == "" {
+		return
+	}
+	if l.Upper != "" {
+		l.Upper = root + l.Upper
+	}
+	for i, p := range l.Lowers {
+		l.Lowers[i] = root + p
+	}
 }
 
 // ErrNotFound is returned when there is no mount to read.

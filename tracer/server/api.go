@@ -18,6 +18,7 @@ import (
 	"github.com/buildtrace/buildtrace/pkg/trace"
 	"github.com/buildtrace/buildtrace/pkg/tracerapi"
 	"github.com/buildtrace/buildtrace/tracer/peer"
+	"github.com/buildtrace/buildtrace/tracer/rootfs"
 )
 
 // maxPlanBytes bounds a plan part's body: one part lists a solve's ops.
@@ -153,7 +154,7 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request) {
 	part.Received = time.Now().UTC()
 	// The frontend's bundle sits beside its steps' bundles: watch them
 	// from now on, before any step of this build starts.
-	s.watchExecutorOf(fe.Bundle)
+	s.watchExecutorOf(rootfs.Layout{Bundle: fe.Bundle, Namespace: fe.Namespace})
 	if err := s.plans.add(id, requesterOf(fe), part); err != nil {
 		writeError(w, http.StatusConflict, "%v", err)
 		return

@@ -22,9 +22,9 @@ type bundleWatch struct {
 	mu    sync.Mutex
 	fd    int
 	err   error
-	dirs  map[string]bool   // executor directories watched
-	wds   map[int32]string  // watch descriptor → directory
-	found map[string]found1 // container ID → what was read
+	dirs  map[string]*rootfs.Namespace // executor directories watched, and the mount namespace they are in
+	wds   map[int32]string             // watch descriptor → directory
+	found map[string]found1            // container ID → what was read
 }
 
 type found1 struct {
@@ -34,16 +34,18 @@ type found1 struct {
 
 const bundleKeep = 10 * time.Minute
 
-// watchExecutorOf starts watching the executor directory a bundle lives in.
-func (s *Server) watchExecutorOf(bundle string) {
-	if bundle == "" {
+// watchExecutorOf starts watching the executor directory a bundle lives in,
+// in the mount namespace it was found in.
+func (s *Server) watchExecutorOf(l rootfs.Layout) {
+	bundle := l.Bundle
+	if bundle == "" || l.Namespace.Mountinfo == "" {
 		return
 	}
 	dir := filepath.Dir(bundle)
 	w := &s.bundles
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.dirs[dir] || w.err != nil {
+	if w.dirs[dir] != nil || w.err != nil {
 		return
 	}
 	if w.dirs == nil {
@@ -53,7 +55,7 @@ func (s *Server) watchExecutorOf(bundle string) {
 			s.log.Warn("watching BuildKit's bundles", "err", err)
 			return
 		}
-		w.fd, w.dirs, w.wds, w.found = fd, map[string]bool{}, map[int32]string{}, map[string]found1{}
+		w.fd, w.dirs, w.wds, w.found = fd, map[string]*rootfs.Namespace{}, map[int32]string{}, map[string]found1{}
 		go s.readBundleEvents()
 	}
 	wd, err := unix.InotifyAddWatch(w.fd, dir, unix.IN_CREATE|unix.IN_ONLYDIR)
@@ -61,7 +63,8 @@ func (s *Server) watchExecutorOf(bundle string) {
 		s.log.Warn("watching BuildKit's bundles", "dir", dir, "err", err)
 		return
 	}
-	w.dirs[dir] = true
+	ns := l.Namespace
+	w.dirs[dir] = &ns
 	w.wds[int32(wd)] = dir
 	s.log.Info("watching BuildKit's container bundles", "dir", dir)
 }
@@ -111,7 +114,11 @@ func (s *Server) bundleEvent(wd int32, mask uint32, name string) {
 	w := &s.bundles
 	w.mu.Lock()
 	dir, ok := w.wds[wd]
-	exec := ok && w.dirs[dir]
+	ns := w.dirs[dir]
+	exec := ok && ns != nil
+	if !exec && ok {
+		ns = w.dirs[filepath.Dir(dir)] // a bundle's executor directory
+	}
 	w.mu.Unlock()
 	if !ok {
 		return
@@ -132,17 +139,17 @@ func (s *Server) bundleEvent(wd int32, mask uint32, name string) {
 			w.mu.Unlock()
 		}
 		if _, err := os.Stat(filepath.Join(bundle, "config.json")); err == nil {
-			s.readBundle(bundle)
+			s.readBundle(ns, bundle)
 		}
-	case !exec && name == "config.json":
-		s.readBundle(dir)
+	case !exec && name == "config.json" && ns != nil:
+		s.readBundle(ns, dir)
 		_, _ = unix.InotifyRmWatch(w.fd, uint32(wd))
 	}
 }
 
-func (s *Server) readBundle(bundle string) {
+func (s *Server) readBundle(ns *rootfs.Namespace, bundle string) {
 	cid := filepath.Base(bundle)
-	l, err := rootfs.FromBundle(s.cfg.Mountinfo, cid)
+	l, err := ns.FromBundle(cid)
 	if err != nil {
 		return
 	}

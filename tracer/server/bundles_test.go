@@ -23,7 +23,7 @@ func TestBundleReadWhenWritten(t *testing.T) {
 	}
 	mi := filepath.Join(dir, "mountinfo")
 	f.srv.cfg.Mountinfo = mi
-	f.srv.watchExecutorOf(filepath.Join(exec, "frontend"))
+	f.srv.watchExecutorOf(rootfs.Layout{Bundle: filepath.Join(exec, "frontend"), Namespace: rootfs.Namespace{Mountinfo: mi}})
 
 	bundle := filepath.Join(exec, "c2")
 	upper := filepath.Join(dir, "upper")

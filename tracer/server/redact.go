@@ -49,7 +49,7 @@ func (s *Server) noteSecrets(cgroupID uint64, path string, l rootfs.Layout, trac
 	if len(env) == 0 && len(files) == 0 {
 		return
 	}
-	vals := bundleSecrets(filepath.Join(l.Bundle, "config.json"), env, files)
+	vals := bundleSecrets(filepath.Join(l.Bundle, "config.json"), l.Root, env, files)
 	if len(vals) == 0 {
 		return
 	}
@@ -62,8 +62,9 @@ func (s *Server) noteSecrets(cgroupID uint64, path string, l rootfs.Layout, trac
 }
 
 // bundleSecrets returns the values of the named environment variables and
-// the contents of the files mounted at the named paths.
-func bundleSecrets(config string, env, files []string) []string {
+// the contents of the files mounted at the named paths; root opens the
+// bundle's paths (its mount sources) in buildkitd's mount namespace.
+func bundleSecrets(config, root string, env, files []string) []string {
 	dt, err := os.ReadFile(config)
 	if err != nil {
 		return nil
@@ -90,7 +91,7 @@ func bundleSecrets(config string, env, files []string) []string {
 		if !slices.Contains(files, m.Destination) {
 			continue
 		}
-		f, err := os.Open(m.Source)
+		f, err := os.Open(root + m.Source)
 		if err != nil {
 			continue
 		}

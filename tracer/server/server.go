@@ -87,7 +87,10 @@ type Config struct {
 	// Mountinfo is the host mount table to find BuildKit's executor
 	// mounts in; default /proc/self/mountinfo.
 	Mountinfo string
-	Limits    assemble.Options
+	// CgroupRoot is the cgroup2 mount, where the cgroup of a buildkitd in
+	// a container lists its processes; default /sys/fs/cgroup/unified.
+	CgroupRoot string
+	Limits     assemble.Options
 	// Identify names the caller of a TCP request; nil reads /proc
 	// (peer.Finder). Tests set it.
 	Identify func(r *http.Request) (*peer.Frontend, error)
@@ -106,6 +109,7 @@ type Server struct {
 	plans    plans             // each build's plan, from its frontend
 	bundles  bundleWatch       // containers\' bundles, read as buildkitd writes them
 	finder   *peer.Finder
+	resolver *rootfs.Resolver
 	lowers   lowerCache
 	secrets  map[uint64][]string // by cgroup ID: values to redact, in memory only
 	evMu     sync.Mutex
@@ -134,16 +138,17 @@ func New(cfg Config) *Server {
 		cfg.MaxWait = 2 * time.Minute
 	}
 	return &Server{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		asm:     assemble.New(cfg.Limits),
-		layouts: make(map[uint64]layout),
-		early:   make(map[uint64]layout),
-		blobs:   blobs{byHex: make(map[string]blob)},
-		sealing: make(map[*assemble.Step]struct{}),
-		changed: make(chan struct{}),
-		diffSem: make(chan struct{}, 2),
-		finder:  &peer.Finder{Mountinfo: cfg.Mountinfo},
+		cfg:      cfg,
+		log:      cfg.Logger,
+		asm:      assemble.New(cfg.Limits),
+		layouts:  make(map[uint64]layout),
+		early:    make(map[uint64]layout),
+		blobs:    blobs{byHex: make(map[string]blob)},
+		sealing:  make(map[*assemble.Step]struct{}),
+		changed:  make(chan struct{}),
+		diffSem:  make(chan struct{}, 2),
+		finder:   &peer.Finder{Mountinfo: cfg.Mountinfo, CgroupRoot: cfg.CgroupRoot},
+		resolver: &rootfs.Resolver{Mountinfo: cfg.Mountinfo, CgroupRoot: cfg.CgroupRoot},
 	}
 }
 
@@ -160,13 +165,13 @@ func (s *Server) Early(cgroupID uint64, path string) {
 	l, ok := s.bundleOf(c.ContainerID)
 	var err error
 	if !ok {
-		l, err = rootfs.FromBundle(s.cfg.Mountinfo, c.ContainerID)
+		l, err = s.resolver.FromBundle(c.Prefix, c.ContainerID)
 	}
 	s.mu.Lock()
 	s.early[cgroupID] = layout{l, err}
 	s.mu.Unlock()
 	if err == nil {
-		s.watchExecutorOf(l.Bundle)
+		s.watchExecutorOf(l)
 		s.noteSecrets(cgroupID, path, l, l.TraceID)
 	}
 }
@@ -190,7 +195,7 @@ func (s *Server) Handle(ev probe.Event) {
 		if !ok || have.err != nil {
 			// runc is starting, or has been: BuildKit mounted the root and
 			// wrote the bundle before it, and removes both after.
-			l, err := rootfs.FromBundle(s.cfg.Mountinfo, u.Opened.Container.ContainerID)
+			l, err := s.resolver.FromBundle(u.Opened.Container.Prefix, u.Opened.Container.ContainerID)
 			if ok && err != nil {
 				err = fmt.Errorf("%w; at once: %w", err, have.err)
 				if l.TraceID == "" && have.l.TraceID != "" {
@@ -214,7 +219,7 @@ func (s *Server) Handle(ev probe.Event) {
 		have := s.layouts[u.FirstExec.CgroupID]
 		s.mu.Unlock()
 		if have.err != nil || have.l.Upper == "" {
-			l, err := rootfs.FromProcess(u.FirstExec.FirstPID)
+			l, err := s.resolver.FromProcess(u.FirstExec.Container.Prefix, u.FirstExec.FirstPID)
 			if err != nil {
 				if have.err != nil {
 					err = fmt.Errorf("%w; from the process: %w", have.err, err)
@@ -275,10 +280,10 @@ func (s *Server) Track(cgroupID uint64, path string, procs []trace.Process) {
 	}
 	// The build comes from the bundle, as for a step followed from its
 	// start.
-	l, err := rootfs.FromBundle(s.cfg.Mountinfo, c.ContainerID)
+	l, err := s.resolver.FromBundle(c.Prefix, c.ContainerID)
 	have := layout{l, err}
 	if err != nil && len(procs) > 0 {
-		if pl, perr := rootfs.FromProcess(procs[0].PID); perr == nil {
+		if pl, perr := s.resolver.FromProcess(c.Prefix, procs[0].PID); perr == nil {
 			have.l, have.err = pl, nil
 			have.l.TraceID, have.l.TraceErr = l.TraceID, l.TraceErr
 		}
