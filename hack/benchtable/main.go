@@ -44,6 +44,7 @@ var rows = []row{
 	{"stress: events lost (dropped + truncated)", "BenchmarkStress", "events-lost", "max", 0, nil},
 	{"long run: daemon RSS growth over the builds (%)", "BenchmarkLongRunRSS", "rss-growth-%", "max", 10, []string{"builds", "rss-first-MB", "rss-last-MB", "rss-max-MB", "rss-slope-KB/build", "s/build"}},
 	{"attestation size per 10k file operations (KB)", "BenchmarkAttestation", "attest-KB/10k-fileops", "info", 0, []string{"attest-KB-0files", "attest-KB-10kfiles", "verify-ms-0files", "verify-ms-10kfiles"}},
+	{"traced RUN: time added per step of a build (ms)", "BenchmarkStepsPerBuild", "added-ms/step", "info", 0, []string{"stock-ms/step", "buildtrace-ms/step", "stock-1step-s", "buildtrace-1step-s"}},
 }
 
 // micro are the per-event costs listed under the table.

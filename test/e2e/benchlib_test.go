@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"github.com/buildtrace/buildtrace/pkg/trace"
 	"github.com/buildtrace/buildtrace/pkg/tracerapi"
@@ -295,14 +297,21 @@ func hostCPU(b *testing.B) (busy, total uint64) {
 	return busy, total
 }
 
-// bpfRuntime sums run_time_ns and run_cnt of the BPF programs pid holds
-// (from /proc/<pid>/fdinfo; counted only while BPF stats are enabled).
-func bpfRuntime(pid int) (ns, count uint64, err error) {
+// progRun is one BPF program's run-time statistics.
+type progRun struct {
+	name    string
+	ns, cnt uint64
+}
+
+// bpfRuntime reads run_time_ns and run_cnt of each BPF program pid holds
+// (from /proc/<pid>/fdinfo; counted only while BPF stats are enabled), by
+// program ID.
+func bpfRuntime(pid int) (map[string]progRun, error) {
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
-	seen := map[string]bool{}
+	progs := map[string]progRun{}
 	for _, fd := range fds {
 		link, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
 		if link != "anon_inode:bpf-prog" {
@@ -319,16 +328,42 @@ func bpfRuntime(pid int) (ns, count uint64, err error) {
 				kv[k] = strings.TrimSpace(v)
 			}
 		}
-		if seen[kv["prog_id"]] {
+		id := kv["prog_id"]
+		if _, ok := progs[id]; ok || id == "" {
 			continue
 		}
-		seen[kv["prog_id"]] = true
-		n, _ := strconv.ParseUint(kv["run_time_ns"], 10, 64)
-		c, _ := strconv.ParseUint(kv["run_cnt"], 10, 64)
-		ns += n
-		count += c
+		var r progRun
+		r.ns, _ = strconv.ParseUint(kv["run_time_ns"], 10, 64)
+		r.cnt, _ = strconv.ParseUint(kv["run_cnt"], 10, 64)
+		progs[id] = r
 	}
-	return ns, count, nil
+	return progs, nil
+}
+
+// bpfNames names the programs of a bpfRuntime answer.
+func bpfNames(progs map[string]progRun) {
+	for id, r := range progs {
+		n, err := strconv.ParseUint(id, 10, 32)
+		if err != nil {
+			continue
+		}
+		p, err := ebpf.NewProgramFromID(ebpf.ProgramID(n))
+		if err != nil {
+			continue
+		}
+		if info, err := p.Info(); err == nil {
+			r.name = info.Name
+			progs[id] = r
+		}
+		p.Close()
+	}
+}
+
+func bpfTotal(progs map[string]progRun) (ns uint64) {
+	for _, r := range progs {
+		ns += r.ns
+	}
+	return ns
 }
 
 // ringbufHealth is the ring-buffer part of GET /v1/health, when the
@@ -338,7 +373,17 @@ type ringbufHealth struct {
 	HighWater int64 `json:"highWater"`
 }
 
-func tracerRingbuf(ctx context.Context, l *lab.Lab) (*ringbufHealth, error) {
+// healthExtra is what GET /v1/health may say of the tracer's cost; each
+// part is nil when this tracer does not report it.
+type healthExtra struct {
+	Ringbuf     *ringbufHealth `json:"ringbuf"`
+	SyscallHook *struct {
+		Attached bool `json:"attached"`
+		OnDemand bool `json:"onDemand"`
+	} `json:"syscallHook"`
+}
+
+func tracerHealthExtra(ctx context.Context, l *lab.Lab) (*healthExtra, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+l.TracerAddr+tracerapi.HealthPath, nil)
 	if err != nil {
 		return nil, err
@@ -348,13 +393,22 @@ func tracerRingbuf(ctx context.Context, l *lab.Lab) (*ringbufHealth, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var h struct {
-		Ringbuf *ringbufHealth `json:"ringbuf"`
-	}
+	var h healthExtra
 	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
 		return nil, fmt.Errorf("decoding %s: %w", tracerapi.HealthPath, err)
 	}
-	return h.Ringbuf, nil
+	return &h, nil
+}
+
+// hookState says whether the tracer's syscall hook is attached, or n/a.
+func hookState(l *lab.Lab) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	h, err := tracerHealthExtra(ctx, l)
+	if err != nil || h.SyscallHook == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf("attached=%v", h.SyscallHook.Attached)
 }
 
 func tracerHealthy(l *lab.Lab) bool {

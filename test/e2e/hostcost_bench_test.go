@@ -114,6 +114,9 @@ func BenchmarkHostCost(b *testing.B) {
 				}
 				running = on
 			}
+			if on {
+				b.Logf("round %d, buildtraced running: syscall hook %s", r+1, hookState(l))
+			}
 			for range reps {
 				s, _ := workload()
 				if on {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -68,6 +69,7 @@ func BenchmarkStress(b *testing.B) {
 	type sample struct {
 		at        float64 // boot time
 		daemon    procStat
+		progs     map[string]progRun
 		bpfNs     uint64
 		busy, all uint64
 		highWater int64
@@ -84,11 +86,12 @@ func BenchmarkStress(b *testing.B) {
 			b.Errorf("buildtraced (pid %d): %v", pid, err)
 			return
 		}
-		ns, _, _ := bpfRuntime(pid)
+		progs, _ := bpfRuntime(pid)
 		busy, all := hostCPU(b)
-		s := sample{at: boottime(b), daemon: st, bpfNs: ns, busy: busy, all: all, highWater: -1}
+		s := sample{at: boottime(b), daemon: st, progs: progs, bpfNs: bpfTotal(progs), busy: busy, all: all, highWater: -1}
 		hctx, hcancel := context.WithTimeout(ctx, 2*time.Second)
-		if rb, err := tracerRingbuf(hctx, l); err == nil && rb != nil {
+		if h, err := tracerHealthExtra(hctx, l); err == nil && h.Ringbuf != nil {
+			rb := h.Ringbuf
 			s.highWater = rb.HighWater
 			mu.Lock()
 			haveRB, ringSz = true, rb.Size
@@ -214,6 +217,19 @@ func BenchmarkStress(b *testing.B) {
 	}
 	b.Logf("%d steps for %.1fs: %d events, %.0f/s (asked %d calls/s), lost %d; daemon %.2f cores, BPF %.2f cores, steps %.2f cores, host busy %.2f of %d cores; daemon RSS max %.1f MB; ring high water %s",
 		steps, win, emitted, rateGot, rate, lost, daemonCores, bpfCores, float64(cpuNs)/1e9/win, hostCores, runtime.NumCPU(), float64(maxRSS)/(1<<20), hw)
+	// Each program's cost per run over the window: what each hook costs.
+	bpfNames(last.progs)
+	var ids []string
+	for id := range last.progs {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		r, f := last.progs[id], first.progs[id]
+		if n := r.cnt - f.cnt; n > 0 {
+			b.Logf("bpf %-16s runs %10d  %7.0f ns/run  %.3f cores", r.name, n, float64(r.ns-f.ns)/float64(n), float64(r.ns-f.ns)/1e9/span)
+		}
+	}
 	switch {
 	case lost > 0:
 		b.Logf("bound: events were lost: the daemon did not drain the ring buffer in time")
