@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -40,7 +41,7 @@ var rows = []row{
 	{"exec storm: 10,000 fork+exec of a static binary in a RUN", "BenchmarkExecStorm", "ratio", "max", 1.03, []string{"untraced-s", "traced-s", "events/build", "events-lost"}},
 	{"tmpfs file storm: untar + delete 50k files in a RUN", "BenchmarkUntarDelete50k/tmpfs", "ratio", "max", 1.05, []string{"untraced-s", "traced-s", "events/build", "events-lost"}},
 	{"cached rebuild vs the stock frontend image", "BenchmarkCachedRebuild", "ratio", "max", 1.03, []string{"stock-ms", "buildtrace-ms"}},
-	{"stress: events/s into the daemon from concurrent traced steps", "BenchmarkStress", "events/s", "min", 500_000, []string{"seconds", "steps", "daemon-cpu-cores", "bpf-cpu-cores", "steps-cpu-cores", "host-busy-cores", "daemon-rss-MB", "ringbuf-highwater-KB"}},
+	{"stress: events/s into the daemon from concurrent traced steps", "BenchmarkStress", "events/s", "min", 500_000, []string{"seconds", "steps", "daemon-cpu-cores", "bpf-cpu-cores", "steps-cpu-cores", "host-busy-cores", "other-cpu-cores", "daemon-ns/event", "bpf-ns/event", "daemon-rss-MB", "ringbuf-highwater-KB"}},
 	{"stress: events lost (dropped + truncated)", "BenchmarkStress", "events-lost", "max", 0, nil},
 	{"long run: daemon RSS growth over the builds (%)", "BenchmarkLongRunRSS", "rss-growth-%", "max", 10, []string{"builds", "rss-first-MB", "rss-last-MB", "rss-max-MB", "rss-slope-KB/build", "s/build"}},
 	{"attestation size per 10k file operations (KB)", "BenchmarkAttestation", "attest-KB/10k-fileops", "info", 0, []string{"attest-KB-0files", "attest-KB-10kfiles", "verify-ms-0files", "verify-ms-10kfiles"}},
@@ -222,6 +223,20 @@ func main() {
 			allocs = strconv.FormatFloat(a, 'f', 0, 64)
 		}
 		fmt.Printf("| %s | %s | %s |\n", m.what, format(br.metrics["ns/op"]), allocs)
+	}
+	// What each BPF program cost per run under the stress load.
+	if br, ok := res["BenchmarkStress"]; ok {
+		var names []string
+		for m := range br.metrics {
+			if strings.HasPrefix(m, "bpf-") && strings.HasSuffix(m, "-ns/run") {
+				names = append(names, m)
+			}
+		}
+		sort.Strings(names)
+		for _, m := range names {
+			hook := strings.TrimSuffix(strings.TrimPrefix(m, "bpf-"), "-ns/run")
+			fmt.Printf("| BPF %s per run, under the stress load (%s runs/s) | %s | |\n", hook, format(br.metrics["bpf-"+hook+"-runs/s"]), format(br.metrics[m]))
+		}
 	}
 	if bad && *strict {
 		os.Exit(1)
