@@ -262,6 +262,25 @@ func readProcStat(pid int) (procStat, error) {
 	return procStat{cpuTicks: ut + st, rssBytes: rss * uint64(os.Getpagesize())}, nil
 }
 
+// rssAnonMB is RssAnon of /proc/<pid>/status in MiB.
+func rssAnonMB(b *testing.B, pid int) float64 {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatalf("buildtraced (pid %d): %v", pid, err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			if err == nil {
+				return kb / 1024
+			}
+		}
+	}
+	b.Fatalf("/proc/%d/status has no RssAnon", pid)
+	return 0
+}
+
 // daemonPID is the lab's buildtraced.
 func daemonPID(b *testing.B, l *lab.Lab) int {
 	b.Helper()
