@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -37,9 +38,14 @@ func BenchmarkLongRunRSS(b *testing.B) {
 	})
 	pid := daemonPID(b, l)
 	// RSS, and its anonymous part (the Go heap and stacks; the rest is
-	// mostly the store's memory-mapped database file).
-	var anon []float64
+	// mostly the store's memory-mapped database file, whose size is
+	// sampled too).
+	var anon, store []float64
+	db := filepath.Join(l.Dir, "tracer", "traces.db")
 	rss := func() float64 {
+		if fi, err := os.Stat(db); err == nil {
+			store = append(store, float64(fi.Size())/(1<<20))
+		}
 		st, err := readProcStat(pid)
 		if err != nil {
 			b.Fatalf("buildtraced (pid %d) is gone: %v", pid, err)
@@ -128,6 +134,10 @@ func BenchmarkLongRunRSS(b *testing.B) {
 	b.ReportMetric(100*(last-first)/first, "rss-growth-%")
 	b.ReportMetric(took.Seconds()/float64(done), "s/build")
 	// anon[0] is the sample before the first build.
+	if len(store) == len(ys)+1 {
+		b.ReportMetric(store[1], "store-first-MB")
+		b.ReportMetric(store[len(store)-1], "store-last-MB")
+	}
 	if len(anon) == len(ys)+1 {
 		a1, an := anon[1], anon[len(anon)-1]
 		b.ReportMetric(a1, "rss-anon-first-MB")
