@@ -120,7 +120,7 @@ func format(v float64) string {
 	switch a := abs(v); {
 	case v == 0:
 		return "0"
-	case a >= 1e5:
+	case a >= 1000:
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	case a >= 100:
 		return strconv.FormatFloat(v, 'f', 1, 64)
