@@ -66,11 +66,19 @@ test: lab vet check-generate check-arm64
 unit:
 	$(GO) test -short ./...
 
-# Micro benchmarks run for the usual second each; the end-to-end ones set
-# their own rounds (one iteration is many builds).
+# bench runs every benchmark in one run (micro benchmarks for the usual
+# second each; the end-to-end ones set their own rounds, one iteration is
+# many builds), keeps the output in .lab/bench.txt and ends with one table
+# of ratios against their targets (hack/benchtable). BENCH selects
+# benchmarks by name; knobs: BUILDTRACE_BENCH_ROUNDS and the others in
+# test/e2e/benchlib_test.go. Benchmarks never run under make test.
+BENCH ?= .
 bench: lab
-	$(GO) test -run '^$$' -bench . -timeout 20m $$($(GO) list ./... | grep -v /test/e2e)
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./test/e2e/
+	@mkdir -p .lab
+	@set -o pipefail; rc=0; \
+	( $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -timeout 20m $$($(GO) list ./... | grep -v /test/e2e); r=$$?; \
+	  $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 180m ./test/e2e/ && exit $$r ) 2>&1 | tee .lab/bench.txt || rc=$$?; \
+	$(GO) run ./hack/benchtable .lab/bench.txt; exit $$rc
 
 clean:
 	rm -rf bin
