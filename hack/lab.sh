@@ -44,6 +44,9 @@ SOCK=$SOCK_DIR/buildkitd.sock
 # buildtraced's admin socket: root reads any build's trace there (tests).
 TRACER_ADMIN=$SOCK_DIR/buildtraced-admin.sock
 ADDR=unix://$SOCK
+# Realistic base images and loopback package mirrors for examples/.
+source "$REPO/hack/images.sh"
+source "$REPO/hack/mirrors.sh"
 
 log() { printf 'lab: %s\n' "$*" >&2; }
 die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
@@ -52,7 +55,8 @@ need_root() { [ "$(id -u)" = 0 ] || die "the lab runs buildkitd and eBPF program
 
 cmd_deps() {
 	need_root
-	local pkgs=(runc docker-registry busybox-static clang llvm bpftool libbpf-dev iproute2 ca-certificates curl qemu-user-static)
+	local pkgs=(runc docker-registry busybox-static clang llvm bpftool libbpf-dev iproute2 ca-certificates curl qemu-user-static
+		mmdebstrap nginx npm python3-pip python3-setuptools python3-wheel)
 	local missing=()
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -373,6 +377,8 @@ cmd_up() {
 	start_buildkitd
 	ensure_builder
 	ensure_base
+	ensure_images
+	start_mirrors
 	ensure_scanner
 	start_tracer
 	publish_frontend
@@ -391,6 +397,7 @@ stop_pid() {
 }
 
 cmd_down() {
+	stop_mirrors
 	stop_pid buildtraced
 	stop_pid buildkitd
 	stop_pid registry
@@ -403,6 +410,7 @@ cmd_status() {
 	s registry registry_ok "http://$REGISTRY"
 	s buildkitd buildkit_ok "$ADDR"
 	s buildtraced tracer_ok "http://$TRACER_ADDR"
+	mirrors_status
 }
 
 cmd_env() {
@@ -413,8 +421,11 @@ export BUILDTRACE_REGISTRY=$REGISTRY
 export BUILDTRACE_BUILDER=$BUILDER
 export BUILDTRACE_TRACER=$TRACER_ADDR
 export BUILDTRACE_TRACER_ADMIN=$TRACER_ADMIN
+export BUILDTRACE_GOLANG_IMAGE=$GOLANG_IMAGE
+export BUILDTRACE_DEBIAN_IMAGE=$DEBIAN_IMAGE
 export PATH=$LAB/bin:\$PATH
 EOF
+	mirrors_env
 }
 
 case ${1:-} in
