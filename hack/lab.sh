@@ -56,7 +56,7 @@ need_root() { [ "$(id -u)" = 0 ] || die "the lab runs buildkitd and eBPF program
 cmd_deps() {
 	need_root
 	local pkgs=(runc docker-registry busybox-static clang llvm bpftool libbpf-dev iproute2 ca-certificates curl qemu-user-static
-		mmdebstrap nginx npm python3-pip python3-setuptools python3-wheel)
+		mmdebstrap nginx python3-pip python3-setuptools python3-wheel)
 	local missing=()
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -224,7 +224,9 @@ EOF
 verdaccio_bin() {
 	local dir=$CACHE/verdaccio-$VERDACCIO_VERSION
 	if [ ! -x "$dir/node_modules/.bin/verdaccio" ]; then
-		command -v npm >/dev/null || die "npm is needed to install verdaccio"
+		# The machine's Node 20 brings npm (NodeSource's nodejs package);
+		# Debian's npm package would conflict with it, so the lab never installs it.
+		command -v npm >/dev/null || die "npm (with Node >= 20) is needed to install verdaccio"
 		log "installing verdaccio $VERDACCIO_VERSION from the npm registry (once)"
 		rm -rf "$dir.tmp"
 		npm install --prefix "$dir.tmp" --no-audit --no-fund --omit=dev "verdaccio@$VERDACCIO_VERSION" >&2 ||
