@@ -93,6 +93,19 @@ cmd_tools() {
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# detach CMD... starts a daemon in the background in its own session, with
+# only the standard descriptors open: a daemon must not keep the caller's
+# other files (a lock such as /work/labrun's fd 9, a pipe) open for as long
+# as it runs. $! is the daemon's pid.
+detach() {
+	(
+		for fd in $(ls /proc/$BASHPID/fd); do
+			[ "$fd" -gt 2 ] && eval "exec $fd>&-"
+		done
+		exec setsid "$@"
+	) &
+}
+
 wait_for() { # wait_for WHAT SECONDS CMD...
 	local what=$1 secs=$2
 	shift 2
@@ -140,7 +153,7 @@ http:
   addr: $REGISTRY
 EOF
 	log "starting registry on $REGISTRY"
-	setsid /usr/bin/docker-registry serve "$LAB/registry/config.yml" >>"$LAB/logs/registry.log" 2>&1 </dev/null &
+	detach /usr/bin/docker-registry serve "$LAB/registry/config.yml" >>"$LAB/logs/registry.log" 2>&1 </dev/null
 	echo $! >"$LAB/registry.pid"
 	wait_for registry 30 registry_ok
 }
@@ -171,7 +184,7 @@ root = "$LAB/buildkit"
   insecure = true
 EOF
 	log "starting buildkitd at $ADDR"
-	setsid "$LAB/bin/buildkitd" --config "$LAB/buildkitd.toml" >>"$LAB/logs/buildkitd.log" 2>&1 </dev/null &
+	detach "$LAB/bin/buildkitd" --config "$LAB/buildkitd.toml" >>"$LAB/logs/buildkitd.log" 2>&1 </dev/null
 	echo $! >"$LAB/buildkitd.pid"
 	wait_for buildkitd 60 buildkit_ok
 }
@@ -339,8 +352,8 @@ start_tracer() {
 	mkdir -p "$LAB/tracer" "$LAB/logs"
 	log "starting buildtraced on $TRACER_ADDR"
 	mkdir -p "$SOCK_DIR"
-	setsid "$REPO/bin/buildtraced" --listen "$TRACER_ADDR" --admin-socket "$TRACER_ADMIN" --key "$LAB/keys/tracer.key" --state "$LAB/tracer" \
-		>>"$LAB/logs/buildtraced.log" 2>&1 </dev/null &
+	detach "$REPO/bin/buildtraced" --listen "$TRACER_ADDR" --admin-socket "$TRACER_ADMIN" --key "$LAB/keys/tracer.key" --state "$LAB/tracer" \
+		>>"$LAB/logs/buildtraced.log" 2>&1 </dev/null
 	echo $! >"$LAB/buildtraced.pid"
 	echo "$sum" >"$LAB/buildtraced.sum"
 	wait_for buildtraced 30 tracer_ok

@@ -213,7 +213,7 @@ EOF
 	done
 	mv "$conf.new" "$conf"
 	log "starting nginx: Go module proxy on $GOPROXY_ADDR, Python index on $PYPI_ADDR"
-	setsid /usr/sbin/nginx -p "$LAB/mirrors/nginx" -c "$conf" -g 'daemon off;' >>"$LAB/logs/nginx.log" 2>&1 </dev/null &
+	detach /usr/sbin/nginx -p "$LAB/mirrors/nginx" -c "$conf" -g 'daemon off;' >>"$LAB/logs/nginx.log" 2>&1 </dev/null
 	echo $! >"$LAB/nginx.pid"
 	wait_for "nginx (Go proxy)" 30 goproxy_ok
 	wait_for "nginx (Python index)" 30 pypi_ok
@@ -262,7 +262,7 @@ EOF
 }
 
 run_verdaccio() { # run_verdaccio CONFIG
-	setsid "$(verdaccio_bin)" --config "$1" >>"$LAB/logs/verdaccio.log" 2>&1 </dev/null &
+	detach "$(verdaccio_bin)" --config "$1" >>"$LAB/logs/verdaccio.log" 2>&1 </dev/null
 	echo $! >"$LAB/verdaccio.pid"
 	wait_for verdaccio 60 npm_ok
 }
