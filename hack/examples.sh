@@ -8,6 +8,9 @@
 # it pretends to be) must show the new destination and file.
 #
 #   hack/examples.sh [NAME...]    (default: all; the lab must be up)
+#
+# EXAMPLES_BUILD_FLAGS adds buildx flags, e.g. --no-cache to time full builds
+# (a cached step verifies too: with the tracer's evidence of its earlier run).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export PATH=$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -44,7 +47,7 @@ for name in "${NAMES[@]}"; do
 	say "docker buildx build --builder $BUILDTRACE_BUILDER -t $ref --push examples/$name"
 	t0=$(date +%s.%N)
 	docker buildx build --builder "$BUILDTRACE_BUILDER" --progress plain \
-		--build-arg GO_VERSION="$GO_VERSION" --secret id=npm_token,env=NPM_TOKEN \
+		--build-arg GO_VERSION="$GO_VERSION" --secret id=npm_token,env=NPM_TOKEN ${EXAMPLES_BUILD_FLAGS:-} \
 		-t "$ref" --push "$dir"
 	t1=$(date +%s.%N)
 	say "buildtrace verify $ref --key .lab/keys/tracer.pub --policy examples/$name/policy.yaml"
