@@ -3,6 +3,8 @@
 # registry on 127.0.0.1:5000, a buildx builder named "buildtrace", a busybox
 # base image built FROM scratch, and buildtraced — all on one machine, as
 # root, offline. State and logs live under .lab/ at the repository root.
+# For examples/: golang and debian base images (hack/images.sh) and loopback
+# Go, Python and npm package mirrors (hack/mirrors.sh).
 #
 #   hack/lab.sh deps     install Debian packages the lab needs
 #   hack/lab.sh tools    build (once, cached) buildkitd, buildctl, buildx
