@@ -20,7 +20,7 @@ PYPI_ADDR=127.0.0.1:5011
 NPM_ADDR=127.0.0.1:5012
 VERDACCIO_VERSION=6.8.0 # the last release that runs on Node 20
 # Debian's python3-* packages whose modules become wheels in the index.
-PYPI_DEBIAN_PACKAGES=python3-six
+PYPI_DEBIAN_PACKAGES="python3-dateutil python3-idna python3-six"
 # Debian's Python, with Debian's pip, setuptools and wheel (not a pyenv one).
 PYTHON=/usr/bin/python3
 
@@ -114,15 +114,22 @@ debian_wheel() {
 	dpkg-deb -x "$deb"/*.deb "$src/root"
 	rm -rf "$deb"
 	local dp=$src/root/usr/lib/python3/dist-packages
-	info=$(ls -d "$dp"/*.egg-info "$dp"/*.dist-info 2>/dev/null | head -1)
+	info=$(ls -d "$dp"/*.egg-info "$dp"/*.dist-info 2>/dev/null | head -1) || true
 	[ -n "$info" ] || die "$pkg has no egg-info or dist-info"
 	local meta=$info
-	[ -d "$info" ] && meta=$(ls "$info"/PKG-INFO "$info"/METADATA 2>/dev/null | head -1)
+	[ ! -d "$info" ] || meta=$(ls "$info"/PKG-INFO "$info"/METADATA 2>/dev/null | head -1) || true
 	name=$(sed -n 's/^Name: //p' "$meta" | head -1)
 	version=$(sed -n 's/^Version: //p' "$meta" | head -1)
 	mkdir -p "$src/proj"
 	cp -r "$dp"/. "$src/proj/"
 	rm -rf "$src/proj"/*-info
+	local mods pkgs deps=
+	# (pipefail: a pattern that matches nothing is no error here)
+	mods=$(cd "$dp" && ls *.py 2>/dev/null | sed 's/\.py$//' | sed 's/.*/"&"/' | paste -sd,) || true
+	pkgs=$(cd "$dp" && for d in */; do [ -f "$d/__init__.py" ] && printf '"%s", "%s.*",' "${d%/}" "${d%/}"; done | sed 's/,$//') || true
+	# Its requirements as Debian's metadata states them (an egg-info's
+	# requires.txt up to its first [extra] section).
+	[ -f "$info/requires.txt" ] && deps=$(sed '/^\[/,$d; /^$/d; s/.*/"&"/' "$info/requires.txt" | paste -sd,) || true
 	cat >"$src/proj/pyproject.toml" <<EOF
 [build-system]
 requires = ["setuptools"]
@@ -132,10 +139,13 @@ build-backend = "setuptools.build_meta"
 name = "$name"
 version = "$version"
 description = "$name $version as Debian's $pkg ships it"
+dependencies = [$deps]
 
 [tool.setuptools]
-py-modules = [$(cd "$dp" && ls *.py 2>/dev/null | sed 's/\.py$//' | sed 's/.*/"&"/' | paste -sd,)]
-packages = [$(cd "$dp" && for d in */; do [ -f "$d/__init__.py" ] && printf '"%s",' "${d%/}"; done | sed 's/,$//')]
+py-modules = [$mods]
+
+[tool.setuptools.packages.find]
+include = [$pkgs]
 EOF
 	$PYTHON -m pip wheel -q --no-deps --no-build-isolation --wheel-dir "$dir/wheels" "$src/proj" >&2 ||
 		die "pip wheel of $pkg's modules failed"
