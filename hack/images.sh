@@ -53,6 +53,7 @@ EOF
 # sources).
 debian_rootfs() {
 	local key tar
+	[ -r "$DEBIAN_SOURCES" ] || die "no $DEBIAN_SOURCES: mmdebstrap takes this machine's apt sources from it"
 	key=$( (echo "bookworm $DEBIAN_PACKAGES"; cat "$DEBIAN_SOURCES") | sha256sum | cut -c1-16)
 	tar=$CACHE/debian-bookworm-$key.tar
 	if [ ! -s "$tar" ]; then
