@@ -3,6 +3,8 @@
 # registry on 127.0.0.1:5000, a buildx builder named "buildtrace", a busybox
 # base image built FROM scratch, and buildtraced — all on one machine, as
 # root, offline. State and logs live under .lab/ at the repository root.
+# For examples/: golang and debian base images (hack/images.sh) and loopback
+# Go, Python and npm package mirrors (hack/mirrors.sh).
 #
 #   hack/lab.sh deps     install Debian packages the lab needs
 #   hack/lab.sh tools    build (once, cached) buildkitd, buildctl, buildx
@@ -44,6 +46,9 @@ SOCK=$SOCK_DIR/buildkitd.sock
 # buildtraced's admin socket: root reads any build's trace there (tests).
 TRACER_ADMIN=$SOCK_DIR/buildtraced-admin.sock
 ADDR=unix://$SOCK
+# Realistic base images and loopback package mirrors for examples/.
+source "$REPO/hack/images.sh"
+source "$REPO/hack/mirrors.sh"
 
 log() { printf 'lab: %s\n' "$*" >&2; }
 die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
@@ -52,7 +57,8 @@ need_root() { [ "$(id -u)" = 0 ] || die "the lab runs buildkitd and eBPF program
 
 cmd_deps() {
 	need_root
-	local pkgs=(runc docker-registry busybox-static clang llvm bpftool libbpf-dev iproute2 ca-certificates curl qemu-user-static)
+	local pkgs=(runc docker-registry busybox-static clang llvm bpftool libbpf-dev iproute2 ca-certificates curl qemu-user-static
+		mmdebstrap nginx python3-pip python3-setuptools python3-wheel)
 	local missing=()
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -88,6 +94,19 @@ cmd_tools() {
 }
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# detach CMD... starts a daemon in the background in its own session, with
+# only the standard descriptors open: a daemon must not keep the caller's
+# other files (a lock such as /work/labrun's fd 9, a pipe) open for as long
+# as it runs. $! is the daemon's pid.
+detach() {
+	(
+		for fd in $(ls /proc/$BASHPID/fd); do
+			[ "$fd" -gt 2 ] && eval "exec $fd>&-"
+		done
+		exec setsid "$@"
+	) &
+}
 
 wait_for() { # wait_for WHAT SECONDS CMD...
 	local what=$1 secs=$2
@@ -136,7 +155,7 @@ http:
   addr: $REGISTRY
 EOF
 	log "starting registry on $REGISTRY"
-	setsid /usr/bin/docker-registry serve "$LAB/registry/config.yml" >>"$LAB/logs/registry.log" 2>&1 </dev/null &
+	detach /usr/bin/docker-registry serve "$LAB/registry/config.yml" >>"$LAB/logs/registry.log" 2>&1 </dev/null
 	echo $! >"$LAB/registry.pid"
 	wait_for registry 30 registry_ok
 }
@@ -167,7 +186,7 @@ root = "$LAB/buildkit"
   insecure = true
 EOF
 	log "starting buildkitd at $ADDR"
-	setsid "$LAB/bin/buildkitd" --config "$LAB/buildkitd.toml" >>"$LAB/logs/buildkitd.log" 2>&1 </dev/null &
+	detach "$LAB/bin/buildkitd" --config "$LAB/buildkitd.toml" >>"$LAB/logs/buildkitd.log" 2>&1 </dev/null
 	echo $! >"$LAB/buildkitd.pid"
 	wait_for buildkitd 60 buildkit_ok
 }
@@ -335,8 +354,8 @@ start_tracer() {
 	mkdir -p "$LAB/tracer" "$LAB/logs"
 	log "starting buildtraced on $TRACER_ADDR"
 	mkdir -p "$SOCK_DIR"
-	setsid "$REPO/bin/buildtraced" --listen "$TRACER_ADDR" --admin-socket "$TRACER_ADMIN" --key "$LAB/keys/tracer.key" --state "$LAB/tracer" \
-		>>"$LAB/logs/buildtraced.log" 2>&1 </dev/null &
+	detach "$REPO/bin/buildtraced" --listen "$TRACER_ADDR" --admin-socket "$TRACER_ADMIN" --key "$LAB/keys/tracer.key" --state "$LAB/tracer" \
+		>>"$LAB/logs/buildtraced.log" 2>&1 </dev/null
 	echo $! >"$LAB/buildtraced.pid"
 	echo "$sum" >"$LAB/buildtraced.sum"
 	wait_for buildtraced 30 tracer_ok
@@ -373,6 +392,8 @@ cmd_up() {
 	start_buildkitd
 	ensure_builder
 	ensure_base
+	ensure_images
+	start_mirrors
 	ensure_scanner
 	start_tracer
 	publish_frontend
@@ -394,6 +415,7 @@ cmd_down() {
 	# The docker-container part (hack/lab-dc.sh), when it ran: its tracer
 	# container, builders, dockerd.
 	[ ! -f "$LAB/dockerd.pid" ] || "$REPO/hack/lab-dc.sh" down || true
+	stop_mirrors
 	stop_pid buildtraced
 	stop_pid buildkitd
 	stop_pid registry
@@ -406,6 +428,7 @@ cmd_status() {
 	s registry registry_ok "http://$REGISTRY"
 	s buildkitd buildkit_ok "$ADDR"
 	s buildtraced tracer_ok "http://$TRACER_ADDR"
+	mirrors_status
 }
 
 cmd_env() {
@@ -416,8 +439,11 @@ export BUILDTRACE_REGISTRY=$REGISTRY
 export BUILDTRACE_BUILDER=$BUILDER
 export BUILDTRACE_TRACER=$TRACER_ADDR
 export BUILDTRACE_TRACER_ADMIN=$TRACER_ADMIN
+export BUILDTRACE_GOLANG_IMAGE=$GOLANG_IMAGE
+export BUILDTRACE_DEBIAN_IMAGE=$DEBIAN_IMAGE
 export PATH=$LAB/bin:\$PATH
 EOF
+	mirrors_env
 }
 
 case ${1:-} in

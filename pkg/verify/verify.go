@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -388,7 +389,7 @@ func CommandMismatch(run *trace.Step, ps trace.PlanStep) string {
 		return fmt.Sprintf("the run's first process executed %q; the signed plan says the step runs %q", argv, ps.Args)
 	}
 	if n := len(ps.Args); n >= 3 && ps.Args[n-2] == "-c" && ps.Instruction != "" {
-		if cmd, ok := plainRunCommand(ps.Instruction); ok && cmd != strings.Join(strings.Fields(ps.Args[n-1]), " ") {
+		if cmd, ok := plainRunCommand(ps.Instruction); ok && !expandsTo(strings.Join(strings.Fields(ps.Args[n-1]), " "), cmd) {
 			return fmt.Sprintf("the instruction %q is not the command the run executed (%q)", ps.Instruction, ps.Args[n-1])
 		}
 	}
@@ -400,6 +401,63 @@ func CommandMismatch(run *trace.Step, ps trace.PlanStep) string {
 // passes the interpreter, the program's path, then the original argv.
 func emulated(binary string, argv, args []string) bool {
 	return strings.Contains(path.Base(binary), "qemu-") && len(argv) == len(args)+2 && slices.Equal(argv[2:], args)
+}
+
+// expandsTo reports whether the instruction's command can be the shell
+// command ran with its variable references replaced: BuildKit names a RUN
+// after expanding the build's ARG and ENV values in it (RUN GOPROXY=$GOPROXY
+// go mod download becomes "RUN GOPROXY=http://… go mod download"), while the
+// shell gets the command as written. Every character outside a reference
+// must still be the instruction's.
+func expandsTo(ran, instruction string) bool {
+	if ran == instruction {
+		return true
+	}
+	if !strings.Contains(ran, "$") {
+		return false
+	}
+	var re strings.Builder
+	re.WriteString(`^`)
+	for i := 0; i < len(ran); {
+		if n := varRefLen(ran[i:]); n > 0 {
+			re.WriteString(`.*`)
+			i += n
+			continue
+		}
+		if ran[i] == ' ' {
+			// Both sides have their blanks collapsed: an empty value
+			// leaves one blank where the command has two.
+			re.WriteString(` ?`)
+		} else {
+			re.WriteString(regexp.QuoteMeta(ran[i : i+1]))
+		}
+		i++
+	}
+	re.WriteString(`$`)
+	ok, err := regexp.MatchString(re.String(), instruction)
+	return err == nil && ok
+}
+
+// varRefLen is the length of the shell variable reference ($NAME or
+// ${...}) at the start of s, or 0.
+func varRefLen(s string) int {
+	if len(s) < 2 || s[0] != '$' {
+		return 0
+	}
+	if s[1] == '{' {
+		if end := strings.IndexByte(s, '}'); end > 1 {
+			return end + 1
+		}
+		return 0
+	}
+	n := 1
+	for n < len(s) && (s[n] == '_' || s[n] >= 'a' && s[n] <= 'z' || s[n] >= 'A' && s[n] <= 'Z' || n > 1 && s[n] >= '0' && s[n] <= '9') {
+		n++
+	}
+	if n == 1 {
+		return 0
+	}
+	return n
 }
 
 // plainRunCommand returns the command of "RUN cmd" when nothing in it is

@@ -36,6 +36,11 @@ type Lab struct {
 	BaseImage    string // FROM line for test Dockerfiles
 	Frontend     string // the buildtrace frontend image (syntax line)
 	TracerPub    string // the tracer's public key file
+	GolangImage  string // busybox + the host's Go toolchain (hack/images.sh)
+	DebianImage  string // Debian bookworm with compilers, Python, Node
+	GoProxy      string // the loopback Go module proxy's URL (hack/mirrors.sh)
+	PyPI         string // the loopback Python index's simple/ URL
+	NPM          string // the loopback npm registry's URL
 }
 
 var (
@@ -111,6 +116,11 @@ func up() (*Lab, error) {
 		BuildkitAddr: env["BUILDKIT_HOST"],
 		TracerAddr:   env["BUILDTRACE_TRACER"],
 		TracerAdmin:  env["BUILDTRACE_TRACER_ADMIN"],
+		GolangImage:  env["BUILDTRACE_GOLANG_IMAGE"],
+		DebianImage:  env["BUILDTRACE_DEBIAN_IMAGE"],
+		GoProxy:      env["BUILDTRACE_GOPROXY"],
+		PyPI:         env["BUILDTRACE_PYPI"],
+		NPM:          env["BUILDTRACE_NPM"],
 	}
 	l.BaseImage = l.Registry + "/library/busybox:latest"
 	l.Frontend = l.Registry + "/buildtrace/frontend:dev"
