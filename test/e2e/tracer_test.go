@@ -274,7 +274,9 @@ func TestTracerRestartMidStep(t *testing.T) {
 	l := tracerLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	b := newTracedBuild(t, l, "echo before > /before; sleep 6; echo after > /after")
+	// The step outlasts the restart: loading and verifying the BPF programs
+	// alone takes the daemon about 4 s here.
+	b := newTracedBuild(t, l, "echo before > /before; sleep 15; echo after > /after")
 	done := make(chan lab.Result, 1)
 	go func() { done <- b.run(ctx, l) }()
 
@@ -303,7 +305,7 @@ func TestTracerRestartMidStep(t *testing.T) {
 	}
 	// The processes running at the restart are adopted from /proc, and
 	// their exits are seen.
-	sleep, ok := findProcess(&s, func(p trace.Process) bool { return p.Adopted && strings.Join(p.Argv, " ") == "sleep 6" })
+	sleep, ok := findProcess(&s, func(p trace.Process) bool { return p.Adopted && strings.Join(p.Argv, " ") == "sleep 15" })
 	if !ok {
 		t.Fatalf("the running sleep was not adopted: %+v", s.Processes)
 	}
