@@ -116,6 +116,7 @@ const (
 	htmlTreeNodes = 500 // processes in one run's tree
 	htmlFiles     = 300 // file changes listed per run
 	groupChildren = 8   // more children of one binary than this are grouped
+	pageMaterials = 50  // downloaded files listed per run
 )
 
 // treeCommand is a process's command line for the tree: as Command, each
@@ -373,10 +374,14 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 	"rundur":          func(r trace.Step) string { return Duration(RunDuration(r)) },
 	"exit":            ExitText,
 	"short":           ShortDigest,
-	"size":            func(m trace.Material) uint64 { return uint64(max(m.Size, 0)) },
-	"mfrom":           MaterialFrom,
-	"mby":             MaterialBy,
-	"murl":            MaterialURLText,
+	// A step can download hundreds of files (npm ci): the page lists the
+	// first pageMaterials, show --full prints all.
+	"firstMaterials": func(m []trace.Material) []trace.Material { return m[:min(len(m), pageMaterials)] },
+	"moreMaterials":  func(m []trace.Material) int { return max(0, len(m)-pageMaterials) },
+	"size":           func(m trace.Material) uint64 { return uint64(max(m.Size, 0)) },
+	"mfrom":          MaterialFrom,
+	"mby":            MaterialBy,
+	"murl":           MaterialURLText,
 	// html/template stops markup; ts makes control characters visible.
 	"ts": termsafe.String,
 }).Parse(`<!DOCTYPE html>
@@ -398,6 +403,9 @@ td.n,th.n{text-align:right;white-space:nowrap}
 .bad{color:#b00;font-weight:bold}.ok{color:#070}.muted{color:#777}
 .note{color:#555;font-size:.9em;margin:.2em 0 .6em}
 .instr{overflow-wrap:anywhere}
+table.materials{table-layout:fixed}.materials td{overflow-wrap:anywhere}
+.materials th:nth-child(1){width:30%}.materials th:nth-child(2){width:8%}.materials th:nth-child(3){width:6%}
+.materials th:nth-child(4){width:13%}.materials th:nth-child(5){width:15%}
 .steps td.instr{max-width:42em;min-width:16em}
 .tl{width:100%;table-layout:fixed;border:none;margin-top:.2em}.tl td{border:none;padding:1px 4px}
 .tl td.label{width:40%;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
@@ -504,8 +512,8 @@ td.dest,td.nowrap{white-space:nowrap}
 </div></div>
 {{if .Sum.Materials}}<h4>Downloaded ({{ts .Sum.MaterialsHeading}})</h4>
 <table class="materials wide"><tr><th>file</th><th>sha256</th><th class="n">size</th><th>from</th><th>by</th><th>URL (from the command line)</th></tr>
-{{range .Sum.Materials}}<tr><td class="mono">{{ts .Path}}</td><td class="mono" title="{{ts .SHA256}}">{{ts (short .SHA256)}}</td><td class="n">{{bytes (size .)}}</td><td class="mono dest">{{ts (mfrom .)}}</td><td class="mono">{{ts (mby .)}}</td><td class="mono">{{ts (murl .)}}</td></tr>
-{{end}}</table>{{end}}
+{{range firstMaterials .Sum.Materials}}<tr><td class="mono">{{ts .Path}}</td><td class="mono" title="{{ts .SHA256}}">{{ts (short .SHA256)}}</td><td class="n">{{bytes (size .)}}</td><td class="mono dest">{{ts (mfrom .)}}</td><td class="mono">{{ts (mby .)}}</td><td class="mono">{{ts (murl .)}}</td></tr>
+{{end}}{{with moreMaterials .Sum.Materials}}<tr><td colspan="6" class="muted">… and {{plural . "more file"}} (<code>buildtrace show --full</code> lists all)</td></tr>{{end}}</table>{{end}}
 <details><summary>Process tree ({{plural (len .Run.Processes) "process"}}; long command lines shortened, <code>buildtrace show --full</code> prints them whole)</summary>
 <ul class="tree top">{{range .Tree}}{{template "node" .}}{{end}}{{if .TreeCut}}<li class="muted">… and {{plural .TreeCut "more process"}} (<code>buildtrace show --full</code>)</li>{{end}}</ul>
 </details>
