@@ -420,6 +420,11 @@ cmd_down() {
 	stop_pid buildkitd
 	stop_pid registry
 	rm -f "$SOCK"
+	# lab-dc.sh made buildkitd's root a shared self-bind (for the tracer
+	# container); with buildkitd stopped, undo it so the checkout can be removed.
+	if findmnt -n --mountpoint "$LAB/buildkit" >/dev/null 2>&1; then
+		umount -R "$LAB/buildkit" 2>/dev/null || log "could not unmount $LAB/buildkit (busy); umount it by hand"
+	fi
 }
 
 cmd_status() {
