@@ -39,7 +39,7 @@ WORKDIR /src
 EOF
 	printf 'test\napi\ndoc\nmisc\n**/testdata\n' >"$ctx/Dockerfile.dockerignore"
 	sum=$( (cat "$ctx/Dockerfile" "$ctx/Dockerfile.dockerignore"; echo "$GO_VERSION $goroot") | sha256sum | cut -c1-64)
-	published golang "$sum" library/golang "$GO_VERSION" && return 0
+	published "$LAB" golang "$sum" library/golang "$GO_VERSION" && return 0
 	log "publishing $GOLANG_IMAGE (busybox + $goroot, linux/amd64)"
 	"$LAB/bin/buildctl" --addr "$ADDR" build --frontend dockerfile.v0 \
 		--local context="$goroot" --local dockerfile="$ctx" \
@@ -83,7 +83,7 @@ ensure_debian() {
 	local ctx=$LAB/images/debian tar sum
 	tar=$(debian_rootfs)
 	sum=$(printf '%s %s\n' "$tar" "$(stat -c '%s %Y' "$tar")" | sha256sum | cut -c1-64)
-	published debian "$sum" library/debian bookworm && return 0
+	published "$LAB" debian "$sum" library/debian bookworm && return 0
 	log "publishing $DEBIAN_IMAGE (linux/amd64)"
 	rm -rf "$ctx" && mkdir -p "$ctx"
 	# A hard link, not a copy: the context is sent to buildkitd as is.

@@ -36,6 +36,7 @@ export PATH=/usr/local/go/bin:$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/us
 
 log() { printf 'lab-dc: %s\n' "$*" >&2; }
 die() { printf 'lab-dc: error: %s\n' "$*" >&2; exit 1; }
+source "$REPO/hack/lablib.sh"
 need_root() { [ "$(id -u)" = 0 ] || die "the docker-container lab runs dockerd and eBPF programs and needs root (uid 0), not uid $(id -u)"; }
 
 # The host lab's addresses and paths.
@@ -52,17 +53,6 @@ BRIDGE_BUILDER=buildtrace-dc-bridge
 TRACER_CONTAINER=buildtrace-tracer
 DOCKER_SOCK=/var/run/docker.sock
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-
-wait_for() { # wait_for WHAT SECONDS CMD...
-	local what=$1 secs=$2 i
-	shift 2
-	for ((i = 0; i < secs * 5; i++)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.2
-	done
-	die "$what did not answer within ${secs}s (logs: $LAB/logs)"
-}
 
 docker_ok() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 tracer_ok() { curl -fs "http://$BUILDTRACE_TRACER/v1/health" >/dev/null; }
@@ -138,9 +128,9 @@ start_dockerd() {
 		args=(--add-runtime "runc-lab=$rt" --default-runtime runc-lab)
 	fi
 	log "starting dockerd"
-	setsid dockerd --iptables=false --ip-forward=false --ip-masq=false \
+	detach dockerd --iptables=false --ip-forward=false --ip-masq=false \
 		--pidfile "$DC/dockerd.run.pid" "${args[@]}" \
-		>>"$LAB/logs/dockerd.log" 2>&1 </dev/null &
+		>>"$LAB/logs/dockerd.log" 2>&1 </dev/null
 	echo $! >"$LAB/dockerd.pid"
 	wait_for dockerd 60 docker_ok
 	wait_for "docker0 bridge" 20 gateway
@@ -155,11 +145,6 @@ push_image() {
 		die "publishing $image failed (see $LAB/logs/$name.log)"
 }
 
-published() { # published STAMP SUM REPO TAG
-	[ "$(cat "$DC/$1.sum" 2>/dev/null)" = "$2" ] && curl -fs -o /dev/null \
-		-H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json' \
-		"http://$REGISTRY/v2/$3/manifests/$4"
-}
 
 # copy_with_libs FILE ROOT DEST copies an executable and every shared library
 # ldd names for it into ROOT, libraries at their host paths.
@@ -177,7 +162,7 @@ publish_buildkit() {
 	local ctx=$DC/buildkit-image sum runc
 	runc=$(command -v runc) || die "runc not installed (hack/lab.sh deps)"
 	sum=$(cat "$LAB/bin/buildkitd" "$LAB/bin/buildctl" "$runc" "$(command -v unshare)" "$REPO/Dockerfile.buildkit" "$REPO/hack/buildkit-image/entrypoint.sh" | sha256sum | cut -c1-64)
-	published buildkit "$sum" buildtrace/buildkit "$BUILDKIT_VERSION" && return 0
+	published "$DC" buildkit "$sum" buildtrace/buildkit "$BUILDKIT_VERSION" && return 0
 	log "publishing $BUILDKIT_IMAGE"
 	rm -rf "$ctx" && mkdir -p "$ctx/rootfs/etc/buildkit" "$ctx/rootfs/var/lib/buildkit"
 	copy_with_libs "$LAB/bin/buildkitd" "$ctx/rootfs" /usr/bin/buildkitd
@@ -205,7 +190,7 @@ publish_tracer() {
 	file -b "$REPO/bin/buildtraced" 2>/dev/null | grep -q 'statically linked' ||
 		die "bin/buildtraced is not statically linked; build it with CGO_ENABLED=0 (make build does)"
 	sum=$(cat "$REPO/bin/buildtraced" "$REPO/Dockerfile.tracer" | sha256sum | cut -c1-64)
-	published tracer "$sum" buildtrace/tracer dev && return 0
+	published "$DC" tracer "$sum" buildtrace/tracer dev && return 0
 	log "publishing $TRACER_IMAGE"
 	push_image tracer "$TRACER_IMAGE" "$REPO" --local dockerfile="$REPO" --opt filename=Dockerfile.tracer --opt target=local
 	echo "$sum" >"$DC/tracer.sum"
@@ -282,7 +267,7 @@ start_bridge_registry() {
 	[ -f "$LAB/registry/config.yml" ] || die "no $LAB/registry/config.yml: bring the lab up first (hack/lab.sh up)"
 	sed "s|^  addr: .*|  addr: $gw:${REGISTRY##*:}|" "$LAB/registry/config.yml" >"$cfg"
 	log "starting a registry listener on $gw:${REGISTRY##*:} (bridge builders)"
-	setsid /usr/bin/docker-registry serve "$cfg" >>"$LAB/logs/registry-bridge.log" 2>&1 </dev/null &
+	detach /usr/bin/docker-registry serve "$cfg" >>"$LAB/logs/registry-bridge.log" 2>&1 </dev/null
 	echo $! >"$LAB/registry-bridge.pid"
 	wait_for "bridge registry" 30 curl -fs "http://$gw:${REGISTRY##*:}/v2/"
 }
@@ -368,16 +353,6 @@ cmd_up() {
 	cmd_status
 }
 
-stop_pid() {
-	local name=$1 f=$LAB/$1.pid
-	if alive "$f"; then
-		log "stopping $name"
-		kill "$(cat "$f")" 2>/dev/null || true
-		for _ in $(seq 100); do alive "$f" || break; sleep 0.1; done
-		alive "$f" && kill -9 "$(cat "$f")" 2>/dev/null || true
-	fi
-	rm -f "$f"
-}
 
 cmd_down() {
 	if docker_ok; then
@@ -389,8 +364,8 @@ cmd_down() {
 		docker buildx stop "$BUILDER" >/dev/null 2>&1 || true
 		docker buildx stop "$BRIDGE_BUILDER" >/dev/null 2>&1 || true
 	fi
-	stop_pid registry-bridge
-	stop_pid dockerd
+	stop_pid registry-bridge 10
+	stop_pid dockerd 10
 }
 
 cmd_status() {

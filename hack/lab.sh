@@ -47,6 +47,7 @@ SOCK=$SOCK_DIR/buildkitd.sock
 TRACER_ADMIN=$SOCK_DIR/buildtraced-admin.sock
 ADDR=unix://$SOCK
 # Realistic base images and loopback package mirrors for examples/.
+source "$REPO/hack/lablib.sh"
 source "$REPO/hack/images.sh"
 source "$REPO/hack/mirrors.sh"
 
@@ -93,31 +94,7 @@ cmd_tools() {
 		install -m 0755 "$dir/buildx" "$HOME/.docker/cli-plugins/docker-buildx"
 }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-# detach CMD... starts a daemon in the background in its own session, with
-# only the standard descriptors open: a daemon must not keep the caller's
-# other files (a lock such as /work/labrun's fd 9, a pipe) open for as long
-# as it runs. $! is the daemon's pid.
-detach() {
-	(
-		for fd in $(ls /proc/$BASHPID/fd); do
-			[ "$fd" -gt 2 ] && eval "exec $fd>&-"
-		done
-		exec setsid "$@"
-	) &
-}
-
-wait_for() { # wait_for WHAT SECONDS CMD...
-	local what=$1 secs=$2
-	shift 2
-	local i
-	for ((i = 0; i < secs * 5; i++)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.2
-	done
-	die "$what did not answer within ${secs}s (logs: $LAB/logs)"
-}
 
 registry_ok() { curl -fs "http://$REGISTRY/v2/" >/dev/null; }
 buildkit_ok() { "$LAB/bin/buildctl" --addr "$ADDR" debug workers >/dev/null; }
@@ -213,13 +190,6 @@ push_image() {
 		die "publishing $image failed (see $LAB/logs/$name.log)"
 }
 
-# published STAMP SUM REPO TAG: the image was pushed from input SUM (recorded
-# in .lab/STAMP.sum) and the registry still has it.
-published() {
-	[ "$(cat "$LAB/$1.sum" 2>/dev/null)" = "$2" ] && curl -fs -o /dev/null \
-		-H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json' \
-		"http://$REGISTRY/v2/$3/manifests/$4"
-}
 
 # The base image: Debian's static busybox and its applet links, FROM scratch,
 # for linux/amd64 (the host's busybox-static) and linux/arm64 (the same
@@ -319,7 +289,7 @@ ensure_foreign_platform() {
 ensure_scanner() {
 	local src=$REPO/hack/sbom-scanner ctx=$LAB/sbom-scanner sum
 	sum=$(cat "$src"/*.go "$src/Dockerfile" | sha256sum | cut -c1-64)
-	published sbom-scanner "$sum" buildtrace/sbom-scanner dev && return 0
+	published "$LAB" sbom-scanner "$sum" buildtrace/sbom-scanner dev && return 0
 	log "publishing $SCANNER_IMAGE"
 	rm -rf "$ctx" && mkdir -p "$ctx"
 	(cd "$REPO" && CGO_ENABLED=0 go build -trimpath -o "$ctx/sbom-scanner" ./hack/sbom-scanner) ||
@@ -361,7 +331,7 @@ start_tracer() {
 	wait_for buildtraced 30 tracer_ok
 }
 
-# The frontend image, published when `make build` produced its binary and
+# The frontend image, published "$LAB" when `make build` produced its binary and
 # republished when the binary or Dockerfile.frontend changed.
 publish_frontend() {
 	[ -x "$REPO/bin/buildtrace-frontend" ] && [ -f "$REPO/Dockerfile.frontend" ] || {
@@ -370,7 +340,7 @@ publish_frontend() {
 	}
 	local sum
 	sum=$(cat "$REPO/bin/buildtrace-frontend" "$REPO/Dockerfile.frontend" | sha256sum | cut -c1-64)
-	published frontend "$sum" buildtrace/frontend dev && return 0
+	published "$LAB" frontend "$sum" buildtrace/frontend dev && return 0
 	log "publishing $FRONTEND_IMAGE"
 	push_frontend "$FRONTEND_IMAGE"
 	echo "$sum" >"$LAB/frontend.sum"
@@ -400,16 +370,6 @@ cmd_up() {
 	cmd_status
 }
 
-stop_pid() {
-	local name=$1 f=$LAB/$1.pid
-	if alive "$f"; then
-		log "stopping $name"
-		kill "$(cat "$f")" 2>/dev/null || true
-		for _ in $(seq 50); do alive "$f" || break; sleep 0.1; done
-		alive "$f" && kill -9 "$(cat "$f")" 2>/dev/null || true
-	fi
-	rm -f "$f"
-}
 
 cmd_down() {
 	# The docker-container part (hack/lab-dc.sh), when it ran: its tracer
