@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -92,52 +91,9 @@ RUN echo %s > /greeting && wget -q -O /fetched http://127.0.0.1:%d/data && cat /
 
 	t.Run("concurrent builds stay apart", func(t *testing.T) {
 		h := dc.Host
-		df := dockerfile(h, `FROM BASE
-COPY id.txt /id.txt
-RUN cat /id.txt > /copy && sleep 2
-`)
-		type build struct {
-			id, ref string
-			res     lab.Result
-		}
-		builds := []*build{{id: randHex(8)}, {id: randHex(8)}}
-		var wg sync.WaitGroup
-		for _, b := range builds {
-			b.ref = h.Ref("dc-concurrent")
-			dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "id.txt": b.id + "\n"})
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				b.res = h.Buildx(ctx, lab.Build{Context: dir, Tag: b.ref, Push: true})
-			}()
-		}
-		wg.Wait()
 		var traceIDs []string
-		for i, b := range builds {
-			if b.res.Err != nil {
-				t.Fatalf("build %d: %v\n%s", i, b.res.Err, b.res.Output)
-			}
-			_, preds := runtimeTraces(t, ctx, h, b.ref)
-			p := single(t, preds)
-			traceIDs = append(traceIDs, p.Buildtrace.BuildTraceID)
-			s := stepByInstruction(t, p, "RUN cat /id.txt")
-			if s.Status != attest.StatusExecuted || len(s.Runs) != 1 {
-				t.Errorf("build %d: step %+v, want one executed run", i, s)
-				continue
-			}
-			sum := sha256.Sum256([]byte(b.id + "\n"))
-			var copies int
-			for _, f := range p.MonitorLog.FileAccess {
-				if f.Name == "/copy" && f.Annotations.Source == attest.SourceDiff {
-					copies++
-					if f.Digest["sha256"] != hex.EncodeToString(sum[:]) {
-						t.Errorf("build %d: /copy digest %s is not of its own id.txt", i, f.Digest["sha256"])
-					}
-				}
-			}
-			if copies != 1 {
-				t.Errorf("build %d: %d diff entries for /copy, want 1 (its own)", i, copies)
-			}
+		for i, b := range concurrentBuilds(t, ctx, h, "dc-concurrent") {
+			traceIDs = append(traceIDs, b.pred.Buildtrace.BuildTraceID)
 			if out, code := runCLI(t, h, "verify", b.ref, "--key", h.TracerPub); code != 0 {
 				t.Errorf("build %d: verify exited %d:\n%s", i, code, out)
 			}

@@ -291,44 +291,64 @@ func TestFrontendConcurrentBuilds(t *testing.T) {
 	l.RequireTracer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	// One Dockerfile, two contexts: the RUN has the same step ID in both
-	// builds, so only the build trace ID keeps their observations apart.
+	builds := concurrentBuilds(t, ctx, l, "frontend-concurrent")
+	var stepIDs []string
+	for i, b := range builds {
+		stepIDs = append(stepIDs, b.step.StepID)
+		other := builds[1-i]
+		if strings.Contains(b.pred.Buildtrace.BuildTraceID, other.id) || b.pred.Buildtrace.BuildTraceID == "" {
+			t.Errorf("build %d: bad trace ID %q", i, b.pred.Buildtrace.BuildTraceID)
+		}
+	}
+	if len(stepIDs) == 2 && stepIDs[0] != stepIDs[1] {
+		t.Logf("note: step IDs differ across contexts (%s, %s)", stepIDs[0], stepIDs[1])
+	}
+}
+
+// concurrentBuild is one of concurrentBuilds' two builds.
+type concurrentBuild struct {
+	id, ref string
+	pred    *attest.Predicate
+	step    attest.Step // the RUN
+}
+
+// concurrentBuilds builds one Dockerfile from two contexts at once through
+// l's builder. The RUN has the same step ID in both builds, so only the
+// build trace ID keeps their observations apart: each image's trace must
+// hold one executed run of the RUN and its own /copy, not the other's.
+func concurrentBuilds(t *testing.T, ctx context.Context, l *lab.Lab, name string) []*concurrentBuild {
+	t.Helper()
 	df := dockerfile(l, `FROM BASE
 COPY id.txt /id.txt
 RUN cat /id.txt > /copy && sleep 2
 `)
-	type build struct {
-		id, ref string
-		res     lab.Result
-	}
-	builds := []*build{{id: randHex(8)}, {id: randHex(8)}}
+	builds := []*concurrentBuild{{id: randHex(8)}, {id: randHex(8)}}
+	res := make([]lab.Result, len(builds))
 	var wg sync.WaitGroup
-	for _, b := range builds {
-		b.ref = l.Ref("frontend-concurrent")
+	for i, b := range builds {
+		b.ref = l.Ref(name)
 		dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "id.txt": b.id + "\n"})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b.res = l.Buildx(ctx, lab.Build{Context: dir, Tag: b.ref, Push: true})
+			res[i] = l.Buildx(ctx, lab.Build{Context: dir, Tag: b.ref, Push: true})
 		}()
 	}
 	wg.Wait()
-	var stepIDs []string
 	for i, b := range builds {
-		if b.res.Err != nil {
-			t.Fatalf("build %d: %v\n%s", i, b.res.Err, b.res.Output)
+		if res[i].Err != nil {
+			t.Fatalf("build %d: %v\n%s", i, res[i].Err, res[i].Output)
 		}
 		_, preds := runtimeTraces(t, ctx, l, b.ref)
-		p := single(t, preds)
-		s := stepByInstruction(t, p, "RUN cat /id.txt")
-		stepIDs = append(stepIDs, s.StepID)
-		if s.Status != attest.StatusExecuted || len(s.Runs) != 1 {
-			t.Errorf("build %d: step %+v, want one executed run", i, s)
+		b.pred = single(t, preds)
+		b.step = stepByInstruction(t, b.pred, "RUN cat /id.txt")
+		if b.step.Status != attest.StatusExecuted || len(b.step.Runs) != 1 {
+			t.Errorf("build %d: step %+v, want one executed run", i, b.step)
 			continue
 		}
 		sum := sha256.Sum256([]byte(b.id + "\n"))
 		var copies int
-		for _, f := range p.MonitorLog.FileAccess {
+		for _, f := range b.pred.MonitorLog.FileAccess {
 			if f.Name == "/copy" && f.Annotations.Source == attest.SourceDiff {
 				copies++
 				if f.Digest["sha256"] != hex.EncodeToString(sum[:]) {
@@ -339,14 +359,8 @@ RUN cat /id.txt > /copy && sleep 2
 		if copies != 1 {
 			t.Errorf("build %d: %d diff entries for /copy, want 1 (its own)", i, copies)
 		}
-		other := builds[1-i]
-		if strings.Contains(p.Buildtrace.BuildTraceID, other.id) || p.Buildtrace.BuildTraceID == "" {
-			t.Errorf("build %d: bad trace ID %q", i, p.Buildtrace.BuildTraceID)
-		}
 	}
-	if len(stepIDs) == 2 && stepIDs[0] != stepIDs[1] {
-		t.Logf("note: step IDs differ across contexts (%s, %s)", stepIDs[0], stepIDs[1])
-	}
+	return builds
 }
 
 func TestFrontendUnmonitored(t *testing.T) {
