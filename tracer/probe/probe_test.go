@@ -132,8 +132,9 @@ func syncProbe(t testing.TB, p *Probe) {
 	}
 }
 
-// dnsServer answers A queries on 127.0.0.1:53/udp with 127.0.0.2.
-func dnsServer(t *testing.T) {
+// dnsServer answers A queries on 127.0.0.1:53/udp with one A record per
+// address in addrs.
+func dnsServer(t *testing.T, addrs ...[4]byte) {
 	t.Helper()
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:53")
 	if err != nil {
@@ -141,7 +142,7 @@ func dnsServer(t *testing.T) {
 	}
 	t.Cleanup(func() { pc.Close() })
 	go func() {
-		buf := make([]byte, 512)
+		buf := make([]byte, 4096)
 		for {
 			n, from, err := pc.ReadFrom(buf)
 			if err != nil {
@@ -154,10 +155,12 @@ func dnsServer(t *testing.T) {
 			m.Header.Response, m.Header.Authoritative = true, true
 			q := m.Questions[0]
 			if q.Type == dnsmessage.TypeA {
-				m.Answers = []dnsmessage.Resource{{
-					Header: dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
-					Body:   &dnsmessage.AResource{A: [4]byte{127, 0, 0, 2}},
-				}}
+				for _, a := range addrs {
+					m.Answers = append(m.Answers, dnsmessage.Resource{
+						Header: dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
+						Body:   &dnsmessage.AResource{A: a},
+					})
+				}
 			}
 			out, err := m.Pack()
 			if err != nil {
@@ -204,7 +207,7 @@ func TestProbe(t *testing.T) {
 	start := time.Now()
 	p, c := startProbe(t)
 	t.Logf("Load took %v", time.Since(start))
-	dnsServer(t)
+	dnsServer(t, [4]byte{127, 0, 0, 2})
 	srv := tcpServer(t)
 	// A loopback port nothing listens on: connect is refused.
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -786,39 +789,11 @@ func dnsClient() int {
 func TestProbeLargeDNS(t *testing.T) {
 	requireRoot(t)
 	p, c := startProbe(t)
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:53")
-	if err != nil {
-		t.Fatalf("DNS responder: %v", err)
+	var addrs [][4]byte
+	for i := range 100 {
+		addrs = append(addrs, [4]byte{127, 0, 1, byte(i + 1)})
 	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var m dnsmessage.Message
-			if err := m.Unpack(buf[:n]); err != nil || len(m.Questions) == 0 {
-				continue
-			}
-			m.Header.Response, m.Header.Authoritative = true, true
-			q := m.Questions[0]
-			if q.Type == dnsmessage.TypeA {
-				for i := range 100 {
-					m.Answers = append(m.Answers, dnsmessage.Resource{
-						Header: dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
-						Body:   &dnsmessage.AResource{A: [4]byte{127, 0, 1, byte(i + 1)}},
-					})
-				}
-			}
-			out, err := m.Pack()
-			if err != nil {
-				continue
-			}
-			pc.WriteTo(out, from)
-		}
-	}()
+	dnsServer(t, addrs...)
 	cg := mkCgroup(t, randHex(t, 16), "dns")
 	cgID := inode(t, cg)
 	self, err := os.Executable()
