@@ -405,19 +405,7 @@ echo STEP-DONE`
 	if !strings.Contains(res.Output, "STEP-DONE") {
 		t.Fatalf("the step did not run:\n%s", res.Output)
 	}
-	answers := 0
-	for _, line := range strings.Split(res.Output, "\n") {
-		if !strings.Contains(line, "-ANSWER wget") && !strings.Contains(line, "-ANSWER {") {
-			continue
-		}
-		answers++
-		if strings.Contains(line, "envelope") || !strings.Contains(line, "403") {
-			t.Errorf("the tracer answered a RUN step: %s", line)
-		}
-	}
-	if answers != 3 {
-		t.Errorf("want 3 refusals in the build log, got %d:\n%s", answers, res.Output)
-	}
+	requireRefusals(t, res.Output, 3)
 
 	// A local unprivileged user, and root on the host outside any
 	// container: refused too. Use a build ID the tracer knows.
@@ -523,5 +511,24 @@ func TestAttackTerminalEscapes(t *testing.T) {
 	expectCode(t, out, code, 1)
 	if strings.ContainsAny(out, "\x1b\x07\r") || !strings.Contains(out, `\x1b`) {
 		t.Errorf("verify printed raw control characters or none escaped:\n%q", out)
+	}
+}
+
+// requireRefusals checks a build log in which a RUN step asked the tracer for
+// traces: want answers ("-ANSWER" lines), each a 403 with no envelope.
+func requireRefusals(t *testing.T, output string, want int) {
+	t.Helper()
+	answers := 0
+	for _, line := range strings.Split(output, "\n") {
+		if !strings.Contains(line, "-ANSWER wget") && !strings.Contains(line, "-ANSWER {") {
+			continue
+		}
+		answers++
+		if strings.Contains(line, "envelope") || !strings.Contains(line, "403") {
+			t.Errorf("the tracer answered a RUN step: %s", line)
+		}
+	}
+	if answers != want {
+		t.Errorf("want %d refusals in the build log, got %d:\n%s", want, answers, output)
 	}
 }

@@ -179,19 +179,7 @@ echo STEP-DONE`
 			if !strings.Contains(res.Output, "STEP-DONE") {
 				t.Fatalf("the step did not run:\n%s", res.Output)
 			}
-			answers := 0
-			for _, line := range strings.Split(res.Output, "\n") {
-				if !strings.Contains(line, "-ANSWER wget") && !strings.Contains(line, "-ANSWER {") {
-					continue
-				}
-				answers++
-				if strings.Contains(line, "envelope") || !strings.Contains(line, "403") {
-					t.Errorf("the tracer answered a RUN step: %s", line)
-				}
-			}
-			if answers != 3 {
-				t.Errorf("want 3 refusals in the build log, got %d:\n%s", answers, res.Output)
-			}
+			requireRefusals(t, res.Output, 3)
 		})
 	}
 }
