@@ -44,9 +44,6 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	__u32 sc = sys_call(regs, &compat);
 	if (sc == SC_NONE)
 		return 0;
-	/* personality was the old sync marker; sync_marker runs by test run now. */
-	if (sc == SC_PERSONALITY)
-		return 0;
 	if (ret < 0 && sc != SC_CONNECT && sc != SC_SOCKETCALL)
 		return 0;
 	if (!is_tracked(bpf_get_current_cgroup_id()))

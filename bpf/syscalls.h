@@ -31,7 +31,6 @@ enum sc {
 	SC_SOCKET, SC_CONNECT, SC_SENDTO, SC_RECVFROM,
 	SC_SENDMSG, SC_RECVMSG, SC_SENDMMSG, SC_RECVMMSG,
 	SC_SOCKETCALL,   /* i386 only: decoded into one of the above */
-	SC_PERSONALITY,  /* the tracer's sync marker (native ABI only) */
 };
 
 /* x86_64 (arch/x86/entry/syscalls/syscall_64.tbl). x32
@@ -62,7 +61,6 @@ enum sc {
 	X(93, fchown, SC_FCHOWN) \
 	X(94, lchown, SC_LCHOWN) \
 	X(133, mknod, SC_MKNOD) \
-	X(135, personality, SC_PERSONALITY) \
 	X(188, setxattr, SC_SETXATTR) \
 	X(189, lsetxattr, SC_SETXATTR) \
 	X(190, fsetxattr, SC_FSETXATTR) \
@@ -108,7 +106,6 @@ enum sc {
 	X(94, fchmod, SC_FCHMOD) \
 	X(95, fchown, SC_FCHOWN16) \
 	X(102, socketcall, SC_SOCKETCALL) \
-	X(136, personality, SC_PERSONALITY) \
 	X(182, chown, SC_CHOWN16) \
 	X(193, truncate64, SC_TRUNCATE) \
 	X(194, ftruncate64, SC_FTRUNCATE) \
@@ -169,7 +166,6 @@ enum sc {
 	X(56, openat, SC_OPENAT) \
 	X(63, read, SC_READ) \
 	X(64, write, SC_WRITE) \
-	X(92, personality, SC_PERSONALITY) \
 	X(198, socket, SC_SOCKET) \
 	X(203, connect, SC_CONNECT) \
 	X(206, sendto, SC_SENDTO) \
@@ -207,7 +203,6 @@ enum sc {
 	X(93, ftruncate, SC_FTRUNCATE) \
 	X(94, fchmod, SC_FCHMOD) \
 	X(95, fchown, SC_FCHOWN16) \
-	X(136, personality, SC_PERSONALITY) \
 	X(182, chown, SC_CHOWN16) \
 	X(193, truncate64, SC_TRUNCATE) \
 	X(194, ftruncate64, SC_FTRUNCATE) \
