@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +21,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"github.com/buildtrace/buildtrace/pkg/trace"
@@ -135,6 +138,19 @@ func boottime(b *testing.B) float64 {
 	return v
 }
 
+// stepArm is one way of running a step benchmark's build.
+type stepArm int
+
+const (
+	armUntraced stepArm = iota // no cgroup parent: buildtraced runs but does not follow the step
+	armFloor                   // untraced, beside an empty raw_tp/sys_exit program
+	armTraced                  // cgroup parent buildtrace/<step> and TRACEPARENT
+)
+
+func (a stepArm) String() string {
+	return [...]string{"untraced", "floor", "traced"}[a]
+}
+
 // stepRun is one build of a step benchmark.
 type stepRun struct {
 	seconds       float64 // what the step timed itself
@@ -142,15 +158,19 @@ type stepRun struct {
 	envelopeBytes int
 }
 
-// runStep builds dir once, traced (cgroup parent buildtrace/<step>,
-// TRACEPARENT: buildtraced follows it) or untraced (no cgroup parent:
-// buildtraced runs but does not follow it), with --no-cache.
-func runStep(b *testing.B, ctx context.Context, l *lab.Lab, dir string, traced bool) stepRun {
+// runStep builds dir once in the given arm, with --no-cache.
+func runStep(b *testing.B, ctx context.Context, l *lab.Lab, dir string, arm stepArm) stepRun {
 	b.Helper()
-	if !traced {
+	if arm != armTraced {
+		// The tracer keeps its syscall hook for a few seconds after the last
+		// tracked step: an untraced step must not run under it.
+		waitHookDetached(b, ctx, l)
+		if arm == armFloor {
+			defer attachEmptySysExit(b).Close()
+		}
 		res := l.Buildx(ctx, lab.Build{Context: dir, Args: []string{"--no-cache"}})
 		if res.Err != nil {
-			b.Fatalf("untraced build: %v\n%s", res.Err, res.Output)
+			b.Fatalf("%s build: %v\n%s", arm, res.Err, res.Output)
 		}
 		s, e := window(b, res.Output)
 		return stepRun{seconds: e - s}
@@ -181,54 +201,135 @@ func fetchSignedTraceSize(b *testing.B, ctx context.Context, l *lab.Lab, traceID
 	return bt, len(data)
 }
 
-// benchStep runs dir untraced and traced, interleaved (the order
-// alternates), for rounds rounds and reports the medians of the step's
-// own times, their ratio, and from the signed traces the events emitted
-// and lost and the envelope size. Every traced build must have one
-// complete step.
-func benchStep(b *testing.B, l *lab.Lab, dir string, rounds int) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rounds)*15*time.Minute)
+// waitHookDetached waits until the lab's tracer has detached its syscall
+// hook (a tracer that does not report it is taken as detached).
+func waitHookDetached(b *testing.B, ctx context.Context, l *lab.Lab) {
+	b.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		h, err := tracerHealthExtra(ctx, l)
+		if err != nil {
+			b.Fatalf("tracer health: %v", err)
+		}
+		if h.SyscallHook == nil || !h.SyscallHook.Attached {
+			return
+		}
+		if !h.SyscallHook.OnDemand {
+			b.Fatal("the tracer's syscall hook is attached for good (--syscall-hook=always): untraced steps would pay it")
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the tracer's syscall hook is still attached a minute after the last traced step")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// attachEmptySysExit attaches, from the benchmark process, a raw_tp/sys_exit
+// program that only returns: what any system-call hook costs every task on
+// this kernel (its slow system-call path and one program call per call),
+// before a program does any work of its own.
+func attachEmptySysExit(b *testing.B) io.Closer {
+	b.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.RawTracepoint,
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		License:      "GPL",
+	})
+	if err != nil {
+		b.Fatalf("loading the empty sys_exit program: %v", err)
+	}
+	lk, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: prog})
+	prog.Close() // the link holds it
+	if err != nil {
+		b.Fatalf("attaching the empty sys_exit program: %v", err)
+	}
+	return lk
+}
+
+// stepBench is one step benchmark: the build context (its Dockerfile's
+// RUN prints one ELAPSED line, see window) and what it must show.
+type stepBench struct {
+	dir    string
+	rounds int
+	// floor adds a third arm: untraced, beside an empty sys_exit program.
+	// It splits the traced cost into the kernel's share (floor-ratio,
+	// floor/untraced) and the tracer's (over-floor-ratio, traced/floor).
+	floor bool
+	// minFileOps is the file operations each signed trace must hold.
+	minFileOps int
+}
+
+// benchStep runs the arms in rounds whose order rotates, so that no arm
+// always follows the same other, and reports the medians of the step's own
+// times, the ratio of the medians (the verdict), the median of each round's
+// traced/untraced ratio, and from the signed traces the events emitted and
+// lost, the file operations and the envelope size. Every traced build must
+// have one complete step.
+func benchStep(b *testing.B, l *lab.Lab, sb stepBench) {
+	arms := []stepArm{armUntraced, armTraced}
+	if sb.floor {
+		arms = []stepArm{armUntraced, armFloor, armTraced}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(sb.rounds*len(arms))*8*time.Minute)
 	defer cancel()
 	var (
-		untraced, traced, paired []float64
-		emitted, lost            uint64
-		envBytes                 int
-		incomplete               []string
+		times         = map[stepArm][]float64{}
+		paired        []float64
+		emitted, lost uint64
+		fileOps       int
+		envBytes      int
+		incomplete    []string
 	)
-	for r := range rounds {
-		var u float64
-		if r%2 == 0 {
-			u = runStep(b, ctx, l, dir, false).seconds
+	for r := range sb.rounds {
+		got := map[stepArm]stepRun{}
+		for i := range arms {
+			arm := arms[(i+r)%len(arms)]
+			got[arm] = runStep(b, ctx, l, sb.dir, arm)
+			times[arm] = append(times[arm], got[arm].seconds)
 		}
-		t := runStep(b, ctx, l, dir, true)
-		if r%2 == 1 {
-			u = runStep(b, ctx, l, dir, false).seconds
-		}
+		t, u := got[armTraced], got[armUntraced].seconds
 		if len(t.build.Steps) != 1 {
 			b.Fatalf("traced build %s: want 1 step, got %d (pending %v)", t.build.BuildTraceID, len(t.build.Steps), t.build.Pending)
 		}
-		c := t.build.Steps[0].Completeness
+		st := t.build.Steps[0]
+		c := st.Completeness
 		emitted += c.EventsEmitted
 		lost += c.EventsDropped + c.EventsTruncated
+		fileOps += len(st.Files)
 		envBytes += t.envelopeBytes
 		if !c.Complete {
 			incomplete = append(incomplete, c.Reasons...)
 		}
-		untraced = append(untraced, u)
-		traced = append(traced, t.seconds)
+		if sb.minFileOps > 0 && len(st.Files) < sb.minFileOps {
+			b.Errorf("round %d: the trace holds %d file operations, want at least %d", r+1, len(st.Files), sb.minFileOps)
+		}
 		paired = append(paired, t.seconds/u)
-		b.Logf("round %d: untraced %.3fs traced %.3fs (events %d)", r+1, u, t.seconds, c.EventsEmitted)
+		floor := ""
+		if sb.floor {
+			floor = fmt.Sprintf(" floor %.3fs", got[armFloor].seconds)
+		}
+		b.Logf("round %d: untraced %.3fs%s traced %.3fs (events %d, file ops %d)", r+1, u, floor, t.seconds, c.EventsEmitted, len(st.Files))
 	}
-	mu, mt := medianSeconds(untraced), medianSeconds(traced)
+	mu, mt := medianSeconds(times[armUntraced]), medianSeconds(times[armTraced])
 	b.ReportMetric(mu, "untraced-s")
 	b.ReportMetric(mt, "traced-s")
 	b.ReportMetric(mt/mu, "ratio")
 	b.ReportMetric(medianSeconds(paired), "paired-ratio")
-	b.ReportMetric(float64(emitted)/float64(rounds), "events/build")
+	if sb.floor {
+		mf := medianSeconds(times[armFloor])
+		b.ReportMetric(mf, "floor-s")
+		b.ReportMetric(mf/mu, "floor-ratio")
+		b.ReportMetric(mt/mf, "over-floor-ratio")
+		b.Logf("floor (empty sys_exit program) %.3f median %.3fs: kernel share %.3f, tracer's share %.3f",
+			times[armFloor], mf, mf/mu, mt/mf)
+	}
+	n := uint64(sb.rounds)
+	b.ReportMetric(float64(emitted)/float64(n), "events/build")
 	b.ReportMetric(float64(lost), "events-lost")
-	b.ReportMetric(float64(envBytes)/float64(rounds)/1024, "envelope-KB")
+	b.ReportMetric(float64(fileOps)/float64(n), "fileops/build")
+	b.ReportMetric(float64(envBytes)/float64(n)/1024, "envelope-KB")
 	b.Logf("untraced %.3f median %.3fs; traced %.3f median %.3fs; ratio of medians %.3f, median of round ratios %.3f; events %d per build, lost %d",
-		untraced, mu, traced, mt, mt/mu, medianSeconds(paired), emitted/uint64(rounds), lost)
+		times[armUntraced], mu, times[armTraced], mt, mt/mu, medianSeconds(paired), emitted/n, lost)
 	if len(incomplete) > 0 {
 		b.Errorf("incomplete traced steps: %v", incomplete)
 	}

@@ -113,6 +113,11 @@ func BenchmarkHostCost(b *testing.B) {
 				}
 				running = on
 			}
+			if on {
+				// Idle is between builds: the hook a traced step
+				// attached is let go a few seconds after it.
+				waitHookDetached(b, ctx, l)
+			}
 			if on && r == 0 {
 				b.Logf("buildtraced running, idle host: syscall hook %s", hookState(l))
 			}

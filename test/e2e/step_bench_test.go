@@ -20,7 +20,7 @@ func BenchmarkExecStorm(b *testing.B) {
 	l := lab.Require(b)
 	l.RequireTracer(b)
 	dir := hostloadContext(b, l, fmt.Sprintf("FROM %s\nCOPY hostload /hostload\nRUN /hostload exec -n 10000 -bin /bin/true\n", l.BaseImage))
-	benchStep(b, l, dir, benchRounds(b, 5))
+	benchStep(b, l, stepBench{dir: dir, rounds: benchRounds(b, 5)})
 }
 
 // compileMain is a small net/http program; `go build -a` compiles it and
@@ -63,7 +63,7 @@ RUN /hostload run go build -a -o /tmp/hello .
 		}
 	}
 	b.Logf("toolchain image %s", image)
-	benchStep(b, l, dir, benchRounds(b, 5))
+	benchStep(b, l, stepBench{dir: dir, rounds: benchRounds(b, 7), floor: true})
 }
 
 // goImage returns a Go toolchain image in the lab registry:
