@@ -87,7 +87,7 @@ enum event_flags {
 	EF_HAS_MODE = 1 << 3,
 	EF_HAS_OWNER = 1 << 4,
 	EF_OUTGOING = 1 << 5,
-	EF_HOST_MNTNS = 1 << 6,     /* exec: by a task in the tracer's mount namespace */
+	EF_RUNTIME_MNTNS = 1 << 6,  /* exec: by a task in its parent's or the tracer's mount namespace */
 	EF_DETACHED = 1 << 7,       /* exec: the file has no path (memfd, anonymous inode) */
 	EF_UNTRACKED = 1 << 8,      /* mkdir: the tracked map was full: nothing of it is followed */
 	EF_NO_STATS = 1 << 9,       /* mkdir: the stats map was full: its losses are not counted */

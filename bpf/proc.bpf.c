@@ -155,13 +155,18 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	/* The step starts at the first exec in the cgroup, whatever the
 	 * environment says; no environment byte is read. runc init may
 	 * re-execute itself from a sealed copy after runc moved it into the
-	 * cgroup: that exec is in runc's (the host's) mount namespace, which
-	 * nothing in the container can be in before its first exec. Go decides
-	 * (EF_HOST_MNTNS). seen: 1 = only runc's execs so far, 2 = the
-	 * container's first exec happened. */
-	bool host = BPF_CORE_READ(p, nsproxy, mnt_ns, ns.inum) == tracer_mntns;
+	 * cgroup: that exec is in runc's mount namespace, which is its parent's
+	 * (runc's) and, with buildkitd on the host, the tracer's; nothing in the
+	 * container can be in it before its first exec (runc's last stage
+	 * unshares it before that exec, so the container's first process is in
+	 * another mount namespace than its parent runc). With buildkitd in a
+	 * container (docker-container driver), runc's namespace is that
+	 * container's, not the tracer's. Go decides (EF_RUNTIME_MNTNS). seen: 1 =
+	 * only runc's execs so far, 2 = the container's first exec happened. */
+	__u32 mnt = BPF_CORE_READ(p, nsproxy, mnt_ns, ns.inum);
+	bool host = mnt == tracer_mntns || mnt == BPF_CORE_READ(p, real_parent, nsproxy, mnt_ns, ns.inum);
 	if (host)
-		s->ev.flags |= EF_HOST_MNTNS;
+		s->ev.flags |= EF_RUNTIME_MNTNS;
 	__u8 *sv = bpf_map_lookup_elem(&seen, &cg);
 	__u8 was = sv ? *sv : 0;
 	if (!was)

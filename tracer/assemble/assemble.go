@@ -295,11 +295,12 @@ func (a *Assembler) Handle(ev probe.Event) Update {
 
 // runcReexec reports whether x is runc's re-exec of itself before the
 // container's first exec: the first exec in the cgroup, by a task still in
-// the tracer's (host) mount namespace, with argv "runc init". A container
-// cannot be in that namespace, so it cannot fake this to hide its start;
-// anything else, whatever its environment, starts the step.
+// runc's mount namespace (its parent's, or the tracer's), with argv "runc
+// init". The container's first process is not in it, so a step cannot fake
+// this to hide its start; anything else, whatever its environment, starts
+// the step.
 func runcReexec(x *probe.ExecInfo) bool {
-	return x.FirstInCgroup && x.HostMountNS && len(x.Argv) == 2 && x.Argv[1] == "init" &&
+	return x.FirstInCgroup && x.RuntimeMountNS && len(x.Argv) == 2 && x.Argv[1] == "init" &&
 		strings.HasPrefix(path.Base(x.Argv[0]), "runc")
 }
 

@@ -64,7 +64,7 @@ func (f *feed) execNS(ms int, pid, ppid uint32, host bool, argv ...string) Updat
 	first := !f.execd
 	f.execd = true
 	return f.send(probe.Event{Kind: probe.KindExec, Time: at(ms), PID: pid, TID: pid, PPID: ppid,
-		Exec: &probe.ExecInfo{Binary: argv[0], Argv: argv, Cwd: "/", FirstInCgroup: first, HostMountNS: host}})
+		Exec: &probe.ExecInfo{Binary: argv[0], Argv: argv, Cwd: "/", FirstInCgroup: first, RuntimeMountNS: host}})
 }
 
 func (f *feed) attribute(traceID string) {

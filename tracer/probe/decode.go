@@ -28,7 +28,7 @@ const (
 	flagHasMode       = 1 << 3
 	flagHasOwner      = 1 << 4
 	flagOutgoing      = 1 << 5
-	flagHostMntNS     = 1 << 6
+	flagRuntimeMntNS     = 1 << 6
 	flagDetached      = 1 << 7
 	flagUntracked     = 1 << 8
 	flagNoStats       = 1 << 9
@@ -164,7 +164,7 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 			GID:             h.a[1],
 			Cwd:             cwd,
 			FirstInCgroup:   h.flags&flagFirstInCgroup != 0,
-			HostMountNS:     h.flags&flagHostMntNS != 0,
+			RuntimeMountNS:     h.flags&flagRuntimeMntNS != 0,
 		}
 		ev.Exec = x
 	case KindExit:

@@ -69,10 +69,11 @@ type ExecInfo struct {
 	TraceID string
 	// FirstInCgroup is true for the first exec the probe saw in this cgroup.
 	FirstInCgroup bool
-	// HostMountNS is true when the exec'ing task was in the tracer's mount
-	// namespace: runc's own re-exec of itself, before it enters the
-	// container's namespaces (nothing the container runs can be there).
-	HostMountNS bool
+	// RuntimeMountNS is true when the exec'ing task was in its parent's or
+	// the tracer's mount namespace: runc's own re-exec of itself, before it
+	// enters the container's namespaces (the container's first process is
+	// in a mount namespace of its own, not its parent runc's).
+	RuntimeMountNS bool
 }
 
 // ExitInfo is the end of a thread group, with what it used over its life.

@@ -318,8 +318,8 @@ exit 0
 	// namespace, as runc's re-exec of itself does.
 	first := find("first exec", func(ev Event) bool { return ev.Kind == KindExec && ev.CgroupID == cgID && ev.Exec.FirstInCgroup })
 	if x := first.Exec; x != nil {
-		if x.TraceID != "" || !x.HostMountNS {
-			t.Errorf("first exec: trace ID %q (the probe reads no environment), host mount ns %v", x.TraceID, x.HostMountNS)
+		if x.TraceID != "" || !x.RuntimeMountNS {
+			t.Errorf("first exec: trace ID %q (the probe reads no environment), host mount ns %v", x.TraceID, x.RuntimeMountNS)
 		}
 		// Binary is the file executed (symlinks resolved); Filename what execve was given.
 		real, err := filepath.EvalSymlinks(busybox)
