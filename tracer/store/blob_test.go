@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -277,5 +278,56 @@ func TestMigrateLegacy(t *testing.T) {
 			t.Errorf("%d blobs, want 2", n)
 		}
 		must(t, s.Close())
+	}
+}
+
+// TestExpiryDuringReads: a build expired while it is being read is read
+// whole or not at all, never as a missing file.
+func TestExpiryDuringReads(t *testing.T) {
+	s, err := Open(t.TempDir())
+	must(t, err)
+	defer s.Close()
+	old := time.Now().Add(-30 * 24 * time.Hour)
+	stop := make(chan struct{})
+	errs := make(chan error, 2)
+	go func() {
+		defer func() { errs <- nil }()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := s.Put("x", trace.Step{StepID: "s", ContainerID: fmt.Sprint(i % 3)}, old); err != nil {
+				errs <- err
+				return
+			}
+			if _, err := s.Expire(time.Now()); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	// Readers for a while: the window (between an index entry and its
+	// file) is short.
+	readErr := make(chan error, 4)
+	for range 4 {
+		go func() {
+			var err error
+			for end := time.Now().Add(2 * time.Second); err == nil && time.Now().Before(end); {
+				_, err = s.Steps("x")
+			}
+			readErr <- err
+		}()
+	}
+	for range 4 {
+		if err := <-readErr; err != nil {
+			close(stop)
+			t.Fatalf("reading a build being expired: %v", err)
+		}
+	}
+	close(stop)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
 	}
 }
