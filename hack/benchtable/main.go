@@ -45,8 +45,8 @@ var rows = []row{
 	{"cached rebuild vs the stock frontend image", "BenchmarkCachedRebuild", "ratio", "max", 1.03, []string{"stock-ms", "buildtrace-ms"}},
 	{"stress: events/s into the daemon from concurrent traced steps", "BenchmarkStress", "events/s", "min", 500_000, []string{"seconds", "steps", "daemon-cpu-cores", "bpf-cpu-cores", "steps-cpu-cores", "host-busy-cores", "other-cpu-cores", "daemon-ns/event", "bpf-ns/event", "daemon-rss-MB", "ringbuf-highwater-KB"}},
 	{"stress: events lost (dropped + truncated)", "BenchmarkStress", "events-lost", "max", 0, nil},
-	{"long run: daemon RSS growth over the builds (%)", "BenchmarkLongRunRSS", "rss-growth-%", "max", 10, []string{"builds", "rss-first-MB", "rss-last-MB", "rss-max-MB", "rss-slope-KB/build", "rss-anon-first-MB", "rss-anon-last-MB", "rss-anon-slope-KB/build", "store-first-MB", "store-last-MB", "s/build"}},
-	{"long run: anonymous RSS (heap, stacks) growth (%); the rest is the store's mapped file", "BenchmarkLongRunRSS", "rss-anon-growth-%", "info", 0, []string{"rss-anon-first-MB", "rss-anon-last-MB", "store-first-MB", "store-last-MB"}},
+	{"long run: daemon RSS growth over the builds (%)", "BenchmarkLongRunRSS", "rss-growth-%", "max", 10, []string{"builds", "rss-first-MB", "rss-last-MB", "rss-max-MB", "rss-slope-KB/build", "rss-anon-first-MB", "rss-anon-last-MB", "rss-anon-slope-KB/build", "rss-file-first-MB", "rss-file-last-MB", "store-first-MB", "store-last-MB", "s/build"}},
+	{"long run: anonymous RSS (heap, stacks) growth (%); the rest is file-backed (executable, mapped index)", "BenchmarkLongRunRSS", "rss-anon-growth-%", "info", 0, []string{"rss-anon-first-MB", "rss-anon-last-MB", "rss-file-first-MB", "rss-file-last-MB", "store-first-MB", "store-last-MB"}},
 	{"attestation size per 10k file operations (KB)", "BenchmarkAttestation", "attest-KB/10k-fileops", "info", 0, []string{"attest-KB-0files", "attest-KB-10kfiles", "verify-ms-0files", "verify-ms-10kfiles"}},
 	{"traced RUN: time added per step of a build (ms)", "BenchmarkStepsPerBuild", "added-ms/step", "info", 0, []string{"stock-ms/step", "buildtrace-ms/step", "stock-1step-s", "buildtrace-1step-s"}},
 }

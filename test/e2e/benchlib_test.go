@@ -364,21 +364,24 @@ func readProcStat(pid int) (procStat, error) {
 }
 
 // rssAnonMB is RssAnon of /proc/<pid>/status in MiB.
-func rssAnonMB(b *testing.B, pid int) float64 {
+func rssAnonMB(b *testing.B, pid int) float64 { return procStatusMB(b, pid, "RssAnon") }
+
+// procStatusMB is a kB field of /proc/<pid>/status (RssAnon, RssFile) in MiB.
+func procStatusMB(b *testing.B, pid int, field string) float64 {
 	b.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatalf("buildtraced (pid %d): %v", pid, err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
 			if err == nil {
 				return kb / 1024
 			}
 		}
 	}
-	b.Fatalf("/proc/%d/status has no RssAnon", pid)
+	b.Fatalf("/proc/%d/status has no %s", pid, field)
 	return 0
 }
 

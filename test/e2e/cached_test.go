@@ -11,6 +11,7 @@ import (
 
 	"github.com/buildtrace/buildtrace/pkg/attest"
 	"github.com/buildtrace/buildtrace/test/lab"
+	"github.com/buildtrace/buildtrace/tracer/store"
 )
 
 // Cached steps carry the signed record of the run that produced their
@@ -61,18 +62,26 @@ func cachedRuns(out string) (runs, cached int) {
 // earlier builds (make demo's, other tests') is not lost to them.
 func wipeTracerStore(t *testing.T, l *lab.Lab) {
 	t.Helper()
-	db := filepath.Join(l.Dir, "tracer", "traces.db")
-	saved := db + ".saved-" + randHex(4)
+	state := filepath.Join(l.Dir, "tracer")
+	suffix := ".saved-" + randHex(4)
 	l.Kill(t, "buildtraced")
 	time.Sleep(200 * time.Millisecond)
-	if err := os.Rename(db, saved); err != nil {
-		t.Fatal(err)
+	for _, f := range []string{store.IndexFile, store.BlobDir} {
+		if err := os.Rename(filepath.Join(state, f), filepath.Join(state, f+suffix)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Cleanup(func() {
 		l.Kill(t, "buildtraced")
 		time.Sleep(200 * time.Millisecond)
-		if err := os.Rename(saved, db); err != nil {
-			t.Errorf("restoring the tracer's store: %v", err)
+		for _, f := range []string{store.IndexFile, store.BlobDir} {
+			p := filepath.Join(state, f)
+			if err := os.RemoveAll(p); err != nil {
+				t.Errorf("removing the test's store: %v", err)
+			}
+			if err := os.Rename(p+suffix, p); err != nil {
+				t.Errorf("restoring the tracer's store: %v", err)
+			}
 		}
 		l.Up(t)
 	})
@@ -196,4 +205,20 @@ func TestCachedEvidenceAcrossHosts(t *testing.T) {
 	}
 	out, code := runCLI(t, l, "verify", again, "--key", l.TracerPub)
 	expectCode(t, out, code, 0, "verify", again)
+}
+
+// tracerStoreFiles is every file of the lab tracer's store: its index and
+// the files that hold the sealed steps and envelopes.
+func tracerStoreFiles(t testing.TB, l *lab.Lab) []string {
+	t.Helper()
+	state := filepath.Join(l.Dir, "tracer")
+	files := []string{filepath.Join(state, store.IndexFile)}
+	blobs, err := os.ReadDir(filepath.Join(state, store.BlobDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range blobs {
+		files = append(files, filepath.Join(state, store.BlobDir, b.Name()))
+	}
+	return files
 }

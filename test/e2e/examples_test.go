@@ -275,7 +275,7 @@ func TestExamples(t *testing.T) {
 		if strings.Contains(show, token) || strings.Contains(out, token) {
 			t.Errorf("show or diff prints the npm token")
 		}
-		for _, f := range []string{filepath.Join(l.Dir, "logs", "buildtraced.log"), filepath.Join(l.Dir, "tracer", "traces.db")} {
+		for _, f := range append([]string{filepath.Join(l.Dir, "logs", "buildtraced.log")}, tracerStoreFiles(t, l)...) {
 			dt, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)

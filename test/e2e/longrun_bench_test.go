@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,20 +38,20 @@ func BenchmarkLongRunRSS(b *testing.B) {
 		"Dockerfile": fmt.Sprintf("# syntax=%s\nFROM %s\nARG NONCE\nRUN echo hello > /greeting\n", l.Frontend, l.BaseImage),
 	})
 	pid := daemonPID(b, l)
-	// RSS, and its anonymous part (the Go heap and stacks; the rest is
-	// mostly the store's memory-mapped database file, whose size is
-	// sampled too).
-	var anon, store []float64
-	db := filepath.Join(l.Dir, "tracer", "traces.db")
+	// RSS (VmRSS: /proc/<pid>/stat's rss field), its anonymous part (the
+	// Go heap and stacks) and its file-backed part (memory-mapped files:
+	// the executable, and the store's bbolt index), and the store's size
+	// on disk (index and blob files).
+	var anon, file, store []float64
+	state := filepath.Join(l.Dir, "tracer")
 	rss := func() float64 {
-		if fi, err := os.Stat(db); err == nil {
-			store = append(store, float64(fi.Size())/(1<<20))
-		}
+		store = append(store, float64(storeBytes(state))/(1<<20))
 		st, err := readProcStat(pid)
 		if err != nil {
 			b.Fatalf("buildtraced (pid %d) is gone: %v", pid, err)
 		}
 		anon = append(anon, rssAnonMB(b, pid))
+		file = append(file, procStatusMB(b, pid, "RssFile"))
 		return float64(st.rssBytes) / (1 << 20)
 	}
 	build := func(traceID string) error {
@@ -145,6 +146,30 @@ func BenchmarkLongRunRSS(b *testing.B) {
 		b.ReportMetric(100*(an-a1)/a1, "rss-anon-growth-%")
 		b.ReportMetric(slope(xs, anon[1:])*1024, "rss-anon-slope-KB/build")
 	}
-	b.Logf("%d builds (%d at a time) in %v (%.2fs each); RSS MB by build: before %.1f, %s; slope %.1f KB/build; anonymous RSS MB %.1f",
-		done, par, took.Round(time.Second), took.Seconds()/float64(done), start0, strings.Join(pts, " "), sl*1024, anon)
+	if len(file) == len(ys)+1 {
+		b.ReportMetric(file[1], "rss-file-first-MB")
+		b.ReportMetric(file[len(file)-1], "rss-file-last-MB")
+	}
+	b.Logf("%d builds (%d at a time) in %v (%.2fs each); RSS MB by build: before %.1f, %s; slope %.1f KB/build; anonymous RSS MB %.1f; file-backed RSS MB %.1f; store MB %.1f",
+		done, par, took.Round(time.Second), took.Seconds()/float64(done), start0, strings.Join(pts, " "), sl*1024, anon, file, store)
+}
+
+// storeBytes is the size of the tracer's store under state: the bbolt
+// file(s) and the blob files.
+func storeBytes(state string) int64 {
+	var n int64
+	for _, f := range []string{"traces.db", "index.db"} {
+		if fi, err := os.Stat(filepath.Join(state, f)); err == nil {
+			n += fi.Size()
+		}
+	}
+	filepath.WalkDir(filepath.Join(state, "blobs"), func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }

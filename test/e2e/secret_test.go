@@ -64,7 +64,7 @@ func TestSecretsNeverStored(t *testing.T) {
 			t.Fatalf("step %s did not run", s.Instruction)
 		}
 	}
-	for _, f := range []string{filepath.Join(l.Dir, "logs", "buildtraced.log"), filepath.Join(l.Dir, "tracer", "traces.db")} {
+	for _, f := range append([]string{filepath.Join(l.Dir, "logs", "buildtraced.log")}, tracerStoreFiles(t, l)...) {
 		dt, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

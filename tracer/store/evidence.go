@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -15,7 +16,7 @@ import (
 // BuildKit serves a step from its cache, the tracer puts the envelope of
 // the build that ran it into the new build's trace.
 var (
-	envelopesBucket = []byte("envelopes") // traceID → stored envelope (JSON storedEnvelope)
+	envelopesBucket = []byte("envelopes") // traceID → JSON envelopeRef: seal time and the envelope's blob
 	runsBucket      = []byte("runs")      // stepID/diffDigest → JSON RunRef (the latest)
 )
 
@@ -35,26 +36,34 @@ type RunRef struct {
 	Sealed       time.Time `json:"sealed"`
 }
 
-type storedEnvelope struct {
-	Sealed   time.Time       `json:"sealed"`
-	Envelope json.RawMessage `json:"envelope"`
+// envelopeRef is an envelope's index entry: when its build was sealed
+// (expiry needs no more) and the blob that holds the envelope.
+type envelopeRef struct {
+	Sealed time.Time `json:"sealed"`
+	blobRef
 }
 
 // PutEvidence keeps a sealed build's envelope and indexes its runs. An
 // envelope already held is replaced (a re-sealed build).
 func (s *Store) PutEvidence(traceID string, envelope []byte, runs []RunRef, now time.Time) error {
-	dt, err := json.Marshal(storedEnvelope{Sealed: now.UTC(), Envelope: envelope})
+	ref, err := s.writeBlob(envelope, true)
+	if err != nil {
+		return fmt.Errorf("keeping the envelope of build %s: %w", traceID, err)
+	}
+	dt, err := json.Marshal(envelopeRef{Sealed: now.UTC(), blobRef: ref})
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		eb, err := tx.CreateBucketIfNotExists(envelopesBucket)
-		if err != nil {
-			return err
-		}
-		rb, err := tx.CreateBucketIfNotExists(runsBucket)
-		if err != nil {
-			return err
+	var replaced []string
+	s.mu.RLock()
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		replaced = nil
+		eb, rb := tx.Bucket(envelopesBucket), tx.Bucket(runsBucket)
+		if prev := eb.Get([]byte(traceID)); prev != nil {
+			var old envelopeRef
+			if json.Unmarshal(prev, &old) == nil {
+				replaced = append(replaced, old.Blob)
+			}
 		}
 		if err := eb.Put([]byte(traceID), dt); err != nil {
 			return err
@@ -71,18 +80,26 @@ func (s *Store) PutEvidence(traceID string, envelope []byte, runs []RunRef, now 
 		}
 		return nil
 	})
+	s.mu.RUnlock()
+	if err != nil {
+		s.removeBlobs([]string{ref.Blob})
+		return fmt.Errorf("keeping the envelope of build %s: %w", traceID, err)
+	}
+	s.deleteBlobs(replaced)
+	return nil
 }
 
 // Evidence returns, newest first, up to limit runs of stepID whose build
 // envelope is still held, one per distinct diff digest, with the envelope.
+// An envelope whose file is missing or corrupt is left out and named in
+// the error, next to what was found.
 func (s *Store) Evidence(stepID string, limit int) ([]RunRef, [][]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	var refs []RunRef
-	var envs [][]byte
+	var held []envelopeRef
 	err := s.db.View(func(tx *bolt.Tx) error {
 		rb, eb := tx.Bucket(runsBucket), tx.Bucket(envelopesBucket)
-		if rb == nil || eb == nil {
-			return nil
-		}
 		c := rb.Cursor()
 		prefix := []byte(stepID + "/")
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
@@ -99,20 +116,35 @@ func (s *Store) Evidence(stepID string, limit int) ([]RunRef, [][]byte, error) {
 			if raw == nil {
 				continue // evicted
 			}
-			var se storedEnvelope
-			if err := json.Unmarshal(raw, &se); err != nil {
-				return fmt.Errorf("envelope of build %s: %w", r.BuildTraceID, err)
+			var e envelopeRef
+			if err := json.Unmarshal(raw, &e); err != nil {
+				return fmt.Errorf("envelope index of build %s: %w", r.BuildTraceID, err)
 			}
 			kept = append(kept, r)
-			envs = append(envs, append([]byte(nil), se.Envelope...))
-			if len(kept) == limit {
-				break
-			}
+			held = append(held, e)
 		}
 		refs = kept
 		return nil
 	})
-	return refs, envs, err
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []RunRef
+	var envs [][]byte
+	var errs []error
+	for i, r := range refs {
+		if len(out) == limit {
+			break
+		}
+		env, err := s.readBlob(held[i].blobRef)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("envelope of build %s: %w", r.BuildTraceID, err))
+			continue
+		}
+		out = append(out, r)
+		envs = append(envs, env)
+	}
+	return out, envs, errors.Join(errs...)
 }
 
 // Eviction says what ExpireEvidence removed.
@@ -128,45 +160,47 @@ type Eviction struct {
 // ones until at most maxBytes are held, and the index entries of removed
 // builds.
 func (s *Store) ExpireEvidence(cutoff time.Time, maxBytes int64) (Eviction, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var ev Eviction
+	var files []string
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		ev, files = Eviction{}, nil
 		eb, rb := tx.Bucket(envelopesBucket), tx.Bucket(runsBucket)
-		if eb == nil {
-			return nil
-		}
 		type held struct {
-			id     string
-			sealed time.Time
-			size   int64
+			id string
+			envelopeRef
 		}
 		var all []held
 		var total int64
+		// The index alone: seal times and sizes, no envelope is read.
 		err := eb.ForEach(func(k, v []byte) error {
-			var se storedEnvelope
-			_ = json.Unmarshal(v, &se)
-			all = append(all, held{string(k), se.Sealed, int64(len(v))})
-			total += int64(len(v))
+			h := held{id: string(k)}
+			_ = json.Unmarshal(v, &h.envelopeRef) // undecodable: sealed at zero, goes first
+			all = append(all, h)
+			total += h.Size
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		sort.Slice(all, func(i, j int) bool { return all[i].sealed.Before(all[j].sealed) })
+		sort.Slice(all, func(i, j int) bool { return all[i].Sealed.Before(all[j].Sealed) })
 		gone := map[string]bool{}
 		for _, h := range all {
-			if !h.sealed.Before(cutoff) && total <= maxBytes {
+			if !h.Sealed.Before(cutoff) && total <= maxBytes {
 				break
 			}
 			if err := eb.Delete([]byte(h.id)); err != nil {
 				return err
 			}
 			gone[h.id] = true
-			total -= h.size
+			files = append(files, h.Blob)
+			total -= h.Size
 			ev.Builds++
-			ev.Bytes += h.size
+			ev.Bytes += h.Size
 		}
 		ev.HeldBuilds, ev.HeldBytes = len(all)-ev.Builds, total
-		if rb == nil || len(gone) == 0 {
+		if len(gone) == 0 {
 			return nil
 		}
 		var dead [][]byte
@@ -187,5 +221,9 @@ func (s *Store) ExpireEvidence(cutoff time.Time, maxBytes int64) (Eviction, erro
 		}
 		return nil
 	})
-	return ev, err
+	if err != nil {
+		return Eviction{}, fmt.Errorf("expiring evidence: %w", err)
+	}
+	s.removeBlobs(files)
+	return ev, nil
 }
