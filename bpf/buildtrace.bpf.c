@@ -46,7 +46,9 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	if (ret < 0 && sc != SC_CONNECT && sc != SC_SOCKETCALL)
 		return 0;
-	if (!is_tracked(bpf_get_current_cgroup_id()))
+	__u64 cg = bpf_get_current_cgroup_id();
+	struct cg_stats *st = tracked_stats(cg);
+	if (!st)
 		return 0;
 	struct sargs a = {.nr = sc, .compat = compat};
 	sys_args(regs, compat, a.a);
@@ -70,9 +72,9 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 		/* Only UDP sockets matter here (DNS); skip the rest cheaply. */
 		if (!is_udp(fd_sock(t, a.a[0])))
 			return 0;
-		return do_net(&a, ret);
+		return do_net(&a, ret, cg, st);
 	case SC_SEND: case SC_SOCKET: case SC_CONNECT: case SC_SENDTO: case SC_SENDMSG: case SC_SENDMMSG:
-		return do_net(&a, ret);
+		return do_net(&a, ret, cg, st);
 	}
-	return do_file(&a, ret);
+	return do_file(&a, cg, st);
 }

@@ -97,7 +97,6 @@ const (
 	BuildtraceMapPathbufs          = "pathbufs"
 	BuildtraceMapScratchMap        = "scratch_map"
 	BuildtraceMapSeen              = "seen"
-	BuildtraceMapStats             = "stats"
 	BuildtraceMapTgacc             = "tgacc"
 	BuildtraceMapTracked           = "tracked"
 	BuildtraceMapTraffic           = "traffic"
@@ -183,7 +182,6 @@ type BuildtraceMapSpecs struct {
 	Pathbufs   *ebpf.MapSpec `ebpf:"pathbufs"`
 	ScratchMap *ebpf.MapSpec `ebpf:"scratch_map"`
 	Seen       *ebpf.MapSpec `ebpf:"seen"`
-	Stats      *ebpf.MapSpec `ebpf:"stats"`
 	Tgacc      *ebpf.MapSpec `ebpf:"tgacc"`
 	Tracked    *ebpf.MapSpec `ebpf:"tracked"`
 	Traffic    *ebpf.MapSpec `ebpf:"traffic"`
@@ -227,7 +225,6 @@ type BuildtraceMaps struct {
 	Pathbufs   *ebpf.Map `ebpf:"pathbufs"`
 	ScratchMap *ebpf.Map `ebpf:"scratch_map"`
 	Seen       *ebpf.Map `ebpf:"seen"`
-	Stats      *ebpf.Map `ebpf:"stats"`
 	Tgacc      *ebpf.Map `ebpf:"tgacc"`
 	Tracked    *ebpf.Map `ebpf:"tracked"`
 	Traffic    *ebpf.Map `ebpf:"traffic"`
@@ -242,7 +239,6 @@ func (m *BuildtraceMaps) Close() error {
 		m.Pathbufs,
 		m.ScratchMap,
 		m.Seen,
-		m.Stats,
 		m.Tgacc,
 		m.Tracked,
 		m.Traffic,

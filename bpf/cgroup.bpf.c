@@ -79,15 +79,13 @@ int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
 	if (!ours(cgrp))
 		return 0;
 	__u64 id = BPF_CORE_READ(cgrp, kn, id);
-	__u8 one = 1;
 	struct cg_stats zs = {};
-	/* A full map must not go unnoticed: the record says which insert
-	 * failed, and Go marks the container's step incomplete. */
+	/* A full map must not go unnoticed: the record says so, and Go marks
+	 * the container's step incomplete. Already there (Go's scan at load
+	 * got there first): its counts are kept. */
 	__u16 fail = 0;
-	long err = bpf_map_update_elem(&stats, &id, &zs, BPF_NOEXIST);
+	long err = bpf_map_update_elem(&tracked, &id, &zs, BPF_NOEXIST);
 	if (err && err != -17 /* EEXIST */)
-		fail |= EF_NO_STATS;
-	if (bpf_map_update_elem(&tracked, &id, &one, BPF_ANY))
 		fail |= EF_UNTRACKED;
 	struct ctl_event *ce = bpf_ringbuf_reserve(&ctl, sizeof(*ce), 0);
 	if (ce) {
@@ -99,7 +97,7 @@ int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
 	if (!s)
 		return 0;
 	s->ev.flags |= fail;
-	emit(s, append_kernel_str(s, 0, 0, path));
+	emit(s, tracked_stats(id), append_kernel_str(s, 0, 0, path));
 	return 0;
 }
 
@@ -114,7 +112,7 @@ int BPF_PROG(cgroup_rmdir, struct cgroup *cgrp, const char *path)
 	struct scratch *s = begin(K_CGROUP_RMDIR, id);
 	if (!s)
 		return 0;
-	emit(s, append_kernel_str(s, 0, 0, path));
+	emit(s, tracked_stats(id), append_kernel_str(s, 0, 0, path));
 	return 0;
 }
 

@@ -90,7 +90,6 @@ enum event_flags {
 	EF_RUNTIME_MNTNS = 1 << 6,  /* exec: by a task in its parent's or the tracer's mount namespace */
 	EF_DETACHED = 1 << 7,       /* exec: the file has no path (memfd, anonymous inode) */
 	EF_UNTRACKED = 1 << 8,      /* mkdir: the tracked map was full: nothing of it is followed */
-	EF_NO_STATS = 1 << 9,       /* mkdir: the stats map was full: its losses are not counted */
 };
 
 /* One ring buffer record: this header, then len[0..3] bytes of blobs. */
@@ -189,11 +188,13 @@ struct {
 	__uint(max_entries, 16 << 20);
 } events SEC(".maps");
 
+/* The tracked cgroups, each with its counters: one lookup tells a hook
+ * whether to look further and gives it the counters to add to. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
-	__type(value, __u8);
+	__type(value, struct cg_stats);
 } tracked SEC(".maps");
 
 struct {
@@ -202,13 +203,6 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } seen SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct cg_stats);
-} stats SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -254,27 +248,13 @@ struct {
 	__type(value, struct pathbuf);
 } pathbufs SEC(".maps");
 
-static __always_inline bool is_tracked(__u64 cg)
+/* The counters of a tracked cgroup; NULL when it is not tracked. */
+static __always_inline struct cg_stats *tracked_stats(__u64 cg)
 {
-	return bpf_map_lookup_elem(&tracked, &cg) != NULL;
+	return bpf_map_lookup_elem(&tracked, &cg);
 }
 
-static __always_inline void stat_add(__u64 cg, int field)
-{
-	struct cg_stats *st = bpf_map_lookup_elem(&stats, &cg);
-	if (!st)
-		return;
-	switch (field) {
-	case 0: __sync_fetch_and_add(&st->emitted, 1); break;
-	case 1: __sync_fetch_and_add(&st->dropped, 1); break;
-	case 2: __sync_fetch_and_add(&st->truncated, 1); break;
-	case 3: __sync_fetch_and_add(&st->io_uring, 1); break;
-	case 4: __sync_fetch_and_add(&st->map_full, 1); break;
-	case 5: __sync_fetch_and_add(&st->traffic_full, 1); break;
-	case 6: __sync_fetch_and_add(&st->af_packet, 1); break;
-	case 7: __sync_fetch_and_add(&st->unhooked, 1); break;
-	}
-}
+#define stat_inc(st, field) __sync_fetch_and_add(&(st)->field, 1)
 
 static __always_inline struct scratch *begin(__u16 kind, __u64 cg)
 {
@@ -316,21 +296,25 @@ static __always_inline __u64 wake_flags(struct event *ev, __u64 size)
 	return BPF_RB_NO_WAKEUP;
 }
 
-/* Writes the record; false when the ring was full (counted as dropped). */
-static __always_inline bool emit(struct scratch *s, __u32 pos)
+/* Writes the record; false when the ring was full. Counted in st, the
+ * cgroup's counters (tracked_stats; NULL: not counted) as emitted,
+ * truncated or dropped. */
+static __always_inline bool emit(struct scratch *s, struct cg_stats *st, __u32 pos)
 {
 	__u64 size = sizeof(struct event) + (__u64)pos;
 	if (size > sizeof(struct scratch))
 		size = sizeof(struct scratch);
-	__u64 cg = s->ev.cgroup_id;
 	bool trunc = s->ev.flags & EF_TRUNCATED;
 	if (bpf_ringbuf_output(&events, s, size, wake_flags(&s->ev, size)) < 0) {
-		stat_add(cg, 1);
+		if (st)
+			stat_inc(st, dropped);
 		return false;
 	}
-	stat_add(cg, 0);
-	if (trunc)
-		stat_add(cg, 2);
+	if (st) {
+		stat_inc(st, emitted);
+		if (trunc)
+			stat_inc(st, truncated);
+	}
 	return true;
 }
 

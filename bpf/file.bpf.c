@@ -9,10 +9,10 @@ static __always_inline __u32 id16(__u64 v)
 }
 
 /* a->nr is an enum sc; a->a the arguments in the call's own order, 32-bit
- * ones zero-extended (a dirfd is compared as an int). */
-static __always_inline int do_file(struct sargs *a, long ret)
+ * ones zero-extended (a dirfd is compared as an int). cg is the caller's
+ * cgroup, st its counters. */
+static __always_inline int do_file(struct sargs *a, __u64 cg, struct cg_stats *st)
 {
-	__u64 cg = bpf_get_current_cgroup_id();
 	struct scratch *s = begin(K_FILE, cg);
 	if (!s)
 		return 0;
@@ -81,7 +81,7 @@ static __always_inline int do_file(struct sargs *a, long ret)
 	pos = append_at_path(s, pos, 0, pa, da, true);
 	if (pb)
 		pos = append_at_path(s, pos, 2, pb, db, rb);
-	emit(s, pos);
+	emit(s, st, pos);
 	return 0;
 }
 

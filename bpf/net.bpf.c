@@ -64,7 +64,7 @@ static __always_inline __u32 proto_of(struct sock *sk, __u32 *raw)
 	return p; /* SOCK_SEQPACKET: SCTP */
 }
 
-static __always_inline void emit_dns(struct scratch *s, bool out, const void *buf, long n)
+static __always_inline void emit_dns(struct scratch *s, struct cg_stats *st, bool out, const void *buf, long n)
 {
 	s->ev.kind = K_DNS;
 	if (out)
@@ -76,7 +76,7 @@ static __always_inline void emit_dns(struct scratch *s, bool out, const void *bu
 	__u32 pos = 0;
 	if (n > 0)
 		pos = append_user_bytes(s, 0, 0, buf, n);
-	emit(s, pos);
+	emit(s, st, pos);
 }
 
 /* Reads the first message of a sendmsg/recvmsg/sendmmsg/recvmmsg: its
@@ -123,25 +123,24 @@ static __always_inline void read_msg(struct sargs *a, const void **ua, const voi
 
 /* socket(2) succeeded: an AF_PACKET socket (or the obsolete SOCK_PACKET)
  * sends frames no hook here sees; count it so the step is incomplete. */
-static __always_inline int do_socket(struct sargs *a)
+static __always_inline int do_socket(struct sargs *a, struct cg_stats *st)
 {
 	__u32 fam = a->a[0], type = a->a[1] & 0xf;
 	if (fam == AF_PACKET_ || type == SOCK_PACKET_)
-		stat_add(bpf_get_current_cgroup_id(), 6);
+		stat_inc(st, af_packet);
 	return 0;
 }
 
 /* a->nr is an enum sc. ret < 0 only for connect: a failed attempt is
- * recorded with its errno. */
-static __always_inline int do_net(struct sargs *a, long ret)
+ * recorded with its errno. cg is the caller's cgroup, st its counters. */
+static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg_stats *st)
 {
 	if (a->nr == SC_SOCKET)
-		return do_socket(a);
+		return do_socket(a, st);
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct sock *sk = fd_sock(t, a->a[0]);
 	if (!sk)
 		return 0;
-	__u64 cg = bpf_get_current_cgroup_id();
 	struct scratch *s = begin(K_NET, cg);
 	if (!s)
 		return 0;
@@ -180,7 +179,7 @@ static __always_inline int do_net(struct sargs *a, long ret)
 		__u16 lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 		if (proto != IPPROTO_UDP_ || raw || (s->ev.port != 53 && lport != 53))
 			return 0;
-		emit_dns(s, false, buf, n);
+		emit_dns(s, st, false, buf, n);
 		return 0;
 	}
 	/* A connect that succeeded or is under way set the socket's peer from
@@ -198,10 +197,10 @@ static __always_inline int do_net(struct sargs *a, long ret)
 		__builtin_memcpy(k.addr, s->ev.addr, 16);
 		__u8 one = 1;
 		if (bpf_map_update_elem(&netseen, &k, &one, BPF_NOEXIST) == 0)
-			emit(s, 0);
+			emit(s, st, 0);
 	}
 	if (proto == IPPROTO_UDP_ && !raw && s->ev.port == 53 && op != NOP_CONNECT && ret >= 0)
-		emit_dns(s, true, buf, n);
+		emit_dns(s, st, true, buf, n);
 	return 0;
 }
 
@@ -210,7 +209,8 @@ static __always_inline int do_net(struct sargs *a, long ret)
 static __always_inline void count_skb(struct __sk_buff *skb, bool egress)
 {
 	__u64 cg = bpf_skb_cgroup_id(skb);
-	if (!is_tracked(cg))
+	struct cg_stats *st = tracked_stats(cg);
+	if (!st)
 		return;
 	struct traffic_key k = {.cgroup_id = cg};
 	__u32 l4 = 0;
@@ -247,7 +247,7 @@ static __always_inline void count_skb(struct __sk_buff *skb, bool egress)
 		v = bpf_map_lookup_elem(&traffic, &k);
 		if (!v) {
 			if (err)
-				stat_add(cg, 5);
+				stat_inc(st, traffic_full);
 			return;
 		}
 	}

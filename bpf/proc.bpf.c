@@ -11,14 +11,15 @@ int BPF_PROG(sched_fork, struct task_struct *parent, struct task_struct *child)
 	if (child->pid != child->tgid)
 		return 0;
 	__u64 cg = bpf_get_current_cgroup_id();
-	if (!is_tracked(cg))
+	struct cg_stats *st = tracked_stats(cg);
+	if (!st)
 		return 0;
 	if (!sys_live) {
 		/* A fork of the step (after its first exec) while the syscall
 		 * hook was detached; runc's forks before it are not the step's. */
 		__u8 *sv = bpf_map_lookup_elem(&seen, &cg);
 		if (sv && *sv == 2)
-			stat_add(cg, 7);
+			stat_inc(st, unhooked);
 	}
 	struct scratch *s = begin(K_FORK, cg);
 	if (!s)
@@ -26,7 +27,7 @@ int BPF_PROG(sched_fork, struct task_struct *parent, struct task_struct *child)
 	s->ev.pid = child->tgid;
 	s->ev.tid = child->pid;
 	s->ev.ppid = parent->tgid;
-	emit(s, 0);
+	emit(s, st, 0);
 	return 0;
 }
 
@@ -86,7 +87,8 @@ static long argv_step(__u32 i, struct argv_ctx *c)
 	s->ev.b[0] = c->token;
 	s->ev.a[0] = c->seq + 1;
 	s->ev.len[0] = n;
-	if (!emit(s, n)) {
+	/* Looked up again: a callback's context holds no map value. */
+	if (!emit(s, tracked_stats(c->cg), n)) {
 		c->failed = 1;
 		return 1;
 	}
@@ -100,7 +102,8 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	__u64 cg = bpf_get_current_cgroup_id();
-	if (!is_tracked(cg))
+	struct cg_stats *st = tracked_stats(cg);
+	if (!st)
 		return 0;
 
 	/* argv: the first BLOB_MAX bytes in the exec record; the rest, up to
@@ -175,11 +178,11 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	 * unseen until it attaches. Only runc's re-exec of itself (the host's
 	 * mount namespace, first in the cgroup) starts nothing of the step. */
 	if (!sys_live && !(host && !was))
-		stat_add(cg, 7);
+		stat_inc(st, unhooked);
 	if (was < 2) {
 		__u8 now = host ? 1 : 2;
 		if (now > was && bpf_map_update_elem(&seen, &cg, &now, BPF_ANY) != 0)
-			stat_add(cg, 4);
+			stat_inc(st, map_full);
 		/* What the container runtime (runc init) used before this exec
 		 * is not the step's: start the process's accounts at minus what
 		 * it has so far (unsigned wrap-around), dropping runc's exited
@@ -194,7 +197,7 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		bpf_map_update_elem(&tgacc, &tgid, &base, BPF_ANY);
 		bpf_map_update_elem(&execbase, &tgid, &rt, BPF_ANY);
 	}
-	emit(s, pos);
+	emit(s, st, pos);
 	return 0;
 }
 
@@ -202,7 +205,8 @@ SEC("tp_btf/sched_process_exit")
 int BPF_PROG(sched_exit, struct task_struct *p, bool group_dead)
 {
 	__u64 cg = bpf_get_current_cgroup_id();
-	if (!is_tracked(cg))
+	struct cg_stats *st = tracked_stats(cg);
+	if (!st)
 		return 0;
 	__u32 tgid = p->tgid;
 	__u64 u, sy, skip = 0;
@@ -242,17 +246,17 @@ int BPF_PROG(sched_exit, struct task_struct *p, bool group_dead)
 	s->ev.b[3] = acc->rchar;
 	s->ev.b[4] = acc->wchar;
 	bpf_map_delete_elem(&tgacc, &tgid);
-	emit(s, 0);
+	emit(s, st, 0);
 	return 0;
 }
 
 SEC("tp_btf/io_uring_submit_req")
 int BPF_PROG(io_uring_submit_req, struct io_kiocb *req)
 {
-	__u64 cg = bpf_get_current_cgroup_id();
-	if (!is_tracked(cg))
+	struct cg_stats *st = tracked_stats(bpf_get_current_cgroup_id());
+	if (!st)
 		return 0;
-	stat_add(cg, 3);
+	stat_inc(st, io_uring);
 	return 0;
 }
 

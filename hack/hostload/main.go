@@ -26,9 +26,13 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
+
+// atFDCWD is AT_FDCWD as the system call's int argument.
+var atFDCWD = unix.AT_FDCWD
 
 func main() {
 	if len(os.Args) < 2 {
@@ -150,12 +154,20 @@ func storm(args []string) error {
 	execEvery := fs.Int("exec-every", 2000, "one exec per this many file calls (0: none)")
 	maxChanges := fs.Int("max-changes", 400_000, "chmod calls at most (the tracer lists each)")
 	_ = fs.Parse(args)
-	paths := make([]string, 64)
+	// The paths as C strings, made once: unix.Open and unix.Chmod would
+	// allocate one per call, and the garbage collector's work would be
+	// the generator's, not the tracer's.
+	paths := make([]*byte, 64)
 	for i := range paths {
-		paths[i] = filepath.Join(*dir, "f"+strconv.Itoa(i))
-		if err := os.WriteFile(paths[i], nil, 0o644); err != nil {
+		p := filepath.Join(*dir, "f"+strconv.Itoa(i))
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
 			return err
 		}
+		b, err := unix.BytePtrFromString(p)
+		if err != nil {
+			return err
+		}
+		paths[i] = b
 	}
 	var opens, chmods, execs int
 	held := make([]int, 0, 256)
@@ -182,15 +194,16 @@ func storm(args []string) error {
 			}
 			execs++
 		case n&15 == 15 && chmods < *maxChanges:
-			if err := unix.Chmod(p, 0o644); err != nil {
-				return fmt.Errorf("chmod %s: %w", p, err)
+			if _, _, errno := unix.Syscall6(unix.SYS_FCHMODAT, uintptr(atFDCWD), uintptr(unsafe.Pointer(p)), 0o644, 0, 0, 0); errno != 0 {
+				return fmt.Errorf("chmod %s: %w", unix.BytePtrToString(p), errno)
 			}
 			chmods++
 		default:
-			fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return fmt.Errorf("opening %s: %w", p, err)
+			r, _, errno := unix.Syscall6(unix.SYS_OPENAT, uintptr(atFDCWD), uintptr(unsafe.Pointer(p)), unix.O_RDONLY|unix.O_CLOEXEC, 0, 0, 0)
+			if errno != 0 {
+				return fmt.Errorf("opening %s: %w", unix.BytePtrToString(p), errno)
 			}
+			fd := int(r)
 			// Keep up to 256 open and close them with close_range: nearly
 			// one system call per event.
 			held = append(held, fd)

@@ -88,7 +88,7 @@ type Step struct {
 	attributed bool
 	// The kernel could not follow the cgroup (tracked map full), count
 	// its losses (stats map full), or its creation record was lost.
-	untracked, noStats, lostOpen bool
+	untracked, lostOpen bool
 
 	procs     []trace.Process
 	live      map[uint32]int // PID → index in procs while it runs
@@ -234,7 +234,7 @@ func (a *Assembler) Handle(ev probe.Event) Update {
 		}
 		s := a.newStep(ev.CgroupID, ev.Cgroup.Path, c, ev.Time)
 		s.FollowedFromStart = true
-		s.untracked, s.noStats = ev.Cgroup.Untracked, ev.Cgroup.NoStats
+		s.untracked = ev.Cgroup.Untracked
 		a.steps[ev.CgroupID] = s
 		return Update{Opened: s}
 	case probe.KindCgroupRmdir:
@@ -586,9 +586,6 @@ func (s *Step) Seal(in SealInput) trace.Step {
 	}
 	if s.untracked {
 		reasons = append(reasons, "the kernel's map of tracked cgroups was full: nothing the container did was followed")
-	}
-	if s.noStats {
-		reasons = append(reasons, "the kernel's map of per-container counters was full: lost events would not be counted")
 	}
 	if !s.FollowedFromStart && !s.lostOpen {
 		reasons = append(reasons, "the tracer started following this container after it had started")

@@ -389,7 +389,7 @@ func TestKernelLossesMakeIncomplete(t *testing.T) {
 	a := New(Options{})
 	step := steptag.NewID([]byte("losses"))
 	f := newFeed(a, 1, step, "c")
-	f.send(probe.Event{Kind: probe.KindCgroupMkdir, Time: at(0), Cgroup: &probe.CgroupInfo{Path: f.path, Untracked: true, NoStats: true}})
+	f.send(probe.Event{Kind: probe.KindCgroupMkdir, Time: at(0), Cgroup: &probe.CgroupInfo{Path: f.path, Untracked: true}})
 	f.exec(1, 10, 9, traceA, "/bin/sh")
 	dst := netip.MustParseAddrPort("127.0.0.1:1")
 	f.send(probe.Event{Kind: probe.KindNet, Time: at(2), PID: 10, Net: &probe.NetInfo{Op: "connect", Protocol: "tcp", Addr: dst, Errno: 111}})
@@ -400,7 +400,7 @@ func TestKernelLossesMakeIncomplete(t *testing.T) {
 		t.Errorf("completeness %+v", c)
 	}
 	reasons := strings.Join(c.Reasons, "\n")
-	for _, want := range []string{"2 AF_PACKET sockets", "traffic map was full: 5 packets", "1 inserts into a per-container kernel map", "tracked cgroups was full", "per-container counters was full"} {
+	for _, want := range []string{"2 AF_PACKET sockets", "traffic map was full: 5 packets", "1 inserts into a per-container kernel map", "tracked cgroups was full"} {
 		if !strings.Contains(reasons, want) {
 			t.Errorf("reasons lack %q:\n%s", want, reasons)
 		}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -83,6 +85,12 @@ func BenchmarkProgramCost(b *testing.B) {
 	defer syscall.Close(zero)
 	buf := make([]byte, 1)
 	abs := filepath.Join(deep, "f")
+	shallow, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(shallow)
+	shallowFile := filepath.Join(dir, "h")
 	for _, w := range []struct {
 		name string
 		call func() error
@@ -90,6 +98,24 @@ func BenchmarkProgramCost(b *testing.B) {
 		{"read", func() error { _, err := syscall.Read(zero, buf); return err }},
 		{"chmod-abs", func() error { return syscall.Chmod(abs, 0o644) }},
 		{"chmod-rel", func() error { return syscall.Chmod("f", 0o644) }},
+		// A file of the tmpfs untar (BenchmarkUntarTracked): created,
+		// chowned and chmodded by its name relative to a directory
+		// (here by dirfd, walked like a cwd), closed, unlinked by its
+		// absolute path: four events.
+		{"untar-file", func() error {
+			fd, err := unix.Openat(shallow, "h", unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
+			if err != nil {
+				return err
+			}
+			if err := unix.Fchownat(shallow, "h", 0, 0, 0); err != nil {
+				return err
+			}
+			if err := unix.Fchmodat(shallow, "h", 0o644, 0); err != nil {
+				return err
+			}
+			unix.Close(fd)
+			return unix.Unlink(shallowFile)
+		}},
 		{"create-unlink-rel", func() error {
 			fd, err := syscall.Open("g", syscall.O_CREAT|syscall.O_WRONLY|syscall.O_TRUNC, 0o644)
 			if err != nil {
@@ -130,10 +156,22 @@ func BenchmarkProgramCost(b *testing.B) {
 // BenchmarkUntarTracked is the file storm of test/e2e's
 // BenchmarkUntarDelete50k/tmpfs without BuildKit: busybox tar extracts
 // 50,000 files of 100 bytes in 250 directories on /dev/shm and deletes
-// them, alternately in a tracked cgroup and in an untracked one, with the
-// probe loaded on demand (the hook detached during untracked rounds) and
-// Run decoding every event in this process, as the daemon would. It
-// reports the median seconds of each and their ratio.
+// them, with Run decoding every event in this process, as the daemon
+// would. Each round runs it four ways, in an order that rotates:
+//
+//	off        no syscall hook attached (the probe loaded on demand, no
+//	           tracked cgroup: the daemon between builds)
+//	empty      an empty tp_btf/sys_exit program attached instead of the
+//	           probe's: what the kernel's slow system-call path costs
+//	           alone, the floor of any syscall hook
+//	untracked  the probe's hook attached, the process in no tracked cgroup
+//	           (another build runs on the host)
+//	tracked    the process in a tracked cgroup: every file event recorded
+//
+// It reports the median seconds of each, their ratios to off, and the
+// events per round. With BUILDTRACE_BPF_STATS=1 it also reports the
+// probe's sys_exit run time per event of the tracked rounds (the kernel's
+// run-time statistics, which add a little to every run, empty included).
 func BenchmarkUntarTracked(b *testing.B) {
 	requireRoot(b)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -145,11 +183,26 @@ func BenchmarkUntarTracked(b *testing.B) {
 	defer p.Close()
 	var events atomic.Uint64
 	go p.Run(ctx, func(Event) { events.Add(1) })
-	if stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME); err == nil {
+	bpfStats := os.Getenv("BUILDTRACE_BPF_STATS") == "1"
+	if bpfStats {
+		stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+		if err != nil {
+			b.Fatalf("BPF run-time statistics: %v", err)
+		}
 		defer stats.Close()
 	}
-	var bpfTime time.Duration // sys_exit's run time in the tracked rounds
-	attachedUntracked := 0    // untracked rounds run with the hook attached (another build's container)
+	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.Tracing,
+		AttachType:   ebpf.AttachTraceRawTp,
+		AttachTo:     "sys_exit",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		License:      "GPL",
+	})
+	if err != nil {
+		b.Fatalf("loading an empty tp_btf/sys_exit: %v", err)
+	}
+	defer empty.Close()
+
 	dir, err := os.MkdirTemp("/dev/shm", "buildtrace-untar-")
 	if err != nil {
 		b.Fatal(err)
@@ -165,42 +218,67 @@ func BenchmarkUntarTracked(b *testing.B) {
 	}
 	script := `/bin/busybox tar xf "$1" -C "$2" && /bin/busybox rm -rf "$2"/*`
 	step := randHex(b, 16)
-	run := func(tracked bool, i int) time.Duration {
+	detached := func() {
+		p.ReleaseSyscalls("bench")
+		for deadline := time.Now().Add(10 * time.Second); p.SyscallHook().Attached; time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				b.Fatal("the syscall hook stays attached (another tracked cgroup on this host?)")
+			}
+		}
+	}
+	var bpfTime time.Duration // sys_exit's run time in the tracked rounds
+	var tracked uint64        // events of the tracked rounds
+	// A round's wall time and the CPU time of the workload (user and
+	// system, its children included): on a shared machine the CPU time
+	// varies less.
+	type took struct{ wall, cpu time.Duration }
+	run := func(way string, i int) took {
 		var cmd *exec.Cmd
+		switch way {
+		case "off", "empty":
+			detached()
+		case "untracked", "tracked":
+			if err := p.HoldSyscalls("bench", time.Hour, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
 		var cg string
-		if tracked {
+		if way == "tracked" {
 			cg = mkCgroup(b, step, fmt.Sprintf("r%d", i))
 			cmd = exec.Command(busybox, "sh", "-c", `echo $$ > "$0"/cgroup.procs && exec /bin/busybox sh -c "$1" sh "$2" "$3"`, cg, script, tarball, x)
 		} else {
 			cmd = exec.Command(busybox, "sh", "-c", script, "sh", tarball, x)
 		}
+		if way == "empty" {
+			l, err := link.AttachTracing(link.TracingOptions{Program: empty, AttachType: ebpf.AttachTraceRawTp})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+		}
 		var before time.Duration
 		if st, err := p.objs.SysExit.Stats(); err == nil {
 			before = st.Runtime
 		}
+		evBefore := events.Load()
 		start := time.Now()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("untar: %v\n%s", err, out)
 		}
-		d := time.Since(start)
-		if !tracked {
-			if p.SyscallHook().Attached {
-				attachedUntracked++ // another build runs on this host
-			}
+		d := took{wall: time.Since(start), cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
+		if way != "tracked" {
 			return d
 		}
 		if st, err := p.objs.SysExit.Stats(); err == nil {
 			bpfTime += st.Runtime - before
 		}
-		// As the daemon does once the step is sealed: forget the
-		// container and its step directories, and wait for the detach.
+		syncProbe(b, p)
+		tracked += events.Load() - evBefore
+		// As the daemon does once the step is sealed.
 		for _, dir := range []string{cg, filepath.Dir(cg), filepath.Dir(filepath.Dir(cg))} {
 			id := inode(b, dir)
 			os.Remove(dir)
 			p.Forget(id)
-		}
-		for deadline := time.Now().Add(6 * time.Second); p.SyscallHook().Attached && time.Now().Before(deadline); {
-			time.Sleep(100 * time.Millisecond)
 		}
 		return d
 	}
@@ -208,27 +286,46 @@ func BenchmarkUntarTracked(b *testing.B) {
 	if s := os.Getenv("BUILDTRACE_BENCH_ROUNDS"); s != "" {
 		fmt.Sscan(s, &rounds)
 	}
-	var u, t []time.Duration
+	// Hook-off ways together and hook-on ways together, so that a round
+	// waits for one detach; which pair goes first, and the order inside
+	// each, alternate.
+	orders := [][]string{
+		{"off", "empty", "untracked", "tracked"},
+		{"tracked", "untracked", "empty", "off"},
+		{"empty", "off", "tracked", "untracked"},
+		{"untracked", "tracked", "off", "empty"},
+	}
+	times := map[string][]took{}
 	for i := range rounds {
-		// Alternate the order so neither always follows the other.
-		if i%2 == 0 {
-			u = append(u, run(false, i))
-			t = append(t, run(true, i))
-		} else {
-			t = append(t, run(true, i))
-			u = append(u, run(false, i))
+		for _, way := range orders[i%len(orders)] {
+			times[way] = append(times[way], run(way, i))
 		}
 	}
-	slices.Sort(u)
-	slices.Sort(t)
-	mu, mt := u[len(u)/2], t[len(t)/2]
-	syncProbe(b, p)
-	b.ReportMetric(mu.Seconds(), "untracked-s")
-	b.ReportMetric(mt.Seconds(), "tracked-s")
-	b.ReportMetric(mt.Seconds()/mu.Seconds(), "ratio")
-	b.ReportMetric(float64(events.Load())/float64(rounds), "events/round")
-	b.ReportMetric(bpfTime.Seconds()/float64(rounds), "bpf-s/round")
-	b.ReportMetric(float64(attachedUntracked), "untracked-rounds-attached")
+	p.ReleaseSyscalls("bench")
+	median := func(way string, cpu bool) float64 {
+		var t []time.Duration
+		for _, x := range times[way] {
+			t = append(t, x.wall)
+			if cpu {
+				t[len(t)-1] = x.cpu
+			}
+		}
+		slices.Sort(t)
+		return t[len(t)/2].Seconds()
+	}
+	off, offCPU := median("off", false), median("off", true)
+	b.ReportMetric(off, "off-s")
+	b.ReportMetric(offCPU, "off-cpu-s")
+	for _, way := range []string{"empty", "untracked", "tracked"} {
+		b.ReportMetric(median(way, false), way+"-s")
+		b.ReportMetric(median(way, false)/off, way+"-ratio")
+		b.ReportMetric(median(way, true)/offCPU, way+"-cpu-ratio")
+	}
+	b.ReportMetric(float64(tracked)/float64(rounds), "events/round")
+	if bpfStats && tracked > 0 {
+		b.ReportMetric(float64(bpfTime.Nanoseconds())/float64(tracked), "bpf-ns/event")
+	}
+	b.Logf("seconds: %v", times)
 }
 
 func writeSmallFilesTar(name string) error {

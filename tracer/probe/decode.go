@@ -31,7 +31,6 @@ const (
 	flagRuntimeMntNS     = 1 << 6
 	flagDetached      = 1 << 7
 	flagUntracked     = 1 << 8
-	flagNoStats       = 1 << 9
 )
 
 // File operations as the kernel reports them (enum file_op).
@@ -141,7 +140,7 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 	trunc := h.flags&flagTruncated != 0
 	switch ev.Kind {
 	case KindCgroupMkdir, KindCgroupRmdir:
-		ev.Cgroup = &CgroupInfo{Path: string(blobs[0]), Untracked: h.flags&flagUntracked != 0, NoStats: h.flags&flagNoStats != 0}
+		ev.Cgroup = &CgroupInfo{Path: string(blobs[0]), Untracked: h.flags&flagUntracked != 0}
 	case KindFork, KindIOUring, kindSync, kindArgvCont:
 	case KindExec:
 		cwd := string(blobs[2])

@@ -41,10 +41,9 @@ type Event struct {
 // CgroupInfo describes a cgroup mkdir/rmdir.
 type CgroupInfo struct {
 	Path string // as in /proc/<pid>/cgroup's "0::" line, e.g. /buildtrace/<step>/buildkit/<id>
-	// On a mkdir: the kernel's map of tracked cgroups (Untracked) or of
-	// per-cgroup counters (NoStats) was full, so nothing of the cgroup is
-	// followed, or its losses are not counted.
-	Untracked, NoStats bool
+	// On a mkdir: the kernel's map of tracked cgroups (which holds their
+	// counters too) was full, so nothing of the cgroup is followed.
+	Untracked bool
 }
 
 // ExecInfo is a successful execve/execveat.

@@ -14,6 +14,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/buildtrace/buildtrace/bpf"
 )
 
 // Any syscall tracepoint, even an empty program, makes the kernel take the
@@ -138,9 +140,11 @@ func (h *syscallHook) needed(now time.Time) (bool, error) {
 		}
 		delete(h.holds, k)
 	}
-	var id uint64
+	var (
+		id uint64
+		v  bpf.BuildtraceCgStats
+	)
 	it := h.tracked.Iterate()
-	var v uint8
 	for it.Next(&id, &v) {
 		dir, ok := h.dormant[id]
 		if !ok || populated(dir) {

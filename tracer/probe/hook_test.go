@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/buildtrace/buildtrace/bpf"
 )
 
 // sysExitLinks counts the links on the sys_exit tracepoint that process
@@ -59,7 +61,7 @@ func detachAlone(t *testing.T, p *Probe, keep ...uint64) {
 	t.Helper()
 	var (
 		k    uint64
-		v    uint8
+		v    bpf.BuildtraceCgStats
 		keys []uint64
 	)
 	for it := p.objs.Tracked.Iterate(); it.Next(&k, &v); {
@@ -159,7 +161,7 @@ func TestSyscallHookOnDemand(t *testing.T) {
 	}
 	var (
 		k    uint64
-		v    uint8
+		v    bpf.BuildtraceCgStats
 		keys []uint64
 	)
 	for it := p.objs.Tracked.Iterate(); it.Next(&k, &v); {
@@ -250,7 +252,7 @@ func TestSyscallHookDormant(t *testing.T) {
 	detachAlone(t, p, inode(t, left))
 	if p.SyscallHook().Attached {
 		var k uint64
-		var v uint8
+		var v bpf.BuildtraceCgStats
 		var ids []uint64
 		for it := p.objs.Tracked.Iterate(); it.Next(&k, &v); {
 			ids = append(ids, k)

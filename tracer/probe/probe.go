@@ -320,12 +320,11 @@ func (p *Probe) scanTree(root, top string) error {
 	return nil
 }
 
+// track adds a cgroup to the kernel's tracked map with zero counters, or
+// keeps it and its counts when cgroup_mkdir got there first.
 func (p *Probe) track(id uint64) error {
 	var zero bpf.BuildtraceCgStats
-	if err := p.objs.Stats.Update(id, zero, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
-		return fmt.Errorf("adding stats for cgroup %d: %w", id, err)
-	}
-	if err := p.objs.Tracked.Put(id, uint8(1)); err != nil {
+	if err := p.objs.Tracked.Update(id, zero, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 		return fmt.Errorf("tracking cgroup %d: %w", id, err)
 	}
 	return nil
@@ -471,7 +470,7 @@ func (p *Probe) Sync(ctx context.Context) error {
 // forgotten or when never tracked).
 func (p *Probe) Stats(cgroupID uint64) CgroupStats {
 	var st bpf.BuildtraceCgStats
-	if err := p.objs.Stats.Lookup(cgroupID, &st); err != nil {
+	if err := p.objs.Tracked.Lookup(cgroupID, &st); err != nil {
 		return CgroupStats{}
 	}
 	// An exec whose argv continuations did not all arrive is truncated
@@ -509,7 +508,6 @@ func (p *Probe) Forget(cgroupID uint64) {
 	delete(p.hook.dormant, cgroupID)
 	p.hook.mu.Unlock()
 	p.objs.Seen.Delete(cgroupID)
-	p.objs.Stats.Delete(cgroupID)
 	p.argv.forget(cgroupID)
 	var (
 		k    bpf.BuildtraceTrafficKey

@@ -26,6 +26,8 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
+
+	"github.com/buildtrace/buildtrace/bpf"
 )
 
 func requireRoot(t testing.TB) {
@@ -646,7 +648,7 @@ func TestScanTracksContainersOnly(t *testing.T) {
 		t.Fatalf("Load: %v", err)
 	}
 	defer p.Close()
-	var v uint8
+	var v bpf.BuildtraceCgStats
 	for _, c := range []string{leaf, nested} {
 		if err := p.objs.Tracked.Lookup(ino(c), &v); err != nil {
 			t.Errorf("container cgroup %s not tracked: %v", c, err)
