@@ -175,7 +175,7 @@ func Build(ctx context.Context, c client.Client) (*client.Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if obs, err = observe(ctx, set, traceID, results); err != nil {
+		if obs, err = observe(ctx, set, traceID, results, tc.stepless()); err != nil {
 			return nil, err
 		}
 	}
@@ -195,9 +195,10 @@ type observation struct {
 }
 
 // observe asks the tracer to seal this build's trace and sign it.
-func observe(ctx context.Context, set Settings, traceID string, results map[string]string) (*observation, error) {
+// stepless are the plan parts of solves that have no step, sent with it.
+func observe(ctx context.Context, set Settings, traceID string, results map[string]string, stepless []trace.PlanPart) (*observation, error) {
 	tc := &tracerapi.Client{Addr: set.Tracer, HTTP: &http.Client{Timeout: set.Wait + 30*time.Second}}
-	env, err := tc.Seal(ctx, traceID, set.Wait, results, set.EvidenceFrom...)
+	env, err := tc.SealWith(ctx, traceID, tracerapi.SealRequest{Wait: set.Wait.String(), Results: results, EvidenceFrom: set.EvidenceFrom, Plan: stepless})
 	if err != nil {
 		return unmonitored(set, traceID, fmt.Errorf("%w: %w", tracerapi.ErrUnreachable, err))
 	}
@@ -348,6 +349,9 @@ type solveRecord struct {
 	steps  []llbtag.Step
 	partID string
 	refs   []client.Reference
+	// stepless is the plan part of a solve with no step, sent with the
+	// seal rather than before the solve.
+	stepless *trace.PlanPart
 }
 
 // tagClient tags and evaluates every LLB solve of the stock builder.
@@ -425,6 +429,15 @@ func (t *tagClient) plan(ctx context.Context, req client.SolveRequest, steps []l
 			part.Steps[i].Nonce = llbtag.StepNonce(t.nonce, part.Steps[i].StepID)
 		}
 	}
+	if err == nil && len(part.Steps) == 0 {
+		// Nothing of this solve runs in a container (it reads the
+		// Dockerfile, say): its part goes with the seal, and the tracer
+		// identifies this frontend once for all such parts rather than
+		// once per solve (a /proc walk each, most of what a cached
+		// rebuild added).
+		rec.partID, rec.stepless = part.ID, &part
+		return nil
+	}
 	if err == nil {
 		err = t.register(ctx, part)
 		if err != nil {
@@ -472,6 +485,19 @@ func planPart(req client.SolveRequest, steps []llbtag.Step) (trace.PlanPart, err
 		part.Platform = platforms.Format(platforms.Normalize(platforms.DefaultSpec()))
 	}
 	return part, nil
+}
+
+// stepless returns the plan parts of the solves that have no step.
+func (t *tagClient) stepless() []trace.PlanPart {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []trace.PlanPart
+	for _, r := range t.records {
+		if r.stepless != nil {
+			out = append(out, *r.stepless)
+		}
+	}
+	return out
 }
 
 func (t *tagClient) solves() []solveRecord {

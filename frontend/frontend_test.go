@@ -76,7 +76,7 @@ func TestObserve(t *testing.T) {
 	srv := tracerServer(t, &trace.Build{Version: trace.Version, BuildTraceID: traceID, Tracer: trace.Tracer{Name: "buildtraced"}})
 	addr := strings.TrimPrefix(srv.URL, "http://")
 
-	obs, err := observe(ctx, Settings{Tracer: addr, Unmonitored: UnmonitoredFail, Wait: 2 * time.Second}, traceID, nil)
+	obs, err := observe(ctx, Settings{Tracer: addr, Unmonitored: UnmonitoredFail, Wait: 2 * time.Second}, traceID, nil, nil)
 	if err != nil || !obs.monitored || obs.envelope == nil || obs.build.BuildTraceID != traceID {
 		t.Fatalf("observe = %+v, %v", obs, err)
 	}
@@ -88,18 +88,18 @@ func TestObserve(t *testing.T) {
 	}
 	dead := l.Addr().String()
 	l.Close()
-	_, err = observe(ctx, Settings{Tracer: dead, Unmonitored: UnmonitoredFail, Wait: time.Second}, traceID, nil)
+	_, err = observe(ctx, Settings{Tracer: dead, Unmonitored: UnmonitoredFail, Wait: time.Second}, traceID, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), dead) || !strings.Contains(err.Error(), ArgUnmonitored) {
 		t.Errorf("fail mode error = %v", err)
 	}
-	obs, err = observe(ctx, Settings{Tracer: dead, Unmonitored: UnmonitoredAllow, Wait: time.Second}, traceID, nil)
+	obs, err = observe(ctx, Settings{Tracer: dead, Unmonitored: UnmonitoredAllow, Wait: time.Second}, traceID, nil, nil)
 	if err != nil || obs.monitored || obs.reason == "" || obs.traceID != traceID {
 		t.Errorf("allow mode = %+v, %v", obs, err)
 	}
 
 	// A tracer answering with another build's trace is not trusted.
 	other := tracerServer(t, &trace.Build{Version: trace.Version, BuildTraceID: strings.Repeat("9", 32)})
-	if _, err := observe(ctx, Settings{Tracer: strings.TrimPrefix(other.URL, "http://"), Unmonitored: UnmonitoredFail, Wait: 2 * time.Second}, traceID, nil); err == nil {
+	if _, err := observe(ctx, Settings{Tracer: strings.TrimPrefix(other.URL, "http://"), Unmonitored: UnmonitoredFail, Wait: 2 * time.Second}, traceID, nil, nil); err == nil {
 		t.Error("accepted another build's trace")
 	}
 }
@@ -172,5 +172,37 @@ func TestTagClientSolve(t *testing.T) {
 	}
 	if s := stepsOf(solves, &fakeRef{n: 99}); len(s) != 0 {
 		t.Errorf("unknown ref got steps %+v", s)
+	}
+}
+
+// TestSteplessPartsWaitForTheSeal: a solve with a step registers its plan
+// part before it runs; a solve with none (the Dockerfile's own source)
+// keeps its part for the seal request.
+func TestSteplessPartsWaitForTheSeal(t *testing.T) {
+	ctx := context.Background()
+	var registered []trace.PlanPart
+	tc := &tagClient{Client: &fakeGateway{}, ready: func() error { return nil },
+		register: func(_ context.Context, p trace.PlanPart) error { registered = append(registered, p); return nil }}
+	solve := func(st llb.State) {
+		t.Helper()
+		def, err := st.Marshal(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tc.Solve(ctx, client.SolveRequest{Definition: def.ToPB()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	solve(llb.Local("dockerfile"))
+	solve(llb.Image("127.0.0.1:5000/library/busybox:latest").Run(llb.Shlex("echo hi")).Root())
+	if len(registered) != 1 || len(registered[0].Steps) != 1 {
+		t.Fatalf("registered before their solves: %+v, want the one part with a step", registered)
+	}
+	stepless := tc.stepless()
+	if len(stepless) != 1 || len(stepless[0].Steps) != 0 || stepless[0].ID == "" || stepless[0].ID == registered[0].ID {
+		t.Fatalf("parts kept for the seal: %+v", stepless)
+	}
+	if solves := tc.solves(); solves[0].partID != stepless[0].ID {
+		t.Errorf("the stepless solve's part ID %q, want %q (results may name it)", solves[0].partID, stepless[0].ID)
 	}
 }

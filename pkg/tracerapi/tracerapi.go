@@ -75,6 +75,12 @@ type SealRequest struct {
 	// EvidenceFrom names images whose runtime-trace attestations may hold
 	// the signed runs of steps BuildKit served from a shared cache.
 	EvidenceFrom []string `json:"evidenceFrom,omitempty"`
+	// Plan holds the parts of solves that have no step (no ExecOp: the
+	// Dockerfile's own source, say). Nothing of theirs runs in a container,
+	// so they come with the seal rather than each before its solve: the
+	// tracer then identifies its caller once for them all. The tracer
+	// refuses a part with steps here.
+	Plan []trace.PlanPart `json:"plan,omitempty"`
 }
 
 // TraceResponse is the body of GET /v1/builds/{traceID}?wait=DURATION.
@@ -231,12 +237,18 @@ func (c *Client) PutPlan(ctx context.Context, traceID string, part trace.PlanPar
 
 // Seal asks for the signed trace of the caller's build, done.
 func (c *Client) Seal(ctx context.Context, traceID string, wait time.Duration, results map[string]string, evidenceFrom ...string) (*dsse.Envelope, error) {
+	return c.SealWith(ctx, traceID, SealRequest{Wait: wait.String(), Results: results, EvidenceFrom: evidenceFrom})
+}
+
+// SealWith is Seal with a whole request (Wait, Results, EvidenceFrom, and
+// the plan parts of solves that have no step).
+func (c *Client) SealWith(ctx context.Context, traceID string, req SealRequest) (*dsse.Envelope, error) {
 	if !ValidTraceID(traceID) {
 		return nil, fmt.Errorf("invalid build trace ID %q", traceID)
 	}
 	u := neturl.URL{Scheme: "http", Host: c.host(), Path: TracePath + traceID + SealSuffix}
 	var resp TraceResponse
-	if err := c.post(ctx, u.String(), SealRequest{Wait: wait.String(), Results: results, EvidenceFrom: evidenceFrom}, &resp); err != nil {
+	if err := c.post(ctx, u.String(), req, &resp); err != nil {
 		return nil, err
 	}
 	if resp.Envelope == nil {

@@ -62,10 +62,12 @@ type Finder struct {
 	digests map[exeKey]string
 }
 
+// exeKey names a program file's content for the digest cache: a change
+// of the file changes its ctime, which no one can set.
 type exeKey struct {
-	dev, ino uint64
-	size     int64
-	mtime    int64
+	dev, ino     uint64
+	size         int64
+	mtime, ctime int64
 }
 
 func (f *Finder) proc(parts ...string) string {
@@ -276,7 +278,7 @@ func (f *Finder) frontendProcess(pid uint32) (*Frontend, error) {
 	if pcg, err := unifiedCgroup(f.proc(strconv.FormatUint(uint64(ppid), 10), "cgroup")); err == nil && pcg == cg {
 		return nil, fmt.Errorf("%w: process %d is not its container's first process", ErrNotFrontend, pid)
 	}
-	spec, bundle, ns, err := f.bundleSpec(prefix, cid)
+	spec, bundle, ns, root, err := f.bundleSpec(prefix, cid)
 	if err != nil {
 		return nil, fmt.Errorf("%w: process %d in container %s: %v", ErrNotFrontend, pid, cid, err)
 	}
@@ -296,7 +298,7 @@ func (f *Finder) frontendProcess(pid uint32) (*Frontend, error) {
 	if len(spec.Process.Args) == 0 {
 		return nil, fmt.Errorf("%w: container %s's bundle names no program", ErrNotFrontend, cid)
 	}
-	exe, dgst, err := f.executable(p, spec.Process.Args[0], env["PATH"])
+	exe, dgst, err := f.executable(p, spec.Process.Args[0], env["PATH"], layersDev(ns, root))
 	if err != nil {
 		return nil, fmt.Errorf("%w: process %d: %v", ErrNotFrontend, pid, err)
 	}
@@ -314,17 +316,17 @@ type bundleSpec struct {
 // root mount, in the mount namespace of the buildkitd that runs the
 // containers of cgroup prefix (rootfs.Resolver: the host's, or a root
 // process's in a root-made cgroup, never one a user could make).
-func (f *Finder) bundleSpec(prefix, cid string) (*bundleSpec, string, rootfs.Namespace, error) {
+func (f *Finder) bundleSpec(prefix, cid string) (*bundleSpec, string, rootfs.Namespace, rootfs.Mount, error) {
 	r := &rootfs.Resolver{Mountinfo: f.Mountinfo, CgroupRoot: f.CgroupRoot, Proc: f.Proc}
 	nss, err := r.Namespaces(prefix)
 	if err != nil {
-		return nil, "", rootfs.Namespace{}, err
+		return nil, "", rootfs.Namespace{}, rootfs.Mount{}, err
 	}
 	suffix := "/" + cid + "/rootfs"
 	for _, ns := range nss {
 		mounts, err := ns.Mounts()
 		if err != nil {
-			return nil, "", ns, err
+			return nil, "", ns, rootfs.Mount{}, err
 		}
 		for i := len(mounts) - 1; i >= 0; i-- {
 			// A FUSE mount at that path is one an unprivileged user can make
@@ -335,20 +337,20 @@ func (f *Finder) bundleSpec(prefix, cid string) (*bundleSpec, string, rootfs.Nam
 			cfg := ns.Root + filepath.Join(filepath.Dir(mounts[i].MountPoint), "config.json")
 			dt, err := os.ReadFile(cfg)
 			if err != nil {
-				return nil, "", ns, fmt.Errorf("reading its OCI bundle: %w", err)
+				return nil, "", ns, rootfs.Mount{}, fmt.Errorf("reading its OCI bundle: %w", err)
 			}
 			var s bundleSpec
 			if err := json.Unmarshal(dt, &s); err != nil {
-				return nil, "", ns, fmt.Errorf("parsing %s: %w", cfg, err)
+				return nil, "", ns, rootfs.Mount{}, fmt.Errorf("parsing %s: %w", cfg, err)
 			}
-			return &s, filepath.Dir(cfg), ns, nil
+			return &s, filepath.Dir(cfg), ns, mounts[i], nil
 		}
 	}
 	where := "on the host"
 	if prefix != "" {
 		where = "in the mount namespace of cgroup " + prefix + "'s buildkitd"
 	}
-	return nil, "", rootfs.Namespace{}, fmt.Errorf("no root mount */%s/rootfs %s: not a container buildkitd runs", cid, where)
+	return nil, "", rootfs.Namespace{}, rootfs.Mount{}, fmt.Errorf("no root mount */%s/rootfs %s: not a container buildkitd runs", cid, where)
 }
 
 // executable returns the path and digest of the program buildkitd started
@@ -357,7 +359,9 @@ func (f *Finder) bundleSpec(prefix, cid string) (*bundleSpec, string, rootfs.Nam
 // that file. Its identity is what buildkitd started, never what the
 // process turned into: a process that wrote its requests and then exec'd
 // another program is refused, whichever order the tracer sees them in.
-func (f *Finder) executable(p, arg0, pathEnv string) (string, string, error) {
+// layers (see layersDev), when not nil, is the container's root overlay:
+// a program on it is cached under the file system of its layers.
+func (f *Finder) executable(p, arg0, pathEnv string, layers *overlayDevs) (string, string, error) {
 	root, err := os.Open(f.proc(p, "root"))
 	if err != nil {
 		return "", "", fmt.Errorf("opening its root: %w", err)
@@ -391,7 +395,15 @@ func (f *Finder) executable(p, arg0, pathEnv string) (string, string, error) {
 	}
 	var k exeKey
 	if st, ok := pi.Sys().(*syscall.Stat_t); ok {
-		k = exeKey{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano()}
+		k = exeKey{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
+		// Each container's root is an overlay mounted anew, with a device
+		// number of its own; keyed by it, the same program (the frontend
+		// image's) would be hashed again for every build. With all its
+		// layers on one file system, overlayfs reports a file's inode
+		// number, size and times on that file system: key by it.
+		if layers != nil && st.Dev == layers.overlay {
+			k.dev = layers.fs
+		}
 	}
 	f.mu.Lock()
 	d, ok := f.digests[k]
@@ -411,6 +423,50 @@ func (f *Finder) executable(p, arg0, pathEnv string) (string, string, error) {
 	f.digests[k] = d
 	f.mu.Unlock()
 	return name, d, nil
+}
+
+// overlayDevs are the device numbers of a container's root overlay and of
+// the one file system all its layers are on.
+type overlayDevs struct {
+	overlay, fs uint64
+}
+
+// layersDev returns the devices of root, the overlay buildkitd mounted in
+// ns as a container's root, when its upper and lower directories are all
+// on one file system: overlayfs then keeps the inode numbers of that file
+// system (rather than mapping them per layer) and reports the overlay's
+// own device. It returns nil otherwise (not an overlay, layers on several
+// file systems, a directory that cannot be read).
+func layersDev(ns rootfs.Namespace, root rootfs.Mount) *overlayDevs {
+	l, err := rootfs.Overlay(root)
+	if err != nil {
+		return nil
+	}
+	for _, o := range root.Options {
+		if strings.HasPrefix(o, "datadir+=") {
+			return nil // data-only layers, not checked here
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(ns.Root+root.MountPoint, &st); err != nil {
+		return nil
+	}
+	d := &overlayDevs{overlay: st.Dev}
+	for i, dir := range append([]string{l.Upper}, l.Lowers...) {
+		if err := unix.Stat(ns.Root+dir, &st); err != nil {
+			return nil
+		}
+		switch {
+		case i == 0:
+			d.fs = st.Dev
+		case st.Dev != d.fs:
+			return nil
+		}
+	}
+	if d.fs == d.overlay {
+		return nil // not an overlay's own device after all
+	}
+	return d
 }
 
 // candidates lists where a program name resolves: itself when it has a

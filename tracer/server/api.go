@@ -180,6 +180,24 @@ func (s *Server) serveSeal(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
+	for _, part := range req.Plan {
+		// Only solves with no step: a step's plan must be in before it runs.
+		if len(part.Steps) > 0 {
+			writeError(w, http.StatusBadRequest, "plan part %s has %d steps: it must be registered before its solve runs, not with the seal", part.ID, len(part.Steps))
+			return
+		}
+		if part.ID == "" || part.Platform == "" {
+			writeError(w, http.StatusBadRequest, "plan part needs an id and a platform")
+			return
+		}
+	}
+	for _, part := range req.Plan {
+		part.Received = time.Now().UTC()
+		if err := s.plans.add(id, requesterOf(fe), part); err != nil {
+			writeError(w, http.StatusConflict, "%v", err)
+			return
+		}
+	}
 	who, parts, ok := s.plans.get(id)
 	if !ok {
 		writeError(w, http.StatusNotFound, "build %s registered no plan with this tracer (was it restarted during the build?)", id)
