@@ -28,7 +28,7 @@ const (
 	flagHasMode       = 1 << 3
 	flagHasOwner      = 1 << 4
 	flagOutgoing      = 1 << 5
-	flagRuntimeMntNS     = 1 << 6
+	flagRuntimeMntNS  = 1 << 6
 	flagDetached      = 1 << 7
 	flagUntracked     = 1 << 8
 )
@@ -163,7 +163,7 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 			GID:             h.a[1],
 			Cwd:             cwd,
 			FirstInCgroup:   h.flags&flagFirstInCgroup != 0,
-			RuntimeMountNS:     h.flags&flagRuntimeMntNS != 0,
+			RuntimeMountNS:  h.flags&flagRuntimeMntNS != 0,
 		}
 		ev.Exec = x
 	case KindExit:
