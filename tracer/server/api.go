@@ -171,7 +171,9 @@ func (s *Server) serveSeal(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req tracerapi.SealRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+	// The seal carries the parts of solves with no step (a COPY-only final
+	// stage can list many ops), so it gets a part's room and then some.
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxPlanBytes+1<<20)).Decode(&req); err != nil {
 		writeError(w, http.StatusBadRequest, "decoding seal request: %v", err)
 		return
 	}
