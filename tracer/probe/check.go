@@ -66,7 +66,16 @@ func Check(cgroupRoot string) error {
 }
 
 func loadTPBTF(tp string) error {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+	prog, err := emptyTPBTF(tp)
+	if err != nil {
+		return err
+	}
+	return prog.Close()
+}
+
+// emptyTPBTF loads a tp_btf program for tracepoint tp that only returns.
+func emptyTPBTF(tp string) (*ebpf.Program, error) {
+	return ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:       ebpf.Tracing,
 		AttachType: ebpf.AttachTraceRawTp,
 		AttachTo:   tp,
@@ -76,8 +85,4 @@ func loadTPBTF(tp string) error {
 			asm.Return(),
 		},
 	})
-	if err != nil {
-		return err
-	}
-	return prog.Close()
 }

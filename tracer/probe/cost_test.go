@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -191,13 +190,7 @@ func BenchmarkUntarTracked(b *testing.B) {
 		}
 		defer stats.Close()
 	}
-	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:         ebpf.Tracing,
-		AttachType:   ebpf.AttachTraceRawTp,
-		AttachTo:     "sys_exit",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-		License:      "GPL",
-	})
+	empty, err := emptyTPBTF("sys_exit")
 	if err != nil {
 		b.Fatalf("loading an empty tp_btf/sys_exit: %v", err)
 	}
