@@ -63,15 +63,21 @@ func verifyExample(t *testing.T, l *lab.Lab, name, ref string, want int) string 
 	return out
 }
 
-// stepsWith returns the signed steps having a process that matches.
-func stepsWith(b *trace.Build, pred func(trace.Process) bool) []*trace.Step {
+// oneStepWith returns the one signed step having a process that matches
+// (what names it in the failure), and fails the test unless there is
+// exactly one.
+func oneStepWith(t *testing.T, b *trace.Build, what string, pred func(trace.Process) bool) *trace.Step {
+	t.Helper()
 	var out []*trace.Step
 	for i := range b.Steps {
 		if _, ok := findProcess(&b.Steps[i], pred); ok {
 			out = append(out, &b.Steps[i])
 		}
 	}
-	return out
+	if len(out) != 1 {
+		t.Fatalf("want one step running %s, got %d", what, len(out))
+	}
+	return out[0]
 }
 
 // binaryIs matches a process by the base name of its binary, of the name
@@ -125,24 +131,18 @@ func TestExamples(t *testing.T) {
 	t.Run("go-app", func(t *testing.T) {
 		b := buildExample(t, ctx, l, "go-app", "unused-"+randHex(8))
 		verifyExample(t, l, "go-app", b.ref, 0)
-		dl := stepsWith(b.signed, func(p trace.Process) bool { return argvHas(p, "download") && path.Base(p.Binary) == "go" })
-		if len(dl) != 1 {
-			t.Fatalf("want one step running go mod download, got %d", len(dl))
+		dl := oneStepWith(t, b.signed, "go mod download", func(p trace.Process) bool { return argvHas(p, "download") && path.Base(p.Binary) == "go" })
+		if !reached(dl, "127.0.0.1", 5010) {
+			t.Errorf("go mod download did not reach the Go proxy 127.0.0.1:5010: %+v", dl.Network)
 		}
-		if !reached(dl[0], "127.0.0.1", 5010) {
-			t.Errorf("go mod download did not reach the Go proxy 127.0.0.1:5010: %+v", dl[0].Network)
+		if n := materialsFrom(dl, 5010); n < 2 {
+			t.Errorf("go mod download: %d materials from the Go proxy, want the module zips and more: %+v", n, dl.Materials)
 		}
-		if n := materialsFrom(dl[0], 5010); n < 2 {
-			t.Errorf("go mod download: %d materials from the Go proxy, want the module zips and more: %+v", n, dl[0].Materials)
+		build := oneStepWith(t, b.signed, "the Go compiler", binaryIs("compile"))
+		if len(build.Network) != 0 {
+			t.Errorf("go build reached the network: %+v", build.Network)
 		}
-		build := stepsWith(b.signed, binaryIs("compile"))
-		if len(build) != 1 {
-			t.Fatalf("want one step running the Go compiler, got %d", len(build))
-		}
-		if len(build[0].Network) != 0 {
-			t.Errorf("go build reached the network: %+v", build[0].Network)
-		}
-		if _, ok := findProcess(build[0], binaryIs("link")); !ok {
+		if _, ok := findProcess(build, binaryIs("link")); !ok {
 			t.Errorf("go build ran no linker")
 		}
 	})
@@ -150,11 +150,7 @@ func TestExamples(t *testing.T) {
 	t.Run("c-app", func(t *testing.T) {
 		b := buildExample(t, ctx, l, "c-app", "unused-"+randHex(8))
 		verifyExample(t, l, "c-app", b.ref, 0)
-		steps := stepsWith(b.signed, binaryIs("make"))
-		if len(steps) != 1 {
-			t.Fatalf("want one step running make, got %d", len(steps))
-		}
-		s := steps[0]
+		s := oneStepWith(t, b.signed, "make", binaryIs("make"))
 		for _, bin := range []string{"cc1", "as", "collect2", "ld"} {
 			if _, ok := findProcess(s, binaryIs(bin)); !ok {
 				t.Errorf("the make step ran no %s", bin)
@@ -174,11 +170,7 @@ func TestExamples(t *testing.T) {
 	t.Run("python-app", func(t *testing.T) {
 		b := buildExample(t, ctx, l, "python-app", "unused-"+randHex(8))
 		verifyExample(t, l, "python-app", b.ref, 0)
-		steps := stepsWith(b.signed, func(p trace.Process) bool { return argvHas(p, "--index-url") })
-		if len(steps) != 1 {
-			t.Fatalf("want one step running pip, got %d", len(steps))
-		}
-		s := steps[0]
+		s := oneStepWith(t, b.signed, "pip", func(p trace.Process) bool { return argvHas(p, "--index-url") })
 		if !reached(s, "127.0.0.1", 5011) {
 			t.Errorf("pip did not reach the Python index 127.0.0.1:5011: %+v", s.Network)
 		}
@@ -196,11 +188,7 @@ func TestExamples(t *testing.T) {
 	t.Run("node-app", func(t *testing.T) {
 		clean = buildExample(t, ctx, l, "node-app", "npm_"+randHex(12))
 		verifyExample(t, l, "node-app", clean.ref, 0)
-		steps := stepsWith(clean.signed, func(p trace.Process) bool { return argvHas(p, "npm ci") })
-		if len(steps) != 1 {
-			t.Fatalf("want one step running npm ci, got %d", len(steps))
-		}
-		s := steps[0]
+		s := oneStepWith(t, clean.signed, "npm ci", func(p trace.Process) bool { return argvHas(p, "npm ci") })
 		if !reached(s, "127.0.0.1", 5012) {
 			t.Errorf("npm ci did not reach the npm registry 127.0.0.1:5012: %+v", s.Network)
 		}
