@@ -431,10 +431,8 @@ func (t *tagClient) plan(ctx context.Context, req client.SolveRequest, steps []l
 	}
 	if err == nil && len(part.Steps) == 0 {
 		// Nothing of this solve runs in a container (it reads the
-		// Dockerfile, say): its part goes with the seal, and the tracer
-		// identifies this frontend once for all such parts rather than
-		// once per solve (a /proc walk each, most of what a cached
-		// rebuild added).
+		// Dockerfile, say): its part goes with the seal, one request to
+		// the tracer for all such parts rather than one per solve.
 		rec.partID, rec.stepless = part.ID, &part
 		return nil
 	}

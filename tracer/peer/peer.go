@@ -13,8 +13,8 @@
 package peer
 
 import (
-	"bufio"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -45,6 +45,8 @@ type Frontend struct {
 	// Namespace is the mount namespace of the buildkitd that runs the
 	// container (the tracer's own for a buildkitd on the host).
 	Namespace rootfs.Namespace
+
+	cgroup string
 }
 
 // ErrNotFrontend is wrapped by every refusal.
@@ -80,20 +82,36 @@ func (f *Finder) proc(parts ...string) string {
 
 // Frontend identifies the process at the other end of a TCP connection
 // from remote (the caller's address) to local (the tracer's).
+//
+// The kernel says which cgroup made the caller's socket (sock_diag), and
+// only the processes of that cgroup are looked at: each that holds the
+// socket must be one and the same frontend, its container's first
+// process. A socket gets into the hands of a process elsewhere only if a
+// process of that cgroup hands it over (the frontend's code does not) or
+// someone allowed to ptrace the frontend takes it (root on the host);
+// neither changes the cgroup the kernel recorded. Walking every process's
+// descriptors instead cost milliseconds per request.
 func (f *Finder) Frontend(remote, local netip.AddrPort) (*Frontend, error) {
-	inode, err := f.socketInode(remote, local)
+	sk, err := f.socket(remote, local)
 	if err != nil {
 		return nil, err
 	}
-	pids, err := f.holders(inode)
+	cg, pids, err := f.cgroupProcs(sk.cgroup)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: the cgroup that made the connection from %s: %v", ErrNotFrontend, remote, err)
 	}
-	if len(pids) == 0 {
-		return nil, fmt.Errorf("%w: no process holds the connection from %s", ErrNotFrontend, remote)
+	if _, err := steptag.StepOfCgroup(cg); err == nil {
+		return nil, fmt.Errorf("%w: the connection from %s was made in build step cgroup %s", ErrNotFrontend, remote, cg)
 	}
+	if _, _, ok := containerOfCgroup(cg); !ok {
+		return nil, fmt.Errorf("%w: the connection from %s was made in cgroup %s, not a BuildKit container's", ErrNotFrontend, remote, cg)
+	}
+	want := "socket:[" + strconv.FormatUint(sk.inode, 10) + "]"
 	var fe *Frontend
 	for _, pid := range pids {
+		if !f.holds(pid, want) {
+			continue
+		}
 		x, err := f.frontendProcess(pid)
 		if err != nil {
 			return nil, err
@@ -104,149 +122,158 @@ func (f *Finder) Frontend(remote, local netip.AddrPort) (*Frontend, error) {
 		}
 		fe = x
 	}
+	if fe == nil {
+		return nil, fmt.Errorf("%w: no process of cgroup %s, where it was made, holds the connection from %s", ErrNotFrontend, cg, remote)
+	}
+	if fe.cgroup != cg {
+		return nil, fmt.Errorf("%w: process %d is in cgroup %s, not in %s, where the connection was made", ErrNotFrontend, fe.PID, fe.cgroup, cg)
+	}
 	return fe, nil
 }
 
-// socketInode finds the caller's socket of an established connection: in
-// the tracer's own network namespace's TCP tables, or, for a connection to
-// an address that is not loopback (a bridge gateway), in another network
-// namespace's (a container's on the bridge), read through a process in it.
-// A connection found in more than one namespace is refused: its holder
-// would be a guess.
-func (f *Finder) socketInode(remote, local netip.AddrPort) (uint64, error) {
-	ino, ok, err := f.socketIn(f.proc(), remote, local)
+// socket finds the caller's end of an established connection: in the
+// tracer's own network namespace, or, for a connection to an address that
+// is not loopback (a bridge gateway), in another network namespace (a
+// container's on the bridge), asked through a process in it. A connection
+// found in more than one namespace is refused: its holder would be a
+// guess.
+func (f *Finder) socket(remote, local netip.AddrPort) (sockInfo, error) {
+	sk, ok, err := socketIn("", remote, local)
 	if err != nil || ok {
-		return ino, err
+		return sk, err
 	}
 	if local.Addr().Unmap().IsLoopback() {
-		return 0, fmt.Errorf("%w: connection %s → %s is not in this network namespace's TCP tables", ErrNotFrontend, remote, local)
+		return sockInfo{}, fmt.Errorf("%w: connection %s → %s is not in this network namespace", ErrNotFrontend, remote, local)
 	}
 	self, _ := os.Readlink(f.proc("self", "ns", "net"))
 	ents, err := os.ReadDir(f.proc())
 	if err != nil {
-		return 0, err
+		return sockInfo{}, err
 	}
 	seen := map[string]bool{self: true}
-	var found []uint64
+	var found []sockInfo
 	for _, e := range ents {
 		if _, err := strconv.ParseUint(e.Name(), 10, 32); err != nil {
 			continue
 		}
-		ns, err := os.Readlink(f.proc(e.Name(), "ns", "net"))
+		nsFile := f.proc(e.Name(), "ns", "net")
+		ns, err := os.Readlink(nsFile)
 		if err != nil || seen[ns] {
 			continue
 		}
 		seen[ns] = true
-		ino, ok, err := f.socketIn(f.proc(e.Name()), remote, local)
+		sk, ok, err := socketIn(nsFile, remote, local)
 		if err == nil && ok {
-			found = append(found, ino)
+			found = append(found, sk)
 		}
 	}
 	switch len(found) {
 	case 0:
-		return 0, fmt.Errorf("%w: connection %s → %s is in no network namespace's TCP tables", ErrNotFrontend, remote, local)
+		return sockInfo{}, fmt.Errorf("%w: connection %s → %s is in no network namespace", ErrNotFrontend, remote, local)
 	case 1:
 		return found[0], nil
 	}
-	return 0, fmt.Errorf("%w: connection %s → %s is in %d network namespaces' TCP tables", ErrNotFrontend, remote, local, len(found))
+	return sockInfo{}, fmt.Errorf("%w: connection %s → %s is in %d network namespaces", ErrNotFrontend, remote, local, len(found))
 }
 
-// socketIn looks the connection up in dir/net/tcp{,6}.
-func (f *Finder) socketIn(dir string, remote, local netip.AddrPort) (uint64, bool, error) {
-	for _, table := range []string{"net/tcp", "net/tcp6"} {
-		fh, err := os.Open(filepath.Join(dir, table))
-		if err != nil {
-			continue
-		}
-		ino, ok, err := findSocket(fh, remote, local)
-		fh.Close()
-		if err != nil {
-			return 0, false, fmt.Errorf("reading %s: %w", table, err)
-		}
-		if ok {
-			return ino, true, nil
-		}
+// socketIn asks the kernel about the caller's socket in the network
+// namespace of the file ns ("" for the tracer's own).
+func socketIn(ns string, remote, local netip.AddrPort) (sockInfo, bool, error) {
+	fd, err := diagOpen(ns)
+	if err != nil {
+		return sockInfo{}, false, fmt.Errorf("opening sock_diag: %w", err)
 	}
-	return 0, false, nil
-}
-
-// findSocket scans one /proc/net/tcp{,6} table for the socket whose local
-// address is the caller's and whose remote address is ours.
-func findSocket(r io.Reader, remote, local netip.AddrPort) (uint64, bool, error) {
-	sc := bufio.NewScanner(r)
-	sc.Scan() // header
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 10 {
-			continue
-		}
-		la, err1 := parseHexAddr(fields[1])
-		ra, err2 := parseHexAddr(fields[2])
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		if sameAddr(la, remote) && sameAddr(ra, local) {
-			ino, err := strconv.ParseUint(fields[9], 10, 64)
-			if err != nil {
-				return 0, false, fmt.Errorf("bad inode %q", fields[9])
-			}
-			return ino, true, nil
-		}
-	}
-	return 0, false, sc.Err()
+	defer unix.Close(fd)
+	return diagLookup(fd, remote, local)
 }
 
 func sameAddr(a, b netip.AddrPort) bool {
 	return a.Port() == b.Port() && a.Addr().Unmap() == b.Addr().Unmap()
 }
 
-// parseHexAddr parses the kernel's "0100007F:1F4A" (IPv4) or 32 hex
-// digits (IPv6) form: each 32-bit word in host (little-endian) order.
-func parseHexAddr(s string) (netip.AddrPort, error) {
-	h, p, ok := strings.Cut(s, ":")
-	if !ok {
-		return netip.AddrPort{}, fmt.Errorf("bad address %q", s)
+// cgroupProcs returns the path of the cgroup with ID id in the cgroup2
+// hierarchy (as /proc/<pid>/cgroup writes it) and the processes in it.
+// The kernel opens it by its ID (a kernfs file handle), so no walk of the
+// hierarchy is needed.
+func (f *Finder) cgroupProcs(id uint64) (string, []uint32, error) {
+	root := f.CgroupRoot
+	if root == "" {
+		root = "/sys/fs/cgroup/unified"
 	}
-	port, err := strconv.ParseUint(p, 16, 16)
+	root = filepath.Clean(root)
+	// Not O_PATH: open_by_handle_at refuses such a descriptor (EBADF).
+	mnt, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return netip.AddrPort{}, err
+		return "", nil, fmt.Errorf("opening the cgroup2 mount %s: %w", root, err)
 	}
-	raw, err := hex.DecodeString(h)
-	if err != nil || (len(raw) != 4 && len(raw) != 16) {
-		return netip.AddrPort{}, fmt.Errorf("bad address %q", s)
+	defer unix.Close(mnt)
+	var h [8]byte
+	binary.NativeEndian.PutUint64(h[:], id)
+	const fileIDKernfs = 0xfe // FILEID_KERNFS: a cgroup's handle is its ID
+	fd, err := unix.OpenByHandleAt(mnt, unix.NewFileHandle(fileIDKernfs, h[:]), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return "", nil, fmt.Errorf("cgroup %d: %w", id, err)
 	}
-	for i := 0; i < len(raw); i += 4 {
-		raw[i], raw[i+1], raw[i+2], raw[i+3] = raw[i+3], raw[i+2], raw[i+1], raw[i]
+	defer unix.Close(fd)
+	full, err := os.Readlink(f.proc("self", "fd", strconv.Itoa(fd)))
+	if err != nil {
+		return "", nil, fmt.Errorf("cgroup %d: %w", id, err)
 	}
-	addr, _ := netip.AddrFromSlice(raw)
-	return netip.AddrPortFrom(addr, uint16(port)), nil
+	rel, ok := strings.CutPrefix(full, root)
+	if !ok || (rel != "" && !strings.HasPrefix(rel, "/")) {
+		return "", nil, fmt.Errorf("cgroup %d is at %s, not under %s", id, full, root)
+	}
+	if rel == "" {
+		rel = "/"
+	}
+	pfd, err := unix.Openat(fd, "cgroup.procs", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", nil, fmt.Errorf("cgroup %s: %w", rel, err)
+	}
+	procs := os.NewFile(uintptr(pfd), "cgroup.procs")
+	defer procs.Close()
+	dt, err := io.ReadAll(procs)
+	if err != nil {
+		return "", nil, fmt.Errorf("cgroup %s: %w", rel, err)
+	}
+	var pids []uint32
+	for _, p := range strings.Fields(string(dt)) {
+		if v, err := strconv.ParseUint(p, 10, 32); err == nil {
+			pids = append(pids, uint32(v))
+		}
+	}
+	return rel, pids, nil
 }
 
-// holders returns the processes with the socket open.
-func (f *Finder) holders(inode uint64) ([]uint32, error) {
-	want := "socket:[" + strconv.FormatUint(inode, 10) + "]"
-	ents, err := os.ReadDir(f.proc())
+// holds reports whether process pid has the file named want ("socket:[N]")
+// open.
+func (f *Finder) holds(pid uint32, want string) bool {
+	p := strconv.FormatUint(uint64(pid), 10)
+	fds, err := os.ReadDir(f.proc(p, "fd"))
 	if err != nil {
-		return nil, err
+		return false // gone
 	}
-	var out []uint32
-	for _, e := range ents {
-		pid, err := strconv.ParseUint(e.Name(), 10, 32)
-		if err != nil {
-			continue
-		}
-		fds, err := os.ReadDir(f.proc(e.Name(), "fd"))
-		if err != nil {
-			continue // gone, or a kernel thread
-		}
-		for _, fd := range fds {
-			if l, err := os.Readlink(f.proc(e.Name(), "fd", fd.Name())); err == nil && l == want {
-				out = append(out, uint32(pid))
-				break
-			}
+	for _, fd := range fds {
+		if l, err := os.Readlink(f.proc(p, "fd", fd.Name())); err == nil && l == want {
+			return true
 		}
 	}
-	return out, nil
+	return false
+}
+
+// containerOfCgroup splits a BuildKit container's cgroup,
+// [<prefix>]/buildkit/<id>, into the prefix (a buildkitd in a container
+// with a cgroup namespace of its own runs its containers below its own
+// cgroup) and the container ID.
+func containerOfCgroup(cg string) (prefix, cid string, ok bool) {
+	parts := strings.Split(strings.Trim(cg, "/"), "/")
+	if len(parts) < 2 || parts[len(parts)-2] != "buildkit" || parts[len(parts)-1] == "" {
+		return "", "", false
+	}
+	if len(parts) > 2 {
+		prefix = "/" + strings.Join(parts[:len(parts)-2], "/")
+	}
+	return prefix, parts[len(parts)-1], true
 }
 
 // frontendProcess decides whether pid is a build's frontend.
@@ -259,16 +286,9 @@ func (f *Finder) frontendProcess(pid uint32) (*Frontend, error) {
 	if _, err := steptag.StepOfCgroup(cg); err == nil {
 		return nil, fmt.Errorf("%w: process %d is in build step cgroup %s", ErrNotFrontend, pid, cg)
 	}
-	parts := strings.Split(strings.Trim(cg, "/"), "/")
-	if len(parts) < 2 || parts[len(parts)-2] != "buildkit" {
+	prefix, cid, ok := containerOfCgroup(cg)
+	if !ok {
 		return nil, fmt.Errorf("%w: process %d is in cgroup %s, not a BuildKit container's", ErrNotFrontend, pid, cg)
-	}
-	cid := parts[len(parts)-1]
-	// A buildkitd in a container with a cgroup namespace of its own runs
-	// its containers below its own cgroup: that is where it is found.
-	prefix := ""
-	if len(parts) > 2 {
-		prefix = "/" + strings.Join(parts[:len(parts)-2], "/")
 	}
 	// The container's init: its parent is outside the container (runc).
 	ppid, err := parentOf(f.proc(p, "stat"))
@@ -302,7 +322,7 @@ func (f *Finder) frontendProcess(pid uint32) (*Frontend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: process %d: %v", ErrNotFrontend, pid, err)
 	}
-	return &Frontend{PID: pid, ContainerID: cid, TraceID: traceID, Executable: exe, ExecutableDigest: dgst, Bundle: bundle, Namespace: ns}, nil
+	return &Frontend{cgroup: cg, PID: pid, ContainerID: cid, TraceID: traceID, Executable: exe, ExecutableDigest: dgst, Bundle: bundle, Namespace: ns}, nil
 }
 
 type bundleSpec struct {

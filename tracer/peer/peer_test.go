@@ -3,7 +3,6 @@ package peer
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,28 +14,6 @@ import (
 
 	"github.com/buildtrace/buildtrace/tracer/rootfs"
 )
-
-func TestFindSocket(t *testing.T) {
-	table := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:1CDE 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0000000000000000 100 0 0 10 0
-   1: 0100007F:D2F0 0100007F:1CDE 01 00000000:00000000 00:00000000 00000000     0        0 222 1 0000000000000000 20 4 30 10 -1
-`
-	remote := netip.MustParseAddrPort("127.0.0.1:54000")
-	local := netip.MustParseAddrPort("127.0.0.1:7390")
-	ino, ok, err := findSocket(strings.NewReader(table), remote, local)
-	if err != nil || !ok || ino != 222 {
-		t.Fatalf("findSocket = %d %v %v, want 222", ino, ok, err)
-	}
-	if _, ok, _ := findSocket(strings.NewReader(table), netip.MustParseAddrPort("127.0.0.1:54001"), local); ok {
-		t.Error("found a connection from another port")
-	}
-	v6 := "  sl  local_address                         remote_address                        st\n" +
-		"   0: 00000000000000000000000001000000:D2F0 00000000000000000000000001000000:1CDE 01 00000000:00000000 00:00000000 00000000     0        0 333 1\n"
-	ino, ok, _ = findSocket(strings.NewReader(v6), netip.MustParseAddrPort("[::1]:54000"), netip.MustParseAddrPort("[::1]:7390"))
-	if !ok || ino != 333 {
-		t.Fatalf("IPv6: %d %v", ino, ok)
-	}
-}
 
 func TestParentOf(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "stat")
@@ -61,47 +38,6 @@ func TestNotAFrontend(t *testing.T) {
 	f := &Finder{}
 	if _, err := f.frontendProcess(uint32(os.Getpid())); err == nil {
 		t.Fatal("the test process was taken for a frontend")
-	}
-}
-
-// TestSocketInOtherNetns: a connection to a bridge address is looked up in
-// the caller's network namespace, and refused when two namespaces show it;
-// a loopback connection is only ever looked up in the tracer's own.
-func TestSocketInOtherNetns(t *testing.T) {
-	hdr := "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
-	bridge := hdr + "   0: 050011AC:D2F0 010011AC:1CDE 01 00000000:00000000 00:00000000 00000000     0        0 444 1\n"
-	loop := hdr + "   0: 0100007F:D2F0 0100007F:1CDE 01 00000000:00000000 00:00000000 00000000     0        0 555 1\n"
-	layout := func(t *testing.T, nets map[string][2]string) *Finder {
-		proc := t.TempDir()
-		mk := func(pid, ns, table string) {
-			d := filepath.Join(proc, pid)
-			os.MkdirAll(filepath.Join(d, "ns"), 0o755)
-			os.MkdirAll(filepath.Join(d, "net"), 0o755)
-			os.Symlink(ns, filepath.Join(d, "ns", "net"))
-			os.WriteFile(filepath.Join(d, "net", "tcp"), []byte(table), 0o644)
-		}
-		mk("self", "net:[1]", hdr)
-		os.MkdirAll(filepath.Join(proc, "net"), 0o755)
-		os.WriteFile(filepath.Join(proc, "net", "tcp"), []byte(hdr), 0o644)
-		for pid, v := range nets {
-			mk(pid, v[0], v[1])
-		}
-		return &Finder{Proc: proc}
-	}
-	remote := netip.MustParseAddrPort("172.17.0.5:54000")
-	local := netip.MustParseAddrPort("172.17.0.1:7390")
-
-	f := layout(t, map[string][2]string{"10": {"net:[5]", bridge}, "11": {"net:[5]", bridge}, "12": {"net:[6]", hdr}})
-	if ino, err := f.socketInode(remote, local); err != nil || ino != 444 {
-		t.Errorf("socketInode = %d, %v, want 444 from the caller's namespace", ino, err)
-	}
-	f = layout(t, map[string][2]string{"10": {"net:[5]", bridge}, "12": {"net:[6]", bridge}})
-	if ino, err := f.socketInode(remote, local); err == nil {
-		t.Errorf("a connection two namespaces show was taken (inode %d)", ino)
-	}
-	f = layout(t, map[string][2]string{"10": {"net:[5]", loop}})
-	if ino, err := f.socketInode(netip.MustParseAddrPort("127.0.0.1:54000"), netip.MustParseAddrPort("127.0.0.1:7390")); err == nil {
-		t.Errorf("a loopback connection was taken from another namespace (inode %d)", ino)
 	}
 }
 
