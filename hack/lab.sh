@@ -138,15 +138,13 @@ EOF
 }
 
 start_buildkitd() {
-	if alive "$LAB/buildkitd.pid" && buildkit_ok; then return 0; fi
-	if alive "$LAB/buildkitd.pid"; then
-		kill "$(cat "$LAB/buildkitd.pid")" 2>/dev/null || true
-		sleep 1
-	fi
-	mkdir -p "$LAB/buildkit" "$LAB/logs" "$SOCK_DIR"
-	rm -f "$SOCK"
-	cat >"$LAB/buildkitd.toml" <<EOF
+	local cfg
+	# security.insecure is allowed so that an e2e test can run a hostile
+	# RUN --security=insecure step (TestAttackInsecureStep); a build still
+	# has to ask for it (--allow security.insecure).
+	cfg=$(cat <<EOF
 root = "$LAB/buildkit"
+insecure-entitlements = ["security.insecure"]
 [grpc]
   address = ["$ADDR"]
 [worker.oci]
@@ -162,6 +160,16 @@ root = "$LAB/buildkit"
   http = true
   insecure = true
 EOF
+)
+	# A running buildkitd is kept only when it runs this configuration.
+	if alive "$LAB/buildkitd.pid" && buildkit_ok && [ "$cfg" = "$(cat "$LAB/buildkitd.toml" 2>/dev/null)" ]; then return 0; fi
+	if alive "$LAB/buildkitd.pid"; then
+		log "restarting buildkitd (its configuration changed, or it does not answer)"
+		stop_pid buildkitd
+	fi
+	mkdir -p "$LAB/buildkit" "$LAB/logs" "$SOCK_DIR"
+	rm -f "$SOCK"
+	printf '%s\n' "$cfg" >"$LAB/buildkitd.toml"
 	log "starting buildkitd at $ADDR"
 	detach "$LAB/bin/buildkitd" --config "$LAB/buildkitd.toml" >>"$LAB/logs/buildkitd.log" 2>&1 </dev/null
 	echo $! >"$LAB/buildkitd.pid"

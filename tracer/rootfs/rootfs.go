@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -47,6 +48,9 @@ type Layout struct {
 	// NoProxy holds the entries of the bundle's NO_PROXY and no_proxy,
 	// where the buildtrace frontend puts each step's nonce.
 	NoProxy []string
+	// Powers says what the bundle gives the container that lets it get
+	// out of what the tracer follows (RUN --security=insecure).
+	Powers []string
 }
 
 // Mount is one line of a mountinfo file.
@@ -198,7 +202,7 @@ func findBundle(mounts []Mount, containerID, root string) (Layout, error) {
 		l.inRoot(root)
 		l.Bundle, l.Root = dir, root
 		l.Exclude = b.Mounts
-		l.TraceID, l.TraceErr, l.NoProxy = b.TraceID, b.TraceErr, b.NoProxy
+		l.TraceID, l.TraceErr, l.NoProxy, l.Powers = b.TraceID, b.TraceErr, b.NoProxy, b.Powers
 		return l, err
 	}
 	return Layout{}, fmt.Errorf("no overlay mount at */%s/rootfs: %w", containerID, ErrNotFound)
@@ -226,7 +230,13 @@ type Bundle struct {
 	TraceID  string   // see Layout.TraceID
 	TraceErr error    // why TraceID is empty
 	NoProxy  []string // see Layout.NoProxy
+	Powers   []string // see Layout.Powers
 }
+
+// escapeCaps are the capabilities that let a process leave the cgroup,
+// namespaces and hooks the tracer follows it by, or change the tracer
+// itself (BuildKit's default set has none of them).
+var escapeCaps = []string{"CAP_SYS_ADMIN", "CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_DAC_READ_SEARCH"}
 
 // ReadBundle reads an OCI bundle config. Of the process environment only
 // TRACEPARENT and NO_PROXY (no secret: the proxy exclusions) are looked at;
@@ -238,10 +248,17 @@ func ReadBundle(configPath string) (Bundle, error) {
 	}
 	var spec struct {
 		Process struct {
-			Env []string `json:"env"`
+			Env          []string `json:"env"`
+			Capabilities struct {
+				Bounding  []string `json:"bounding"`
+				Effective []string `json:"effective"`
+				Permitted []string `json:"permitted"`
+			} `json:"capabilities"`
 		} `json:"process"`
 		Mounts []struct {
-			Destination string `json:"destination"`
+			Destination string   `json:"destination"`
+			Type        string   `json:"type"`
+			Options     []string `json:"options"`
 		} `json:"mounts"`
 	}
 	if err := json.Unmarshal(b, &spec); err != nil {
@@ -251,6 +268,15 @@ func ReadBundle(configPath string) (Bundle, error) {
 	for _, m := range spec.Mounts {
 		if m.Destination != "" && m.Destination != "/" {
 			out.Mounts = append(out.Mounts, filepath.Clean("/"+m.Destination))
+		}
+		if (m.Type == "cgroup" || m.Type == "cgroup2") && !slices.Contains(m.Options, "ro") {
+			out.Powers = append(out.Powers, "its cgroup file system at "+m.Destination+" is writable")
+		}
+	}
+	caps := spec.Process.Capabilities
+	for _, c := range escapeCaps {
+		if slices.Contains(caps.Bounding, c) || slices.Contains(caps.Effective, c) || slices.Contains(caps.Permitted, c) {
+			out.Powers = append(out.Powers, "it holds "+c)
 		}
 	}
 	tp, found := "", false

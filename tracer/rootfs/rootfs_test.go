@@ -143,3 +143,34 @@ func TestReadBundleTraceID(t *testing.T) {
 		}
 	}
 }
+
+// TestReadBundlePowers: a bundle of RUN --security=insecure (all
+// capabilities, cgroupfs writable) is told apart from BuildKit's default.
+func TestReadBundlePowers(t *testing.T) {
+	dir := t.TempDir()
+	read := func(t *testing.T, spec string) []string {
+		t.Helper()
+		p := filepath.Join(dir, "config.json")
+		if err := os.WriteFile(p, []byte(spec), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b, err := ReadBundle(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Powers
+	}
+	defaults := `{"process":{"capabilities":{"bounding":["CAP_CHOWN","CAP_MKNOD","CAP_NET_RAW"],"effective":["CAP_CHOWN","CAP_MKNOD","CAP_NET_RAW"]}},
+		"mounts":[{"destination":"/sys/fs/cgroup","type":"cgroup","options":["ro","nosuid"]},{"destination":"/proc","type":"proc"}]}`
+	if p := read(t, defaults); len(p) != 0 {
+		t.Errorf("BuildKit's defaults: %q", p)
+	}
+	insecure := `{"process":{"capabilities":{"bounding":["CAP_CHOWN","CAP_SYS_ADMIN","CAP_BPF"]}},
+		"mounts":[{"destination":"/sys/fs/cgroup","type":"cgroup","options":["nosuid"]}]}`
+	p := read(t, insecure)
+	for _, want := range []string{"writable", "CAP_SYS_ADMIN", "CAP_BPF"} {
+		if !strings.Contains(strings.Join(p, ";"), want) {
+			t.Errorf("insecure: %q lacks %s", p, want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -339,6 +340,13 @@ func (s *Server) end(st *assemble.Step) {
 		}
 		<-s.diffSem
 		sealed := st.Seal(assemble.SealInput{Stats: stats, Traffic: traffic, Diff: diff, Lowers: lowers})
+		if l.err == nil && len(l.l.Powers) > 0 {
+			// RUN --security=insecure: such a step can move where the
+			// hooks do not follow it, and act as root on the host.
+			sealed.Completeness.Complete = false
+			sealed.Completeness.Reasons = append(sealed.Completeness.Reasons,
+				"the container could get out of what the tracer follows ("+strings.Join(l.l.Powers, "; ")+"): what it did is not vouched for")
+		}
 		redact(&sealed, secrets)
 		// A step whose build could not be decided is kept under its step
 		// ID (store.UnattributedSteps), never dropped.
