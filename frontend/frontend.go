@@ -275,6 +275,9 @@ func attach(ctx context.Context, c client.Client, set Settings, res *client.Resu
 		if err != nil {
 			return fmt.Errorf("runtime trace of %s: %w", p.ID, err)
 		}
+		if constAttestation != nil {
+			dt = constAttestation
+		}
 		st, err := attestationState(ctx, set.Tracer, p.ID, dt)
 		if err != nil {
 			return fmt.Errorf("runtime trace of %s: %w", p.ID, err)
