@@ -96,15 +96,20 @@ func (f *Finder) Frontend(remote, local netip.AddrPort) (*Frontend, error) {
 	if err != nil {
 		return nil, err
 	}
-	cg, pids, err := f.cgroupProcs(sk.cgroup)
+	cg, pids, err := f.cgroupProcs(sk.cgroup, func(cg string) error {
+		if _, err := steptag.StepOfCgroup(cg); err == nil {
+			return fmt.Errorf("%w: the connection from %s was made in build step cgroup %s", ErrNotFrontend, remote, cg)
+		}
+		if _, _, ok := containerOfCgroup(cg); !ok {
+			return fmt.Errorf("%w: the connection from %s was made in cgroup %s, not a BuildKit container's", ErrNotFrontend, remote, cg)
+		}
+		return nil
+	})
+	if errors.Is(err, ErrNotFrontend) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: the cgroup that made the connection from %s: %v", ErrNotFrontend, remote, err)
-	}
-	if _, err := steptag.StepOfCgroup(cg); err == nil {
-		return nil, fmt.Errorf("%w: the connection from %s was made in build step cgroup %s", ErrNotFrontend, remote, cg)
-	}
-	if _, _, ok := containerOfCgroup(cg); !ok {
-		return nil, fmt.Errorf("%w: the connection from %s was made in cgroup %s, not a BuildKit container's", ErrNotFrontend, remote, cg)
 	}
 	want := "socket:[" + strconv.FormatUint(sk.inode, 10) + "]"
 	var fe *Frontend
@@ -192,10 +197,10 @@ func sameAddr(a, b netip.AddrPort) bool {
 }
 
 // cgroupProcs returns the path of the cgroup with ID id in the cgroup2
-// hierarchy (as /proc/<pid>/cgroup writes it) and the processes in it.
-// The kernel opens it by its ID (a kernfs file handle), so no walk of the
-// hierarchy is needed.
-func (f *Finder) cgroupProcs(id uint64) (string, []uint32, error) {
+// hierarchy (as /proc/<pid>/cgroup writes it) and, when accept takes that
+// path, the processes in it. The kernel opens it by its ID (a kernfs file
+// handle), so no walk of the hierarchy is needed.
+func (f *Finder) cgroupProcs(id uint64, accept func(path string) error) (string, []uint32, error) {
 	root := f.CgroupRoot
 	if root == "" {
 		root = "/sys/fs/cgroup/unified"
@@ -225,6 +230,9 @@ func (f *Finder) cgroupProcs(id uint64) (string, []uint32, error) {
 	}
 	if rel == "" {
 		rel = "/"
+	}
+	if err := accept(rel); err != nil {
+		return rel, nil, err
 	}
 	pfd, err := unix.Openat(fd, "cgroup.procs", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {

@@ -43,7 +43,7 @@ func diagOpen(nsPath string) (int, error) {
 		return unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	}
 	if nsPath == "" {
-		return open()
+		return diagTimeout(open())
 	}
 	type result struct {
 		fd  int
@@ -68,7 +68,21 @@ func diagOpen(nsPath string) (int, error) {
 		ch <- result{fd, err}
 	}()
 	r := <-ch
-	return r.fd, r.err
+	return diagTimeout(r.fd, r.err)
+}
+
+// diagTimeout bounds every wait for the kernel's answer, so that a request
+// handler can never hang on it.
+func diagTimeout(fd int, err error) (int, error) {
+	if err != nil {
+		return fd, err
+	}
+	tv := unix.Timeval{Sec: 2}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("sock_diag receive timeout: %w", err)
+	}
+	return fd, nil
 }
 
 // diagLookup asks the kernel for the established TCP socket whose own

@@ -129,7 +129,7 @@ func TestSocketFromKernel(t *testing.T) {
 			if sk.cgroup != id {
 				t.Errorf("cgroup ID %d, want %d (%s)", sk.cgroup, id, cg)
 			}
-			gotCg, pids, err := f.cgroupProcs(sk.cgroup)
+			gotCg, pids, err := f.cgroupProcs(sk.cgroup, func(string) error { return nil })
 			if err != nil || gotCg != cg {
 				t.Fatalf("cgroupProcs = %q, %v; want %q", gotCg, err, cg)
 			}
