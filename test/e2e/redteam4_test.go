@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -80,4 +81,83 @@ func staticRedTeam4C(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestRedTeam4LocalUserCgroup: a local unprivileged user (uid 65534)
+// tries to make a cgroup named like a BuildKit container's
+// (/buildkit/<id>, where tracer/peer looks for frontends) in the cgroup2
+// hierarchy the tracer reads: directly, and through a cgroup2 mount of
+// its own in new user, mount and cgroup namespaces. Without a delegated
+// subtree (none on the lab host) both must fail; a process of the user's
+// can then never be in a cgroup the tracer takes for a container's.
+func TestRedTeam4LocalUserCgroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP (needs root to run as uid 65534)")
+	}
+	const root = "/sys/fs/cgroup/unified"
+	if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
+		t.Skipf("SKIP (no cgroup2 hierarchy at %s: %v)", root, err)
+	}
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	name := "buildkit/rt4" + randHex(8)
+	script := `for d in ` + root + ` ` + root + `/buildkit; do [ -d $d ] && mkdir $d/rt4probe 2>/dev/null && echo "RT4 MADE $d/rt4probe"; done; ` +
+		`mkdir -p ` + root + `/` + name + ` 2>/dev/null && echo "RT4 MADE ` + name + `"; ` +
+		`if unshare -Urm --cgroup true 2>/dev/null; then echo "RT4 USERNS ok"; ` +
+		`unshare -Urm --cgroup sh -c 'mkdir -p /tmp/rt4cg && mount -t cgroup2 none /tmp/rt4cg 2>/dev/null && echo "RT4 MOUNTED" && mkdir -p /tmp/rt4cg/` + name + ` && echo "RT4 MADE in own mount"'; fi; echo RT4 DONE`
+	out, err := runCmdAs(nobody, "sh", "-c", script)
+	t.Logf("as uid 65534: %v\n%s", err, out)
+	t.Cleanup(func() {
+		for _, d := range []string{root + "/" + name, root + "/buildkit/rt4probe", root + "/rt4probe"} {
+			os.Remove(d)
+		}
+	})
+	if !strings.Contains(out, "RT4 DONE") {
+		t.Fatalf("the probe did not run: %v\n%s", err, out)
+	}
+	if strings.Contains(out, "RT4 MADE") {
+		t.Errorf("ATTACK: uid 65534 made a cgroup in the hierarchy the tracer reads:\n%s", out)
+	}
+	// Whatever the user made in its own namespaces, the tracer's view
+	// has no such cgroup.
+	if _, err := os.Stat(filepath.Join(root, name)); err == nil {
+		t.Errorf("ATTACK: %s/%s exists", root, name)
+	}
+}
+
+// TestRedTeam4InsecureQuickAndCached: a RUN --security=insecure step that
+// exits at once (before a loaded tracer would get round to it; the bundle
+// is read when buildkitd writes it, before runc starts), in a stage the
+// final image only copies from, and the same build again, served from
+// BuildKit's cache (the cached step's evidence is the first run). Both
+// images must fail verify, for the insecure step.
+func TestRedTeam4InsecureQuickAndCached(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	nonce := randHex(8)
+	df := "# syntax=" + l.Frontend + "\n" +
+		"FROM " + l.BaseImage + " AS evil\n" +
+		"RUN --security=insecure echo rt4-" + nonce + " > /out\n" +
+		"FROM " + l.BaseImage + "\n" +
+		"COPY --from=evil /out /out\n"
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": df})
+	for i, name := range []string{"redteam4-insecure", "redteam4-insecure-cached"} {
+		ref := l.Ref(name)
+		res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true, Args: []string{"--allow", "security.insecure"}})
+		if runs, cached := cachedRuns(res.Output); i == 1 && cached != runs {
+			t.Logf("the second build ran %d of its %d RUN steps again (cached: %d)", runs-cached, runs, cached)
+		}
+		out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub)
+		if code == 0 {
+			t.Errorf("ATTACK: verify %s passes an image built with a RUN --security=insecure step:\n%s", ref, out)
+		} else if !strings.Contains(out, "not vouched for") && !strings.Contains(out, "CAP_SYS_ADMIN") &&
+			(i == 0 || !strings.Contains(out, "step was cached")) {
+			// The rebuild's step has no evidence (its only run is not
+			// vouched for), so it is refused as an unproven cached step.
+			t.Errorf("verify %s refuses, but not for the insecure step:\n%s", ref, out)
+		}
+		t.Logf("build %d (%s): verify exit %d", i+1, ref, code)
+	}
 }
