@@ -91,9 +91,22 @@ func (f *Finder) proc(parts ...string) string {
 // someone allowed to ptrace the frontend takes it (root on the host);
 // neither changes the cgroup the kernel recorded. Walking every process's
 // descriptors instead cost milliseconds per request.
+//
+// The 4-tuple names the socket, not who wrote the bytes: a process with
+// CAP_NET_RAW on the same network (a build step on the host's network
+// holds it by default) can write segments into another's connection with
+// its sequence numbers. So the caller's socket must have sent every byte
+// the tracer has received on the connection (intact).
 func (f *Finder) Frontend(remote, local netip.AddrPort) (*Frontend, error) {
+	own, err := f.ownEnd(remote, local)
+	if err != nil {
+		return nil, err
+	}
 	sk, err := f.socket(remote, local)
 	if err != nil {
+		return nil, err
+	}
+	if err := intact(own, sk, remote); err != nil {
 		return nil, err
 	}
 	cg, pids, err := f.cgroupProcs(sk.cgroup, func(cg string) error {
@@ -134,6 +147,31 @@ func (f *Finder) Frontend(remote, local netip.AddrPort) (*Frontend, error) {
 		return nil, fmt.Errorf("%w: process %d is in cgroup %s, not in %s, where the connection was made", ErrNotFrontend, fe.PID, fe.cgroup, cg)
 	}
 	return fe, nil
+}
+
+// ownEnd finds the tracer's end of the connection from remote to local, in
+// its own network namespace. It is read before the caller's end: a byte
+// the tracer counts then was sent before the caller's count is read.
+func (f *Finder) ownEnd(remote, local netip.AddrPort) (sockInfo, error) {
+	own, ok, err := socketIn("", local, remote)
+	if err != nil {
+		return sockInfo{}, err
+	}
+	if !ok {
+		return sockInfo{}, fmt.Errorf("%w: the tracer's end of the connection from %s is gone", ErrNotFrontend, remote)
+	}
+	return own, nil
+}
+
+// intact checks that the caller's socket sent at least every byte the
+// tracer's end has taken in: more means someone else wrote into the
+// connection (segments injected with a raw socket).
+func intact(own, caller sockInfo, remote netip.AddrPort) error {
+	if own.received > caller.sent {
+		return fmt.Errorf("%w: the tracer received %d bytes on the connection from %s, but the socket there sent %d: someone else wrote into it",
+			ErrNotFrontend, own.received, remote, caller.sent)
+	}
+	return nil
 }
 
 // socket finds the caller's end of an established connection: in the

@@ -8,9 +8,14 @@ import (
 	"os"
 	"runtime"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
+
+// tcpInfoNeed is how much of struct tcp_info must be there: up to
+// bytes_retrans (Linux 5.5).
+var tcpInfoNeed = int(unsafe.Offsetof(unix.TCPInfo{}.Bytes_retrans) + 8)
 
 // sockInfo is what the kernel keeps about one end of a TCP connection.
 type sockInfo struct {
@@ -19,11 +24,16 @@ type sockInfo struct {
 	// recorded by the kernel at creation (sk_cgrp_data): moving the
 	// task, or passing the descriptor on, does not change it.
 	cgroup uint64
+	// received is how many bytes of the peer's stream this end has
+	// taken in order; sent how many it has sent, once each
+	// (tcp_info: bytes_received, bytes_sent less bytes_retrans).
+	received, sent uint64
 }
 
 // Linux uapi values that golang.org/x/sys/unix does not carry
 // (linux/inet_diag.h, net/tcp_states.h).
 const (
+	inetDiagInfo     = 2  // INET_DIAG_INFO: struct tcp_info
 	inetDiagCgroupID = 21 // INET_DIAG_CGROUP_ID
 	tcpListen        = 10 // TCP_LISTEN
 	diagReqLen       = 56 // struct inet_diag_req_v2
@@ -141,6 +151,7 @@ func diagRequest(src, dst netip.AddrPort) []byte {
 	r := b[unix.NLMSG_HDRLEN:]
 	r[0] = family
 	r[1] = unix.IPPROTO_TCP
+	r[2] = 1 << (inetDiagInfo - 1)  // idiag_ext: tcp_info too
 	ne.PutUint32(r[4:], ^uint32(0)) // every state; the answer's is checked
 	putSockID(r[diagSockIDOff:], family, src, dst)
 	return b
@@ -192,15 +203,23 @@ func parseDiagMsg(b []byte, src, dst netip.AddrPort) (sockInfo, bool, error) {
 	}
 	ne := binary.NativeEndian
 	info := sockInfo{inode: uint64(ne.Uint32(b[68:]))}
-	haveCgroup := false
+	haveCgroup, haveInfo := false, false
 	for a := b[diagMsgLen:]; len(a) >= unix.SizeofRtAttr; {
 		l := int(ne.Uint16(a[0:]))
 		if l < unix.SizeofRtAttr || l > len(a) {
 			return sockInfo{}, false, errors.New("sock_diag: malformed attribute")
 		}
-		if ne.Uint16(a[2:]) == inetDiagCgroupID && l >= unix.SizeofRtAttr+8 {
+		switch typ := ne.Uint16(a[2:]); {
+		case typ == inetDiagCgroupID && l >= unix.SizeofRtAttr+8:
 			info.cgroup = ne.Uint64(a[unix.SizeofRtAttr:])
 			haveCgroup = true
+		case typ == inetDiagInfo && l >= unix.SizeofRtAttr+tcpInfoNeed:
+			// The kernel's struct tcp_info grows at its end: older
+			// kernels send less than unix.TCPInfo, newer ones more.
+			var ti unix.TCPInfo
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&ti)), unsafe.Sizeof(ti)), a[unix.SizeofRtAttr:l])
+			info.received, info.sent = ti.Bytes_received, ti.Bytes_sent-ti.Bytes_retrans
+			haveInfo = true
 		}
 		l = (l + unix.RTA_ALIGNTO - 1) &^ (unix.RTA_ALIGNTO - 1)
 		if l > len(a) {
@@ -210,6 +229,9 @@ func parseDiagMsg(b []byte, src, dst netip.AddrPort) (sockInfo, bool, error) {
 	}
 	if !haveCgroup {
 		return sockInfo{}, false, errors.New("sock_diag: the kernel gave no socket cgroup (INET_DIAG_CGROUP_ID, Linux 5.9 with CONFIG_SOCK_CGROUP_DATA)")
+	}
+	if !haveInfo {
+		return sockInfo{}, false, errors.New("sock_diag: the kernel gave no byte counts (INET_DIAG_INFO with bytes_sent, Linux 5.5)")
 	}
 	if info.inode == 0 {
 		return sockInfo{}, false, errors.New("sock_diag: the socket has no inode (orphaned)")
