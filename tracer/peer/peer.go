@@ -188,7 +188,7 @@ func (f *Finder) socket(remote, local netip.AddrPort) (sockInfo, error) {
 	if local.Addr().Unmap().IsLoopback() {
 		return sockInfo{}, fmt.Errorf("%w: connection %s → %s is not in this network namespace", ErrNotFrontend, remote, local)
 	}
-	self, _ := os.Readlink(f.proc("self", "ns", "net"))
+	self, _ := os.Readlink(f.proc("thread-self", "ns", "net"))
 	ents, err := os.ReadDir(f.proc())
 	if err != nil {
 		return sockInfo{}, err

@@ -46,8 +46,8 @@ const (
 // diagOpen opens a NETLINK_SOCK_DIAG socket in the network namespace of
 // the file nsPath ("" for the tracer's own). A netlink socket answers for
 // the namespace it was made in, whichever thread later uses it: the
-// namespace is entered on a thread of its own that is thrown away after,
-// so no other goroutine ever runs in it.
+// namespace is entered on a locked thread and left again before the
+// thread runs anything else.
 func diagOpen(nsPath string) (int, error) {
 	open := func() (int, error) {
 		return unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
@@ -55,26 +55,36 @@ func diagOpen(nsPath string) (int, error) {
 	if nsPath == "" {
 		return diagTimeout(open())
 	}
+	ns, err := os.Open(nsPath)
+	if err != nil {
+		return -1, err
+	}
+	defer ns.Close()
 	type result struct {
 		fd  int
 		err error
 	}
 	ch := make(chan result, 1)
 	go func() {
-		// Never unlocked: the runtime ends a locked thread when its
-		// goroutine returns, so the namespace change dies with it.
 		runtime.LockOSThread()
-		ns, err := os.Open(nsPath)
+		own, err := os.Open("/proc/thread-self/ns/net")
 		if err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{-1, err}
 			return
 		}
-		defer ns.Close()
+		defer own.Close()
 		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{-1, fmt.Errorf("entering network namespace %s: %w", nsPath, err)}
 			return
 		}
 		fd, err := open()
+		// A thread that cannot go back stays locked: the runtime ends it
+		// (or, for the main thread, never runs anything on it again).
+		if unix.Setns(int(own.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
 		ch <- result{fd, err}
 	}()
 	r := <-ch

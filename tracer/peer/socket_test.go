@@ -251,6 +251,10 @@ func TestSocketInOtherNetns(t *testing.T) {
 	}
 	remote := netip.MustParseAddrPort(addr + ":54000")
 	local := netip.MustParseAddrPort(addr + ":7390")
+	hostNS, err := os.Readlink("/proc/thread-self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
 	f := &Finder{}
 	ino := start(t)
 	sk, err := f.socket(remote, local)
@@ -260,6 +264,15 @@ func TestSocketInOtherNetns(t *testing.T) {
 	start(t)
 	if sk, err := f.socket(remote, local); err == nil || !strings.Contains(err.Error(), "2 network namespaces") {
 		t.Fatalf("a connection two namespaces show: %+v, %v", sk, err)
+	}
+	// Every thread of this process is still in its own network namespace
+	// (one left in the helper's would hide that namespace, and make its
+	// sockets there).
+	tasks, _ := filepath.Glob("/proc/self/task/*/ns/net")
+	for _, task := range tasks {
+		if ns, err := os.Readlink(task); err == nil && ns != hostNS {
+			t.Errorf("%s is %s after the lookups, not %s", task, ns, hostNS)
+		}
 	}
 	// A loopback address is only ever looked up in the tracer's own.
 	if _, err := f.socket(netip.MustParseAddrPort("127.0.0.1:54000"), netip.MustParseAddrPort("127.0.0.1:7390")); err == nil {
