@@ -12,7 +12,6 @@ package frontend
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -35,6 +34,7 @@ import (
 	"github.com/moby/buildkit/solver/result"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+	"golang.org/x/sys/unix"
 )
 
 // Build arguments that configure the frontend.
@@ -129,10 +129,16 @@ func Build(ctx context.Context, c client.Client) (*client.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &tagClient{Client: c, allowUnmonitored: set.Unmonitored == UnmonitoredAllow, nonce: newNonce()}
+	key, err := requestKey()
+	if err != nil {
+		return nil, err
+	}
+	defer key.Close()
+	auth := tracerapi.NewAuth(key.bytes)
+	tc := &tagClient{Client: c, allowUnmonitored: set.Unmonitored == UnmonitoredAllow, nonce: tracerapi.NonceRoot(key.bytes)}
 	_, sub := c.BuildOpts().Opts["requestid"]
 	traceID, tpErr := TraceIDFromTraceparent(os.Getenv("TRACEPARENT"))
-	tracer := &tracerapi.Client{Addr: set.Tracer, HTTP: &http.Client{Timeout: 30 * time.Second}}
+	tracer := &tracerapi.Client{Addr: set.Tracer, HTTP: &http.Client{Timeout: 30 * time.Second}, Auth: auth}
 	if !sub {
 		// Fail before any step runs rather than after: unobserved steps
 		// cannot be observed later. The check runs while the stock
@@ -175,11 +181,11 @@ func Build(ctx context.Context, c client.Client) (*client.Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if obs, err = observe(ctx, set, traceID, results, tc.stepless()); err != nil {
+		if obs, err = observe(ctx, set, auth, traceID, results, tc.stepless()); err != nil {
 			return nil, err
 		}
 	}
-	if err := attach(ctx, c, set, res, tc.solves(), obs, start, finish); err != nil {
+	if err := attach(ctx, c, set, auth, res, tc.solves(), obs, start, finish); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -196,8 +202,8 @@ type observation struct {
 
 // observe asks the tracer to seal this build's trace and sign it.
 // stepless are the plan parts of solves that have no step, sent with it.
-func observe(ctx context.Context, set Settings, traceID string, results map[string]string, stepless []trace.PlanPart) (*observation, error) {
-	tc := &tracerapi.Client{Addr: set.Tracer, HTTP: &http.Client{Timeout: set.Wait + 30*time.Second}}
+func observe(ctx context.Context, set Settings, auth *tracerapi.Auth, traceID string, results map[string]string, stepless []trace.PlanPart) (*observation, error) {
+	tc := &tracerapi.Client{Addr: set.Tracer, HTTP: &http.Client{Timeout: set.Wait + 30*time.Second}, Auth: auth}
 	env, err := tc.SealWith(ctx, traceID, tracerapi.SealRequest{Wait: set.Wait.String(), Results: results, EvidenceFrom: set.EvidenceFrom, Plan: stepless})
 	if err != nil {
 		return unmonitored(set, traceID, fmt.Errorf("%w: %w", tracerapi.ErrUnreachable, err))
@@ -243,7 +249,7 @@ func unmonitored(set Settings, traceID string, cause error) (*observation, error
 }
 
 // attach adds one runtime-trace attestation per platform of res.
-func attach(ctx context.Context, c client.Client, set Settings, res *client.Result, solves []solveRecord, obs *observation, start, finish time.Time) error {
+func attach(ctx context.Context, c client.Client, set Settings, auth *tracerapi.Auth, res *client.Result, solves []solveRecord, obs *observation, start, finish time.Time) error {
 	ps, err := exptypes.ParsePlatforms(res.Metadata)
 	if err != nil {
 		return fmt.Errorf("reading result platforms: %w", err)
@@ -278,7 +284,7 @@ func attach(ctx context.Context, c client.Client, set Settings, res *client.Resu
 		if constAttestation != nil {
 			dt = constAttestation
 		}
-		st, err := attestationState(ctx, set.Tracer, p.ID, dt)
+		st, err := attestationState(ctx, set.Tracer, auth, p.ID, dt)
 		if err != nil {
 			return fmt.Errorf("runtime trace of %s: %w", p.ID, err)
 		}
@@ -308,12 +314,12 @@ const inlineMax = 4 << 20
 // A small one is written inline; a large one (a step that touched hundreds
 // of thousands of files) is handed to the tracer and fetched by BuildKit's
 // HTTP source, pinned to its digest.
-func attestationState(ctx context.Context, tracer, platform string, dt []byte) (llb.State, error) {
+func attestationState(ctx context.Context, tracer string, auth *tracerapi.Auth, platform string, dt []byte) (llb.State, error) {
 	name := llb.WithCustomName("[buildtrace] runtime trace " + platform)
 	if len(dt) <= inlineMax {
 		return llb.Scratch().File(llb.Mkfile(AttestationPath, 0o644, dt), name), nil
 	}
-	tc := &tracerapi.Client{Addr: tracer, HTTP: &http.Client{Timeout: 2 * time.Minute}}
+	tc := &tracerapi.Client{Addr: tracer, HTTP: &http.Client{Timeout: 2 * time.Minute}, Auth: auth}
 	url, dgst, err := tc.PutBlob(ctx, dt)
 	if err != nil {
 		return llb.State{}, fmt.Errorf("handing the %d-byte attestation to the tracer: %w", len(dt), err)
@@ -427,10 +433,9 @@ func (t *tagClient) plan(ctx context.Context, req client.SolveRequest, steps []l
 	err := t.ready()
 	var part trace.PlanPart
 	if err == nil {
+		// No step nonce goes with it: the tracer derives them from this
+		// frontend's request key, which never travels on the network.
 		part, err = planPart(req, steps)
-		for i := range part.Steps {
-			part.Steps[i].Nonce = llbtag.StepNonce(t.nonce, part.Steps[i].StepID)
-		}
 	}
 	if err == nil && len(part.Steps) == 0 {
 		// Nothing of this solve runs in a container (it reads the
@@ -458,11 +463,38 @@ func (t *tagClient) plan(ctx context.Context, req client.SolveRequest, steps []l
 	return nil
 }
 
-func newNonce() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+// key is this frontend's request key (tracerapi.Auth), in a sealed memfd
+// the tracer reads from this process.
+type key struct {
+	bytes []byte
+	file  *os.File
 }
+
+// requestKey makes a random key and puts it into a memfd named
+// tracerapi.KeyMemfdName, sealed against any change, kept open for as long
+// as the frontend runs.
+func requestKey() (*key, error) {
+	b := make([]byte, tracerapi.KeyLen)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("buildtrace: making the request key: %w", err)
+	}
+	fd, err := unix.MemfdCreate(tracerapi.KeyMemfdName, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("buildtrace: memfd for the request key: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), tracerapi.KeyMemfdName)
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("buildtrace: writing the request key: %w", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SEAL|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("buildtrace: sealing the request key: %w", err)
+	}
+	return &key{bytes: b, file: f}, nil
+}
+
+func (k *key) Close() error { return k.file.Close() }
 
 // planPart describes a tagged solve for the tracer.
 func planPart(req client.SolveRequest, steps []llbtag.Step) (trace.PlanPart, error) {

@@ -76,7 +76,7 @@ func TestObserve(t *testing.T) {
 	srv := tracerServer(t, &trace.Build{Version: trace.Version, BuildTraceID: traceID, Tracer: trace.Tracer{Name: "buildtraced"}})
 	addr := strings.TrimPrefix(srv.URL, "http://")
 
-	obs, err := observe(ctx, Settings{Tracer: addr, Unmonitored: UnmonitoredFail, Wait: 2 * time.Second}, traceID, nil, nil)
+	obs, err := observe(ctx, Settings{Tracer: addr, Unmonitored: UnmonitoredFail, Wait: 2 * time.Second}, nil, traceID, nil, nil)
 	if err != nil || !obs.monitored || obs.envelope == nil || obs.build.BuildTraceID != traceID {
 		t.Fatalf("observe = %+v, %v", obs, err)
 	}
@@ -88,18 +88,18 @@ func TestObserve(t *testing.T) {
 	}
 	dead := l.Addr().String()
 	l.Close()
-	_, err = observe(ctx, Settings{Tracer: dead, Unmonitored: UnmonitoredFail, Wait: time.Second}, traceID, nil, nil)
+	_, err = observe(ctx, Settings{Tracer: dead, Unmonitored: UnmonitoredFail, Wait: time.Second}, nil, traceID, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), dead) || !strings.Contains(err.Error(), ArgUnmonitored) {
 		t.Errorf("fail mode error = %v", err)
 	}
-	obs, err = observe(ctx, Settings{Tracer: dead, Unmonitored: UnmonitoredAllow, Wait: time.Second}, traceID, nil, nil)
+	obs, err = observe(ctx, Settings{Tracer: dead, Unmonitored: UnmonitoredAllow, Wait: time.Second}, nil, traceID, nil, nil)
 	if err != nil || obs.monitored || obs.reason == "" || obs.traceID != traceID {
 		t.Errorf("allow mode = %+v, %v", obs, err)
 	}
 
 	// A tracer answering with another build's trace is not trusted.
 	other := tracerServer(t, &trace.Build{Version: trace.Version, BuildTraceID: strings.Repeat("9", 32)})
-	if _, err := observe(ctx, Settings{Tracer: strings.TrimPrefix(other.URL, "http://"), Unmonitored: UnmonitoredFail, Wait: 2 * time.Second}, traceID, nil, nil); err == nil {
+	if _, err := observe(ctx, Settings{Tracer: strings.TrimPrefix(other.URL, "http://"), Unmonitored: UnmonitoredFail, Wait: 2 * time.Second}, nil, traceID, nil, nil); err == nil {
 		t.Error("accepted another build's trace")
 	}
 }

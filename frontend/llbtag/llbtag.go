@@ -9,9 +9,6 @@
 package llbtag
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -65,7 +62,7 @@ func Tag(def *pb.Definition) ([]Step, error) { return TagWithNonce(def, "") }
 // TagWithNonce is Tag, and also adds "buildtrace-<step nonce>.invalid" to
 // each ExecOp's NO_PROXY: BuildKit leaves the proxy environment out of its
 // cache key, and the tracer takes a container for a step of this build only
-// when it carries that step's nonce (StepNonce), which the frontend
+// when it carries that step's nonce (steptag.StepNonce), which the frontend
 // registers with the plan. Each step gets its own, so a step that reads its
 // environment learns nothing that would let another container pass for a
 // different step, and a cached step's nonce is never in any container.
@@ -225,7 +222,7 @@ func (t *tagger) rewrite(d digest.Digest) (digest.Digest, error) {
 			if ex.Meta.ProxyEnv == nil {
 				ex.Meta.ProxyEnv = &pb.ProxyEnv{}
 			}
-			tok := "buildtrace-" + StepNonce(t.nonce, id) + ".invalid"
+			tok := "buildtrace-" + steptag.StepNonce(t.nonce, id) + ".invalid"
 			if ex.Meta.ProxyEnv.NoProxy == "" {
 				ex.Meta.ProxyEnv.NoProxy = tok
 			} else {
@@ -248,13 +245,6 @@ func (t *tagger) rewrite(d digest.Digest) (digest.Digest, error) {
 	t.newBytes[d] = dt
 	t.newDgst[d] = nd
 	return nd, nil
-}
-
-// StepNonce derives a step's nonce from the build's secret.
-func StepNonce(buildSecret, stepID string) string {
-	m := hmac.New(sha256.New, []byte(buildSecret))
-	m.Write([]byte(stepID))
-	return hex.EncodeToString(m.Sum(nil))[:32]
 }
 
 // marshal is how client/llb marshals ops.

@@ -5,6 +5,7 @@
 package steptag
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -90,4 +91,13 @@ func StepOfCgroup(path string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("cgroup %q is not under /%s/<step id>", path, Root)
+}
+
+// StepNonce derives a step's nonce from the build's nonce secret
+// (tracerapi.NonceRoot): the frontend puts it into the step's container,
+// the tracer derives it again to attribute the container.
+func StepNonce(buildSecret, stepID string) string {
+	m := hmac.New(sha256.New, []byte(buildSecret))
+	m.Write([]byte(stepID))
+	return hex.EncodeToString(m.Sum(nil))[:32]
 }

@@ -166,8 +166,10 @@ type PlanStep struct {
 	SecretEnv   []string `json:"secretEnv,omitempty"`
 	SecretFiles []string `json:"secretFiles,omitempty"`
 	// Nonce is the step's nonce, which the frontend put into the step's
-	// container (NO_PROXY=buildtrace-<nonce>.invalid). The tracer keeps it
-	// in memory to attribute containers and never signs or publishes it.
+	// container (NO_PROXY=buildtrace-<nonce>.invalid). The tracer derives
+	// it from the frontend's request key (tracerapi.NonceRoot), keeps it in
+	// memory to attribute containers, and never signs or publishes it; the
+	// frontend does not send it.
 	Nonce string `json:"nonce,omitempty"`
 }
 

@@ -143,6 +143,8 @@ type ErrorResponse struct {
 type Client struct {
 	Addr string // host:port, or unix:<path> for the admin socket
 	HTTP *http.Client
+	// Auth signs plan, seal and blob requests: a frontend's (auth.go).
+	Auth *Auth
 }
 
 // AdminClient returns a client of the tracer's admin socket (root only).
@@ -210,6 +212,9 @@ func (c *Client) PutBlob(ctx context.Context, data []byte) (url string, digest s
 	if err != nil {
 		return "", "", err
 	}
+	if c.Auth != nil {
+		c.Auth.signSum(req, name) // the tracer checks the content against the name
+	}
 	res, err := c.httpClient().Do(req)
 	if err != nil {
 		return "", "", fmt.Errorf("tracer at %s: %w", c.Addr, err)
@@ -267,6 +272,9 @@ func (c *Client) post(ctx context.Context, u string, body, into any) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if c.Auth != nil {
+		c.Auth.sign(req, dt)
+	}
 	return c.do(req, into)
 }
 

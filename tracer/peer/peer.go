@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/buildtrace/buildtrace/pkg/steptag"
+	"github.com/buildtrace/buildtrace/pkg/tracerapi"
 	"github.com/buildtrace/buildtrace/tracer/rootfs"
 )
 
@@ -45,6 +46,9 @@ type Frontend struct {
 	// Namespace is the mount namespace of the buildkitd that runs the
 	// container (the tracer's own for a buildkitd on the host).
 	Namespace rootfs.Namespace
+	// RequestKey is the key the frontend signs its requests with
+	// (tracerapi.Auth), read from its memfd.
+	RequestKey []byte
 
 	cgroup string
 }
@@ -146,7 +150,47 @@ func (f *Finder) Frontend(remote, local netip.AddrPort) (*Frontend, error) {
 	if fe.cgroup != cg {
 		return nil, fmt.Errorf("%w: process %d is in cgroup %s, not in %s, where the connection was made", ErrNotFrontend, fe.PID, fe.cgroup, cg)
 	}
+	if fe.RequestKey, err = f.requestKey(fe.PID); err != nil {
+		return nil, fmt.Errorf("%w: process %d: %v", ErrNotFrontend, fe.PID, err)
+	}
 	return fe, nil
+}
+
+// requestKey reads the frontend's request key from its sealed memfd
+// (tracerapi.KeyMemfdName): only the process itself could have made it.
+func (f *Finder) requestKey(pid uint32) ([]byte, error) {
+	p := strconv.FormatUint(uint64(pid), 10)
+	fds, err := os.ReadDir(f.proc(p, "fd"))
+	if err != nil {
+		return nil, err
+	}
+	want := "/memfd:" + tracerapi.KeyMemfdName + " (deleted)"
+	var found []string
+	for _, fd := range fds {
+		if l, err := os.Readlink(f.proc(p, "fd", fd.Name())); err == nil && l == want {
+			found = append(found, fd.Name())
+		}
+	}
+	if len(found) != 1 {
+		return nil, fmt.Errorf("it holds %d memfds named %s, want one: not a buildtrace frontend of this version", len(found), tracerapi.KeyMemfdName)
+	}
+	file, err := os.Open(f.proc(p, "fd", found[0]))
+	if err != nil {
+		return nil, fmt.Errorf("opening its request key: %w", err)
+	}
+	defer file.Close()
+	// Sealed against writes and size changes: the key cannot change
+	// under the tracer.
+	const sealed = unix.F_SEAL_WRITE | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW
+	if seals, err := unix.FcntlInt(file.Fd(), unix.F_GET_SEALS, 0); err != nil || seals&sealed != sealed {
+		return nil, fmt.Errorf("its request key's memfd is not sealed (seals %#x, %v)", seals, err)
+	}
+	key := make([]byte, tracerapi.KeyLen+1)
+	n, err := io.ReadFull(file, key)
+	if n != tracerapi.KeyLen || err != io.ErrUnexpectedEOF {
+		return nil, fmt.Errorf("its request key is not %d bytes", tracerapi.KeyLen)
+	}
+	return key[:n], nil
 }
 
 // ownEnd finds the tracer's end of the connection from remote to local, in

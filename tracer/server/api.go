@@ -15,6 +15,7 @@ import (
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 
 	"github.com/buildtrace/buildtrace/pkg/sign"
+	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"github.com/buildtrace/buildtrace/pkg/trace"
 	"github.com/buildtrace/buildtrace/pkg/tracerapi"
 	"github.com/buildtrace/buildtrace/tracer/peer"
@@ -35,8 +36,17 @@ func (s *Server) Handler() http.Handler {
 		writeError(w, http.StatusForbidden, "a build's trace is served to its own frontend only (POST %s<id>%s); root can read any trace on the admin socket", tracerapi.TracePath, tracerapi.SealSuffix)
 	})
 	mux.HandleFunc("PUT "+tracerapi.BlobPath+"{sha256}", func(w http.ResponseWriter, r *http.Request) {
-		if _, err := s.frontend(r); err != nil {
+		fe, err := s.frontend(r)
+		if err != nil {
 			writeError(w, http.StatusForbidden, "%v", err)
+			return
+		}
+		// The MAC covers the blob's name; putBlob checks the content
+		// against it.
+		if sum, ok := s.checkSigned(w, r, fe); !ok {
+			return
+		} else if sum != r.PathValue("sha256") {
+			s.refuse(w, r, fe, "the signed body digest is not the blob's name")
 			return
 		}
 		s.putBlob(w, r)
@@ -141,15 +151,24 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	body, ok := s.signedBody(w, r, fe, maxPlanBytes)
+	if !ok {
+		return
+	}
 	var part trace.PlanPart
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxPlanBytes))
-	if err := dec.Decode(&part); err != nil {
+	if err := json.Unmarshal(body, &part); err != nil {
 		writeError(w, http.StatusBadRequest, "decoding plan part: %v", err)
 		return
 	}
 	if part.ID == "" || part.Platform == "" {
 		writeError(w, http.StatusBadRequest, "plan part needs an id and a platform")
 		return
+	}
+	// Step nonces come from the frontend's key, never from the network
+	// (tracerapi.NonceRoot): whatever the body says is replaced.
+	root := tracerapi.NonceRoot(fe.RequestKey)
+	for i := range part.Steps {
+		part.Steps[i].Nonce = steptag.StepNonce(root, part.Steps[i].StepID)
 	}
 	part.Received = time.Now().UTC()
 	// The frontend's bundle sits beside its steps' bundles: watch them
@@ -170,10 +189,14 @@ func (s *Server) serveSeal(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req tracerapi.SealRequest
 	// The seal carries the parts of solves with no step (a COPY-only final
 	// stage can list many ops), so it gets a part's room and then some.
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxPlanBytes+1<<20)).Decode(&req); err != nil {
+	body, ok := s.signedBody(w, r, fe, maxPlanBytes+1<<20)
+	if !ok {
+		return
+	}
+	var req tracerapi.SealRequest
+	if err := json.Unmarshal(body, &req); err != nil {
 		writeError(w, http.StatusBadRequest, "decoding seal request: %v", err)
 		return
 	}

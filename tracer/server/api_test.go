@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -50,6 +51,7 @@ type apiFixture struct {
 	// /proc and BuildKit's bundles and is tested end to end in test/e2e.
 	frontendOf atomic.Value
 	container  atomic.Value // the frontend's container ID
+	key        []byte       // the frontend's request key
 }
 
 func newFixture(t *testing.T, dir string, maxWait time.Duration) *apiFixture {
@@ -74,7 +76,7 @@ func newFixture(t *testing.T, dir string, maxWait time.Duration) *apiFixture {
 	if err := os.WriteFile(mi, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f := &apiFixture{t: t, dir: dir}
+	f := &apiFixture{t: t, dir: dir, key: bytes.Repeat([]byte{7}, tracerapi.KeyLen)}
 	f.frontendOf.Store("")
 	f.container.Store("fe1")
 	srv := New(Config{
@@ -83,7 +85,7 @@ func newFixture(t *testing.T, dir string, maxWait time.Duration) *apiFixture {
 			if id == "" {
 				return nil, peer.ErrNotFrontend
 			}
-			return &peer.Frontend{PID: 7, ContainerID: f.container.Load().(string), TraceID: id, Executable: "/run", ExecutableDigest: "sha256:fe"}, nil
+			return &peer.Frontend{PID: 7, ContainerID: f.container.Load().(string), TraceID: id, Executable: "/run", ExecutableDigest: "sha256:fe", RequestKey: f.key}, nil
 		},
 		Source:    quietSource{},
 		Store:     st,
@@ -109,6 +111,11 @@ func newFixture(t *testing.T, dir string, maxWait time.Duration) *apiFixture {
 	f.signer, f.pubPath, f.srv, f.st, f.addr, f.admin, f.http, f.adminHS = signer, pub, srv, st, ln.Addr().String(), sock, hs, as
 	t.Cleanup(f.close)
 	return f
+}
+
+// client is the frontend's: it signs with the frontend's key.
+func (f *apiFixture) client() *tracerapi.Client {
+	return &tracerapi.Client{Addr: f.addr, Auth: tracerapi.NewAuth(f.key)}
 }
 
 func (f *apiFixture) close() {
@@ -257,7 +264,7 @@ func checkSealed(t *testing.T, b *trace.Build, step string) {
 func TestOnlyTheBuildsFrontend(t *testing.T) {
 	f := newFixture(t, t.TempDir(), time.Second)
 	ctx := context.Background()
-	c := &tracerapi.Client{Addr: f.addr}
+	c := f.client()
 	res, err := http.Get("http://" + f.addr + tracerapi.TracePath + buildA)
 	if err != nil {
 		t.Fatal(err)

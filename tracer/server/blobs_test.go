@@ -21,7 +21,7 @@ import (
 func TestBlobs(t *testing.T) {
 	f := newFixture(t, t.TempDir(), time.Second)
 	f.frontendOf.Store(buildA) // blob writes are for a build's frontend
-	c := &tracerapi.Client{Addr: f.addr}
+	c := f.client()
 	data := bytes.Repeat([]byte("attestation "), 1<<20) // 12 MiB
 	url, dgst, err := c.PutBlob(context.Background(), data)
 	if err != nil {
@@ -42,6 +42,7 @@ func TestBlobs(t *testing.T) {
 
 	wrong := "http://" + f.addr + tracerapi.BlobPath + strings.Repeat("0", 64)
 	req, _ := http.NewRequest(http.MethodPut, wrong, bytes.NewReader([]byte("x")))
+	signAs(req, f.key, 100, strings.Repeat("0", 64))
 	status := func(res *http.Response, err error) int {
 		t.Helper()
 		if err != nil {
@@ -59,6 +60,7 @@ func TestBlobs(t *testing.T) {
 
 	// A chunked body has no Content-Length to reserve by.
 	req, _ = http.NewRequest(http.MethodPut, url, io.MultiReader(bytes.NewReader(data)))
+	signAs(req, f.key, 101, strings.TrimPrefix(dgst, "sha256:"))
 	if code := status(http.DefaultClient.Do(req)); code != http.StatusLengthRequired {
 		t.Errorf("chunked PUT: %d, want 411", code)
 	}

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/buildtrace/buildtrace/pkg/trace"
-	"github.com/buildtrace/buildtrace/pkg/tracerapi"
 	"github.com/buildtrace/buildtrace/tracer/probe"
 )
 
@@ -48,7 +47,7 @@ func TestPlanHoldsSyscallHook(t *testing.T) {
 	hs := &holdSource{holds: map[string]bool{}}
 	f.srv.cfg.Source = hs
 	ctx := context.Background()
-	c := &tracerapi.Client{Addr: f.addr}
+	c := f.client()
 	f.frontendOf.Store(buildA)
 	part := trace.PlanPart{ID: "sha256:p", Platform: "linux/amd64", Layers: []trace.LayerOp{}, Steps: []trace.PlanStep{}}
 	if err := c.PutPlan(ctx, buildA, part); err != nil {

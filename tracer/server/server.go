@@ -108,6 +108,7 @@ type Server struct {
 	early    map[uint64]layout // found by Early, not yet taken by Handle
 	blobs    blobs             // attestations handed over for BuildKit's HTTP source
 	plans    plans             // each build's plan, from its frontend
+	counters counters          // request counters each frontend used (auth.go)
 	bundles  bundleWatch       // containers\' bundles, read as buildkitd writes them
 	finder   *peer.Finder
 	resolver *rootfs.Resolver
