@@ -48,7 +48,7 @@ func TestRedTeam3RuncInit(t *testing.T) {
 		"ENV RT3_ADDR=" + host + " RT3_PORT=" + port + "\n" +
 		"COPY --chmod=0755 runcinit /usr/local/bin/runcinit\n" +
 		`RUN ["/usr/local/bin/runcinit", "` + randHex(8) + `"]` + "\n"
-	dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "runcinit": staticRedTeam3C(t, "runcinit")})
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "runcinit": staticTestdataC(t, "redteam3", "runcinit")})
 	ref := l.Ref("redteam3-runcinit")
 	res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
 	for _, line := range strings.Split(res.Output, "\n") {
@@ -123,12 +123,12 @@ func runcInitArgv(p *trace.Process) bool {
 	return false
 }
 
-// staticRedTeam3C compiles testdata/redteam3/<name>.c with gcc -static and
+// staticTestdataC compiles testdata/<dir>/<name>.c with gcc -static and
 // returns the binary, for a build context.
-func staticRedTeam3C(t *testing.T, name string) string {
+func staticTestdataC(t *testing.T, dir, name string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), name)
-	c := filepath.Join("testdata", "redteam3", name+".c")
+	c := filepath.Join("testdata", dir, name+".c")
 	if out, err := runCmd("gcc", "-static", "-no-pie", "-O1", "-Wall", "-o", bin, c); err != nil {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}

@@ -39,7 +39,7 @@ func TestRedTeam4InjectIntoFrontendConnection(t *testing.T) {
 	df := "# syntax=" + l.Frontend + "\nFROM " + l.BaseImage + "\n" +
 		"COPY --chmod=0755 inject /usr/local/bin/inject\n" +
 		`RUN ["/usr/local/bin/inject", "` + port + `", "/v1/builds/` + other + `/seal", "` + randHex(8) + `"]` + "\n"
-	dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "inject": staticRedTeam4C(t, "inject")})
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "inject": staticTestdataC(t, "redteam4", "inject")})
 	// The frontend's connection is reset by the step: the build may fail
 	// or end unmonitored; what matters is what the tracer answered.
 	res := l.Buildx(ctx, lab.Build{Context: dir, Tag: l.Ref("redteam4-inject")})
@@ -65,22 +65,6 @@ func TestRedTeam4InjectIntoFrontendConnection(t *testing.T) {
 			t.Errorf("the injected request was not refused: %s", a)
 		}
 	}
-}
-
-// staticRedTeam4C compiles testdata/redteam4/<name>.c with gcc -static and
-// returns the binary, for a build context.
-func staticRedTeam4C(t *testing.T, name string) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), name)
-	c := filepath.Join("testdata", "redteam4", name+".c")
-	if out, err := runCmd("gcc", "-static", "-no-pie", "-O1", "-Wall", "-o", bin, c); err != nil {
-		t.Fatalf("gcc: %v\n%s", err, out)
-	}
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 // TestRedTeam4LocalUserCgroup: a local unprivileged user (uid 65534)
