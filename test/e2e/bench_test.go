@@ -39,8 +39,11 @@ const untarRunTmpfs = `s=$(cut -d' ' -f1 /proc/uptime); tar xf /files.tar -C /x 
 
 // BenchmarkUntarDelete50k measures what tracing costs a file-heavy RUN:
 // it untars 50,000 small files and deletes them, untraced and traced (see
-// benchStep), for BUILDTRACE_BENCH_ROUNDS rounds (default 5; b.N is not
-// used: one round is two or three full builds). Sub-benchmark tmpfs untars
+// benchStep), for BUILDTRACE_BENCH_ROUNDS rounds (default 11; b.N is not
+// used: one round is two or three full builds). The step takes about two
+// seconds and rounds of one arm spread by ±20 %, so five rounds' medians
+// moved by more than the 5 % target between runs of the same code; eleven
+// cost about a minute more. Sub-benchmark tmpfs untars
 // into a RUN --mount=type=tmpfs (see untarRunTmpfs), with the kernel-floor
 // arm too; rootfs, into the container's root as a RUN usually does, runs
 // only with BUILDTRACE_BENCH_ROOTFS=1: ext4's inode allocator makes it take
@@ -48,7 +51,7 @@ const untarRunTmpfs = `s=$(cut -d' ' -f1 /proc/uptime); tar xf /files.tar -C /x 
 func BenchmarkUntarDelete50k(b *testing.B) {
 	l := lab.Require(b)
 	l.RequireTracer(b)
-	rounds := benchRounds(b, 5)
+	rounds := benchRounds(b, 11)
 	tarball := smallFilesTar(b)
 	for _, v := range []struct{ name, run string }{
 		{"rootfs", "RUN " + untarRun},
