@@ -358,7 +358,9 @@ type DNSQuery struct {
 	// Unconfirmed marks an answer the step received that matches no
 	// question it sent (message ID, question and the server it was sent
 	// to): anything could have sent it. Its addresses are in
-	// UnconfirmedAnswers, never in Answers.
+	// UnconfirmedAnswers, never in Answers. Every answer of a step that
+	// sent on a raw or ICMP socket is unconfirmed: it could have forged
+	// its resolver's answer.
 	Unconfirmed        bool     `json:"unconfirmed,omitempty"`
 	UnconfirmedAnswers []string `json:"unconfirmedAnswers,omitempty"`
 }

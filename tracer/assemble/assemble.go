@@ -537,9 +537,17 @@ func (s *Step) Seal(in SealInput) trace.Step {
 		d.BytesSent += t.BytesSent
 		d.BytesReceived += t.BytesReceived
 	}
+	// A step that could forge packets could have answered its own
+	// questions in its resolver's name: then no answer is confirmed.
+	forger := s.canForgePackets()
+	if forger {
+		out.DNS = unconfirmAll(out.DNS)
+	}
 	for k, d := range dests {
-		if h, ok := s.dns.hosts[k.addr.Addr().Unmap()]; ok {
+		if h, ok := s.dns.hosts[k.addr.Addr().Unmap()]; ok && !forger {
 			d.Hostname = h
+		} else if ok {
+			d.HostnameUnconfirmed = h
 		} else if h, ok := s.dns.strayHosts[k.addr.Addr().Unmap()]; ok {
 			d.HostnameUnconfirmed = h
 		}
@@ -645,4 +653,43 @@ func (s *Step) Seal(in SealInput) trace.Step {
 	c.Complete = len(reasons) == 0
 	out.Completeness = c
 	return out
+}
+
+// canForgePackets reports whether the step sent on a socket that writes
+// its own IP headers or may (a raw socket, which the probe names "raw",
+// or by its protocol when it is ICMP: IP_HDRINCL makes either write any
+// packet). Such a step can send itself a DNS answer from its resolver's
+// address, with the question's ID, so matching an answer to a question
+// proves nothing for it. A ping (ICMP datagram) socket cannot be told
+// from a raw ICMP one here, so it counts too: its names are then shown
+// as unconfirmed, never trusted wrongly.
+func (s *Step) canForgePackets() bool {
+	for k := range s.dests {
+		switch k.proto {
+		case "tcp", "udp", "udplite", "sctp":
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+// unconfirmAll marks every answer of qs unconfirmed.
+func unconfirmAll(qs []trace.DNSQuery) []trace.DNSQuery {
+	for i := range qs {
+		q := &qs[i]
+		if len(q.Answers) == 0 {
+			continue
+		}
+		q.Unconfirmed = true
+		// The clone's slices share arrays with the Step's: copy first.
+		q.UnconfirmedAnswers = slices.Clone(q.UnconfirmedAnswers)
+		for _, a := range q.Answers {
+			if !contains(q.UnconfirmedAnswers, a) {
+				q.UnconfirmedAnswers = append(q.UnconfirmedAnswers, a)
+			}
+		}
+		q.Answers = nil
+	}
+	return qs
 }

@@ -269,6 +269,53 @@ func TestDNSHostnameOnDestination(t *testing.T) {
 	}
 }
 
+// A step that sent on a raw or ICMP socket can write its resolver's
+// answer to its own question (redteam5): its matching answers prove
+// nothing, so no destination gets a confirmed name from them.
+func TestDNSUnconfirmedWhenStepCanForge(t *testing.T) {
+	for _, proto := range []string{"raw", "icmp", "tcp"} {
+		t.Run(proto, func(t *testing.T) {
+			a := New(Options{})
+			f := newFeed(a, 7, steptag.NewID([]byte("forge")), "c")
+			f.mkdir(0)
+			f.exec(1, 10, 1, traceA, "/x")
+			server := netip.MustParseAddrPort("127.0.0.153:53")
+			hdr := dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName("deb.debian.org."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60}
+			f.send(probe.Event{Kind: probe.KindDNS, Time: at(2), PID: 10, DNS: &probe.DNSInfo{Outgoing: true, Peer: server, Payload: dnsPayload(t, 7, false, "deb.debian.org.")}})
+			f.send(probe.Event{Kind: probe.KindNet, Time: at(3), PID: 10, Net: &probe.NetInfo{Op: "sendto", Protocol: proto, Addr: netip.MustParseAddrPort("127.0.0.1:0")}})
+			f.send(probe.Event{Kind: probe.KindDNS, Time: at(4), PID: 10, DNS: &probe.DNSInfo{Peer: server, Payload: dnsPayload(t, 7, true, "deb.debian.org.",
+				dnsmessage.Resource{Header: hdr, Body: &dnsmessage.AResource{A: [4]byte{127, 0, 0, 1}}})}})
+			dst := netip.MustParseAddrPort("127.0.0.1:5000")
+			f.send(probe.Event{Kind: probe.KindNet, Time: at(5), PID: 10, Net: &probe.NetInfo{Op: "connect", Protocol: "tcp", Addr: dst}})
+			f.exit(6, 10, 0, 0, 0)
+			ended := f.rmdir(7).Ended
+			s := ended.Seal(SealInput{Diff: goodDiff})
+			forger := proto != "tcp"
+			for _, d := range s.Network {
+				if d.Hostname != "" && forger {
+					t.Errorf("destination %s:%d of a step with a %s socket has the confirmed name %q", d.IP, d.Port, proto, d.Hostname)
+				}
+				if d.Port == 5000 && forger && d.HostnameUnconfirmed != "deb.debian.org" {
+					t.Errorf("destination %+v: want the name shown as unconfirmed", d)
+				}
+				if d.Port == 5000 && !forger && d.Hostname != "deb.debian.org" {
+					t.Errorf("plain step: destination %+v lost its confirmed name", d)
+				}
+			}
+			if len(s.DNS) != 1 {
+				t.Fatalf("dns = %+v", s.DNS)
+			}
+			if q := s.DNS[0]; forger != (q.Unconfirmed && len(q.Answers) == 0 && len(q.UnconfirmedAnswers) == 1) {
+				t.Errorf("dns query = %+v (forger %v)", q, forger)
+			}
+			// Seal does not change the Step: what it keeps still says what was answered.
+			if kept := ended.dns.queries[0]; len(kept.Answers) != 1 || kept.Unconfirmed {
+				t.Errorf("the step's own record changed: %+v", kept)
+			}
+		})
+	}
+}
+
 func TestCapsAndCompleteness(t *testing.T) {
 	a := New(Options{MaxFileOps: 3, MaxReads: 2})
 	f := newFeed(a, 9, steptag.NewID([]byte("caps")), "c")
