@@ -174,7 +174,7 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request) {
 	// The frontend's bundle sits beside its steps' bundles: watch them
 	// from now on, before any step of this build starts.
 	s.watchExecutorOf(rootfs.Layout{Bundle: fe.Bundle, Namespace: fe.Namespace})
-	if err := s.plans.add(id, requesterOf(fe), part); err != nil {
+	if err := s.plans.add(id, requesterOf(fe), root, part); err != nil {
 		writeError(w, http.StatusConflict, "%v", err)
 		return
 	}
@@ -218,7 +218,7 @@ func (s *Server) serveSeal(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, part := range req.Plan {
 		part.Received = time.Now().UTC()
-		if err := s.plans.add(id, requesterOf(fe), part); err != nil {
+		if err := s.plans.add(id, requesterOf(fe), tracerapi.NonceRoot(fe.RequestKey), part); err != nil {
 			writeError(w, http.StatusConflict, "%v", err)
 			return
 		}

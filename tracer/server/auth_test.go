@@ -72,6 +72,14 @@ func TestSignedRequests(t *testing.T) {
 	if want := steptag.StepNonce(tracerapi.NonceRoot(f.key), part.Steps[0].StepID); !ok || nonce != want {
 		t.Errorf("step nonce %q, want %q (derived from the key)", nonce, want)
 	}
+	// A step of a part not registered yet (another platform's, say) has
+	// its nonce too: a container under the build's TRACEPARENT that lacks
+	// it stays out, however early it starts (redteam5).
+	later := "step-of-a-later-part"
+	nonce, ok = f.srv.plans.stepNonce(buildA, later)
+	if want := steptag.StepNonce(tracerapi.NonceRoot(f.key), later); !ok || nonce != want {
+		t.Errorf("nonce of a step of no registered part %q, want %q", nonce, want)
+	}
 }
 
 func TestCounterWindow(t *testing.T) {

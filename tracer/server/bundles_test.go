@@ -90,7 +90,7 @@ func TestNonce(t *testing.T) {
 	}
 	fe := trace.Requester{Kind: trace.RequesterFrontend, ContainerID: "fe"}
 	part := trace.PlanPart{ID: "p", Platform: "linux/amd64", Steps: []trace.PlanStep{{StepID: "s1", Nonce: "n0nce"}, {StepID: "s2", Nonce: "other"}}}
-	if err := f.srv.plans.add(buildA, fe, part); err != nil {
+	if err := f.srv.plans.add(buildA, fe, "", part); err != nil {
 		t.Fatal(err)
 	}
 	// Another step's nonce, none, or a look-alike: not the build's.

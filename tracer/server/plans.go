@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"github.com/buildtrace/buildtrace/pkg/trace"
 )
 
@@ -26,13 +27,19 @@ type plans struct {
 
 type buildPlan struct {
 	frontend trace.Requester
-	parts    []trace.PlanPart
-	touched  time.Time
-	claimed  map[string]string // step ID → the container that carried its nonce first
-	sealed   bool              // its frontend asked for the sealed trace
+	// nonceRoot derives every step's nonce (tracerapi.NonceRoot of the
+	// frontend's key), for steps of parts not registered yet too: a
+	// container must never get into the build for lack of a plan part.
+	nonceRoot string
+	parts     []trace.PlanPart
+	touched   time.Time
+	claimed   map[string]string // step ID → the container that carried its nonce first
+	sealed    bool              // its frontend asked for the sealed trace
 }
 
-func (p *plans) add(traceID string, fe trace.Requester, part trace.PlanPart) error {
+// add registers a part of a build's plan; nonceRoot is the frontend's (""
+// in tests and for plans whose steps carry their nonces).
+func (p *plans) add(traceID string, fe trace.Requester, nonceRoot string, part trace.PlanPart) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
@@ -49,7 +56,7 @@ func (p *plans) add(traceID string, fe trace.Requester, part trace.PlanPart) err
 		if len(p.builds) >= maxPlans {
 			return fmt.Errorf("holding the plans of %d builds already", maxPlans)
 		}
-		b = &buildPlan{frontend: fe}
+		b = &buildPlan{frontend: fe, nonceRoot: nonceRoot}
 		p.builds[traceID] = b
 	}
 	if b.frontend.ContainerID != fe.ContainerID {
@@ -59,7 +66,7 @@ func (p *plans) add(traceID string, fe trace.Requester, part trace.PlanPart) err
 		// A later build with the same trace ID (a CI job that exports one
 		// TRACEPARENT for all its builds): the earlier one is done. Its
 		// containers started before this plan and stay out of this build.
-		b = &buildPlan{frontend: fe}
+		b = &buildPlan{frontend: fe, nonceRoot: nonceRoot}
 		p.builds[traceID] = b
 	}
 	// A part sent again (a retried solve) replaces the earlier one.
@@ -80,13 +87,19 @@ func (p *plans) get(traceID string) (trace.Requester, []trace.PlanPart, bool) {
 	return b.frontend, slices.Clone(b.parts), true
 }
 
-// stepNonce returns the nonce a build's plan gives a step.
+// stepNonce returns the nonce a build's plan gives a step. With the
+// frontend's nonce root every step ID has one, so a container of a step
+// whose part is not registered yet (another platform's, in a window another
+// client under the build's TRACEPARENT could use) must carry it too.
 func (p *plans) stepNonce(traceID, stepID string) (string, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	b := p.builds[traceID]
 	if b == nil {
 		return "", false
+	}
+	if b.nonceRoot != "" {
+		return steptag.StepNonce(b.nonceRoot, stepID), true
 	}
 	for _, part := range b.parts {
 		for _, st := range part.Steps {
