@@ -539,7 +539,7 @@ func (s *Step) Seal(in SealInput) trace.Step {
 	}
 	// A step that could forge packets could have answered its own
 	// questions in its resolver's name: then no answer is confirmed.
-	forger := s.canForgePackets()
+	forger := s.canForgePackets(in.Stats)
 	if forger {
 		out.DNS = unconfirmAll(out.DNS)
 	}
@@ -658,12 +658,17 @@ func (s *Step) Seal(in SealInput) trace.Step {
 // canForgePackets reports whether the step sent on a socket that writes
 // its own IP headers or may (a raw socket, which the probe names "raw",
 // or by its protocol when it is ICMP: IP_HDRINCL makes either write any
-// packet). Such a step can send itself a DNS answer from its resolver's
+// packet), opened an AF_PACKET socket, or used io_uring, whose sends no
+// hook sees (both also make the step incomplete; this keeps its names
+// unconfirmed under incomplete.allow too). Such a step can send itself a DNS answer from its resolver's
 // address, with the question's ID, so matching an answer to a question
 // proves nothing for it. A ping (ICMP datagram) socket cannot be told
 // from a raw ICMP one here, so it counts too: its names are then shown
 // as unconfirmed, never trusted wrongly.
-func (s *Step) canForgePackets() bool {
+func (s *Step) canForgePackets(st probe.CgroupStats) bool {
+	if st.AFPacket > 0 || st.IOUring > 0 {
+		return true
+	}
 	for k := range s.dests {
 		switch k.proto {
 		case "tcp", "udp", "udplite", "sctp":

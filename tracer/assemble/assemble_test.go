@@ -273,8 +273,16 @@ func TestDNSHostnameOnDestination(t *testing.T) {
 // answer to its own question (redteam5): its matching answers prove
 // nothing, so no destination gets a confirmed name from them.
 func TestDNSUnconfirmedWhenStepCanForge(t *testing.T) {
-	for _, proto := range []string{"raw", "icmp", "tcp"} {
+	for _, proto := range []string{"raw", "icmp", "tcp", "af_packet", "io_uring"} {
 		t.Run(proto, func(t *testing.T) {
+			var stats probe.CgroupStats
+			sent := proto
+			switch proto {
+			case "af_packet":
+				stats.AFPacket, sent = 1, "tcp"
+			case "io_uring":
+				stats.IOUring, sent = 1, "tcp"
+			}
 			a := New(Options{})
 			f := newFeed(a, 7, steptag.NewID([]byte("forge")), "c")
 			f.mkdir(0)
@@ -282,14 +290,14 @@ func TestDNSUnconfirmedWhenStepCanForge(t *testing.T) {
 			server := netip.MustParseAddrPort("127.0.0.153:53")
 			hdr := dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName("deb.debian.org."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60}
 			f.send(probe.Event{Kind: probe.KindDNS, Time: at(2), PID: 10, DNS: &probe.DNSInfo{Outgoing: true, Peer: server, Payload: dnsPayload(t, 7, false, "deb.debian.org.")}})
-			f.send(probe.Event{Kind: probe.KindNet, Time: at(3), PID: 10, Net: &probe.NetInfo{Op: "sendto", Protocol: proto, Addr: netip.MustParseAddrPort("127.0.0.1:0")}})
+			f.send(probe.Event{Kind: probe.KindNet, Time: at(3), PID: 10, Net: &probe.NetInfo{Op: "sendto", Protocol: sent, Addr: netip.MustParseAddrPort("127.0.0.1:0")}})
 			f.send(probe.Event{Kind: probe.KindDNS, Time: at(4), PID: 10, DNS: &probe.DNSInfo{Peer: server, Payload: dnsPayload(t, 7, true, "deb.debian.org.",
 				dnsmessage.Resource{Header: hdr, Body: &dnsmessage.AResource{A: [4]byte{127, 0, 0, 1}}})}})
 			dst := netip.MustParseAddrPort("127.0.0.1:5000")
 			f.send(probe.Event{Kind: probe.KindNet, Time: at(5), PID: 10, Net: &probe.NetInfo{Op: "connect", Protocol: "tcp", Addr: dst}})
 			f.exit(6, 10, 0, 0, 0)
 			ended := f.rmdir(7).Ended
-			s := ended.Seal(SealInput{Diff: goodDiff})
+			s := ended.Seal(SealInput{Diff: goodDiff, Stats: stats})
 			forger := proto != "tcp"
 			for _, d := range s.Network {
 				if d.Hostname != "" && forger {
