@@ -166,10 +166,10 @@ type PlanStep struct {
 	SecretEnv   []string `json:"secretEnv,omitempty"`
 	SecretFiles []string `json:"secretFiles,omitempty"`
 	// Nonce is the step's nonce, which the frontend put into the step's
-	// container (NO_PROXY=buildtrace-<nonce>.invalid). The tracer derives
-	// it from the frontend's request key (tracerapi.NonceRoot), keeps it in
-	// memory to attribute containers, and never signs or publishes it; the
-	// frontend does not send it.
+	// container (NO_PROXY=buildtrace-<nonce>.invalid). The frontend does
+	// not send it: the tracer derives every step's nonce from the
+	// frontend's request key (tracerapi.NonceRoot) and never reads this
+	// field; one a request carries is dropped before the plan is signed.
 	Nonce string `json:"nonce,omitempty"`
 }
 
@@ -359,8 +359,8 @@ type DNSQuery struct {
 	// question it sent (message ID, question and the server it was sent
 	// to): anything could have sent it. Its addresses are in
 	// UnconfirmedAnswers, never in Answers. Every answer of a step that
-	// sent on a raw or ICMP socket is unconfirmed: it could have forged
-	// its resolver's answer.
+	// sent on a raw or ICMP socket, opened an AF_PACKET socket or used
+	// io_uring is unconfirmed: it could have forged its resolver's answer.
 	Unconfirmed        bool     `json:"unconfirmed,omitempty"`
 	UnconfirmedAnswers []string `json:"unconfirmedAnswers,omitempty"`
 }

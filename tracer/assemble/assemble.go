@@ -660,9 +660,9 @@ func (s *Step) Seal(in SealInput) trace.Step {
 // or by its protocol when it is ICMP: IP_HDRINCL makes either write any
 // packet), opened an AF_PACKET socket, or used io_uring, whose sends no
 // hook sees (both also make the step incomplete; this keeps its names
-// unconfirmed under incomplete.allow too). Such a step can send itself a DNS answer from its resolver's
-// address, with the question's ID, so matching an answer to a question
-// proves nothing for it. A ping (ICMP datagram) socket cannot be told
+// unconfirmed under incomplete.allow too). Such a step can send itself a
+// DNS answer from its resolver's address, with the question's ID, so
+// matching an answer to a question proves nothing for it. A ping (ICMP datagram) socket cannot be told
 // from a raw ICMP one here, so it counts too: its names are then shown
 // as unconfirmed, never trusted wrongly.
 func (s *Step) canForgePackets(st probe.CgroupStats) bool {

@@ -269,9 +269,10 @@ func TestDNSHostnameOnDestination(t *testing.T) {
 	}
 }
 
-// A step that sent on a raw or ICMP socket can write its resolver's
-// answer to its own question (redteam5): its matching answers prove
-// nothing, so no destination gets a confirmed name from them.
+// A step that sent on a raw or ICMP socket, opened an AF_PACKET socket or
+// used io_uring can write its resolver's answer to its own question
+// (redteam5): its matching answers prove nothing, so no destination gets a
+// confirmed name from them.
 func TestDNSUnconfirmedWhenStepCanForge(t *testing.T) {
 	for _, proto := range []string{"raw", "icmp", "tcp", "af_packet", "io_uring"} {
 		t.Run(proto, func(t *testing.T) {

@@ -15,7 +15,6 @@ import (
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 
 	"github.com/buildtrace/buildtrace/pkg/sign"
-	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"github.com/buildtrace/buildtrace/pkg/trace"
 	"github.com/buildtrace/buildtrace/pkg/tracerapi"
 	"github.com/buildtrace/buildtrace/tracer/peer"
@@ -164,12 +163,10 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "plan part needs an id and a platform")
 		return
 	}
-	// Step nonces come from the frontend's key, never from the network
-	// (tracerapi.NonceRoot): whatever the body says is replaced.
+	// Step nonces come from the frontend's key, never from the network:
+	// plans.stepNonce derives them from root, and a nonce in the body is
+	// never read (public drops it before signing).
 	root := tracerapi.NonceRoot(fe.RequestKey)
-	for i := range part.Steps {
-		part.Steps[i].Nonce = steptag.StepNonce(root, part.Steps[i].StepID)
-	}
 	part.Received = time.Now().UTC()
 	// The frontend's bundle sits beside its steps' bundles: watch them
 	// from now on, before any step of this build starts.

@@ -89,21 +89,24 @@ func TestNonce(t *testing.T) {
 		t.Fatalf("no plan: %q", id)
 	}
 	fe := trace.Requester{Kind: trace.RequesterFrontend, ContainerID: "fe"}
-	part := trace.PlanPart{ID: "p", Platform: "linux/amd64", Steps: []trace.PlanStep{{StepID: "s1", Nonce: "n0nce"}, {StepID: "s2", Nonce: "other"}}}
-	if err := f.srv.plans.add(buildA, fe, "", part); err != nil {
+	const root = "the frontend's nonce root"
+	n0nce, other := steptag.StepNonce(root, "s1"), steptag.StepNonce(root, "s2")
+	// A nonce a request carries is kept out of the signed plan (and never read).
+	part := trace.PlanPart{ID: "p", Platform: "linux/amd64", Steps: []trace.PlanStep{{StepID: "s1", Nonce: n0nce}, {StepID: "s2", Nonce: other}}}
+	if err := f.srv.plans.add(buildA, fe, root, part); err != nil {
 		t.Fatal(err)
 	}
 	// Another step's nonce, none, or a look-alike: not the build's.
-	for _, np := range []string{"", "buildtrace-other.invalid", "xbuildtrace-n0nce.invalid"} {
+	for _, np := range []string{"", "buildtrace-" + other + ".invalid", "xbuildtrace-" + n0nce + ".invalid"} {
 		if id, why := f.srv.checkNonce(step, write("c"+np, np), ""); id != "" || why == "" {
 			t.Fatalf("NO_PROXY %q: attributed to %q", np, id)
 		}
 	}
-	if id, _ := f.srv.checkNonce(step, write("b", "example.com,buildtrace-n0nce.invalid"), ""); id != buildA {
+	if id, _ := f.srv.checkNonce(step, write("b", "example.com,buildtrace-"+n0nce+".invalid"), ""); id != buildA {
 		t.Fatalf("with the nonce: %q", id)
 	}
 	// A second container with the step's nonce is not the step's run.
-	if id, why := f.srv.checkNonce(steptag.Container{StepID: "s1", ContainerID: "c9"}, write("d", "buildtrace-n0nce.invalid"), ""); id != "" || why == "" {
+	if id, why := f.srv.checkNonce(steptag.Container{StepID: "s1", ContainerID: "c9"}, write("d", "buildtrace-"+n0nce+".invalid"), ""); id != "" || why == "" {
 		t.Fatalf("a second container with the nonce: attributed to %q", id)
 	}
 	// The signed plan never carries the nonces.

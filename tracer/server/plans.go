@@ -27,9 +27,9 @@ type plans struct {
 
 type buildPlan struct {
 	frontend trace.Requester
-	// nonceRoot derives every step's nonce (tracerapi.NonceRoot of the
-	// frontend's key), for steps of parts not registered yet too: a
-	// container must never get into the build for lack of a plan part.
+	// nonceRoot derives every step's nonce, for steps of parts not
+	// registered yet too: a container must never get into the build for
+	// lack of a plan part.
 	nonceRoot string
 	parts     []trace.PlanPart
 	touched   time.Time
@@ -37,8 +37,9 @@ type buildPlan struct {
 	sealed    bool              // its frontend asked for the sealed trace
 }
 
-// add registers a part of a build's plan; nonceRoot is the frontend's (""
-// in tests and for plans whose steps carry their nonces).
+// add registers a part of a build's plan. nonceRoot is the frontend's
+// (tracerapi.NonceRoot of its request key), from which every step's nonce
+// is derived.
 func (p *plans) add(traceID string, fe trace.Requester, nonceRoot string, part trace.PlanPart) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -87,10 +88,10 @@ func (p *plans) get(traceID string) (trace.Requester, []trace.PlanPart, bool) {
 	return b.frontend, slices.Clone(b.parts), true
 }
 
-// stepNonce returns the nonce a build's plan gives a step. With the
-// frontend's nonce root every step ID has one, so a container of a step
-// whose part is not registered yet (another platform's, in a window another
-// client under the build's TRACEPARENT could use) must carry it too.
+// stepNonce returns the nonce of a step of a build with a plan. Every
+// step ID has one, so a container of a step whose part is not registered
+// yet (another platform's, in a window another client under the build's
+// TRACEPARENT could use) must carry it too.
 func (p *plans) stepNonce(traceID, stepID string) (string, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -98,17 +99,7 @@ func (p *plans) stepNonce(traceID, stepID string) (string, bool) {
 	if b == nil {
 		return "", false
 	}
-	if b.nonceRoot != "" {
-		return steptag.StepNonce(b.nonceRoot, stepID), true
-	}
-	for _, part := range b.parts {
-		for _, st := range part.Steps {
-			if st.StepID == stepID && st.Nonce != "" {
-				return st.Nonce, true
-			}
-		}
-	}
-	return "", true
+	return steptag.StepNonce(b.nonceRoot, stepID), true
 }
 
 // claim records the first container of a step and returns it.
