@@ -12,18 +12,12 @@ package e2e
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
-	"io"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/buildtrace/buildtrace/pkg/registry"
-	"github.com/buildtrace/buildtrace/pkg/verify"
 	"github.com/buildtrace/buildtrace/test/lab"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // TestRedTeam5DirectoryReplacesFile: someone with push access adds, to a
@@ -48,7 +42,7 @@ func TestRedTeam5DirectoryReplacesFile(t *testing.T) {
 	n := randHex(8)
 	body := "FROM BASE\nCOPY guard.conf /etc/guard.conf\nWORKDIR /app\nRUN cat /etc/guard.conf > /app/seen-" + n + "\n"
 	dir := lab.WriteContext(t, map[string]string{
-		"Dockerfile": "# syntax=" + l.Frontend + "\n" + strings.ReplaceAll(body, "BASE", l.BaseImage),
+		"Dockerfile": dockerfile(l, body),
 		"guard.conf": "deny all " + n + "\n",
 	})
 	honest := l.Ref("redteam5-dir")
@@ -59,7 +53,6 @@ func TestRedTeam5DirectoryReplacesFile(t *testing.T) {
 	for _, h := range img.Manifests[0].Config.History {
 		t.Logf("history: %q empty=%v", h.CreatedBy, h.EmptyLayer)
 	}
-	c := registry.New(registry.Options{})
 
 	for _, tc := range []struct {
 		name, made string
@@ -70,54 +63,12 @@ func TestRedTeam5DirectoryReplacesFile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			i := layerOf(t, img.Manifests[0].Config, tc.made)
 			forged := l.Ref("redteam5-dir")
-			// The layer as it was, plus /etc and /etc/guard.conf as
-			// directories, uncompressed.
-			rc, err := c.OpenBlob(ctx, honest, img.Manifests[0].Manifest.Layers[i])
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rc.Close()
-			tr, closeFn, err := verify.Decompress(rc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer closeFn()
-			var buf bytes.Buffer
-			tw := tar.NewWriter(&buf)
-			r := tar.NewReader(tr)
-			for {
-				h, err := r.Next()
-				if err == io.EOF {
-					break
+			// The layer as it was, plus /etc and /etc/guard.conf as directories.
+			rtRetarLayer(t, ctx, img, forged, i, func(es []rtEnt) []rtEnt {
+				for _, d := range []string{"etc/", "etc/guard.conf/"} {
+					es = append(es, rtEnt{&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: time.Unix(0, 0)}, nil})
 				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Logf("layer %d entry %s (%c)", i, h.Name, h.Typeflag)
-				if err := tw.WriteHeader(h); err != nil {
-					t.Fatal(err)
-				}
-				if _, err := io.Copy(tw, r); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for _, d := range []string{"etc/", "etc/guard.conf/"} {
-				if err := tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: time.Unix(0, 0)}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := tw.Close(); err != nil {
-				t.Fatal(err)
-			}
-			layer := pushBytes(t, ctx, c, forged, ocispec.MediaTypeImageLayer, buf.Bytes())
-			forge(t, ctx, img, forged, forgery{
-				config: func(c *ocispec.Image) {
-					// Consistent for any puller: the diff ID of an
-					// uncompressed layer is its digest.
-					c.RootFS.DiffIDs = slices.Clone(c.RootFS.DiffIDs)
-					c.RootFS.DiffIDs[i] = layer.Digest
-				},
-				layers: func(ls []ocispec.Descriptor) []ocispec.Descriptor { ls[i] = layer; return ls },
+				return es
 			})
 
 			// What the forged image is once pulled and unpacked: BuildKit's
