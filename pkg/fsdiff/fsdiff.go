@@ -136,10 +136,14 @@ func sortEntries(es []*entry) {
 	})
 }
 
+// version heads the serialisation; v2 added the deletion of a lower
+// non-directory that a directory replaces.
+const version = "buildtrace-diff-v2"
+
 // digest hashes the sorted entries' lines.
 func digest(es []*entry) string {
 	h := sha256.New()
-	h.Write([]byte("buildtrace-diff-v1\n"))
+	h.Write([]byte(version + "\n"))
 	for _, e := range es {
 		h.Write([]byte(e.line()))
 	}
@@ -201,4 +205,4 @@ func cleanExcludes(excl []string) []string {
 
 // EmptyDigest is the digest of a diff with no entry: a layer that changes
 // nothing, or only directories.
-const EmptyDigest = "sha256:3063466b6fc9373a55f12c95ff428911c14909fd7d875118814874da9cde6c97"
+const EmptyDigest = "sha256:811e245f6e96641498b9076e3389f2565511ac4293843b03b196106c5d84c583"

@@ -61,7 +61,7 @@ func TestSerialisation(t *testing.T) {
 			PAXRecords: map[string]string{paxCapability: "\x01\x00"}}},
 		tarEntry{hdr: tar.Header{Name: "p%", Typeflag: tar.TypeFifo, Mode: 0o600}},
 	)
-	want := "buildtrace-diff-v1\n" +
+	want := "buildtrace-diff-v2\n" +
 		"char /dev/null mode=666 uid=0 gid=0 dev=1,3\n" +
 		"file /etc/a%20b mode=4755 uid=1 gid=2 size=2 sha256=" + sum("hi") + " cap=0100\n" +
 		"deleted /etc/old\n" +
@@ -69,10 +69,10 @@ func TestSerialisation(t *testing.T) {
 		"symlink /ln mode=777 uid=0 gid=0 target=/etc/a%20b\n" +
 		"fifo /p%25 mode=600 uid=0 gid=0\n" +
 		"opaque /var\n"
-	d, changes, err := FromLayer(context.Background(), r)
+	d, changes, err := FromLayer(context.Background(), r, nil)
 	must(t, err)
 	// The literal is also in docs/diff-digest.md.
-	if wantD := "sha256:d244a28dd71f2f8537d798ab4035c2409587f26cac187e82507e9e974b73612e"; d != wantD || "sha256:"+sum(want) != wantD {
+	if wantD := "sha256:f81ee455018693a936b77f2f29fcae2725887e1e16fedbb9a768f3d94be468b8"; d != wantD || "sha256:"+sum(want) != wantD {
 		t.Errorf("digest %s, want %s over:\n%s", d, wantD, want)
 	}
 	if len(changes) != 7 || changes[1].Path != "/etc/a b" || changes[1].Mode != 0o4755 || changes[2].Change != trace.ChangeDeleted {
@@ -82,10 +82,10 @@ func TestSerialisation(t *testing.T) {
 
 func TestFromLayerErrors(t *testing.T) {
 	r := layerTar(t, tarEntry{hdr: tar.Header{Name: "b", Typeflag: tar.TypeLink, Linkname: "a"}})
-	if _, _, err := FromLayer(context.Background(), r); err == nil || !strings.Contains(err.Error(), "hard link b") {
+	if _, _, err := FromLayer(context.Background(), r, nil); err == nil || !strings.Contains(err.Error(), "hard link b") {
 		t.Fatalf("err = %v, want dangling hard link error", err)
 	}
-	if _, _, err := FromLayer(context.Background(), strings.NewReader("not a tar, but long enough to hold a header?"+strings.Repeat("x", 600))); err == nil {
+	if _, _, err := FromLayer(context.Background(), strings.NewReader("not a tar, but long enough to hold a header?"+strings.Repeat("x", 600)), nil); err == nil {
 		t.Fatal("garbage accepted as a tar")
 	}
 }
@@ -109,7 +109,7 @@ func TestPlainUpper(t *testing.T) {
 		tarEntry{hdr: tar.Header{Name: "a/b", Mode: 0o644, Uid: uid, Gid: gid}, body: "x"},
 		tarEntry{hdr: tar.Header{Name: "a/l", Typeflag: tar.TypeSymlink, Linkname: "b", Mode: 0o777, Uid: uid, Gid: gid}},
 	)
-	ld, _, err := FromLayer(ctx, r)
+	ld, _, err := FromLayer(ctx, r, nil)
 	must(t, err)
 	if ld != d.Digest {
 		t.Fatalf("layer digest %s != upper digest %s", ld, d.Digest)
@@ -165,9 +165,96 @@ func TestFromLayerRefusesWhatExtractorsReadOtherwise(t *testing.T) {
 	}
 	for name, entries := range cases {
 		t.Run(name, func(t *testing.T) {
-			if d, _, err := FromLayer(context.Background(), layerTar(t, entries...)); err == nil {
+			if d, _, err := FromLayer(context.Background(), layerTar(t, entries...), nil); err == nil {
 				t.Fatalf("accepted, digest %s", d)
 			}
 		})
+	}
+}
+
+// TestFromLayerOverLower: a directory header deletes a non-directory of
+// the layers below it, and the digest says so; an entry below a lower
+// non-directory is refused. A registry writer's forgery of one directory
+// header would otherwise delete a lower file and keep the layer's digest.
+func TestFromLayerOverLower(t *testing.T) {
+	ctx := context.Background()
+	dir := func(name string) tarEntry {
+		return tarEntry{hdr: tar.Header{Name: name, Typeflag: tar.TypeDir, Mode: 0o755}}
+	}
+	lower := func(t *testing.T) *Stack {
+		s := NewStack()
+		err := s.Apply(ctx, layerTar(t,
+			dir("etc/"),
+			tarEntry{hdr: tar.Header{Name: "etc/guard.conf", Mode: 0o644}, body: "deny all"},
+			tarEntry{hdr: tar.Header{Name: "x", Typeflag: tar.TypeSymlink, Linkname: "/etc", Mode: 0o777}},
+			dir("d/"),
+			tarEntry{hdr: tar.Header{Name: "d/f", Mode: 0o644}, body: "f"},
+			tarEntry{hdr: tar.Header{Name: "gone", Mode: 0o644}, body: "g"},
+		))
+		must(t, err)
+		// A layer between: the whiteout takes /gone out of the view.
+		_, _, err = FromLayer(ctx, layerTar(t, tarEntry{hdr: tar.Header{Name: ".wh.gone"}}), s)
+		must(t, err)
+		return s
+	}
+	empty, _, err := FromLayer(ctx, layerTar(t, dir("etc/")), lower(t))
+	must(t, err)
+	if empty != EmptyDigest {
+		t.Fatalf("a directory over a directory: digest %s, want the empty one", empty)
+	}
+
+	for _, c := range []struct {
+		name    string
+		entries []tarEntry
+		deleted string
+	}{
+		{"over a file", []tarEntry{dir("etc/"), dir("etc/guard.conf/")}, "/etc/guard.conf"},
+		{"over a symlink", []tarEntry{dir("x/")}, "/x"},
+		{"over a whited-out file", []tarEntry{dir("gone/")}, ""},
+		{"over a directory", []tarEntry{dir("d/")}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d, changes, err := FromLayer(ctx, layerTar(t, c.entries...), lower(t))
+			must(t, err)
+			if c.deleted == "" {
+				if d != EmptyDigest || len(changes) != 0 {
+					t.Fatalf("digest %s, changes %+v; want none", d, changes)
+				}
+				return
+			}
+			if d == EmptyDigest || len(changes) != 1 || changes[0].Path != c.deleted || changes[0].Change != trace.ChangeDeleted {
+				t.Fatalf("digest %s, changes %+v; want %s deleted", d, changes, c.deleted)
+			}
+			// Without the layers below, the same tar changes nothing.
+			if d0, _, err := FromLayer(ctx, layerTar(t, c.entries...), nil); err != nil || d0 != EmptyDigest {
+				t.Fatalf("over no layers: %s, %v", d0, err)
+			}
+		})
+	}
+
+	for name, entries := range map[string][]tarEntry{
+		"a directory through a lower symlink": {dir("x/guard.conf/")},
+		"a file through a lower symlink":      {tarEntry{hdr: tar.Header{Name: "x/passwd", Mode: 0o644}, body: "x"}},
+		"a whiteout through a lower symlink":  {tarEntry{hdr: tar.Header{Name: "x/.wh.guard.conf"}}},
+		"below a lower file":                  {dir("etc/guard.conf/x/")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if d, _, err := FromLayer(ctx, layerTar(t, entries...), lower(t)); err == nil {
+				t.Fatalf("accepted, digest %s", d)
+			} else {
+				t.Log(err)
+			}
+		})
+	}
+
+	// A directory that replaced the file first may hold entries.
+	s := lower(t)
+	_, changes, err := FromLayer(ctx, layerTar(t, dir("x/"), tarEntry{hdr: tar.Header{Name: "x/in", Mode: 0o644}, body: "i"}), s)
+	must(t, err)
+	if len(changes) != 2 || changes[0].Path != "/x" || changes[0].Change != trace.ChangeDeleted || changes[1].Path != "/x/in" {
+		t.Fatalf("changes %+v", changes)
+	}
+	if n := s.lookup("/x/in"); n == nil || n.dir {
+		t.Fatal("the stack lost the layer's file")
 	}
 }

@@ -23,18 +23,35 @@ const (
 )
 
 // FromLayer computes the normalised diff of an uncompressed OCI layer tar
-// (the caller decompresses). A tar cannot tell created from modified, so
-// the changes of present paths have an empty Change.
-func FromLayer(ctx context.Context, r io.Reader) (string, []trace.FileChange, error) {
+// (the caller decompresses) applied over lower, the layers below it, and
+// then adds the layer to lower. A nil lower stands for no layers below.
+// A tar cannot tell created from modified, so the changes of present paths
+// have an empty Change.
+func FromLayer(ctx context.Context, r io.Reader, lower *Stack) (string, []trace.FileChange, error) {
+	if lower == nil {
+		lower = NewStack()
+	}
+	return readLayer(ctx, r, lower, true)
+}
+
+// Apply adds an uncompressed layer tar to s, with the checks of FromLayer
+// but without hashing content: for layers whose digest is not needed (a
+// base image the signed plan pins), only what they leave below.
+func (s *Stack) Apply(ctx context.Context, r io.Reader) error {
+	_, _, err := readLayer(ctx, r, s, false)
+	return err
+}
+
+func readLayer(ctx context.Context, r io.Reader, lower *Stack, hash bool) (string, []trace.FileChange, error) {
 	tr := tar.NewReader(r)
 	byPath := map[string]*entry{}
 	// What an extractor does with a tar that names a path twice, or puts
-	// an entry under a symlink or file of the same layer, is not what the
-	// digest could describe (it would write through the symlink, or
-	// replace the earlier entry); BuildKit never writes such a tar, so it
-	// is refused.
+	// an entry under a symlink or file (of this layer or one below), is
+	// not what the digest could describe: it would write through the
+	// symlink, or replace the earlier entry. BuildKit never writes such a
+	// tar (its differ writes real paths, and a directory that replaces a
+	// non-directory before what is below it), so it is refused.
 	seen := map[string]bool{}
-	nonDir := map[string]bool{}
 	buf := make([]byte, 128*1024)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -50,39 +67,47 @@ func FromLayer(ctx context.Context, r io.Reader) (string, []trace.FileChange, er
 			return "", nil, fmt.Errorf("layer tar entry %q leaves the root", hdr.Name)
 		}
 		p := path.Clean("/" + hdr.Name)
-		if p == "/" {
+		if p == "/" || hdr.Typeflag == tar.TypeXGlobalHeader {
 			continue
 		}
 		dir, base := path.Dir(p), path.Base(p)
-		for a := dir; a != "/"; a = path.Dir(a) {
-			if nonDir[a] {
-				return "", nil, fmt.Errorf("layer tar entry %s is below %s, which the same layer made a non-directory (an extractor would follow or replace it)", p, a)
-			}
+		if a, ok := lower.nonDirAncestor(p); ok {
+			return "", nil, fmt.Errorf("layer tar entry %s is below %s, which this layer or one below it made a non-directory (an extractor would follow or replace it)", p, a)
 		}
 		key := p
 		if strings.HasPrefix(base, whiteoutPrefix) && !strings.HasPrefix(base, whiteoutMeta) {
 			key = path.Join(dir, base[len(whiteoutPrefix):])
 		}
-		if base != whiteoutOpaque && hdr.Typeflag != tar.TypeXGlobalHeader {
+		if base != whiteoutOpaque {
 			if seen[key] {
 				return "", nil, fmt.Errorf("layer tar names %s twice", key)
 			}
 			seen[key] = true
-			if hdr.Typeflag != tar.TypeDir && !strings.HasPrefix(base, whiteoutPrefix) {
-				nonDir[p] = true
-			}
 		}
 		switch {
 		case base == whiteoutOpaque:
 			byPath[dir+"\x00opaque"] = &entry{path: dir, kind: kindOpaque}
+			lower.clear(dir)
 			continue
 		case strings.HasPrefix(base, whiteoutMeta):
 			continue // other AUFS metadata; not a path of the image
 		case strings.HasPrefix(base, whiteoutPrefix):
 			dp := path.Join(dir, base[len(whiteoutPrefix):])
 			byPath[dp] = &entry{path: dp, kind: kindDeleted}
+			lower.remove(dp)
 			continue
 		}
+		if hdr.Typeflag == tar.TypeDir {
+			// Directories are not in the digest, but one that replaces a
+			// lower non-directory deletes it: extractors remove what is
+			// there unless both are directories.
+			if n := lower.lookup(p); n != nil && !n.dir {
+				byPath[p] = &entry{path: p, kind: kindDeleted}
+			}
+			lower.put(p, true)
+			continue
+		}
+		lower.put(p, false)
 		e := &entry{
 			path: p,
 			mode: uint32(hdr.Mode) & 07777,
@@ -90,11 +115,11 @@ func FromLayer(ctx context.Context, r io.Reader) (string, []trace.FileChange, er
 			gid:  uint32(hdr.Gid),
 		}
 		switch hdr.Typeflag {
-		case tar.TypeDir:
-			delete(byPath, p) // a directory replaces a file of the same name
-			continue
 		case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
 			e.kind = kindFile
+			if !hash {
+				break // tar.Reader skips the content
+			}
 			h := sha256.New()
 			n, err := io.CopyBuffer(h, tr, buf)
 			if err != nil {
@@ -129,8 +154,6 @@ func FromLayer(ctx context.Context, r io.Reader) (string, []trace.FileChange, er
 			e.major, e.minor = uint32(hdr.Devmajor), uint32(hdr.Devminor)
 		case tar.TypeFifo:
 			e.kind = kindFifo
-		case tar.TypeXGlobalHeader:
-			continue
 		default:
 			return "", nil, fmt.Errorf("layer tar entry %s: unsupported type %q", hdr.Name, hdr.Typeflag)
 		}

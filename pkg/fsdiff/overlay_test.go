@@ -67,6 +67,8 @@ func overlayStep(t *testing.T) (upper string, lowers []string) {
 	writeFile(t, filepath.Join(l1, "data/sub/old2"), "old2", 0o644)
 	writeFile(t, filepath.Join(l1, "gone"), "bye", 0o644)
 	writeFile(t, filepath.Join(l1, "opt/x"), "hidden by l2", 0o644)
+	writeFile(t, filepath.Join(l1, "etc/guard.conf"), "deny all", 0o644)
+	must(t, os.Symlink("/etc", filepath.Join(l1, "lnk")))
 	// Top lower layer: a whiteout over /opt/x and files of its own.
 	must(t, os.MkdirAll(filepath.Join(l2, "opt"), 0o755))
 	must(t, unix.Mknod(filepath.Join(l2, "opt/x"), unix.S_IFCHR|0o000, 0))
@@ -110,6 +112,10 @@ func overlayStep(t *testing.T) (upper string, lowers []string) {
 	must(t, os.Chown(m("etc/keep"), 0, 0))                  // copy-up, no change
 	writeFile(t, m("etc/hosts"), "127.0.0.1 stub\n", 0o644) // a mount point (excluded)
 	writeFile(t, m("tmpfile"), "x", 0o644)                  // created then removed
+	must(t, os.Remove(m("etc/guard.conf")))                 // a file replaced by a directory
+	writeFile(t, m("etc/guard.conf/inner"), "in", 0o644)
+	must(t, os.Remove(m("lnk"))) // a symlink replaced by an empty directory
+	must(t, os.Mkdir(m("lnk"), 0o755))
 	must(t, os.Remove(m("tmpfile")))
 	must(t, unix.Unmount(merged, 0))
 	mounted = false
@@ -138,6 +144,7 @@ func TestOverlayMatchesBuildKitLayer(t *testing.T) {
 		"/data/l2file": "deleted", "/data/new": "created", "/link": "created",
 		"/bin/tool": "modified", "/usr/a": "created", "/usr/b": "created", "/usr/suid": "created", "/usr/capped": "created",
 		"/run/fifo": "created", "/devs/null": "created", "/opt/x": "created",
+		"/etc/guard.conf": "deleted", "/etc/guard.conf/inner": "created", "/lnk": "deleted",
 	}
 	for p, c := range want {
 		if got[p].Change != c {
@@ -160,11 +167,24 @@ func TestOverlayMatchesBuildKitLayer(t *testing.T) {
 	// BuildKit removes mount-point stubs before it exports the layer.
 	must(t, os.Remove(filepath.Join(upper, "etc/hosts")))
 	lowerMount := []mount.Mount{{Type: "overlay", Source: "overlay", Options: []string{"lowerdir=" + lowers[0] + ":" + lowers[1]}}}
+	// The lower layers as BuildKit would export them, applied in order:
+	// what a verifier knows of the layers below the step's.
+	lowerStack := func(t *testing.T) *Stack {
+		s := NewStack()
+		var l1, l2 bytes.Buffer
+		must(t, archive.WriteDiff(ctx, &l1, "", lowers[1]))
+		must(t, overlay.WriteUpperdir(ctx, &l2, lowers[0], []mount.Mount{{Type: "bind", Source: lowers[1], Options: []string{"rbind", "ro"}}}))
+		for _, l := range []*bytes.Buffer{&l1, &l2} {
+			_, _, err := FromLayer(ctx, l, s)
+			must(t, err)
+		}
+		return s
+	}
 
 	t.Run("overlay differ", func(t *testing.T) {
 		var tarBuf bytes.Buffer
 		must(t, overlay.WriteUpperdir(ctx, &tarBuf, upper, lowerMount))
-		ld, changes, err := FromLayer(ctx, &tarBuf)
+		ld, changes, err := FromLayer(ctx, &tarBuf, lowerStack(t))
 		must(t, err)
 		if ld != d.Digest {
 			t.Errorf("layer digest %s != upper digest %s", ld, d.Digest)
@@ -184,7 +204,7 @@ func TestOverlayMatchesBuildKitLayer(t *testing.T) {
 				return archive.WriteDiff(ctx, &tarBuf, lowerRoot, mergedRoot)
 			})
 		}))
-		ld, changes, err := FromLayer(ctx, &tarBuf)
+		ld, changes, err := FromLayer(ctx, &tarBuf, lowerStack(t))
 		must(t, err)
 		if ld != d.Digest {
 			t.Errorf("double-walk layer digest %s != upper digest %s", ld, d.Digest)

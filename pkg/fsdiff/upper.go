@@ -99,15 +99,21 @@ func (w *upperWalk) dir(p string, inOpaque bool) error {
 			if v, _ := getxattr(fp, "trusted.overlay.redirect"); len(v) > 0 {
 				return fmt.Errorf("upper dir %s: overlay redirect_dir is in use, which the layer differ does not support", fp)
 			}
+			_, lfi, found, err := w.lower.lookup(cp)
+			if err != nil {
+				return err
+			}
+			// A directory over a lower non-directory deletes it; the
+			// layer tar has only the directory, which an extractor puts
+			// in the non-directory's place (docs/diff-digest.md).
+			if found && !lfi.IsDir() {
+				w.entries = append(w.entries, &entry{path: cp, kind: kindDeleted})
+			}
 			opaque := inOpaque
-			if !inOpaque && isOpaque(fp) {
-				if _, _, found, err := w.lower.lookup(cp); err != nil {
+			if !inOpaque && found && isOpaque(fp) {
+				opaque = true
+				if err := w.opaqueDeletes(cp); err != nil {
 					return err
-				} else if found {
-					opaque = true
-					if err := w.opaqueDeletes(cp); err != nil {
-						return err
-					}
 				}
 			}
 			if err := w.dir(cp, opaque); err != nil {

@@ -61,9 +61,13 @@ func bind(ctx context.Context, r *Result, t Target, b *trace.Build, part *trace.
 		k = len(base)
 	}
 
+	// Each layer's diff is read over the layers below it, the base's
+	// included: a directory header alone deletes a lower file
+	// (docs/diff-digest.md), so a layer's digest depends on what it lies on.
+	stack := fsdiff.NewStack()
 	diffs := make([]string, len(layers))
-	for j := k; j < len(layers); j++ {
-		dd, err := layerDiffDigest(ctx, opts, layers[j])
+	for j := range layers {
+		dd, err := layerDiffDigest(ctx, opts, layers[j], stack, j >= k)
 		if err != nil {
 			r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("layer %d (%s): %v", j, layers[j].Digest, err)})
 			return
@@ -239,7 +243,9 @@ func (m *matcher) bound() ([]Layer, int) {
 	return out, covered
 }
 
-func layerDiffDigest(ctx context.Context, opts Options, d ocispec.Descriptor) (string, error) {
+// layerDiffDigest reads layer d over lower, the layers below it, and adds
+// it to lower; with digest false it only adds it ("" for the digest).
+func layerDiffDigest(ctx context.Context, opts Options, d ocispec.Descriptor, lower *fsdiff.Stack, digest bool) (string, error) {
 	if opts.OpenLayer == nil {
 		return "", fmt.Errorf("no way to read layers")
 	}
@@ -261,9 +267,18 @@ func layerDiffDigest(ctx context.Context, opts Options, d ocispec.Descriptor) (s
 		return "", blobErr(err)
 	}
 	defer closeFn()
-	dd, _, err := fsdiff.FromLayer(ctx, tr)
+	var dd string
+	if digest {
+		dd, _, err = fsdiff.FromLayer(ctx, tr, lower)
+	} else {
+		err = lower.Apply(ctx, tr)
+	}
 	if err != nil {
-		return "", blobErr(fmt.Errorf("computing diff digest: %w", err))
+		what := "computing diff digest"
+		if !digest {
+			what = "reading what it leaves below the layers above"
+		}
+		return "", blobErr(fmt.Errorf("%s: %w", what, err))
 	}
 	// Read to the end of the blob, past the tar's end marker, so its digest
 	// is checked before the digest of its content is trusted.

@@ -55,7 +55,7 @@ func diffDigest(t *testing.T, blob []byte) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, _, err := fsdiff.FromLayer(context.Background(), zr)
+	d, _, err := fsdiff.FromLayer(context.Background(), zr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
