@@ -16,6 +16,7 @@ func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	key := fs.String("key", "", "tracer public key; when given, both traces must verify")
 	output := fs.String("output", "text", "text or json")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for every registry")
+	cacheDir := cacheFlag(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return exitUsage
@@ -25,7 +26,7 @@ func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if len(pos) != 2 {
-		return fail("want OLD and NEW images\nusage: buildtrace diff OLD NEW [--threshold 0.5] [--key PUB] [--output text|json] [--plain-http]")
+		return fail("want OLD and NEW images\nusage: buildtrace diff OLD NEW [--threshold 0.5] [--key PUB] [--output text|json] [--plain-http] [--cache-dir DIR]")
 	}
 	if *threshold < 0 {
 		return fail("--threshold must not be negative")
@@ -35,7 +36,7 @@ func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var sides [2][]report.Trace
 	for i, ref := range pos {
-		got, err := loadTraces(ctx, ref, *key, *plainHTTP)
+		got, err := loadTraces(ctx, ref, *key, *plainHTTP, openCache(*cacheDir))
 		if err != nil {
 			return fail("%s", ts(err.Error()))
 		}

@@ -50,7 +50,7 @@ var authenticity = []string{verify.CheckAttestation, verify.CheckSubject, verify
 // when every authenticity check verify makes holds, and then what is shown
 // is what the signed trace yields, not the attestation's readable copy.
 // Otherwise the readable copy is shown, marked unverified.
-func loadTraces(ctx context.Context, ref, keyRef string, plainHTTP bool) ([]report.Trace, error) {
+func loadTraces(ctx context.Context, ref, keyRef string, plainHTTP bool, cache verify.Cache) ([]report.Trace, error) {
 	c := registry.New(registry.Options{PlainHTTP: plainHTTP})
 	ts, err := targets(ctx, c, ref)
 	if err != nil {
@@ -89,6 +89,7 @@ func loadTraces(ctx context.Context, ref, keyRef string, plainHTTP bool) ([]repo
 					return c.OpenBlob(ctx, ref, d)
 				},
 				BaseLayers: c.PlatformLayers,
+				BaseCache:  cache,
 			})
 			var bad []string
 			for _, f := range r.Failures {

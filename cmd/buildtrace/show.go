@@ -10,7 +10,7 @@ import (
 	"github.com/buildtrace/buildtrace/pkg/report"
 )
 
-const showUsage = "usage: buildtrace show IMAGE [--key PUB] [--full] [--format text|markdown] [--html FILE] [--policy FILE] [--plain-http]"
+const showUsage = "usage: buildtrace show IMAGE [--key PUB] [--full] [--format text|markdown] [--html FILE] [--policy FILE] [--plain-http] [--cache-dir DIR]"
 
 func runShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("show", stderr)
@@ -20,6 +20,7 @@ func runShow(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	format := fs.String("format", "text", "text or markdown (for CI job summaries)")
 	policyFile := fs.String("policy", "", "policy YAML file (docs/policy.md): list each step's violations")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for every registry")
+	cacheDir := cacheFlag(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -41,7 +42,7 @@ func runShow(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		opts.PolicyName = *policyFile
 	}
-	traces, err := loadTraces(ctx, pos[0], *key, *plainHTTP)
+	traces, err := loadTraces(ctx, pos[0], *key, *plainHTTP, openCache(*cacheDir))
 	if err != nil {
 		return err
 	}

@@ -31,6 +31,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	policyFile := fs.String("policy", "", "policy YAML file (docs/policy.md)")
 	output := fs.String("output", "text", "text or json")
 	plainHTTP := fs.Bool("plain-http", false, "use plain HTTP for every registry")
+	cacheDir := cacheFlag(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -39,7 +40,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitUsage
 	}
 	usageErr := func(msg string) int {
-		fmt.Fprintf(stderr, "buildtrace verify: %s\nusage: buildtrace verify IMAGE --key PUB [--policy FILE] [--output text|json] [--plain-http]\n", msg)
+		fmt.Fprintf(stderr, "buildtrace verify: %s\nusage: buildtrace verify IMAGE --key PUB [--policy FILE] [--output text|json] [--plain-http] [--cache-dir DIR]\n", msg)
 		return exitUsage
 	}
 	if len(pos) != 1 {
@@ -82,6 +83,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return c.OpenBlob(ctx, ref, d)
 		},
 		BaseLayers: c.PlatformLayers,
+		BaseCache:  openCache(*cacheDir),
 	}
 	rep := verifyReport{Image: ref, Pass: true, Policy: *policyFile}
 	for _, t := range ts {

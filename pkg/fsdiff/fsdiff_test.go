@@ -258,3 +258,41 @@ func TestFromLayerOverLower(t *testing.T) {
 		t.Fatal("the stack lost the layer's file")
 	}
 }
+
+// TestStackEncoding: a view survives encoding; damage is refused.
+func TestStackEncoding(t *testing.T) {
+	ctx := context.Background()
+	s := NewStack()
+	must(t, s.Apply(ctx, layerTar(t,
+		tarEntry{hdr: tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755}},
+		tarEntry{hdr: tar.Header{Name: "etc/passwd", Mode: 0o644}, body: "root"},
+		tarEntry{hdr: tar.Header{Name: "bin", Typeflag: tar.TypeSymlink, Linkname: "usr/bin"}},
+		tarEntry{hdr: tar.Header{Name: "a b\n/c", Mode: 0o644}, body: "odd name"},
+	)))
+	b, err := s.MarshalBinary()
+	must(t, err)
+	var got Stack
+	must(t, got.UnmarshalBinary(b))
+	for p, dir := range map[string]bool{"/etc": true, "/etc/passwd": false, "/bin": false, "/a b\n/c": false, "/a b\n": true} {
+		if n := got.lookup(p); n == nil || n.dir != dir {
+			t.Errorf("%q: %+v, want dir=%v", p, n, dir)
+		}
+	}
+	if got.lookup("/usr") != nil {
+		t.Error("/usr appeared")
+	}
+	b2, _ := got.MarshalBinary()
+	if !bytes.Equal(b, b2) {
+		t.Error("encoding is not stable")
+	}
+	for i := range b {
+		d := bytes.Clone(b)
+		d[i] ^= 0x40
+		if err := new(Stack).UnmarshalBinary(d); err == nil {
+			t.Fatalf("byte %d flipped: accepted", i)
+		}
+	}
+	if err := new(Stack).UnmarshalBinary(b[:len(b)-1]); err == nil {
+		t.Fatal("truncated: accepted")
+	}
+}

@@ -1,7 +1,15 @@
 package fsdiff
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -110,4 +118,93 @@ func (s *Stack) clear(p string) {
 	if n := s.lookup(p); n != nil && n.dir {
 		n.kids = nil
 	}
+}
+
+const stackMagic = "buildtrace-stack-v1\n"
+
+// MarshalBinary encodes the view (for a cache of what base layers leave):
+// a pre-order walk, each node a type byte and, for a directory, its
+// children by name; a SHA-256 of all of it ends it.
+func (s *Stack) MarshalBinary() ([]byte, error) {
+	b := []byte(stackMagic)
+	var enc func(n *stackNode)
+	enc = func(n *stackNode) {
+		if !n.dir {
+			b = append(b, 0)
+			return
+		}
+		b = append(b, 1)
+		b = binary.AppendUvarint(b, uint64(len(n.kids)))
+		for _, name := range slices.Sorted(maps.Keys(n.kids)) {
+			b = binary.AppendUvarint(b, uint64(len(name)))
+			b = append(b, name...)
+			enc(n.kids[name])
+		}
+	}
+	enc(s.root)
+	sum := sha256.Sum256(b)
+	return append(b, sum[:]...), nil
+}
+
+// UnmarshalBinary decodes what MarshalBinary wrote, refusing anything
+// damaged.
+func (s *Stack) UnmarshalBinary(data []byte) error {
+	if len(data) < len(stackMagic)+sha256.Size || string(data[:len(stackMagic)]) != stackMagic {
+		return errors.New("not an encoded layer stack")
+	}
+	body := data[:len(data)-sha256.Size]
+	if sum := sha256.Sum256(body); !bytes.Equal(sum[:], data[len(body):]) {
+		return errors.New("encoded layer stack: checksum mismatch")
+	}
+	r := bytes.NewReader(body[len(stackMagic):])
+	var dec func(depth int) (*stackNode, error)
+	dec = func(depth int) (*stackNode, error) {
+		if depth > 4096 {
+			return nil, errors.New("encoded layer stack: too deep")
+		}
+		t, err := r.ReadByte()
+		if err != nil {
+			return nil, err
+		}
+		switch t {
+		case 0:
+			return &stackNode{}, nil
+		case 1:
+		default:
+			return nil, fmt.Errorf("encoded layer stack: node type %d", t)
+		}
+		n := &stackNode{dir: true}
+		count, err := binary.ReadUvarint(r)
+		if err != nil {
+			return nil, err
+		}
+		for range count {
+			l, err := binary.ReadUvarint(r)
+			if err != nil {
+				return nil, err
+			}
+			if l == 0 || l > uint64(r.Len()) {
+				return nil, errors.New("encoded layer stack: bad name length")
+			}
+			name := make([]byte, l)
+			if _, err := io.ReadFull(r, name); err != nil {
+				return nil, err
+			}
+			k, err := dec(depth + 1)
+			if err != nil {
+				return nil, err
+			}
+			n.child(string(name), k)
+		}
+		return n, nil
+	}
+	root, err := dec(0)
+	if err != nil {
+		return fmt.Errorf("decoding layer stack: %w", err)
+	}
+	if r.Len() != 0 || !root.dir {
+		return errors.New("encoded layer stack: trailing data")
+	}
+	s.root = root
+	return nil
 }

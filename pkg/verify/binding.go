@@ -2,14 +2,16 @@ package verify
 
 import (
 	"bufio"
-	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"slices"
 
 	"github.com/buildtrace/buildtrace/pkg/fsdiff"
 	"github.com/buildtrace/buildtrace/pkg/trace"
+	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -64,15 +66,20 @@ func bind(ctx context.Context, r *Result, t Target, b *trace.Build, part *trace.
 	// Each layer's diff is read over the layers below it, the base's
 	// included: a directory header alone deletes a lower file
 	// (docs/diff-digest.md), so a layer's digest depends on what it lies on.
-	stack := fsdiff.NewStack()
+	stack, from := baseStack(opts.BaseCache, layers[:k])
 	diffs := make([]string, len(layers))
-	for j := range layers {
+	for j := from; j < len(layers); j++ {
 		dd, err := layerDiffDigest(ctx, opts, layers[j], stack, j >= k)
 		if err != nil {
 			r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("layer %d (%s): %v", j, layers[j].Digest, err)})
 			return
 		}
 		diffs[j] = dd
+		if j == k-1 && opts.BaseCache != nil {
+			if b, err := stack.MarshalBinary(); err == nil {
+				opts.BaseCache.Put(baseKey(layers[:k]), b)
+			}
+		}
 	}
 
 	isEvidence := map[*trace.Step]bool{}
@@ -241,6 +248,30 @@ func (m *matcher) bound() ([]Layer, int) {
 		j++
 	}
 	return out, covered
+}
+
+// baseStack returns what the base layers leave, from the cache, and the
+// first layer still to read: 0 on a miss.
+func baseStack(c Cache, base []ocispec.Descriptor) (*fsdiff.Stack, int) {
+	s := fsdiff.NewStack()
+	if c == nil || len(base) == 0 {
+		return s, 0
+	}
+	if b, ok := c.Get(baseKey(base)); ok && s.UnmarshalBinary(b) == nil {
+		return s, len(base)
+	}
+	return fsdiff.NewStack(), 0
+}
+
+// baseKey names a chain of layers by their blob digests, which verify
+// checks as it reads them (and the signed plan pins the base's).
+func baseKey(base []ocispec.Descriptor) string {
+	h := sha256.New()
+	io.WriteString(h, "buildtrace-base-stack-v1\n")
+	for _, d := range base {
+		io.WriteString(h, d.Digest.String()+"\n")
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // layerDiffDigest reads layer d over lower, the layers below it, and adds

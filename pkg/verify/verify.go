@@ -54,6 +54,16 @@ type Options struct {
 	// BaseLayers returns the layers of the base image the signed plan
 	// names (pinned by digest), for one platform.
 	BaseLayers func(ctx context.Context, ref, platform string) ([]ocispec.Descriptor, error)
+	// BaseCache, when set, keeps what a base image's layers leave for the
+	// layers above them (docs/cli.md), so a base is read once, not on
+	// every verify. Its entries are trusted as the verifier's own files.
+	BaseCache Cache
+}
+
+// Cache is a store of bytes by key.
+type Cache interface {
+	Get(key string) ([]byte, bool)
+	Put(key string, data []byte)
 }
 
 // Failure is one thing that did not hold.

@@ -414,3 +414,63 @@ func TestRunBindsOnlyWhereItRan(t *testing.T) {
 		t.Fatalf("a run bound above layers it did not run on: %q %+v", checks(r), r.Failures)
 	}
 }
+
+type mapCache map[string][]byte
+
+func (m mapCache) Get(k string) ([]byte, bool) { b, ok := m[k]; return b, ok }
+func (m mapCache) Put(k string, b []byte)      { m[k] = b }
+
+// TestBaseCache: what the base's layers leave is read once and then taken
+// from the cache; a damaged entry is read again, not trusted.
+func TestBaseCache(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, nil)
+	opts := f.opts(t, f.pub, "")
+	open := opts.OpenLayer
+	baseReads := 0
+	opts.OpenLayer = func(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+		if d.Digest == f.baseLayers[0].Digest {
+			baseReads++
+		}
+		return open(ctx, d)
+	}
+	cache := mapCache{}
+	opts.BaseCache = cache
+	for i, want := range []int{1, 1} {
+		if r := Verify(ctx, f.target, opts); !r.Pass() {
+			t.Fatalf("run %d: %+v", i, r.Failures)
+		}
+		if baseReads != want || len(cache) != 1 {
+			t.Fatalf("run %d: base read %d times, cache %d entries; want %d, 1", i, baseReads, len(cache), want)
+		}
+	}
+	for k, b := range cache {
+		b[len(b)/2] ^= 1
+		cache[k] = b
+	}
+	if r := Verify(ctx, f.target, opts); !r.Pass() || baseReads != 2 {
+		t.Fatalf("damaged entry: pass %v, base read %d times (want 2): %+v", r.Pass(), baseReads, r.Failures)
+	}
+	// The entry decides: one saying the base has a file at /app makes the
+	// layer that writes /app/registry.json unreadable.
+	s := fsdiff.NewStack()
+	if err := s.Apply(ctx, tarOf(t, "app")); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := s.MarshalBinary()
+	for k := range cache {
+		cache[k] = b
+	}
+	if r := Verify(ctx, f.target, opts); r.Pass() || !strings.Contains(checks(r), CheckBinding) || baseReads != 2 {
+		t.Fatalf("cache entry not used: pass %v, base reads %d, %+v", r.Pass(), baseReads, r.Failures)
+	}
+}
+
+func tarOf(t *testing.T, file string) io.Reader {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(layerTar(t, map[string]string{file: "x"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return zr
+}
