@@ -187,7 +187,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer p.Close()
-	since := time.Now().UTC()
+	// On the clock of event times, as the plans' arrival is (probe.Now).
+	since := p.Now().UTC()
 
 	host, _ := os.Hostname()
 	srv := server.New(server.Config{

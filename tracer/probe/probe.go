@@ -203,6 +203,17 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 	return p, ctx.Err()
 }
 
+// Now is the clock of event times: CLOCK_MONOTONIC plus the wall offset
+// measured at load. The tracer compares event times with times of its own
+// (when a build's plan arrived), and those come from here: a wall clock
+// stepped after load (an NTP step, a resumed VM) moves neither, so it
+// cannot put a build's step before its plan and drop it as not the build's.
+func (p *Probe) Now() time.Time {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Unix(0, ts.Nano()+p.bootWall)
+}
+
 // clockOffset measures wall time minus CLOCK_MONOTONIC, keeping the
 // tightest of a few samples.
 func clockOffset() int64 {

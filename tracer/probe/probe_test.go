@@ -911,3 +911,31 @@ wait:
 		}
 	}
 }
+
+// TestEventClock: event times are on the probe's clock (Now), which the
+// tracer stamps plans with, so the two compare whatever the wall clock does.
+func TestEventClock(t *testing.T) {
+	requireRoot(t)
+	p, c := startProbe(t)
+	cg := mkCgroup(t, randHex(t, 16), "clock")
+	cgID := inode(t, cg)
+	before := p.Now()
+	if out, err := inCgroup(cg, t.TempDir(), []string{"PATH=/bin:/usr/bin"}, "/bin/busybox true clock").CombinedOutput(); err != nil {
+		t.Fatalf("tracked script: %v\n%s", err, out)
+	}
+	after := p.Now()
+	syncProbe(t, p)
+	n := 0
+	for _, ev := range c.all() {
+		if ev.CgroupID != cgID || ev.Kind != KindExec {
+			continue
+		}
+		n++
+		if ev.Time.Before(before) || ev.Time.After(after) {
+			t.Errorf("exec at %v, outside [%v, %v] on the probe's clock", ev.Time, before, after)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no exec seen in the cgroup")
+	}
+}

@@ -167,7 +167,7 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request) {
 	// plans.stepNonce derives them from root, and a nonce in the body is
 	// never read (public drops it before signing).
 	root := tracerapi.NonceRoot(fe.RequestKey)
-	part.Received = time.Now().UTC()
+	part.Received = s.now().UTC()
 	// The frontend's bundle sits beside its steps' bundles: watch them
 	// from now on, before any step of this build starts.
 	s.watchExecutorOf(rootfs.Layout{Bundle: fe.Bundle, Namespace: fe.Namespace})
@@ -214,7 +214,7 @@ func (s *Server) serveSeal(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	for _, part := range req.Plan {
-		part.Received = time.Now().UTC()
+		part.Received = s.now().UTC()
 		if err := s.plans.add(id, requesterOf(fe), tracerapi.NonceRoot(fe.RequestKey), part); err != nil {
 			writeError(w, http.StatusConflict, "%v", err)
 			return
@@ -379,7 +379,7 @@ wait:
 		Version:      trace.Version,
 		BuildTraceID: traceID,
 		Tracer:       s.cfg.Tracer,
-		GeneratedAt:  time.Now().UTC(),
+		GeneratedAt:  s.now().UTC(),
 		Steps:        steps,
 		Pending:      pending,
 		Sealed:       len(pending) == 0,

@@ -105,3 +105,44 @@ func signAs(req *http.Request, key []byte, counter uint64, bodySum string) {
 	req.Header.Set(tracerapi.BodyHeader, bodySum)
 	req.Header.Set(tracerapi.AuthHeader, strconv.FormatUint(counter, 10)+" "+hex.EncodeToString(tracerapi.RequestMAC(key, req.Method, req.URL.Path, bodySum, counter)))
 }
+
+// steppedSource is a probe whose clock of event times is behind the wall
+// clock: the wall clock was stepped forward after the probe loaded.
+type steppedSource struct {
+	quietSource
+	behind time.Duration
+}
+
+func (s steppedSource) Now() time.Time { return time.Now().Add(-s.behind) }
+
+// TestPlanOnTheEventClock: a plan's arrival is stamped on the clock of
+// event times, not the wall clock. With the wall clock an hour ahead of
+// the event clock, a step that starts after the plan would otherwise have
+// seemed to start before it, and been dropped from the build (and its step
+// shown as cached).
+func TestPlanOnTheEventClock(t *testing.T) {
+	f := newFixture(t, t.TempDir(), time.Second)
+	src := steppedSource{behind: time.Hour}
+	f.srv.cfg.Source = src
+	f.frontendOf.Store(buildA)
+	ctx := context.Background()
+	part := trace.PlanPart{ID: "sha256:p", Platform: "linux/amd64", Layers: []trace.LayerOp{},
+		Steps: []trace.PlanStep{{StepID: steptag.NewID([]byte("s"))}}}
+	c := f.client()
+	before := src.Now()
+	if err := c.PutPlan(ctx, buildA, part); err != nil {
+		t.Fatal(err)
+	}
+	after := src.Now()
+	_, parts, _ := f.srv.plans.get(buildA)
+	if len(parts) != 1 || parts[0].Received.Before(before) || parts[0].Received.After(after) {
+		t.Fatalf("plan received at %v, want between %v and %v (the event clock)", parts, before, after)
+	}
+	env, err := c.Seal(ctx, buildA, 0, map[string]string{"linux/amd64": "sha256:p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := f.verify(env); b.GeneratedAt.Before(after) || b.GeneratedAt.After(src.Now()) {
+		t.Errorf("trace generated at %v, not on the event clock (%v)", b.GeneratedAt, after)
+	}
+}

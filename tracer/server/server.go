@@ -46,6 +46,21 @@ type hookSource interface {
 	Ring() (size, highWater uint64)
 }
 
+// clockSource is the probe's clock of event times (probe.Probe.Now).
+type clockSource interface {
+	Now() time.Time
+}
+
+// now is the time on the clock of event times, which the tracer's own
+// times must share to be compared with them; time.Now for a source
+// without one.
+func (s *Server) now() time.Time {
+	if c, ok := s.cfg.Source.(clockSource); ok {
+		return c.Now()
+	}
+	return time.Now()
+}
+
 // syscallHold bounds how long a registered plan keeps the syscall hook
 // attached; its frontend asking for the sealed trace or exiting (a failed
 // build never asks) ends the hold sooner. A step started later still
@@ -291,7 +306,7 @@ func (s *Server) Track(cgroupID uint64, path string, procs []trace.Process) {
 		}
 	}
 	s.mu.Lock()
-	st, ok := s.asm.Track(cgroupID, path, "", time.Now())
+	st, ok := s.asm.Track(cgroupID, path, "", s.now())
 	if ok {
 		for _, p := range procs {
 			st.Adopt(p)
