@@ -243,7 +243,7 @@ func (s *Server) Handle(ev probe.Event) {
 				}
 				have = layout{err: err}
 			} else {
-				have = layout{l: l}
+				have = layout{l: keepBundle(l, have.l)}
 			}
 			s.mu.Lock()
 			s.layouts[u.FirstExec.CgroupID] = have
@@ -288,6 +288,16 @@ func (s *Server) Handle(ev probe.Event) {
 	}
 }
 
+// keepBundle carries what the container's bundle said (its build, its
+// nonce, its powers) into a layout read from its process's mount table,
+// which says none of it: a RUN --security=insecure step whose overlay was
+// found only that way must still be marked incomplete.
+func keepBundle(fromProcess, bundle rootfs.Layout) rootfs.Layout {
+	fromProcess.TraceID, fromProcess.TraceErr = bundle.TraceID, bundle.TraceErr
+	fromProcess.NoProxy, fromProcess.Powers = bundle.NoProxy, bundle.Powers
+	return fromProcess
+}
+
 // Track follows a container cgroup that existed before the probe was
 // loaded; procs are the processes running in it, as /proc shows them.
 func (s *Server) Track(cgroupID uint64, path string, procs []trace.Process) {
@@ -301,8 +311,7 @@ func (s *Server) Track(cgroupID uint64, path string, procs []trace.Process) {
 	have := layout{l, err}
 	if err != nil && len(procs) > 0 {
 		if pl, perr := s.resolver.FromProcess(c.Prefix, procs[0].PID); perr == nil {
-			have.l, have.err = pl, nil
-			have.l.TraceID, have.l.TraceErr = l.TraceID, l.TraceErr
+			have.l, have.err = keepBundle(pl, l), nil
 		}
 	}
 	s.mu.Lock()
