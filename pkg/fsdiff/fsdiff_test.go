@@ -296,3 +296,48 @@ func TestStackEncoding(t *testing.T) {
 		t.Fatal("truncated: accepted")
 	}
 }
+
+// TestApplyFollowsSymlinks: a base layer's entry below a symlink of a
+// layer under it lands where an extractor puts it (continuity's RootPath:
+// inside the root), so the view above the base is right; the layers above
+// the base get no such leniency (TestFromLayerOverLower).
+func TestApplyFollowsSymlinks(t *testing.T) {
+	ctx := context.Background()
+	dir := func(name string) tarEntry {
+		return tarEntry{hdr: tar.Header{Name: name, Typeflag: tar.TypeDir, Mode: 0o755}}
+	}
+	link := func(name, target string) tarEntry {
+		return tarEntry{hdr: tar.Header{Name: name, Typeflag: tar.TypeSymlink, Linkname: target, Mode: 0o777}}
+	}
+	file := func(name string) tarEntry { return tarEntry{hdr: tar.Header{Name: name, Mode: 0o644}, body: "x"} }
+	s := NewStack()
+	must(t, s.Apply(ctx, layerTar(t, dir("usr/"), dir("usr/bin/"), link("bin", "usr/bin"), dir("etc/"), file("etc/passwd"),
+		link("up", "../../etc"), link("abs", "/etc"), link("loop", "loop"), file("f"))))
+	must(t, s.Apply(ctx, layerTar(t, file("bin/sh"), tarEntry{hdr: tar.Header{Name: "abs/.wh.passwd"}}, file("up/shadow"))))
+	for p, want := range map[string]string{"/usr/bin/sh": "file", "/bin": "link", "/bin/sh": "none", "/etc/passwd": "none", "/etc/shadow": "file"} {
+		got := "none"
+		if n := s.lookup(p); n != nil {
+			got = map[bool]string{true: "dir", false: "file"}[n.dir]
+			if n.link != "" {
+				got = "link"
+			}
+		}
+		if got != want {
+			t.Errorf("%s: %s, want %s", p, got, want)
+		}
+	}
+	for _, bad := range []string{"loop/x", "f/x"} {
+		if err := s.Apply(ctx, layerTar(t, file(bad))); err == nil {
+			t.Errorf("%s: applied", bad)
+		} else {
+			t.Log(err)
+		}
+	}
+	b, err := s.MarshalBinary()
+	must(t, err)
+	var got Stack
+	must(t, got.UnmarshalBinary(b))
+	if n := got.lookup("/abs"); n == nil || n.link != "/etc" {
+		t.Errorf("symlink target lost in encoding: %+v", n)
+	}
+}

@@ -31,18 +31,19 @@ func FromLayer(ctx context.Context, r io.Reader, lower *Stack) (string, []trace.
 	if lower == nil {
 		lower = NewStack()
 	}
-	return readLayer(ctx, r, lower, true)
+	return readLayer(ctx, r, lower, false)
 }
 
-// Apply adds an uncompressed layer tar to s, with the checks of FromLayer
-// but without hashing content: for layers whose digest is not needed (a
-// base image the signed plan pins), only what they leave below.
+// Apply adds an uncompressed layer tar of a base image (which the signed
+// plan pins, and whose digest is not needed) to s, as an extractor would:
+// without hashing content, and following symlinks of the layers below in
+// an entry's parent directory, which other tools' layers may hold.
 func (s *Stack) Apply(ctx context.Context, r io.Reader) error {
-	_, _, err := readLayer(ctx, r, s, false)
+	_, _, err := readLayer(ctx, r, s, true)
 	return err
 }
 
-func readLayer(ctx context.Context, r io.Reader, lower *Stack, hash bool) (string, []trace.FileChange, error) {
+func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (string, []trace.FileChange, error) {
 	tr := tar.NewReader(r)
 	byPath := map[string]*entry{}
 	// What an extractor does with a tar that names a path twice, or puts
@@ -70,15 +71,24 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, hash bool) (strin
 		if p == "/" || hdr.Typeflag == tar.TypeXGlobalHeader {
 			continue
 		}
-		dir, base := path.Dir(p), path.Base(p)
 		if a, ok := lower.nonDirAncestor(p); ok {
-			return "", nil, fmt.Errorf("layer tar entry %s is below %s, which this layer or one below it made a non-directory (an extractor would follow or replace it)", p, a)
+			if !baseLayer {
+				return "", nil, fmt.Errorf("layer tar entry %s is below %s, which this layer or one below it made a non-directory (an extractor would follow or replace it)", p, a)
+			}
+			rp, err := lower.resolve(path.Dir(p))
+			if err != nil {
+				return "", nil, fmt.Errorf("layer tar entry %s: %w", p, err)
+			}
+			p = path.Join(rp, path.Base(p))
 		}
+		dir, base := path.Dir(p), path.Base(p)
 		key := p
 		if strings.HasPrefix(base, whiteoutPrefix) && !strings.HasPrefix(base, whiteoutMeta) {
 			key = path.Join(dir, base[len(whiteoutPrefix):])
 		}
-		if base != whiteoutOpaque {
+		// A base layer's repeated path is what an extractor makes of it
+		// (the last entry wins); only the view is needed from it.
+		if base != whiteoutOpaque && !baseLayer {
 			if seen[key] {
 				return "", nil, fmt.Errorf("layer tar names %s twice", key)
 			}
@@ -107,7 +117,11 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, hash bool) (strin
 			lower.put(p, true)
 			continue
 		}
-		lower.put(p, false)
+		if hdr.Typeflag == tar.TypeSymlink {
+			lower.putNode(p, &stackNode{link: hdr.Linkname})
+		} else {
+			lower.put(p, false)
+		}
 		e := &entry{
 			path: p,
 			mode: uint32(hdr.Mode) & 07777,
@@ -117,7 +131,7 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, hash bool) (strin
 		switch hdr.Typeflag {
 		case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
 			e.kind = kindFile
-			if !hash {
+			if baseLayer {
 				break // tar.Reader skips the content
 			}
 			h := sha256.New()
@@ -128,6 +142,9 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, hash bool) (strin
 			e.size = n
 			e.sha256 = hex.EncodeToString(h.Sum(nil))
 		case tar.TypeLink:
+			if baseLayer {
+				continue // a base layer may link to a file below it
+			}
 			target := path.Clean("/" + hdr.Linkname)
 			t, ok := byPath[target]
 			if !ok || t.kind == kindDeleted {

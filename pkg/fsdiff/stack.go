@@ -24,6 +24,7 @@ type Stack struct {
 
 type stackNode struct {
 	dir  bool
+	link string // a symlink's target; "" for other non-directories
 	kids map[string]*stackNode
 }
 
@@ -71,10 +72,54 @@ func (s *Stack) nonDirAncestor(p string) (string, bool) {
 	return "", false
 }
 
+// resolve follows the symlinks of the view in p, as containerd's
+// extractor does with an entry's parent directory (continuity's
+// fs.RootPath: inside the root, ".." stops at it). A path through a
+// non-directory that is not a symlink is an error.
+func (s *Stack) resolve(p string) (string, error) {
+	todo := split(p)
+	var out []string
+	for hops := 0; len(todo) > 0; {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+			continue
+		}
+		n := s.lookup("/" + strings.Join(append(out, c), "/"))
+		if n == nil || n.dir {
+			out = append(out, c)
+			continue
+		}
+		if n.link == "" {
+			return "", fmt.Errorf("/%s is not a directory", strings.Join(append(out, c), "/"))
+		}
+		if hops++; hops > 255 {
+			return "", fmt.Errorf("too many symlinks in %s", p)
+		}
+		if strings.HasPrefix(n.link, "/") {
+			out = nil
+		}
+		todo = append(strings.Split(n.link, "/"), todo...)
+	}
+	return "/" + strings.Join(out, "/"), nil
+}
+
 // put makes p a directory or a non-directory, creating missing parents as
 // an extractor does. A non-directory, or a directory put over a
 // non-directory, starts empty.
 func (s *Stack) put(p string, dir bool) {
+	s.putNode(p, &stackNode{dir: dir})
+}
+
+// putNode puts n at p (see put).
+func (s *Stack) putNode(p string, nn *stackNode) {
+	dir := nn.dir
 	cs := split(p)
 	if len(cs) == 0 {
 		return
@@ -92,7 +137,7 @@ func (s *Stack) put(p string, dir bool) {
 	if k := n.kids[last]; dir && k != nil && k.dir {
 		return // a directory header over a directory keeps its content
 	}
-	n.child(last, &stackNode{dir: dir})
+	n.child(last, nn)
 }
 
 func (n *stackNode) child(name string, k *stackNode) {
@@ -120,17 +165,24 @@ func (s *Stack) clear(p string) {
 	}
 }
 
-const stackMagic = "buildtrace-stack-v1\n"
+const stackMagic = "buildtrace-stack-v2\n"
 
 // MarshalBinary encodes the view (for a cache of what base layers leave):
 // a pre-order walk, each node a type byte and, for a directory, its
-// children by name; a SHA-256 of all of it ends it.
+// children by name, for a symlink its target; a SHA-256 of all of it ends
+// it.
 func (s *Stack) MarshalBinary() ([]byte, error) {
 	b := []byte(stackMagic)
 	var enc func(n *stackNode)
 	enc = func(n *stackNode) {
 		if !n.dir {
-			b = append(b, 0)
+			if n.link == "" {
+				b = append(b, 0)
+				return
+			}
+			b = append(b, 2)
+			b = binary.AppendUvarint(b, uint64(len(n.link)))
+			b = append(b, n.link...)
 			return
 		}
 		b = append(b, 1)
@@ -169,6 +221,19 @@ func (s *Stack) UnmarshalBinary(data []byte) error {
 		switch t {
 		case 0:
 			return &stackNode{}, nil
+		case 2:
+			l, err := binary.ReadUvarint(r)
+			if err != nil {
+				return nil, err
+			}
+			if l == 0 || l > uint64(r.Len()) {
+				return nil, errors.New("encoded layer stack: bad link length")
+			}
+			link := make([]byte, l)
+			if _, err := io.ReadFull(r, link); err != nil {
+				return nil, err
+			}
+			return &stackNode{link: string(link)}, nil
 		case 1:
 		default:
 			return nil, fmt.Errorf("encoded layer stack: node type %d", t)
