@@ -222,18 +222,11 @@ func (s *Stack) UnmarshalBinary(data []byte) error {
 		case 0:
 			return &stackNode{}, nil
 		case 2:
-			l, err := binary.ReadUvarint(r)
+			link, err := readString(r)
 			if err != nil {
 				return nil, err
 			}
-			if l == 0 || l > uint64(r.Len()) {
-				return nil, errors.New("encoded layer stack: bad link length")
-			}
-			link := make([]byte, l)
-			if _, err := io.ReadFull(r, link); err != nil {
-				return nil, err
-			}
-			return &stackNode{link: string(link)}, nil
+			return &stackNode{link: link}, nil
 		case 1:
 		default:
 			return nil, fmt.Errorf("encoded layer stack: node type %d", t)
@@ -244,22 +237,15 @@ func (s *Stack) UnmarshalBinary(data []byte) error {
 			return nil, err
 		}
 		for range count {
-			l, err := binary.ReadUvarint(r)
+			name, err := readString(r)
 			if err != nil {
-				return nil, err
-			}
-			if l == 0 || l > uint64(r.Len()) {
-				return nil, errors.New("encoded layer stack: bad name length")
-			}
-			name := make([]byte, l)
-			if _, err := io.ReadFull(r, name); err != nil {
 				return nil, err
 			}
 			k, err := dec(depth + 1)
 			if err != nil {
 				return nil, err
 			}
-			n.child(string(name), k)
+			n.child(name, k)
 		}
 		return n, nil
 	}
@@ -272,4 +258,20 @@ func (s *Stack) UnmarshalBinary(data []byte) error {
 	}
 	s.root = root
 	return nil
+}
+
+// readString reads a non-empty length-prefixed string of MarshalBinary.
+func readString(r *bytes.Reader) (string, error) {
+	l, err := binary.ReadUvarint(r)
+	if err != nil {
+		return "", err
+	}
+	if l == 0 || l > uint64(r.Len()) {
+		return "", errors.New("encoded layer stack: bad string length")
+	}
+	b := make([]byte, l)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", err
+	}
+	return string(b), nil
 }
