@@ -3,9 +3,11 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
+	"compress/flate"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"slices"
 	"strings"
 	"testing"
@@ -120,6 +122,26 @@ func rt6SkippableFrame(t *testing.T, honest, evil []byte) []byte {
 	h := make([]byte, 512)
 	binary.LittleEndian.PutUint32(h[0:], 0x184D2A50)
 	binary.LittleEndian.PutUint32(h[4:], uint32(len(h)+len(honest)-8))
+	rt6GlobalHeader(h)
+	var z bytes.Buffer
+	zw, err := zstd.NewWriter(&z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := zw.Write(evil); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return slices.Concat(h, honest, z.Bytes())
+}
+
+// rt6GlobalHeader fills the 512-byte block h, whose name field's first
+// bytes the caller chose, as a tar header of type 'g' (a PAX global header
+// with no records, which FromLayer skips and extractors create nothing for)
+// with a valid checksum.
+func rt6GlobalHeader(h []byte) {
 	copy(h[100:], "0000644\x00")
 	copy(h[108:], "0000000\x00")
 	copy(h[116:], "0000000\x00")
@@ -133,18 +155,6 @@ func rt6SkippableFrame(t *testing.T, honest, evil []byte) []byte {
 		sum += int(c)
 	}
 	copy(h[148:], fmt.Sprintf("%06o\x00 ", sum))
-	var z bytes.Buffer
-	zw, err := zstd.NewWriter(&z)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := zw.Write(evil); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return slices.Concat(h, honest, z.Bytes())
 }
 
 // TestRedTeam6ZstdSkippableFrame: verify and the extractor decompress a
@@ -234,5 +244,88 @@ func TestRedTeam6HonestOddRuns(t *testing.T) {
 				t.Errorf("verify refused an honest build (exit %d):\n%s", code, df)
 			}
 		})
+	}
+}
+
+// rt6GzipTarPolyglot returns a blob that is at once a gzip stream of the
+// tar honest and, read as it is, the tar evil. For a layer whose media type
+// says uncompressed (application/vnd.oci.image.layer.v1.tar) containerd
+// reads the blob as a tar (its stream processor decompresses only what the
+// media type calls compressed); verify's Decompress goes by the first two
+// bytes and gunzips it. The gzip header's FEXTRA field (any bytes, up to
+// 65535) holds the tar evil, starting with a 'g' header block whose name
+// field begins with the gzip header itself; the deflate stream of honest
+// follows the extra field, after evil's end marker, where a tar reader no
+// longer looks.
+func rt6GzipTarPolyglot(t *testing.T, honest, evil []byte) []byte {
+	t.Helper()
+	xlen := 512 - 12 + len(evil)
+	if xlen > 0xffff {
+		t.Fatalf("the evil tar (%d bytes) does not fit in a gzip extra field", len(evil))
+	}
+	h := make([]byte, 512)
+	// ID1 ID2 CM=deflate FLG=FEXTRA MTIME=0 XFL=0 OS=unknown, then XLEN.
+	copy(h, []byte{0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff})
+	binary.LittleEndian.PutUint16(h[10:], uint16(xlen))
+	rt6GlobalHeader(h)
+	var d bytes.Buffer
+	fw, err := flate.NewWriter(&d, flate.DefaultCompression)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fw.Write(honest); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	trailer := binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, crc32.ChecksumIEEE(honest)), uint32(len(honest)))
+	return slices.Concat(h, evil, d.Bytes(), trailer)
+}
+
+// TestRedTeam6GzipTarPolyglot: the same as TestRedTeam6ZstdSkippableFrame
+// with the layer declared uncompressed: verify decompresses by magic bytes,
+// containerd by media type, and the blob is both a gzip of the honest tar
+// and, as it is, another tar. The config's diff_ids name the blob (what
+// containerd reads).
+func TestRedTeam6GzipTarPolyglot(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	n := randHex(8)
+	img, i := rt6Honest(t, ctx, l, "redteam6-poly", n)
+	m := img.Manifests[0]
+
+	honest := rtLayerTar(t, ctx, img.Ref, m.Manifest.Layers[i])
+	var evilEs []rtEnt
+	for _, e := range rtReadTar(t, honest) {
+		switch e.h.Name {
+		case "etc/guard.conf":
+			e.data = []byte("allow all " + n + "\n")
+		case "app/seen":
+			e.data = []byte("forged " + n + "\n")
+		}
+		evilEs = append(evilEs, e)
+	}
+	evilEs = append(evilEs, rtEnt{&tar.Header{Name: "etc/backdoor", Typeflag: tar.TypeReg, Mode: 0o4755, ModTime: time.Unix(0, 0)}, []byte("#!/bin/sh\necho owned " + n + "\n")})
+	blob := rt6GzipTarPolyglot(t, honest, rtWriteTar(t, evilEs))
+
+	forged := l.Ref("redteam6-poly")
+	ld := pushBytes(t, ctx, registry.New(registry.Options{}), forged, ocispec.MediaTypeImageLayer, blob)
+	forge(t, ctx, img, forged, forgery{
+		config: func(cfg *ocispec.Image) {
+			cfg.RootFS.DiffIDs = slices.Clone(cfg.RootFS.DiffIDs)
+			cfg.RootFS.DiffIDs[i] = digest.FromBytes(blob)
+		},
+		layers: func(ls []ocispec.Descriptor) []ocispec.Descriptor { ls[i] = ld; return ls },
+	})
+	seen := rt6Probe(t, ctx, l, forged)
+	swapped := strings.Contains(seen, "RT6 guard.conf=[allow all "+n+" ]") && strings.Contains(seen, "RT6 backdoor=[#!/bin/sh echo owned "+n+" ]")
+
+	out, code := runCLI(t, l, "verify", forged, "--key", l.TracerPub)
+	t.Logf("verify %s:\n%s", forged, out)
+	if code == 0 || !strings.Contains(out, "[binding]") {
+		t.Errorf("verify did not refuse the binding of %s (exit %d), whose traced RUN layer %d is declared an uncompressed tar and is one, other than the gzip of the honest tar it also is: verify gunzips it, every containerd pull reads it as it is (the build on it saw guard.conf rewritten and a setuid /etc/backdoor: %v)", forged, code, i, swapped)
 	}
 }
