@@ -329,3 +329,66 @@ func TestRedTeam6GzipTarPolyglot(t *testing.T) {
 		t.Errorf("verify did not refuse the binding of %s (exit %d), whose traced RUN layer %d is declared an uncompressed tar and is one, other than the gzip of the honest tar it also is: verify gunzips it, every containerd pull reads it as it is (the build on it saw guard.conf rewritten and a setuid /etc/backdoor: %v)", forged, code, i, swapped)
 	}
 }
+
+// TestRedTeam6HardLinkDotDot: FromLayer refuses ".." in an entry's name
+// but cleans a hard link's Linkname lexically (path.Clean), while
+// containerd (hardlinkRootPath) resolves the Linkname's parent with
+// fs.RootPath, which follows a symlink first and applies ".." to where it
+// points. The traced run made two empty files /app/a and /app/b, a symlink
+// /app/s -> /opt/x and a file /opt/a. The forgery turns /app/b's entry into
+// a hard link to "app/s/../a", moved to the end of the tar (entry order is
+// not in the digest): FromLayer reads a link to /app/a (an empty file, same
+// metadata: the digest is the run's), the extractor links /app/b to
+// /opt/a.
+func TestRedTeam6HardLinkDotDot(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	n := randHex(8)
+	body := "FROM BASE\nRUN mkdir -p /opt/x /app && echo secret-" + n + " > /opt/a && ln -s /opt/x /app/s && : > /app/a && : > /app/b\n"
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, body)})
+	honest := l.Ref("redteam6-link")
+	l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: honest, Push: true})
+	out, code := runCLI(t, l, "verify", honest, "--key", l.TracerPub)
+	expectCode(t, out, code, 0, "verify", honest)
+	img := l.Image(t, ctx, honest)
+	i := layerOf(t, img.Manifests[0].Config, "RUN /bin/sh -c mkdir -p /opt/x")
+
+	forged := l.Ref("redteam6-link")
+	rtRetarLayer(t, ctx, img, forged, i, func(es []rtEnt) []rtEnt {
+		var b *tar.Header
+		es = slices.DeleteFunc(es, func(e rtEnt) bool {
+			if e.h.Name == "app/b" {
+				b = e.h
+				return true
+			}
+			return false
+		})
+		if b == nil {
+			t.Fatal("the RUN layer has no app/b")
+		}
+		link := *b
+		link.Typeflag, link.Linkname = tar.TypeLink, "app/s/../a"
+		return append(es, rtEnt{&link, nil})
+	})
+	probe := lab.WriteContext(t, map[string]string{"Dockerfile": "FROM " + forged + "\n" +
+		"RUN echo \"RT6 b=[$(cat /app/b 2>&1)] a=[$(cat /app/a 2>&1)]\"\n"})
+	res := l.Buildx(ctx, lab.Build{Context: probe, Args: []string{"--no-cache"}})
+	if res.Err != nil {
+		t.Logf("building on the forged image: %v\n%s", res.Err, res.Output)
+	}
+	changed := false
+	for _, line := range strings.Split(res.Output, "\n") {
+		if j := strings.Index(line, "RT6 "); j >= 0 && !strings.Contains(line, "$(cat") {
+			t.Logf("a build on the forged image sees: %s", line[j:])
+			changed = changed || strings.Contains(line, "b=[secret-"+n+"]")
+		}
+	}
+
+	out, code = runCLI(t, l, "verify", forged, "--key", l.TracerPub)
+	t.Logf("verify %s:\n%s", forged, out)
+	if code == 0 || !strings.Contains(out, "[binding]") {
+		t.Errorf("verify did not refuse the binding of %s (exit %d), whose traced RUN layer %d has /app/b as a hard link to \"app/s/../a\": verify reads a link to the empty /app/a, containerd links /app/b to /opt/a (the build on it saw /app/b hold /opt/a's content: %v)", forged, code, i, changed)
+	}
+}
