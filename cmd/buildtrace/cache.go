@@ -1,9 +1,14 @@
 package main
 
 import (
+	"errors"
 	"flag"
+	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/buildtrace/buildtrace/pkg/verify"
 )
@@ -22,15 +27,45 @@ func cacheFlag(fs *flag.FlagSet) *string {
 // owner can read or write: its entries decide verdicts.
 type dirCache struct{ dir string }
 
-func openCache(dir string) verify.Cache {
+// openCache returns the cache in dir, nil for none. A directory that
+// someone else owns or can write is not used: another local user could
+// plant a view of a base that decides a verdict.
+func openCache(dir string, stderr io.Writer) verify.Cache {
 	if dir == "" {
+		return nil
+	}
+	if err := ownedPrivate(dir, true); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(stderr, "buildtrace: not using --cache-dir: %v\n", err)
 		return nil
 	}
 	return dirCache{dir: dir}
 }
 
+// ownedPrivate: p is a directory (or regular file) of this user that no
+// one else can write.
+func ownedPrivate(p string, dir bool) error {
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case dir && !fi.IsDir(), !dir && !fi.Mode().IsRegular():
+		return fmt.Errorf("%s is not a plain directory or file", p)
+	case !ok || int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("%s belongs to another user", p)
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("%s can be written by other users (mode %v)", p, fi.Mode().Perm())
+	}
+	return nil
+}
+
 func (c dirCache) Get(key string) ([]byte, bool) {
-	b, err := os.ReadFile(filepath.Join(c.dir, key))
+	p := filepath.Join(c.dir, key)
+	if ownedPrivate(c.dir, true) != nil || ownedPrivate(p, false) != nil {
+		return nil, false
+	}
+	b, err := os.ReadFile(p)
 	return b, err == nil
 }
 

@@ -36,7 +36,7 @@ func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var sides [2][]report.Trace
 	for i, ref := range pos {
-		got, err := loadTraces(ctx, ref, *key, *plainHTTP, openCache(*cacheDir))
+		got, err := loadTraces(ctx, ref, *key, *plainHTTP, openCache(*cacheDir, stderr))
 		if err != nil {
 			return fail("%s", ts(err.Error()))
 		}

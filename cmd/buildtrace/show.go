@@ -42,7 +42,7 @@ func runShow(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		opts.PolicyName = *policyFile
 	}
-	traces, err := loadTraces(ctx, pos[0], *key, *plainHTTP, openCache(*cacheDir))
+	traces, err := loadTraces(ctx, pos[0], *key, *plainHTTP, openCache(*cacheDir, stderr))
 	if err != nil {
 		return err
 	}

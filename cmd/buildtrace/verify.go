@@ -83,7 +83,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return c.OpenBlob(ctx, ref, d)
 		},
 		BaseLayers: c.PlatformLayers,
-		BaseCache:  openCache(*cacheDir),
+		BaseCache:  openCache(*cacheDir, stderr),
 	}
 	rep := verifyReport{Image: ref, Pass: true, Policy: *policyFile}
 	for _, t := range ts {

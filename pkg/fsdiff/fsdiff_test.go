@@ -156,7 +156,19 @@ func TestFromLayerRefusesWhatExtractorsReadOtherwise(t *testing.T) {
 		"a directory over a file of the layer": {
 			file("zz", "x"), {hdr: tar.Header{Name: "zz/", Typeflag: tar.TypeDir, Mode: 0o755}},
 		},
-		"a path twice":            {file("a", "1"), file("a", "2")},
+		"a path twice": {file("a", "1"), file("a", "2")},
+		"a global header with a name (containerd removes the path)": {
+			file("etc/a", "x"), {hdr: tar.Header{Name: "etc/a", Typeflag: tar.TypeXGlobalHeader, PAXRecords: map[string]string{"comment": "x"}}},
+		},
+		"an ACL in an extended attribute": {
+			{hdr: tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755, PAXRecords: map[string]string{"SCHILY.xattr.system.posix_acl_access": "\x02\x00\x00\x00"}}},
+		},
+		"an overlay marker in an extended attribute": {
+			{hdr: tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755, PAXRecords: map[string]string{"SCHILY.xattr.user.overlay.opaque": "y"}}},
+		},
+		"a hard link whose target has ..": {
+			file("app/a", ""), {hdr: tar.Header{Name: "app/b", Typeflag: tar.TypeLink, Linkname: "app/s/../a", Mode: 0o644}},
+		},
 		"a whiteout and the path": {{hdr: tar.Header{Name: ".wh.a"}}, file("a", "1")},
 		"leaving the root":        {file("../etc/passwd", "x")},
 		"a hard link that changes its target's mode": {
@@ -339,5 +351,27 @@ func TestApplyFollowsSymlinks(t *testing.T) {
 	must(t, got.UnmarshalBinary(b))
 	if n := got.lookup("/abs"); n == nil || n.link != "/etc" {
 		t.Errorf("symlink target lost in encoding: %+v", n)
+	}
+}
+
+// TestApplyAsContainerd: in a base layer, a named global header removes
+// its path and an opaque marker keeps what the layer itself wrote before
+// it, as containerd's extractor does.
+func TestApplyAsContainerd(t *testing.T) {
+	ctx := context.Background()
+	file := func(name string) tarEntry { return tarEntry{hdr: tar.Header{Name: name, Mode: 0o644}, body: "x"} }
+	s := NewStack()
+	must(t, s.Apply(ctx, layerTar(t, file("d/old"), file("d/sub/old"), file("g"))))
+	must(t, s.Apply(ctx, layerTar(t,
+		file("d/new"), tarEntry{hdr: tar.Header{Name: "d/sub/", Typeflag: tar.TypeDir, Mode: 0o755}}, file("d/sub/new"), file("d/implicit/new"),
+		tarEntry{hdr: tar.Header{Name: "g", Typeflag: tar.TypeXGlobalHeader, PAXRecords: map[string]string{"comment": "x"}}},
+		tarEntry{hdr: tar.Header{Name: "d/.wh..wh..opq"}},
+		file("d/after"))))
+	for p, want := range map[string]bool{"/d/old": false, "/d/sub/old": false, "/d/new": true, "/d/sub/new": true, "/d/after": true, "/g": false,
+		"/d/implicit/new": false, // its parent was not an entry, so the marker removes it
+	} {
+		if got := s.lookup(p) != nil; got != want {
+			t.Errorf("%s present %v, want %v", p, got, want)
+		}
 	}
 }

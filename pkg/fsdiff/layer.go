@@ -19,7 +19,8 @@ const (
 	whiteoutPrefix = ".wh."
 	whiteoutMeta   = ".wh..wh."
 	whiteoutOpaque = ".wh..wh..opq"
-	paxCapability  = "SCHILY.xattr.security.capability"
+	paxXattrPrefix = "SCHILY.xattr."
+	paxCapability  = paxXattrPrefix + "security.capability"
 )
 
 // FromLayer computes the normalised diff of an uncompressed OCI layer tar
@@ -53,6 +54,9 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 	// tar (its differ writes real paths, and a directory that replaces a
 	// non-directory before what is below it), so it is refused.
 	seen := map[string]bool{}
+	// What the layer wrote so far: an opaque marker keeps it (containerd
+	// removes only what the layer has not unpacked yet).
+	written := map[string]bool{}
 	buf := make([]byte, 128*1024)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -68,8 +72,23 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 			return "", nil, fmt.Errorf("layer tar entry %q leaves the root", hdr.Name)
 		}
 		p := path.Clean("/" + hdr.Name)
-		if p == "/" || hdr.Typeflag == tar.TypeXGlobalHeader {
+		if p == "/" {
 			continue
+		}
+		if !baseLayer {
+			if hdr.Typeflag == tar.TypeXGlobalHeader {
+				// containerd's extractor removes whatever is at a global
+				// header's name before it ignores the entry.
+				return "", nil, fmt.Errorf("layer tar has a PAX global header named %s (an extractor would remove that path)", p)
+			}
+			// Other extended attributes are not in the digest, and an
+			// extractor sets them (ACLs, overlay's user.* markers):
+			// BuildKit's tar writer writes security.capability only.
+			for k := range hdr.PAXRecords {
+				if strings.HasPrefix(k, paxXattrPrefix) && k != paxCapability {
+					return "", nil, fmt.Errorf("layer tar entry %s sets the extended attribute %s, which the diff digest does not cover", p, strings.TrimPrefix(k, paxXattrPrefix))
+				}
+			}
 		}
 		if a, ok := lower.nonDirAncestor(p); ok {
 			if !baseLayer {
@@ -82,6 +101,11 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 			p = path.Join(rp, path.Base(p))
 		}
 		dir, base := path.Dir(p), path.Base(p)
+		if hdr.Typeflag == tar.TypeXGlobalHeader {
+			lower.remove(p) // a base layer's: as containerd's extractor does
+			continue
+		}
+		written[p] = true
 		key := p
 		if strings.HasPrefix(base, whiteoutPrefix) && !strings.HasPrefix(base, whiteoutMeta) {
 			key = path.Join(dir, base[len(whiteoutPrefix):])
@@ -97,7 +121,7 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 		switch {
 		case base == whiteoutOpaque:
 			byPath[dir+"\x00opaque"] = &entry{path: dir, kind: kindOpaque}
-			lower.clear(dir)
+			lower.clear(dir, written)
 			continue
 		case strings.HasPrefix(base, whiteoutMeta):
 			continue // other AUFS metadata; not a path of the image
@@ -144,6 +168,11 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 		case tar.TypeLink:
 			if baseLayer {
 				continue // a base layer may link to a file below it
+			}
+			// containerd resolves symlinks in a link's target before its
+			// "..", which a lexical clean would read otherwise.
+			if slices.Contains(strings.Split(hdr.Linkname, "/"), "..") {
+				return "", nil, fmt.Errorf("layer tar: hard link %s has a target with \"..\" (%s)", hdr.Name, hdr.Linkname)
 			}
 			target := path.Clean("/" + hdr.Linkname)
 			t, ok := byPath[target]

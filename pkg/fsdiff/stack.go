@@ -158,11 +158,25 @@ func (s *Stack) remove(p string) {
 	}
 }
 
-// clear empties directory p (an opaque whiteout).
-func (s *Stack) clear(p string) {
-	if n := s.lookup(p); n != nil && n.dir {
-		n.kids = nil
+// clear empties directory p (an opaque whiteout) but for what keep holds
+// and the directories above it.
+func (s *Stack) clear(p string, keep map[string]bool) {
+	n := s.lookup(p)
+	if n == nil || !n.dir {
+		return
 	}
+	var walk func(n *stackNode, p string)
+	walk = func(n *stackNode, p string) {
+		for name, k := range n.kids {
+			cp := path.Join(p, name)
+			if !keep[cp] {
+				delete(n.kids, name)
+			} else if k.dir {
+				walk(k, cp)
+			}
+		}
+	}
+	walk(n, path.Clean("/"+p))
 }
 
 const stackMagic = "buildtrace-stack-v2\n"

@@ -13,6 +13,7 @@ import (
 	"github.com/buildtrace/buildtrace/pkg/trace"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -66,10 +67,19 @@ func bind(ctx context.Context, r *Result, t Target, b *trace.Build, part *trace.
 	// Each layer's diff is read over the layers below it, the base's
 	// included: a directory header alone deletes a lower file
 	// (docs/diff-digest.md), so a layer's digest depends on what it lies on.
+	// The config's diff_ids are what a puller checks the uncompressed
+	// layers against (BuildKit refuses a layer that differs), so verify
+	// reading the same ones means it read the bytes an extractor unpacks,
+	// however either side decompresses.
+	diffIDs := t.Config.RootFS.DiffIDs
+	if len(diffIDs) != len(layers) {
+		r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("the image config names %d uncompressed layer digests (rootfs.diff_ids) for %d layers", len(diffIDs), len(layers))})
+		return
+	}
 	stack, from := baseStack(opts.BaseCache, layers[:k])
 	diffs := make([]string, len(layers))
 	for j := from; j < len(layers); j++ {
-		dd, err := layerDiffDigest(ctx, opts, layers[j], stack, j >= k)
+		dd, err := layerDiffDigest(ctx, opts, layers[j], diffIDs[j], stack, j >= k)
 		if err != nil {
 			r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("layer %d (%s): %v", j, layers[j].Digest, err)})
 			return
@@ -276,7 +286,7 @@ func baseKey(base []ocispec.Descriptor) string {
 
 // layerDiffDigest reads layer d over lower, the layers below it, and adds
 // it to lower; with digest false it only adds it ("" for the digest).
-func layerDiffDigest(ctx context.Context, opts Options, d ocispec.Descriptor, lower *fsdiff.Stack, digest bool) (string, error) {
+func layerDiffDigest(ctx context.Context, opts Options, d ocispec.Descriptor, diffID digest.Digest, lower *fsdiff.Stack, withDigest bool) (string, error) {
 	if opts.OpenLayer == nil {
 		return "", fmt.Errorf("no way to read layers")
 	}
@@ -293,20 +303,22 @@ func layerDiffDigest(ctx context.Context, opts Options, d ocispec.Descriptor, lo
 		}
 		return err
 	}
-	tr, closeFn, err := Decompress(rc)
+	zr, closeFn, err := Decompress(rc)
 	if err != nil {
 		return "", blobErr(err)
 	}
 	defer closeFn()
+	uncompressed := sha256.New()
+	tr := io.TeeReader(zr, uncompressed)
 	var dd string
-	if digest {
+	if withDigest {
 		dd, _, err = fsdiff.FromLayer(ctx, tr, lower)
 	} else {
 		err = lower.Apply(ctx, tr)
 	}
 	if err != nil {
 		what := "computing diff digest"
-		if !digest {
+		if !withDigest {
 			what = "reading what it leaves below the layers above"
 		}
 		return "", blobErr(fmt.Errorf("%s: %w", what, err))
@@ -318,6 +330,9 @@ func layerDiffDigest(ctx context.Context, opts Options, d ocispec.Descriptor, lo
 	}
 	if _, err := io.Copy(io.Discard, rc); err != nil {
 		return "", err
+	}
+	if got := digest.NewDigestFromBytes(digest.SHA256, uncompressed.Sum(nil)); got != diffID {
+		return "", fmt.Errorf("its uncompressed content is %s, but the image config's rootfs.diff_ids names %s: a puller would unpack other bytes than verify read", got, diffID)
 	}
 	return dd, nil
 }

@@ -62,6 +62,19 @@ func diffDigest(t *testing.T, blob []byte) string {
 	return d
 }
 
+func uncompressedDigest(t *testing.T, blob []byte) digest.Digest {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(blob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := digest.FromReader(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 func newFixture(t *testing.T, mutate func(b *trace.Build)) *fixture {
 	t.Helper()
 	ctx := context.Background()
@@ -75,10 +88,12 @@ func newFixture(t *testing.T, mutate func(b *trace.Build)) *fixture {
 	l1 := layerTar(t, map[string]string{"built-on.txt": "x86_64\n"})
 	l2 := layerTar(t, map[string]string{"app/registry.json": "{}"})
 	var layers []ocispec.Descriptor
+	var diffIDs []digest.Digest
 	for _, b := range [][]byte{base, l1, l2} {
 		d := digest.FromBytes(b)
 		f.blobs[d] = b
 		layers = append(layers, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d, Size: int64(len(b))})
+		diffIDs = append(diffIDs, uncompressedDigest(t, b))
 	}
 	start := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
 	exit := 0
@@ -150,7 +165,7 @@ func newFixture(t *testing.T, mutate func(b *trace.Build)) *fixture {
 	f.target = Target{
 		Platform: "linux/amd64",
 		Image:    ocispec.Manifest{Layers: layers},
-		Config: ocispec.Image{History: []ocispec.History{
+		Config: ocispec.Image{RootFS: ocispec.RootFS{Type: "layers", DiffIDs: diffIDs}, History: []ocispec.History{
 			{CreatedBy: "COPY rootfs/ / # buildkit"},
 			{CreatedBy: "ENV A=b", EmptyLayer: true},
 			{CreatedBy: "RUN /bin/sh -c uname -m > /built-on.txt # buildkit"},
@@ -473,4 +488,23 @@ func tarOf(t *testing.T, file string) io.Reader {
 		t.Fatal(err)
 	}
 	return zr
+}
+
+// TestDiffIDs: verify reads each layer's uncompressed bytes as the config's
+// rootfs.diff_ids name them, which a puller checks too, so both read the
+// same tar whatever either makes of the compression.
+func TestDiffIDs(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, nil)
+	opts := f.opts(t, f.pub, "")
+	f.target.Config.RootFS.DiffIDs[2] = digest.FromString("another tar")
+	if r := Verify(ctx, f.target, opts); r.Pass() || !strings.Contains(checks(r), CheckBinding) {
+		t.Fatalf("another diff_id passed: %+v", r.Failures)
+	} else {
+		t.Log(r.Failures)
+	}
+	f.target.Config.RootFS.DiffIDs = f.target.Config.RootFS.DiffIDs[:2]
+	if r := Verify(ctx, f.target, opts); r.Pass() {
+		t.Fatal("a missing diff_id passed")
+	}
 }
