@@ -1,9 +1,14 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,5 +103,98 @@ func TestRedTeam7DNSAnswerPastTheBuffer(t *testing.T) {
 	t.Logf("verify --policy (allowed: deb.debian.org, %s:53):\n%s", resolver, out)
 	if code == 0 {
 		t.Errorf("verify accepted a step that fetched from the lab registry (127.0.0.1:5000) under an allow-list of deb.debian.org and the trusted resolver: the step's own bytes, read past what recvfrom wrote, made 127.0.0.1 \"deb.debian.org\" in the signed trace")
+	}
+}
+
+// TestRedTeam7CgroupEscapeWithALocalUser: another local user (uid 65534, no
+// privilege) opens the host's cgroup2 root directory, which anyone may read,
+// and offers the descriptor on an abstract unix socket. A RUN step (default
+// capabilities, host network, so the same abstract namespace) takes it,
+// opens cgroup.procs through it (the host's read-write mount, not the
+// container's read-only one: the hierarchy has no nsdelegate and the step
+// no cgroup namespace, and the step is uid 0) and moves itself to the root
+// cgroup, which the probe does not follow. It then fetches from the lab
+// registry. The signed trace shows the step complete with no such
+// connection, and verify accepts it under a deny-all egress allow-list:
+// the tracer lost the step's activity and did not say so.
+func TestRedTeam7CgroupEscapeWithALocalUser(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP LOUDLY: running the helper as another user needs root")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cgroup2 := "/sys/fs/cgroup/unified"
+	if _, err := os.Stat(filepath.Join(cgroup2, "cgroup.procs")); err != nil {
+		cgroup2 = "/sys/fs/cgroup"
+	}
+	// The other user's helper, in a directory that user can reach.
+	hdir, err := os.MkdirTemp("", "rt7-cgfd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(hdir) })
+	if err := os.Chmod(hdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	helper := filepath.Join(hdir, "cgfd")
+	if err := os.WriteFile(helper, []byte(staticTestdataC(t, "redteam7", "cgfd")), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	name := "rt7cg-" + randHex(8)
+	cmd := exec.CommandContext(ctx, helper, name, cgroup2)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.Contains(line, "RT7 CGFD ready uid 65534") {
+		t.Fatalf("the other user's helper did not start: %q %v", line, err)
+	}
+
+	df := dockerfile(l, "FROM BASE\n"+
+		"COPY --chmod=0755 cgescape /usr/local/bin/cgescape\n"+
+		"RUN /usr/local/bin/cgescape "+name+" && echo "+randHex(8)+" > /done\n")
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "cgescape": staticTestdataC(t, "redteam7", "cgescape")})
+	ref := l.Ref("redteam7-cgescape")
+	res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+	if !strings.Contains(res.Output, "RT7 ESCAPED") || !strings.Contains(res.Output, "RT7 FETCHED") {
+		t.Fatalf("the step did not leave its cgroup and fetch:\n%s", res.Output)
+	}
+	for _, ln := range strings.Split(res.Output, "\n") {
+		if strings.Contains(ln, "RT7") || strings.Contains(ln, "0::") {
+			t.Logf("build: %s", strings.TrimSpace(ln))
+		}
+	}
+	p := runtimeTrace(t, ctx, l, ref)
+	b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range b.Steps {
+		seen := false
+		for _, d := range st.Network {
+			t.Logf("signed destination of step %s: %s %s:%d op %s", st.StepID, d.Protocol, d.IP, d.Port, d.Op)
+			if d.IP == "127.0.0.1" && d.Port == 5000 {
+				seen = true
+			}
+		}
+		t.Logf("step %s: complete %v, reasons %q, unobserved %v, %d processes", st.StepID, st.Completeness.Complete, st.Completeness.Reasons, st.Completeness.Unobserved, len(st.Processes))
+		if !seen && st.Completeness.Complete {
+			t.Errorf("step %s fetched from 127.0.0.1:5000 after leaving its cgroup, and its signed record is complete without that connection", st.StepID)
+		}
+	}
+	policy := writePolicy(t, "egress:\n  allowed: []\n")
+	out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
+	t.Logf("verify --policy (egress.allowed: []):\n%s", out)
+	if code == 0 {
+		t.Errorf("verify accepted, under a deny-all egress allow-list, a step that fetched from the lab registry after moving itself out of the cgroup the tracer follows")
 	}
 }
