@@ -23,6 +23,7 @@ type BuildtraceCgStats struct {
 	TrafficFull uint64
 	AfPacket    uint64
 	Unhooked    uint64
+	Escaped     uint64
 }
 
 type BuildtraceEvent struct {
@@ -97,9 +98,11 @@ const (
 	BuildtraceMapPathbufs          = "pathbufs"
 	BuildtraceMapScratchMap        = "scratch_map"
 	BuildtraceMapSeen              = "seen"
+	BuildtraceMapTaskStep          = "task_step"
 	BuildtraceMapTgacc             = "tgacc"
 	BuildtraceMapTracked           = "tracked"
 	BuildtraceMapTraffic           = "traffic"
+	BuildtraceProgCgroupAttachTask = "cgroup_attach_task"
 	BuildtraceProgCgroupMkdir      = "cgroup_mkdir"
 	BuildtraceProgCgroupRmdir      = "cgroup_rmdir"
 	BuildtraceProgIoUringSubmitReq = "io_uring_submit_req"
@@ -159,6 +162,7 @@ type BuildtraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BuildtraceProgramSpecs struct {
+	CgroupAttachTask *ebpf.ProgramSpec `ebpf:"cgroup_attach_task"`
 	CgroupMkdir      *ebpf.ProgramSpec `ebpf:"cgroup_mkdir"`
 	CgroupRmdir      *ebpf.ProgramSpec `ebpf:"cgroup_rmdir"`
 	IoUringSubmitReq *ebpf.ProgramSpec `ebpf:"io_uring_submit_req"`
@@ -182,6 +186,7 @@ type BuildtraceMapSpecs struct {
 	Pathbufs   *ebpf.MapSpec `ebpf:"pathbufs"`
 	ScratchMap *ebpf.MapSpec `ebpf:"scratch_map"`
 	Seen       *ebpf.MapSpec `ebpf:"seen"`
+	TaskStep   *ebpf.MapSpec `ebpf:"task_step"`
 	Tgacc      *ebpf.MapSpec `ebpf:"tgacc"`
 	Tracked    *ebpf.MapSpec `ebpf:"tracked"`
 	Traffic    *ebpf.MapSpec `ebpf:"traffic"`
@@ -225,6 +230,7 @@ type BuildtraceMaps struct {
 	Pathbufs   *ebpf.Map `ebpf:"pathbufs"`
 	ScratchMap *ebpf.Map `ebpf:"scratch_map"`
 	Seen       *ebpf.Map `ebpf:"seen"`
+	TaskStep   *ebpf.Map `ebpf:"task_step"`
 	Tgacc      *ebpf.Map `ebpf:"tgacc"`
 	Tracked    *ebpf.Map `ebpf:"tracked"`
 	Traffic    *ebpf.Map `ebpf:"traffic"`
@@ -239,6 +245,7 @@ func (m *BuildtraceMaps) Close() error {
 		m.Pathbufs,
 		m.ScratchMap,
 		m.Seen,
+		m.TaskStep,
 		m.Tgacc,
 		m.Tracked,
 		m.Traffic,
@@ -260,6 +267,7 @@ type BuildtraceVariables struct {
 //
 // It can be passed to LoadBuildtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BuildtracePrograms struct {
+	CgroupAttachTask *ebpf.Program `ebpf:"cgroup_attach_task"`
 	CgroupMkdir      *ebpf.Program `ebpf:"cgroup_mkdir"`
 	CgroupRmdir      *ebpf.Program `ebpf:"cgroup_rmdir"`
 	IoUringSubmitReq *ebpf.Program `ebpf:"io_uring_submit_req"`
@@ -274,6 +282,7 @@ type BuildtracePrograms struct {
 
 func (p *BuildtracePrograms) Close() error {
 	return _BuildtraceClose(
+		p.CgroupAttachTask,
 		p.CgroupMkdir,
 		p.CgroupRmdir,
 		p.IoUringSubmitReq,

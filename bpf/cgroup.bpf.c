@@ -73,6 +73,29 @@ static __always_inline bool ours(struct cgroup *cgrp)
 	return false;
 }
 
+/* A process of a tracked cgroup moved to another cgroup2 cgroup (by
+ * itself or by whoever could write that cgroup's cgroup.procs, e.g. through
+ * a descriptor of the host's hierarchy): from then on no hook follows it,
+ * so its step is incomplete. */
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(cgroup_attach_task, struct cgroup *dst, const char *path, struct task_struct *task, bool threadgroup)
+{
+	if (BPF_CORE_READ(dst, root, hierarchy_id) != 0) /* cgroup2 only */
+		return 0;
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	__u64 *from = bpf_map_lookup_elem(&task_step, &tgid);
+	if (!from)
+		return 0;
+	__u64 was = *from;
+	if (BPF_CORE_READ(dst, kn, id) == was)
+		return 0;
+	struct cg_stats *st = tracked_stats(was);
+	if (st)
+		stat_inc(st, escaped);
+	bpf_map_delete_elem(&task_step, &tgid);
+	return 0;
+}
+
 SEC("tp_btf/cgroup_mkdir")
 int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
 {

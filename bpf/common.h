@@ -127,6 +127,7 @@ struct cg_stats {
 	__u64 traffic_full; /* packets not counted: the traffic map was full */
 	__u64 af_packet;    /* AF_PACKET sockets created */
 	__u64 unhooked;     /* execs/forks while the syscall hook was detached */
+	__u64 escaped;      /* processes moved, or born, out of the cgroup */
 };
 
 struct traffic_key {
@@ -203,6 +204,17 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } seen SEC(".maps");
+
+/* The tracked cgroup of each process that forked or exec'd in one (tgid →
+ * cgroup ID). Every hook filters on the current cgroup, so a process moved
+ * out of its step's would vanish unnoticed: the move is caught by looking
+ * its process up here (cgroup.bpf.c). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} task_step SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -171,6 +171,11 @@ static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg
 	default:
 		return 0;
 	}
+	/* With MSG_TRUNC, recv and recvfrom return the datagram's length,
+	 * not what the kernel wrote: read no further than the buffer, or the
+	 * step's own bytes past it would pass for the answer (redteam7). */
+	if ((a->nr == SC_RECV || a->nr == SC_RECVFROM) && n > (long)x[2])
+		n = x[2];
 	if (!send) {
 		/* Receive: from a peer at port 53, or on a local port 53. */
 		bool got = ua && read_sockaddr(&s->ev, ua);

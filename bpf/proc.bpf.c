@@ -8,12 +8,21 @@
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(sched_fork, struct task_struct *parent, struct task_struct *child)
 {
-	if (child->pid != child->tgid)
-		return 0;
 	__u64 cg = bpf_get_current_cgroup_id();
 	struct cg_stats *st = tracked_stats(cg);
 	if (!st)
 		return 0;
+	/* clone3(CLONE_INTO_CGROUP) puts the child in another cgroup from
+	 * birth, where no hook follows it. */
+	if (BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id) != cg) {
+		stat_inc(st, escaped);
+		return 0;
+	}
+	if (child->pid != child->tgid)
+		return 0;
+	__u32 tgid = child->tgid;
+	if (bpf_map_update_elem(&task_step, &tgid, &cg, BPF_ANY) != 0)
+		stat_inc(st, map_full);
 	if (!sys_live) {
 		/* A fork of the step (after its first exec) while the syscall
 		 * hook was detached; runc's forks before it are not the step's. */
@@ -105,6 +114,10 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	struct cg_stats *st = tracked_stats(cg);
 	if (!st)
 		return 0;
+	/* The container's first process was moved in, not forked there. */
+	__u32 ptgid = p->tgid;
+	if (bpf_map_update_elem(&task_step, &ptgid, &cg, BPF_ANY) != 0)
+		stat_inc(st, map_full);
 
 	/* argv: the first BLOB_MAX bytes in the exec record; the rest, up to
 	 * ARGV_MAX, in continuation records written first (a short argv, the
@@ -210,6 +223,8 @@ int BPF_PROG(sched_exit, struct task_struct *p, bool group_dead)
 		return 0;
 	__u32 tgid = p->tgid;
 	__u64 u, sy, skip = 0;
+	if (group_dead)
+		bpf_map_delete_elem(&task_step, &tgid);
 	if (p->pid == tgid) {
 		__u64 *b = bpf_map_lookup_elem(&execbase, &tgid);
 		if (b) {

@@ -580,7 +580,7 @@ func (s *Step) Seal(in SealInput) trace.Step {
 		EventsTruncated:   in.Stats.Truncated,
 	}
 	for k, v := range map[string]uint64{"io_uring": in.Stats.IOUring, "af_packet": in.Stats.AFPacket, "traffic_map_full": in.Stats.TrafficFull,
-		"syscalls_unhooked": in.Stats.Unhooked} {
+		"syscalls_unhooked": in.Stats.Unhooked, "cgroup_escape": in.Stats.Escaped} {
 		if v > 0 {
 			if c.Unobserved == nil {
 				c.Unobserved = map[string]uint64{}
@@ -623,6 +623,9 @@ func (s *Step) Seal(in SealInput) trace.Step {
 	if in.Stats.AFPacket > 0 {
 		reasons = append(reasons, fmt.Sprintf("%d AF_PACKET sockets were opened; frames sent on them are not observed", in.Stats.AFPacket))
 	}
+	if in.Stats.Escaped > 0 {
+		reasons = append(reasons, fmt.Sprintf("%d processes left the container's cgroup (moved, or cloned into another): what they did there is not observed", in.Stats.Escaped))
+	}
 	if in.Stats.TrafficFull > 0 {
 		reasons = append(reasons, fmt.Sprintf("the kernel's traffic map was full: %d packets were not counted", in.Stats.TrafficFull))
 	}
@@ -658,15 +661,15 @@ func (s *Step) Seal(in SealInput) trace.Step {
 // canForgePackets reports whether the step sent on a socket that writes
 // its own IP headers or may (a raw socket, which the probe names "raw",
 // or by its protocol when it is ICMP: IP_HDRINCL makes either write any
-// packet), opened an AF_PACKET socket, or used io_uring, whose sends no
-// hook sees (both also make the step incomplete; this keeps its names
-// unconfirmed under incomplete.allow too). Such a step can send itself a
+// packet), opened an AF_PACKET socket, used io_uring, or had a process
+// leave its cgroup, whose sends no hook sees (all three also make the step
+// incomplete; this keeps its names unconfirmed under incomplete.allow too). Such a step can send itself a
 // DNS answer from its resolver's address, with the question's ID, so
 // matching an answer to a question proves nothing for it. A ping (ICMP datagram) socket cannot be told
 // from a raw ICMP one here, so it counts too: its names are then shown
 // as unconfirmed, never trusted wrongly.
 func (s *Step) canForgePackets(st probe.CgroupStats) bool {
-	if st.AFPacket > 0 || st.IOUring > 0 {
+	if st.AFPacket > 0 || st.IOUring > 0 || st.Escaped > 0 {
 		return true
 	}
 	for k := range s.dests {

@@ -274,7 +274,7 @@ func TestDNSHostnameOnDestination(t *testing.T) {
 // (redteam5): its matching answers prove nothing, so no destination gets a
 // confirmed name from them.
 func TestDNSUnconfirmedWhenStepCanForge(t *testing.T) {
-	for _, proto := range []string{"raw", "icmp", "tcp", "af_packet", "io_uring"} {
+	for _, proto := range []string{"raw", "icmp", "tcp", "af_packet", "io_uring", "cgroup_escape"} {
 		t.Run(proto, func(t *testing.T) {
 			var stats probe.CgroupStats
 			sent := proto
@@ -283,6 +283,8 @@ func TestDNSUnconfirmedWhenStepCanForge(t *testing.T) {
 				stats.AFPacket, sent = 1, "tcp"
 			case "io_uring":
 				stats.IOUring, sent = 1, "tcp"
+			case "cgroup_escape":
+				stats.Escaped, sent = 1, "tcp"
 			}
 			a := New(Options{})
 			f := newFeed(a, 7, steptag.NewID([]byte("forge")), "c")

@@ -136,4 +136,7 @@ type CgroupStats struct {
 	// Unhooked counts the step's execs and forks while the syscall hook
 	// was detached: their system calls until it attached were not seen.
 	Unhooked uint64
+	// Escaped counts the step's processes moved to another cgroup, or
+	// cloned into one (CLONE_INTO_CGROUP): no hook follows them there.
+	Escaped uint64
 }

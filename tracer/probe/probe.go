@@ -163,6 +163,7 @@ func Load(ctx context.Context, opts Options) (_ *Probe, retErr error) {
 	}{
 		{"cgroup_mkdir", o.CgroupMkdir},
 		{"cgroup_rmdir", o.CgroupRmdir},
+		{"cgroup_attach_task", o.CgroupAttachTask},
 		{"sched_process_fork", o.SchedFork},
 		{"sched_process_exec", o.SchedExec},
 		{"sched_process_exit", o.SchedExit},
@@ -487,7 +488,7 @@ func (p *Probe) Stats(cgroupID uint64) CgroupStats {
 	// An exec whose argv continuations did not all arrive is truncated
 	// too (counted here when the kernel did not flag it).
 	return CgroupStats{Emitted: st.Emitted, Dropped: st.Dropped, Truncated: st.Truncated + p.argv.truncated(cgroupID), IOUring: st.IoUring,
-		MapFull: st.MapFull, TrafficFull: st.TrafficFull, AFPacket: st.AfPacket, Unhooked: st.Unhooked}
+		MapFull: st.MapFull, TrafficFull: st.TrafficFull, AFPacket: st.AfPacket, Unhooked: st.Unhooked, Escaped: st.Escaped}
 }
 
 // Traffic returns the bytes the cgroup exchanged per remote endpoint.

@@ -755,7 +755,69 @@ func TestMain(m *testing.M) {
 	if os.Getenv(dnsClientEnv) == "1" {
 		os.Exit(dnsClient())
 	}
+	if cg := os.Getenv(cloneIntoEnv); cg != "" {
+		os.Exit(cloneInto(cg))
+	}
 	os.Exit(m.Run())
+}
+
+// cloneIntoEnv makes the test binary start /bin/busybox true in the cgroup
+// it names, with clone3(CLONE_INTO_CGROUP) (os/exec's UseCgroupFD).
+const cloneIntoEnv = "BUILDTRACE_PROBE_CLONE_INTO"
+
+func cloneInto(cg string) int {
+	d, err := os.Open(cg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer d.Close()
+	cmd := exec.Command(busybox, "true")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(d.Fd())}
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// TestCgroupEscapeCounted: a process of a tracked cgroup that moves itself
+// to another cgroup, or is cloned into one, is no longer followed; the
+// cgroup's counters say so (redteam7: a step given a descriptor of the
+// host's cgroup2 root wrote its PID into the root's cgroup.procs).
+func TestCgroupEscapeCounted(t *testing.T) {
+	requireRoot(t)
+	p, _ := startProbe(t)
+	other := filepath.Join(DefaultCgroupRoot, "buildtrace-test-elsewhere-"+randHex(t, 8))
+	if err := os.Mkdir(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(other) })
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ name, script string }{
+		{"moved", `echo $$ > "` + other + `/cgroup.procs" && /bin/busybox true`},
+		{"cloned into", `"` + self + `"`},
+		{"stays", `/bin/busybox true`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cg := mkCgroup(t, randHex(t, 16), "escape")
+			env := []string{"PATH=/bin:/usr/bin", cloneIntoEnv + "=" + other}
+			if out, err := inCgroup(cg, t.TempDir(), env, c.script).CombinedOutput(); err != nil {
+				t.Fatalf("tracked script: %v\n%s", err, out)
+			}
+			syncProbe(t, p)
+			want := uint64(1)
+			if c.name == "stays" {
+				want = 0
+			}
+			if st := p.Stats(inode(t, cg)); st.Escaped != want {
+				t.Errorf("escaped = %d, want %d (%+v)", st.Escaped, want, st)
+			}
+		})
+	}
 }
 
 func dnsClient() int {
