@@ -135,6 +135,8 @@ func encodings(v string) []string {
 		base64.StdEncoding.EncodeToString(b), base64.RawStdEncoding.EncodeToString(b),
 		base64.URLEncoding.EncodeToString(b), base64.RawURLEncoding.EncodeToString(b),
 		hex.EncodeToString(b), url.PathEscape(v), url.QueryEscape(v),
+		// A URL's path as the trace keeps it: '/' stays, a space is %20.
+		(&url.URL{Path: v}).EscapedPath(),
 	}
 	return slices.DeleteFunc(out, func(e string) bool { return len(e) < minSecretLen })
 }

@@ -29,3 +29,15 @@ func TestRedactForms(t *testing.T) {
 		t.Errorf("a short secret is not reported: %+v", st.Completeness)
 	}
 }
+
+// TestRedactEscapedURLPath: a secret with both a '/' and a character a URL
+// path escapes is redacted in the form a material URL's path keeps
+// (redteam7's note).
+func TestRedactEscapedURLPath(t *testing.T) {
+	secret := "Tok3n Value/x"
+	st := trace.Step{Files: []trace.FileOp{{Path: "/srv/Tok3n%20Value/x/file"}}}
+	redact(&st, secretForms([]string{secret}))
+	if strings.Contains(st.Files[0].Path, "Tok3n") || st.Redactions != 1 {
+		t.Fatalf("escaped path form survived: %q (%d redactions)", st.Files[0].Path, st.Redactions)
+	}
+}
