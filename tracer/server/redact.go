@@ -93,6 +93,7 @@ func bundleSecrets(config, root string, env, files []string) []string {
 		}
 		f, err := os.Open(root + m.Source)
 		if err != nil {
+			out = append(out, unreadSecret) // reported, never skipped silently
 			continue
 		}
 		b, _ := io.ReadAll(io.LimitReader(f, maxSecretBytes))
@@ -113,6 +114,10 @@ func bundleSecrets(config, root string, env, files []string) []string {
 func secretForms(vals []string) []string {
 	var all []string
 	for _, v := range vals {
+		if v == unreadSecret {
+			all = append(all, v)
+			continue
+		}
 		if len(v) < minSecretLen {
 			all = append(all, shortSecret)
 			continue
@@ -123,8 +128,12 @@ func secretForms(vals []string) []string {
 	return slices.Compact(all)
 }
 
-// shortSecret stands for a secret too short to redact.
-const shortSecret = "\x00short"
+// shortSecret stands for a secret too short to redact; unreadSecret for a
+// secret file the tracer could not open.
+const (
+	shortSecret  = "\x00short"
+	unreadSecret = "\x00unread"
+)
 
 // encodings lists the forms a secret is commonly written in on a command
 // line or in a URL. Derived values (substrings, other encodings, hashes)
@@ -160,6 +169,11 @@ func redact(st *trace.Step, secrets []string) {
 		st.Completeness.Complete = false
 		st.Completeness.Reasons = append(st.Completeness.Reasons, fmt.Sprintf("the step mounted a secret shorter than %d bytes, which cannot be redacted from what it recorded", minSecretLen))
 		secrets = slices.DeleteFunc(slices.Clone(secrets), func(v string) bool { return v == shortSecret })
+	}
+	if slices.Contains(secrets, unreadSecret) {
+		st.Completeness.Complete = false
+		st.Completeness.Reasons = append(st.Completeness.Reasons, "the step mounted a secret file the tracer could not read, so it cannot be redacted from what it recorded")
+		secrets = slices.DeleteFunc(slices.Clone(secrets), func(v string) bool { return v == unreadSecret })
 	}
 	n := 0
 	r := func(p *string) {

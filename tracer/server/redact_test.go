@@ -3,6 +3,8 @@ package server
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -39,5 +41,31 @@ func TestRedactEscapedURLPath(t *testing.T) {
 	redact(&st, secretForms([]string{secret}))
 	if strings.Contains(st.Files[0].Path, "Tok3n") || st.Redactions != 1 {
 		t.Fatalf("escaped path form survived: %q (%d redactions)", st.Files[0].Path, st.Redactions)
+	}
+}
+
+// TestUnreadSecretIsReported: a secret file the tracer cannot open cannot
+// be redacted; the step says so instead of being sealed as if it were
+// (redteam7's note).
+func TestUnreadSecretIsReported(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "tok"), []byte("s3cr3t-value\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "config.json")
+	spec := `{"process":{"env":["A=1"]},"mounts":[` +
+		`{"destination":"/run/secrets/tok","source":"` + filepath.Join(dir, "tok") + `"},` +
+		`{"destination":"/run/secrets/gone","source":"` + filepath.Join(dir, "gone") + `"}]}`
+	if err := os.WriteFile(cfg, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vals := bundleSecrets(cfg, "", nil, []string{"/run/secrets/tok", "/run/secrets/gone"})
+	st := trace.Step{Completeness: trace.Completeness{Complete: true}, Processes: []trace.Process{{Argv: []string{"echo", "s3cr3t-value"}}}}
+	redact(&st, vals)
+	if st.Processes[0].Argv[1] == "s3cr3t-value" {
+		t.Errorf("the readable secret was not redacted")
+	}
+	if st.Completeness.Complete || !strings.Contains(strings.Join(st.Completeness.Reasons, ";"), "could not read") {
+		t.Errorf("an unreadable secret file is not reported: %+v", st.Completeness)
 	}
 }
