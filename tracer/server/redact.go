@@ -30,7 +30,7 @@ const maxSecretBytes = 64 << 10
 // in memory only, to redact them from the step before it is stored.
 func (s *Server) noteSecrets(cgroupID uint64, path string, l rootfs.Layout, traceID string) {
 	c, ok := steptag.ParseCgroup(path)
-	if !ok || l.Bundle == "" || traceID == "" {
+	if !ok || traceID == "" {
 		return
 	}
 	_, parts, ok := s.plans.get(traceID)
@@ -49,7 +49,12 @@ func (s *Server) noteSecrets(cgroupID uint64, path string, l rootfs.Layout, trac
 	if len(env) == 0 && len(files) == 0 {
 		return
 	}
-	vals := bundleSecrets(filepath.Join(l.Bundle, "config.json"), l.Root, env, files)
+	// Without the bundle the values cannot be known, so they cannot be
+	// redacted: the step says so (redact) instead.
+	vals := []string{unreadSecret}
+	if l.Bundle != "" {
+		vals = bundleSecrets(filepath.Join(l.Bundle, "config.json"), l.Root, env, files)
+	}
 	if len(vals) == 0 {
 		return
 	}
@@ -67,7 +72,7 @@ func (s *Server) noteSecrets(cgroupID uint64, path string, l rootfs.Layout, trac
 func bundleSecrets(config, root string, env, files []string) []string {
 	dt, err := os.ReadFile(config)
 	if err != nil {
-		return nil
+		return []string{unreadSecret}
 	}
 	var spec struct {
 		Process struct {
@@ -79,7 +84,7 @@ func bundleSecrets(config, root string, env, files []string) []string {
 		} `json:"mounts"`
 	}
 	if json.Unmarshal(dt, &spec) != nil {
-		return nil
+		return []string{unreadSecret}
 	}
 	var out []string
 	for _, kv := range spec.Process.Env {
@@ -128,8 +133,9 @@ func secretForms(vals []string) []string {
 	return slices.Compact(all)
 }
 
-// shortSecret stands for a secret too short to redact; unreadSecret for a
-// secret file the tracer could not open.
+// shortSecret stands for a secret too short to redact; unreadSecret for
+// secrets the tracer could not read (a file it could not open, a bundle it
+// could not read).
 const (
 	shortSecret  = "\x00short"
 	unreadSecret = "\x00unread"
@@ -172,7 +178,7 @@ func redact(st *trace.Step, secrets []string) {
 	}
 	if slices.Contains(secrets, unreadSecret) {
 		st.Completeness.Complete = false
-		st.Completeness.Reasons = append(st.Completeness.Reasons, "the step mounted a secret file the tracer could not read, so it cannot be redacted from what it recorded")
+		st.Completeness.Reasons = append(st.Completeness.Reasons, "the step mounted a secret the tracer could not read, so it cannot be redacted from what it recorded")
 		secrets = slices.DeleteFunc(slices.Clone(secrets), func(v string) bool { return v == unreadSecret })
 	}
 	n := 0

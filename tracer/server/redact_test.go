@@ -7,8 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/buildtrace/buildtrace/pkg/steptag"
 	"github.com/buildtrace/buildtrace/pkg/trace"
+	"github.com/buildtrace/buildtrace/tracer/rootfs"
 )
 
 func TestRedactForms(t *testing.T) {
@@ -67,5 +70,21 @@ func TestUnreadSecretIsReported(t *testing.T) {
 	}
 	if st.Completeness.Complete || !strings.Contains(strings.Join(st.Completeness.Reasons, ";"), "could not read") {
 		t.Errorf("an unreadable secret file is not reported: %+v", st.Completeness)
+	}
+}
+
+// TestSecretsWithoutBundle: a step whose plan names secrets but whose
+// bundle could not be read gets the unread-secret mark, not nothing.
+func TestSecretsWithoutBundle(t *testing.T) {
+	f := newFixture(t, t.TempDir(), time.Second)
+	step := steptag.NewID([]byte("secret-step"))
+	part := trace.PlanPart{ID: "p", Platform: "linux/amd64", Steps: []trace.PlanStep{{StepID: step, SecretFiles: []string{"/run/secrets/tok"}}}}
+	if err := f.srv.plans.add(buildA, trace.Requester{Kind: trace.RequesterFrontend, ContainerID: "fe"}, "root", part); err != nil {
+		t.Fatal(err)
+	}
+	path := "/" + steptag.CgroupParent(step) + "/buildkit/c1"
+	f.srv.noteSecrets(99, path, rootfs.Layout{}, buildA)
+	if got := f.srv.takeSecrets(99); len(got) != 1 || got[0] != unreadSecret {
+		t.Fatalf("secrets noted without a bundle: %q, want the unread mark", got)
 	}
 }

@@ -227,7 +227,9 @@ func (s *Server) Handle(ev probe.Event) {
 		s.asm.Attribute(u.Opened, tid, why)
 		_, noted := s.secrets[u.Opened.CgroupID]
 		s.mu.Unlock()
-		if have.err == nil && !noted {
+		// Also when the overlay could not be used: the bundle (or its
+		// absence, which noteSecrets reports) still decides the secrets.
+		if !noted {
 			s.noteSecrets(u.Opened.CgroupID, u.Opened.Cgroup, have.l, have.l.TraceID)
 		}
 		s.log.Debug("step started", "cgroup", u.Opened.Cgroup, "trace", have.l.TraceID, "layoutErr", have.err)
