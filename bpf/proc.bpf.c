@@ -23,6 +23,10 @@ int BPF_PROG(sched_fork, struct task_struct *parent, struct task_struct *child)
 	__u32 tgid = child->tgid;
 	if (bpf_map_update_elem(&task_step, &tgid, &cg, BPF_ANY) != 0)
 		stat_inc(st, map_full);
+	/* Moved by another process of the step between the check above and
+	 * the insert, it would be in no map when cgroup_attach_task ran. */
+	if (BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id) != cg)
+		stat_inc(st, escaped);
 	if (!sys_live) {
 		/* A fork of the step (after its first exec) while the syscall
 		 * hook was detached; runc's forks before it are not the step's. */

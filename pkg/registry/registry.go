@@ -167,7 +167,12 @@ func (c *Client) Read(ctx context.Context, ref string) (*Image, error) {
 				// An entry that says it is an attestation but that a
 				// platform matcher could pick would be an image nobody
 				// verifies: BuildKit marks attestations unknown/unknown.
-				if d.Platform != nil && (d.Platform.OS != "unknown" || d.Platform.Architecture != "unknown") {
+				// One with no platform is matched by containerd on its
+				// config's OS and architecture, so it must say unknown too.
+				if d.Platform == nil {
+					return nil, fmt.Errorf("%s: attestation manifest %s names no platform (BuildKit marks attestations unknown/unknown): a client could match it on its config and pull it as an image", ref, d.Digest)
+				}
+				if d.Platform.OS != "unknown" || d.Platform.Architecture != "unknown" {
 					return nil, fmt.Errorf("%s: attestation manifest %s claims platform %s: a client could pull it as an image", ref, d.Digest, platforms.Format(*d.Platform))
 				}
 				a, err := readAttestation(ctx, fetcher, d)

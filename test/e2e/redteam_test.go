@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -248,6 +249,26 @@ func TestRedTeam(t *testing.T) {
 			idx.Manifests = append(slices.Clone(img.Index.Manifests), emd)
 			rtPushIndex(t, ctx, forged, idx)
 			expectRefused(t, forged, emd.Digest.String(), "two image manifests")
+		})
+
+		// redteam8: an "attestation" entry with no platform, whose config
+		// names a real OS and architecture: containerd matches such an
+		// entry on its config (after the entries that name a platform),
+		// so where no image names that platform it is what gets pulled.
+		// Its layers are the honest attestation's statements, so it reads
+		// as an attestation too.
+		t.Run("marked as an attestation, with no platform", func(t *testing.T) {
+			forged := l.Ref("redteam")
+			a := img.Attestations[0]
+			mf := a.Manifest
+			mf.Config = pushJSON(t, ctx, c, forged, ocispec.MediaTypeImageConfig, m.Config)
+			emd := pushJSON(t, ctx, c, forged, ocispec.MediaTypeImageManifest, mf)
+			emd.Annotations = maps.Clone(a.Descriptor.Annotations)
+			emd.Platform = nil
+			idx := *img.Index
+			idx.Manifests = append(slices.Clone(img.Index.Manifests), emd)
+			rtPushIndex(t, ctx, forged, idx)
+			expectRefused(t, forged, emd.Digest.String(), "names no platform")
 		})
 	})
 
