@@ -234,6 +234,10 @@ type Step struct {
 // RedactedSecret replaces a secret's value wherever it would be stored.
 const RedactedSecret = "[REDACTED-SECRET]"
 
+// ReasonNoDiff starts the completeness reason of a step whose diff could
+// not be computed; the diff's error, which may quote paths, follows.
+const ReasonNoDiff = "no file-system diff: "
+
 // Step attributions.
 const (
 	AttributionBundle = "bundle"

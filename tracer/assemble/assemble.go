@@ -648,7 +648,7 @@ func (s *Step) Seal(in SealInput) trace.Step {
 		reasons = append(reasons, fmt.Sprintf("DNS questions over the cap of %d: %d not recorded", maxDNSQueries, s.dns.dropped))
 	}
 	if in.Diff.Error != "" {
-		reasons = append(reasons, "no file-system diff: "+in.Diff.Error)
+		reasons = append(reasons, trace.ReasonNoDiff+in.Diff.Error)
 	} else if in.Diff.Digest == "" {
 		reasons = append(reasons, "no file-system diff was computed")
 	}

@@ -102,6 +102,29 @@ func (p *plans) stepNonce(traceID, stepID string) (string, bool) {
 	return steptag.StepNonce(b.nonceRoot, stepID), true
 }
 
+// stepSecrets returns the secrets (environment variables and mounted
+// files) that the step planned under stepID mounts: in build traceID, or,
+// when the build is not known (a container the tracer could not attribute,
+// which goes into every build that planned its step), in any build.
+func (p *plans) stepSecrets(traceID, stepID string) (env, files []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, b := range p.builds {
+		if traceID != "" && id != traceID {
+			continue
+		}
+		for _, part := range b.parts {
+			for _, st := range part.Steps {
+				if st.StepID == stepID {
+					env = append(env, st.SecretEnv...)
+					files = append(files, st.SecretFiles...)
+				}
+			}
+		}
+	}
+	return env, files
+}
+
 // claim records the first container of a step and returns it.
 func (p *plans) claim(traceID, stepID, containerID string) string {
 	p.mu.Lock()

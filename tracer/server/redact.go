@@ -30,22 +30,12 @@ const maxSecretBytes = 64 << 10
 // in memory only, to redact them from the step before it is stored.
 func (s *Server) noteSecrets(cgroupID uint64, path string, l rootfs.Layout, traceID string) {
 	c, ok := steptag.ParseCgroup(path)
-	if !ok || traceID == "" {
-		return
-	}
-	_, parts, ok := s.plans.get(traceID)
 	if !ok {
 		return
 	}
-	var env, files []string
-	for _, p := range parts {
-		for _, st := range p.Steps {
-			if st.StepID == c.StepID {
-				env = append(env, st.SecretEnv...)
-				files = append(files, st.SecretFiles...)
-			}
-		}
-	}
+	// A container whose build is unknown still names its step, which some
+	// build planned: its record goes into that build's trace.
+	env, files := s.plans.stepSecrets(traceID, c.StepID)
 	if len(env) == 0 && len(files) == 0 {
 		return
 	}
@@ -176,13 +166,23 @@ func redact(st *trace.Step, secrets []string) {
 		st.Completeness.Reasons = append(st.Completeness.Reasons, fmt.Sprintf("the step mounted a secret shorter than %d bytes, which cannot be redacted from what it recorded", minSecretLen))
 		secrets = slices.DeleteFunc(slices.Clone(secrets), func(v string) bool { return v == shortSecret })
 	}
-	if slices.Contains(secrets, unreadSecret) {
+	withhold := slices.Contains(secrets, unreadSecret)
+	if withhold {
+		// A value the tracer does not know can be anywhere the step
+		// wrote a string, so every string it recorded is withheld.
 		st.Completeness.Complete = false
-		st.Completeness.Reasons = append(st.Completeness.Reasons, "the step mounted a secret the tracer could not read, so it cannot be redacted from what it recorded")
+		st.Completeness.Reasons = append(st.Completeness.Reasons, "the step mounted a secret the tracer could not read, so every name, argument and path it recorded is withheld")
 		secrets = slices.DeleteFunc(slices.Clone(secrets), func(v string) bool { return v == unreadSecret })
 	}
 	n := 0
 	r := func(p *string) {
+		if withhold {
+			if *p != "" && *p != trace.RedactedSecret {
+				*p = trace.RedactedSecret
+				n++
+			}
+			return
+		}
 		for _, v := range secrets {
 			var c int
 			*p, c = replaceFold(*p, v, trace.RedactedSecret)
@@ -236,7 +236,17 @@ func redact(st *trace.Step, secrets []string) {
 			r(&m.URL.Path)
 		}
 	}
-	rs(st.Completeness.Reasons)
+	if withhold {
+		// The reasons are the tracer's own words, but for the diff's
+		// error, which quotes the step's paths.
+		for i, why := range st.Completeness.Reasons {
+			if strings.HasPrefix(why, trace.ReasonNoDiff) {
+				st.Completeness.Reasons[i] = trace.ReasonNoDiff + trace.RedactedSecret
+			}
+		}
+	} else {
+		rs(st.Completeness.Reasons)
+	}
 	st.Redactions += n
 }
 

@@ -3,8 +3,10 @@ package server
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +88,32 @@ func TestSecretsWithoutBundle(t *testing.T) {
 	f.srv.noteSecrets(99, path, rootfs.Layout{}, buildA)
 	if got := f.srv.takeSecrets(99); len(got) != 1 || got[0] != unreadSecret {
 		t.Fatalf("secrets noted without a bundle: %q, want the unread mark", got)
+	}
+	// Nor when the build is unknown too: the step's record goes into the
+	// trace of every build that planned the step.
+	f.srv.noteSecrets(100, path, rootfs.Layout{}, "")
+	got := f.srv.takeSecrets(100)
+	if len(got) != 1 || got[0] != unreadSecret {
+		t.Fatalf("secrets noted for an unattributed container: %q, want the unread mark", got)
+	}
+
+	// What such a step recorded is withheld: the values are unknown.
+	st := trace.Step{
+		Completeness: trace.Completeness{Complete: true, Reasons: []string{trace.ReasonNoDiff + "reading /tmp/s3cr3t: denied", "1 io_uring submissions were made"}},
+		Processes:    []trace.Process{{Binary: "/bin/echo", Argv: []string{"echo", "s3cr3t"}, Cwd: "/"}},
+		Files:        []trace.FileOp{{Path: "/tmp/s3cr3t"}},
+		DNS:          []trace.DNSQuery{{Name: "s3cr3t.example"}},
+		Diff:         trace.Diff{Changes: []trace.FileChange{{Path: "/tmp/s3cr3t"}}},
+	}
+	redact(&st, got)
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "s3cr3t") || st.Completeness.Complete || st.Redactions == 0 {
+		t.Errorf("a step with an unread secret keeps what it recorded: %s", b)
+	}
+	if !slices.Contains(st.Completeness.Reasons, "1 io_uring submissions were made") {
+		t.Errorf("the tracer's own reasons were lost: %q", st.Completeness.Reasons)
 	}
 }
