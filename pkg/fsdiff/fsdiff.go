@@ -39,6 +39,7 @@ const (
 	kindChar    = "char"
 	kindBlock   = "block"
 	kindFifo    = "fifo"
+	kindDir     = "dir"
 	kindDeleted = "deleted"
 	kindOpaque  = "opaque"
 )
@@ -137,8 +138,9 @@ func sortEntries(es []*entry) {
 }
 
 // version heads the serialisation; v2 added the deletion of a lower
-// non-directory that a directory replaces.
-const version = "buildtrace-diff-v2"
+// non-directory that a directory replaces, v3 directories whose mode or
+// owner a step changed and new directories that hold an entry.
+const version = "buildtrace-diff-v3"
 
 // digest hashes the sorted entries' lines.
 func digest(es []*entry) string {
@@ -182,6 +184,16 @@ func (e *entry) change(withOrigin bool) trace.FileChange {
 	return c
 }
 
+// runtimeMountPoint reports whether p is a mount point that the container
+// runtime makes in the root file system of every BuildKit step (runc's
+// mkdir for the spec's /proc, /dev and /sys), and that BuildKit does not
+// remove after the run, as it does its own mounts' stubs. A new, empty one
+// is not an entry on either side: the tracer excludes mount points while a
+// step runs, and finds them, empty, in the committed layer below the next.
+func runtimeMountPoint(p string) bool {
+	return p == "/proc" || p == "/dev" || p == "/sys"
+}
+
 // excluded reports whether p is one of excl or below one.
 func excluded(p string, excl []string) bool {
 	for _, x := range excl {
@@ -205,4 +217,4 @@ func cleanExcludes(excl []string) []string {
 
 // EmptyDigest is the digest of a diff with no entry: a layer that changes
 // nothing, or only directories.
-const EmptyDigest = "sha256:811e245f6e96641498b9076e3389f2565511ac4293843b03b196106c5d84c583"
+const EmptyDigest = "sha256:243a1d69bc0036bbc48ef26a3447ad46fef902fcb9ab520cd8059f0bab634254"

@@ -54,28 +54,33 @@ func TestSerialisation(t *testing.T) {
 		tarEntry{hdr: tar.Header{Name: "etc/a b", Mode: 0o4755, Uid: 1, Gid: 2,
 			PAXRecords: map[string]string{paxCapability: "\x01\x00"}}, body: "hi"},
 		tarEntry{hdr: tar.Header{Name: "etc/.wh.old"}},
+		tarEntry{hdr: tar.Header{Name: "var/", Typeflag: tar.TypeDir, Mode: 0o755}},
 		tarEntry{hdr: tar.Header{Name: "var/.wh..wh..opq"}},
 		tarEntry{hdr: tar.Header{Name: "ln", Typeflag: tar.TypeSymlink, Linkname: "/etc/a b", Mode: 0o777}},
+		tarEntry{hdr: tar.Header{Name: "dev/", Typeflag: tar.TypeDir, Mode: 0o750, Uid: 3}},
 		tarEntry{hdr: tar.Header{Name: "dev/null", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 3, Mode: 0o666}},
 		tarEntry{hdr: tar.Header{Name: "hard", Typeflag: tar.TypeLink, Linkname: "etc/a b", Mode: 0o4755, Uid: 1, Gid: 2,
 			PAXRecords: map[string]string{paxCapability: "\x01\x00"}}},
 		tarEntry{hdr: tar.Header{Name: "p%", Typeflag: tar.TypeFifo, Mode: 0o600}},
 	)
-	want := "buildtrace-diff-v2\n" +
+	want := "buildtrace-diff-v3\n" +
+		"dir /dev mode=750 uid=3 gid=0\n" +
 		"char /dev/null mode=666 uid=0 gid=0 dev=1,3\n" +
+		"dir /etc mode=755 uid=0 gid=0\n" +
 		"file /etc/a%20b mode=4755 uid=1 gid=2 size=2 sha256=" + sum("hi") + " cap=0100\n" +
 		"deleted /etc/old\n" +
 		"file /hard mode=4755 uid=1 gid=2 size=2 sha256=" + sum("hi") + " cap=0100\n" +
 		"symlink /ln mode=777 uid=0 gid=0 target=/etc/a%20b\n" +
 		"fifo /p%25 mode=600 uid=0 gid=0\n" +
+		"dir /var mode=755 uid=0 gid=0\n" +
 		"opaque /var\n"
 	d, changes, err := FromLayer(context.Background(), r, nil)
 	must(t, err)
 	// The literal is also in docs/diff-digest.md.
-	if wantD := "sha256:f81ee455018693a936b77f2f29fcae2725887e1e16fedbb9a768f3d94be468b8"; d != wantD || "sha256:"+sum(want) != wantD {
+	if wantD := "sha256:0959dbac89a4d81ce7c9e763c6230702b28e07d1f35d3bd3c5824c6dc72050a3"; d != wantD || "sha256:"+sum(want) != wantD {
 		t.Errorf("digest %s, want %s over:\n%s", d, wantD, want)
 	}
-	if len(changes) != 7 || changes[1].Path != "/etc/a b" || changes[1].Mode != 0o4755 || changes[2].Change != trace.ChangeDeleted {
+	if len(changes) != 10 || changes[3].Path != "/etc/a b" || changes[3].Mode != 0o4755 || changes[4].Change != trace.ChangeDeleted || changes[0].Type != "dir" || changes[0].Mode != 0o750 {
 		t.Errorf("changes = %+v", changes)
 	}
 }
@@ -100,12 +105,12 @@ func TestPlainUpper(t *testing.T) {
 	must(t, os.Symlink("b", filepath.Join(upper, "a/l")))
 	d, err := FromUpper(ctx, upper, Options{Exclude: []string{"/proc", "etc/resolv.conf"}})
 	must(t, err)
-	if len(d.Changes) != 2 || d.Changes[0].Path != "/a/b" || d.Changes[0].Change != trace.ChangeCreated || d.Changes[1].LinkTarget != "b" {
+	if len(d.Changes) != 3 || d.Changes[0].Path != "/a" || d.Changes[0].Type != "dir" || d.Changes[1].Path != "/a/b" || d.Changes[1].Change != trace.ChangeCreated || d.Changes[2].LinkTarget != "b" {
 		t.Fatalf("changes = %+v", d.Changes)
 	}
 	uid, gid := os.Getuid(), os.Getgid()
 	r := layerTar(t,
-		tarEntry{hdr: tar.Header{Name: "a/", Typeflag: tar.TypeDir, Mode: 0o755}},
+		tarEntry{hdr: tar.Header{Name: "a/", Typeflag: tar.TypeDir, Mode: 0o755, Uid: uid, Gid: gid}},
 		tarEntry{hdr: tar.Header{Name: "a/b", Mode: 0o644, Uid: uid, Gid: gid}, body: "x"},
 		tarEntry{hdr: tar.Header{Name: "a/l", Typeflag: tar.TypeSymlink, Linkname: "b", Mode: 0o777, Uid: uid, Gid: gid}},
 	)
@@ -228,18 +233,31 @@ func TestFromLayerOverLower(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			d, changes, err := FromLayer(ctx, layerTar(t, c.entries...), lower(t))
 			must(t, err)
+			deleted := func(changes []trace.FileChange) []string {
+				var out []string
+				for _, ch := range changes {
+					if ch.Change == trace.ChangeDeleted {
+						out = append(out, ch.Path)
+					}
+				}
+				return out
+			}
 			if c.deleted == "" {
-				if d != EmptyDigest || len(changes) != 0 {
-					t.Fatalf("digest %s, changes %+v; want none", d, changes)
+				if del := deleted(changes); len(del) != 0 {
+					t.Fatalf("digest %s, changes %+v; want no deletion", d, changes)
+				}
+				if c.name == "over a directory" && d != EmptyDigest {
+					t.Fatalf("digest %s, want the empty one", d)
 				}
 				return
 			}
-			if d == EmptyDigest || len(changes) != 1 || changes[0].Path != c.deleted || changes[0].Change != trace.ChangeDeleted {
+			if del := deleted(changes); len(del) != 1 || del[0] != c.deleted {
 				t.Fatalf("digest %s, changes %+v; want %s deleted", d, changes, c.deleted)
 			}
-			// Without the layers below, the same tar changes nothing.
-			if d0, _, err := FromLayer(ctx, layerTar(t, c.entries...), nil); err != nil || d0 != EmptyDigest {
-				t.Fatalf("over no layers: %s, %v", d0, err)
+			// Without the layers below, the same tar deletes nothing.
+			d0, changes0, err := FromLayer(ctx, layerTar(t, c.entries...), nil)
+			if err != nil || d0 == d || len(deleted(changes0)) != 0 {
+				t.Fatalf("over no layers: %s %+v, %v", d0, changes0, err)
 			}
 		})
 	}
@@ -263,11 +281,84 @@ func TestFromLayerOverLower(t *testing.T) {
 	s := lower(t)
 	_, changes, err := FromLayer(ctx, layerTar(t, dir("x/"), tarEntry{hdr: tar.Header{Name: "x/in", Mode: 0o644}, body: "i"}), s)
 	must(t, err)
-	if len(changes) != 2 || changes[0].Path != "/x" || changes[0].Change != trace.ChangeDeleted || changes[1].Path != "/x/in" {
+	if len(changes) != 3 || changes[0].Path != "/x" || changes[0].Change != trace.ChangeDeleted ||
+		changes[1].Path != "/x" || changes[1].Type != "dir" || changes[2].Path != "/x/in" {
 		t.Fatalf("changes %+v", changes)
 	}
 	if n := s.lookup("/x/in"); n == nil || n.dir {
 		t.Fatal("the stack lost the layer's file")
+	}
+}
+
+// TestDirectoryMetadata: a directory header that changes a lower
+// directory's mode or owner, or makes a new directory, is in the digest
+// (v3); one that changes nothing is not; an entry whose new parent has no
+// header before it is refused. A
+// registry writer could otherwise open /etc to everyone, or give a
+// traced run's new directory another owner, keeping the layer's digest.
+func TestDirectoryMetadata(t *testing.T) {
+	ctx := context.Background()
+	hdr := func(name string, mode int64, uid int) tarEntry {
+		return tarEntry{hdr: tar.Header{Name: name, Typeflag: tar.TypeDir, Mode: mode, Uid: uid}}
+	}
+	file := func(name string) tarEntry { return tarEntry{hdr: tar.Header{Name: name, Mode: 0o644}, body: "x"} }
+	lower := func(t *testing.T) *Stack {
+		s := NewStack()
+		must(t, s.Apply(ctx, layerTar(t, hdr("etc/", 0o755, 0), file("etc/passwd"), hdr("home/", 0o700, 7), hdr("home/", 0o755, 0))))
+		return s
+	}
+	digestOf := func(t *testing.T, entries ...tarEntry) (string, []trace.FileChange) {
+		t.Helper()
+		d, changes, err := FromLayer(ctx, layerTar(t, entries...), lower(t))
+		must(t, err)
+		return d, changes
+	}
+	for _, c := range []struct {
+		name    string
+		entries []tarEntry
+		dir     string // the directory entry expected, "" for none
+	}{
+		{"same metadata", []tarEntry{hdr("etc/", 0o755, 0)}, ""},
+		{"the last header of a base layer counts", []tarEntry{hdr("home/", 0o755, 0)}, ""},
+		{"mode", []tarEntry{hdr("etc/", 0o777, 0)}, "/etc"},
+		{"owner", []tarEntry{hdr("etc/", 0o755, 1000)}, "/etc"},
+		{"new, empty", []tarEntry{hdr("opt/", 0o777, 0)}, "/opt"},
+		{"new, holding a file", []tarEntry{hdr("opt/", 0o755, 0), file("opt/f")}, "/opt"},
+		{"a runtime mount point, new and empty", []tarEntry{hdr("proc/", 0o555, 0)}, ""},
+		{"a runtime mount point holding a file", []tarEntry{hdr("sys/", 0o755, 0), file("sys/f")}, "/sys"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, changes := digestOf(t, c.entries...)
+			var dirs []string
+			for _, ch := range changes {
+				if ch.Type == "dir" {
+					dirs = append(dirs, ch.Path)
+				}
+			}
+			if c.dir == "" && len(dirs) != 0 || c.dir != "" && (len(dirs) != 1 || dirs[0] != c.dir) {
+				t.Fatalf("directory entries %v, want %q", dirs, c.dir)
+			}
+		})
+	}
+	// The forgeries a writer would make of an honest layer.
+	honest, _ := digestOf(t, hdr("opt/", 0o755, 0), file("opt/f"), file("etc/new"), hdr("etc/", 0o755, 0))
+	for name, entries := range map[string][]tarEntry{
+		"a lower directory opened":         {hdr("opt/", 0o755, 0), file("opt/f"), file("etc/new"), hdr("etc/", 0o777, 0)},
+		"a new directory given away":       {hdr("opt/", 0o755, 1000), file("opt/f"), file("etc/new"), hdr("etc/", 0o755, 0)},
+		"a lower directory's header added": {hdr("opt/", 0o755, 0), file("opt/f"), file("etc/new"), hdr("etc/", 0o755, 0), hdr("home/", 0o1777, 0)},
+	} {
+		if d, _ := digestOf(t, entries...); d == honest {
+			t.Errorf("%s: digest unchanged", name)
+		}
+	}
+	if d, _, err := FromLayer(ctx, layerTar(t, file("opt/f")), lower(t)); err == nil {
+		t.Errorf("a file with no header for its new parent: accepted, digest %s", d)
+	}
+	// A base layer may leave a parent to the extractor: 0755, root.
+	s := NewStack()
+	must(t, s.Apply(ctx, layerTar(t, file("usr/lib/x"))))
+	if n := s.lookup("/usr/lib"); n == nil || n.meta != implicitDir {
+		t.Fatalf("implicit parent: %+v", n)
 	}
 }
 
@@ -280,6 +371,7 @@ func TestStackEncoding(t *testing.T) {
 		tarEntry{hdr: tar.Header{Name: "etc/passwd", Mode: 0o644}, body: "root"},
 		tarEntry{hdr: tar.Header{Name: "bin", Typeflag: tar.TypeSymlink, Linkname: "usr/bin"}},
 		tarEntry{hdr: tar.Header{Name: "a b\n/c", Mode: 0o644}, body: "odd name"},
+		tarEntry{hdr: tar.Header{Name: "home/", Typeflag: tar.TypeDir, Mode: 0o1770, Uid: 5, Gid: 1 << 20}},
 	)))
 	b, err := s.MarshalBinary()
 	must(t, err)
@@ -292,6 +384,9 @@ func TestStackEncoding(t *testing.T) {
 	}
 	if got.lookup("/usr") != nil {
 		t.Error("/usr appeared")
+	}
+	if n := got.lookup("/home"); n == nil || n.meta != (dirMeta{mode: 0o1770, uid: 5, gid: 1 << 20}) {
+		t.Errorf("/home: %+v", n)
 	}
 	b2, _ := got.MarshalBinary()
 	if !bytes.Equal(b, b2) {

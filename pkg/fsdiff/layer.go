@@ -57,6 +57,9 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 	// What the layer wrote so far: an opaque marker keeps it (containerd
 	// removes only what the layer has not unpacked yet).
 	written := map[string]bool{}
+	// The directory headers of the layer, with what was at their path
+	// before it: their entries depend on the rest of the layer.
+	var dirs []dirHeader
 	buf := make([]byte, 128*1024)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -101,6 +104,12 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 			p = path.Join(rp, path.Base(p))
 		}
 		dir, base := path.Dir(p), path.Base(p)
+		if n := lower.lookup(dir); !baseLayer && (n == nil || !n.dir) {
+			// An extractor would make the parent with its own mode and
+			// owner (containerd: 0755, root), which no header says.
+			// BuildKit's differ writes a new directory before its content.
+			return "", nil, fmt.Errorf("layer tar entry %s comes before a header for its new parent directory %s", p, dir)
+		}
 		if hdr.Typeflag == tar.TypeXGlobalHeader {
 			lower.remove(p) // a base layer's: as containerd's extractor does
 			continue
@@ -132,19 +141,24 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 			continue
 		}
 		if hdr.Typeflag == tar.TypeDir {
-			// Directories are not in the digest, but one that replaces a
-			// lower non-directory deletes it: extractors remove what is
-			// there unless both are directories.
+			// A directory that replaces a lower non-directory deletes it:
+			// extractors remove what is there unless both are
+			// directories. Whether the directory is an entry itself
+			// depends on the rest of the layer (dirEntries).
+			h := dirHeader{path: p, meta: dirMeta{mode: uint32(hdr.Mode) & 07777, uid: uint32(hdr.Uid), gid: uint32(hdr.Gid)}}
 			if n := lower.lookup(p); n != nil && !n.dir {
 				byPath[p] = &entry{path: p, kind: kindDeleted}
+			} else if n != nil {
+				h.overDir, h.lowerMeta = true, n.meta
 			}
-			lower.put(p, true)
+			dirs = append(dirs, h)
+			lower.putDir(p, h.meta)
 			continue
 		}
 		if hdr.Typeflag == tar.TypeSymlink {
-			lower.putNode(p, &stackNode{link: hdr.Linkname})
+			lower.putNonDir(p, hdr.Linkname)
 		} else {
-			lower.put(p, false)
+			lower.putNonDir(p, "")
 		}
 		e := &entry{
 			path: p,
@@ -208,14 +222,42 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 		}
 		byPath[p] = e
 	}
-	es := make([]*entry, 0, len(byPath))
+	es := make([]*entry, 0, len(byPath)+len(dirs))
 	for _, e := range byPath {
 		es = append(es, e)
 	}
+	es = append(es, dirEntries(dirs, es)...)
 	sortEntries(es)
 	changes := make([]trace.FileChange, 0, len(es))
 	for _, e := range es {
 		changes = append(changes, e.change(false))
 	}
 	return digest(es), changes, nil
+}
+
+// dirHeader is a directory header of a layer and what the layers below
+// had at its path.
+type dirHeader struct {
+	path      string
+	meta      dirMeta
+	overDir   bool    // the layers below have a directory there
+	lowerMeta dirMeta // and this is its mode and owner
+}
+
+// dirEntries returns the directory entries of a layer (docs/diff-digest.md):
+// a directory over a lower directory whose mode or owner it changes, and
+// every new directory (none below) but an empty runtime mount point. es
+// are the layer's other entries.
+func dirEntries(dirs []dirHeader, es []*entry) []*entry {
+	var out []*entry
+	for _, h := range dirs {
+		if h.overDir && h.meta == h.lowerMeta {
+			continue
+		}
+		if !h.overDir && runtimeMountPoint(h.path) && !slices.ContainsFunc(es, func(e *entry) bool { return strings.HasPrefix(e.path, h.path+"/") }) {
+			continue
+		}
+		out = append(out, &entry{path: h.path, kind: kindDir, mode: h.meta.mode, uid: h.meta.uid, gid: h.meta.gid, created: !h.overDir})
+	}
+	return out
 }

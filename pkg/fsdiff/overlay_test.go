@@ -117,6 +117,12 @@ func overlayStep(t *testing.T) (upper string, lowers []string) {
 	must(t, os.Remove(m("lnk"))) // a symlink replaced by an empty directory
 	must(t, os.Mkdir(m("lnk"), 0o755))
 	must(t, os.Remove(m("tmpfile")))
+	must(t, os.Chmod(m("etc"), 0o750))          // a directory's mode (v3)
+	must(t, os.Chown(m("opt"), 1000, 1000))     // and owner
+	must(t, os.MkdirAll(m("empty/sub"), 0o700)) // new directories, empty: entries
+	must(t, os.MkdirAll(m("stubs/m"), 0o755))   // a mount stub and its new parent: no entry
+	must(t, os.Mkdir(m("proc"), 0o555))         // runc's mount point, which stays: no entry
+	must(t, os.Chmod(m("bin"), 0o755))          // chmod to the same mode: no entry
 	must(t, unix.Unmount(merged, 0))
 	mounted = false
 	return upper, []string{l2, l1}
@@ -130,13 +136,33 @@ func TestOverlayMatchesBuildKitLayer(t *testing.T) {
 		t.Fatalf("test setup: expected /etc/keep copied up: %v", err)
 	}
 
-	d, err := FromUpper(ctx, upper, Options{Lowers: lowers, Exclude: []string{"/etc/hosts", "/proc"}})
+	d, err := FromUpper(ctx, upper, Options{Lowers: lowers, Exclude: []string{"/etc/hosts", "/proc", "/stubs/m"}})
 	must(t, err)
 	t.Logf("digest %s", d.Digest)
-	got := map[string]trace.FileChange{}
+	got, gotDirs := map[string]trace.FileChange{}, map[string]trace.FileChange{}
 	for _, c := range d.Changes {
-		got[c.Path] = c
-		t.Logf("%-8s %-6s %-20s mode=%o sha=%.12s link=%s", c.Change, c.Type, c.Path, c.Mode, c.SHA256, c.LinkTarget)
+		if c.Type == kindDir {
+			gotDirs[c.Path] = c
+		} else {
+			got[c.Path] = c
+		}
+		t.Logf("%-8s %-6s %-20s mode=%o uid=%d sha=%.12s link=%s", c.Change, c.Type, c.Path, c.Mode, c.UID, c.SHA256, c.LinkTarget)
+	}
+	wantDirs := map[string]string{
+		"/new": "created", "/devs": "created", "/run": "created", "/usr": "created",
+		"/etc/guard.conf": "created", "/etc": "modified", "/opt": "modified",
+		"/empty": "created", "/empty/sub": "created", "/lnk": "created",
+	}
+	for p, c := range wantDirs {
+		if gotDirs[p].Change != c {
+			t.Errorf("directory %s: change %q, want %q", p, gotDirs[p].Change, c)
+		}
+	}
+	if len(gotDirs) != len(wantDirs) {
+		t.Errorf("got %d directory changes, want %d", len(gotDirs), len(wantDirs))
+	}
+	if gotDirs["/etc"].Mode != 0o750 || gotDirs["/opt"].UID != 1000 || gotDirs["/opt"].GID != 1000 {
+		t.Errorf("directory metadata: /etc %o, /opt %d:%d", gotDirs["/etc"].Mode, gotDirs["/opt"].UID, gotDirs["/opt"].GID)
 	}
 	want := map[string]string{
 		"/new/file.txt": "created", "/etc/config": "modified", "/gone": "deleted",
@@ -166,6 +192,8 @@ func TestOverlayMatchesBuildKitLayer(t *testing.T) {
 
 	// BuildKit removes mount-point stubs before it exports the layer.
 	must(t, os.Remove(filepath.Join(upper, "etc/hosts")))
+	must(t, os.Remove(filepath.Join(upper, "stubs/m")))
+	must(t, os.Remove(filepath.Join(upper, "stubs")))
 	lowerMount := []mount.Mount{{Type: "overlay", Source: "overlay", Options: []string{"lowerdir=" + lowers[0] + ":" + lowers[1]}}}
 	// The lower layers as BuildKit would export them, applied in order:
 	// what a verifier knows of the layers below the step's.
@@ -235,6 +263,12 @@ func TestOverlayMatchesBuildKitLayer(t *testing.T) {
 	changed("one-byte content change")
 	must(t, os.Chmod(filepath.Join(upper, "new/file.txt"), 0o640))
 	changed("mode change")
+	must(t, os.Chmod(filepath.Join(upper, "new"), 0o777))
+	changed("a new directory's mode")
+	must(t, os.Chown(filepath.Join(upper, "etc"), 0, 1000))
+	changed("a lower directory's group")
+	must(t, os.Mkdir(filepath.Join(upper, "empty2"), 0o777))
+	changed("a new empty directory")
 	must(t, unix.Mknod(filepath.Join(upper, "etc/keep2"), unix.S_IFCHR, 0)) // not in lower: ignored
 	n, err := FromUpper(ctx, upper, opts)
 	must(t, err)

@@ -14,23 +14,37 @@ import (
 )
 
 // Stack is the merged view of the layer tars applied so far, bottom first:
-// which paths exist and whether each is a directory. FromLayer reads it to
-// see what an extractor would replace: a directory entry over a lower
-// non-directory deletes it, and an entry below a lower non-directory is
-// written through a symlink or over a file.
+// which paths exist, whether each is a directory, and each directory's
+// mode and owner. FromLayer reads it to see what an extractor would
+// replace or change: a directory entry over a lower non-directory deletes
+// it, one over a lower directory may change its mode or owner, and an
+// entry below a lower non-directory is written through a symlink or over
+// a file.
 type Stack struct {
 	root *stackNode
 }
 
 type stackNode struct {
 	dir  bool
-	link string // a symlink's target; "" for other non-directories
+	meta dirMeta // a directory's
+	link string  // a symlink's target; "" for other non-directories
 	kids map[string]*stackNode
 }
 
+// dirMeta is what the diff digest covers of a directory.
+type dirMeta struct {
+	mode     uint32 // permission bits, 07777
+	uid, gid uint32
+}
+
+// implicitDir is what containerd's extractor gives a parent directory
+// that a layer names no header for (archive.mkparent: mode 0755, set with
+// chmod, owned by the extracting root).
+var implicitDir = dirMeta{mode: 0o755}
+
 // NewStack returns an empty view: no layers yet.
 func NewStack() *Stack {
-	return &Stack{root: &stackNode{dir: true}}
+	return &Stack{root: &stackNode{dir: true, meta: implicitDir}}
 }
 
 func split(p string) []string {
@@ -110,16 +124,22 @@ func (s *Stack) resolve(p string) (string, error) {
 	return "/" + strings.Join(out, "/"), nil
 }
 
-// put makes p a directory or a non-directory, creating missing parents as
-// an extractor does. A non-directory, or a directory put over a
-// non-directory, starts empty.
-func (s *Stack) put(p string, dir bool) {
-	s.putNode(p, &stackNode{dir: dir})
+// putDir makes p a directory with metadata m, creating missing parents as
+// an extractor does. A directory put over a non-directory starts empty;
+// one put over a directory keeps its content and takes m (containerd
+// chowns and chmods an existing directory to its header's).
+func (s *Stack) putDir(p string, m dirMeta) {
+	s.putNode(p, &stackNode{dir: true, meta: m})
 }
 
-// putNode puts n at p (see put).
+// putNonDir makes p a non-directory (a symlink when link is not empty),
+// creating missing parents as an extractor does.
+func (s *Stack) putNonDir(p, link string) {
+	s.putNode(p, &stackNode{link: link})
+}
+
+// putNode puts n at p (see putDir).
 func (s *Stack) putNode(p string, nn *stackNode) {
-	dir := nn.dir
 	cs := split(p)
 	if len(cs) == 0 {
 		return
@@ -128,14 +148,15 @@ func (s *Stack) putNode(p string, nn *stackNode) {
 	for _, c := range cs[:len(cs)-1] {
 		k := n.kids[c]
 		if k == nil || !k.dir {
-			k = &stackNode{dir: true}
+			k = &stackNode{dir: true, meta: implicitDir}
 			n.child(c, k)
 		}
 		n = k
 	}
 	last := cs[len(cs)-1]
-	if k := n.kids[last]; dir && k != nil && k.dir {
-		return // a directory header over a directory keeps its content
+	if k := n.kids[last]; nn.dir && k != nil && k.dir {
+		k.meta = nn.meta
+		return
 	}
 	n.child(last, nn)
 }
@@ -179,12 +200,12 @@ func (s *Stack) clear(p string, keep map[string]bool) {
 	walk(n, path.Clean("/"+p))
 }
 
-const stackMagic = "buildtrace-stack-v2\n"
+const stackMagic = "buildtrace-stack-v3\n"
 
 // MarshalBinary encodes the view (for a cache of what base layers leave):
-// a pre-order walk, each node a type byte and, for a directory, its
-// children by name, for a symlink its target; a SHA-256 of all of it ends
-// it.
+// a pre-order walk, each node a type byte and, for a directory, its mode,
+// owner and children by name, for a symlink its target; a SHA-256 of all
+// of it ends it.
 func (s *Stack) MarshalBinary() ([]byte, error) {
 	b := []byte(stackMagic)
 	var enc func(n *stackNode)
@@ -200,6 +221,9 @@ func (s *Stack) MarshalBinary() ([]byte, error) {
 			return
 		}
 		b = append(b, 1)
+		b = binary.AppendUvarint(b, uint64(n.meta.mode))
+		b = binary.AppendUvarint(b, uint64(n.meta.uid))
+		b = binary.AppendUvarint(b, uint64(n.meta.gid))
 		b = binary.AppendUvarint(b, uint64(len(n.kids)))
 		for _, name := range slices.Sorted(maps.Keys(n.kids)) {
 			b = binary.AppendUvarint(b, uint64(len(name)))
@@ -246,6 +270,16 @@ func (s *Stack) UnmarshalBinary(data []byte) error {
 			return nil, fmt.Errorf("encoded layer stack: node type %d", t)
 		}
 		n := &stackNode{dir: true}
+		var meta [3]uint64
+		for i := range meta {
+			if meta[i], err = binary.ReadUvarint(r); err != nil {
+				return nil, err
+			}
+			if meta[i] > 1<<32-1 || i == 0 && meta[i] > 0o7777 {
+				return nil, errors.New("encoded layer stack: bad directory metadata")
+			}
+		}
+		n.meta = dirMeta{mode: uint32(meta[0]), uid: uint32(meta[1]), gid: uint32(meta[2])}
 		count, err := binary.ReadUvarint(r)
 		if err != nil {
 			return nil, err

@@ -12,7 +12,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -68,20 +70,32 @@ func (w *upperWalk) walk() error {
 	} else if !fi.IsDir() {
 		return fmt.Errorf("upper dir %s is not a directory", w.upper)
 	}
-	return w.dir("/", false)
+	_, err := w.dir("/", false)
+	return err
 }
 
-// dir walks the upper directory p (container path). Inside an opaque
-// directory whiteouts mean nothing: BuildKit diffs such a directory
-// against the lower with a view of the upper dir that hides them.
-func (w *upperWalk) dir(p string, inOpaque bool) error {
+// stubParent reports whether the new directory p is above a mount point.
+// BuildKit made it for the mount's stub, and removes it with the stub
+// after the run when nothing else is in it (executor.MountStubsCleaner,
+// recursive for every ExecOp the llb package makes), possibly while this
+// walk reads the upper dir. So it is in the layer only when it holds an
+// entry or a socket (which the tar writer drops).
+func (w *upperWalk) stubParent(p string) bool {
+	return slices.ContainsFunc(w.exclude, func(x string) bool { return strings.HasPrefix(x, p+"/") })
+}
+
+// dir walks the upper directory p (container path) and reports whether p
+// holds a socket. Inside an opaque directory whiteouts mean nothing:
+// BuildKit diffs such a directory against the lower with a view of the
+// upper dir that hides them.
+func (w *upperWalk) dir(p string, inOpaque bool) (sockets bool, err error) {
 	if err := w.ctx.Err(); err != nil {
-		return err
+		return false, err
 	}
 	full := filepath.Join(w.upper, p)
 	names, err := readNames(full)
 	if err != nil {
-		return fmt.Errorf("reading upper dir %s: %w", full, err)
+		return false, fmt.Errorf("reading upper dir %s: %w", full, err)
 	}
 	for _, name := range names {
 		cp := path.Join(p, name)
@@ -91,17 +105,17 @@ func (w *upperWalk) dir(p string, inOpaque bool) error {
 		fp := filepath.Join(w.upper, cp)
 		fi, err := os.Lstat(fp)
 		if err != nil {
-			return fmt.Errorf("upper dir: %w", err)
+			return false, fmt.Errorf("upper dir: %w", err)
 		}
 		st := fi.Sys().(*syscall.Stat_t)
 		switch {
 		case fi.IsDir():
 			if v, _ := getxattr(fp, "trusted.overlay.redirect"); len(v) > 0 {
-				return fmt.Errorf("upper dir %s: overlay redirect_dir is in use, which the layer differ does not support", fp)
+				return false, fmt.Errorf("upper dir %s: overlay redirect_dir is in use, which the layer differ does not support", fp)
 			}
 			_, lfi, found, err := w.lower.lookup(cp)
 			if err != nil {
-				return err
+				return false, err
 			}
 			// A directory over a lower non-directory deletes it; the
 			// layer tar has only the directory, which an extractor puts
@@ -109,15 +123,29 @@ func (w *upperWalk) dir(p string, inOpaque bool) error {
 			if found && !lfi.IsDir() {
 				w.entries = append(w.entries, &entry{path: cp, kind: kindDeleted})
 			}
+			before := len(w.entries)
 			opaque := inOpaque
 			if !inOpaque && found && isOpaque(fp) {
 				opaque = true
 				if err := w.opaqueDeletes(cp); err != nil {
-					return err
+					return false, err
 				}
 			}
-			if err := w.dir(cp, opaque); err != nil {
-				return err
+			sockets, err := w.dir(cp, opaque)
+			if err != nil {
+				return false, err
+			}
+			// The directory itself: when it changes a lower directory's
+			// mode or owner, or is new and stays in the layer.
+			e := &entry{path: cp, kind: kindDir, mode: st.Mode & 07777, uid: st.Uid, gid: st.Gid}
+			if overDir := found && lfi.IsDir(); overDir {
+				ls := lfi.Sys().(*syscall.Stat_t)
+				if ls.Mode&07777 != e.mode || ls.Uid != e.uid || ls.Gid != e.gid {
+					w.entries = append(w.entries, e)
+				}
+			} else if len(w.entries) > before || sockets || !w.stubParent(cp) && !runtimeMountPoint(cp) {
+				e.created = true
+				w.entries = append(w.entries, e)
 			}
 		case isWhiteout(st):
 			if inOpaque {
@@ -125,19 +153,20 @@ func (w *upperWalk) dir(p string, inOpaque bool) error {
 			}
 			// A whiteout over nothing is skipped, as BuildKit does.
 			if _, _, found, err := w.lower.lookup(cp); err != nil {
-				return err
+				return false, err
 			} else if found {
 				w.entries = append(w.entries, &entry{path: cp, kind: kindDeleted})
 			}
 		case fi.Mode()&fs.ModeSocket != 0:
 			// The layer tar writer drops sockets.
+			sockets = true
 		default:
 			if err := w.present(cp, fp, fi, st); err != nil {
-				return err
+				return false, err
 			}
 		}
 	}
-	return nil
+	return sockets, nil
 }
 
 // present records a non-directory upper entry unless it is the same as the

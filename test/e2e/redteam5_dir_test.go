@@ -3,6 +3,7 @@ package e2e
 import (
 	"archive/tar"
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -113,9 +114,17 @@ func TestRunReplacesFileWithDirectory(t *testing.T) {
 	}
 	p := runtimeTrace(t, ctx, l, ref)
 	s := stepByInstruction(t, p, "RUN rm /etc/guard.conf")
+	// Each path is both deleted (the file, the symlink) and created (the
+	// directory, diff digest v3).
 	for _, path := range []string{"/etc/guard.conf", "/etc-link-" + n} {
-		if f, ok := fileAccess(p, s.StepID, path, attest.SourceDiff); !ok || f.Annotations.Operation != trace.ChangeDeleted {
-			t.Errorf("diff entry for %s = %+v (found %v), want deleted", path, f, ok)
+		for _, want := range []attest.FileAnnotations{{Operation: trace.ChangeDeleted}, {Operation: trace.ChangeCreated, Type: "dir"}} {
+			found := slices.ContainsFunc(p.MonitorLog.FileAccess, func(f attest.ResourceDescriptor) bool {
+				a := f.Annotations
+				return a.Step == s.StepID && f.Name == path && a.Source == attest.SourceDiff && a.Operation == want.Operation && a.Type == want.Type
+			})
+			if !found {
+				t.Errorf("no diff entry for %s with %+v", path, want)
+			}
 		}
 	}
 	if _, ok := fileAccess(p, s.StepID, "/etc/guard.conf/inner", attest.SourceDiff); !ok {
