@@ -138,7 +138,7 @@ func printVerify(w io.Writer, rep verifyReport) {
 			for _, l := range r.Layers {
 				n[l.Binding]++
 			}
-			fmt.Fprintf(w, "  layers: %d; bound to the base manifest %d, to traced runs %d, to what a traced run ran on %d, by plan position only %d, directories only %d, cached %d\n",
+			fmt.Fprintf(w, "  layers: %d; bound to the base manifest %d, to traced runs %d, to what a traced run ran on %d, by plan position only %d, directory times only %d, cached %d\n",
 				len(r.Layers), n[verify.BindBase], n[verify.BindRun], n[verify.BindLower], n[verify.BindPlan], n[verify.BindDirs], n[verify.BindCached])
 		}
 		for _, f := range r.Failures {

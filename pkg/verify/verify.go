@@ -94,7 +94,7 @@ const (
 	BindRun     = "run"     // the diff a traced run of the step produced
 	BindLower   = "lower"   // a layer a later traced run ran on (COPY, cached RUN)
 	BindPlan    = "plan"    // only its place in the signed plan: made by BuildKit after the last traced run, content not observed
-	BindDirs    = "dirs"    // changes only directories, which diff digests do not cover
+	BindDirs    = "dirs"    // changes nothing the diff digest covers (directory times only, diff digest v3)
 	BindCached  = "cached"  // a cached step's layer, not observed (cached.allow)
 	BindUnbound = "unbound" // nothing signed accounts for it
 )
