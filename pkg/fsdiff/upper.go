@@ -94,7 +94,9 @@ func (w *upperWalk) dir(p string, inOpaque bool) (sockets bool, err error) {
 	}
 	full := filepath.Join(w.upper, p)
 	names, err := readNames(full)
-	if err != nil {
+	if errors.Is(err, fs.ErrNotExist) && w.stubParent(p) {
+		return false, nil // BuildKit removed it, empty, after the run
+	} else if err != nil {
 		return false, fmt.Errorf("reading upper dir %s: %w", full, err)
 	}
 	for _, name := range names {
@@ -104,7 +106,9 @@ func (w *upperWalk) dir(p string, inOpaque bool) (sockets bool, err error) {
 		}
 		fp := filepath.Join(w.upper, cp)
 		fi, err := os.Lstat(fp)
-		if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && w.stubParent(cp) {
+			continue // a mount stub's parent that BuildKit removed as this walk read
+		} else if err != nil {
 			return false, fmt.Errorf("upper dir: %w", err)
 		}
 		st := fi.Sys().(*syscall.Stat_t)
