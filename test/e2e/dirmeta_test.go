@@ -67,10 +67,10 @@ func TestAttackDirectoryMetadata(t *testing.T) {
 		effect      string // what a build on the forged image sees
 	}{
 		{"a lower directory opened to everyone", run, setDir("etc/", 0o777, 0), "stat -c %a /etc"},
-		{"a run's changed directory opened", run, setDir("srv-" + n + "/", 0o777, 0), "stat -c %a /srv-" + n},
-		{"a run's new directory given away", run, setDir("priv-" + n + "/", 0o700, 1000), "stat -c %u /priv-" + n},
+		{"a run's changed directory opened", run, setDir("srv-"+n+"/", 0o777, 0), "stat -c %a /srv-" + n},
+		{"a run's new directory given away", run, setDir("priv-"+n+"/", 0o700, 1000), "stat -c %u /priv-" + n},
 		{"a world-writable directory added", run, setDir("cron-"+n+"/", 0o1777, 0), "stat -c %a /cron-" + n},
-		{"the WORKDIR layer's directory opened", "WORKDIR /app-" + n, setDir("app-" + n + "/", 0o777, 0), "stat -c %a /app-" + n},
+		{"the WORKDIR layer's directory opened", "WORKDIR /app-" + n, setDir("app-"+n+"/", 0o777, 0), "stat -c %a /app-" + n},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			forged := l.Ref("dirmeta")
