@@ -1,0 +1,90 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/buildtrace/buildtrace/pkg/attest"
+	"github.com/buildtrace/buildtrace/pkg/trace"
+	"github.com/buildtrace/buildtrace/test/lab"
+)
+
+// TestRedTeam10ChrootMisnamesPaths: a RUN step holds CAP_SYS_CHROOT (one of
+// BuildKit's default capabilities; its seccomp profile allows chroot then).
+// A static program chroots into the step's cache mount (/cache) and writes
+// /etc/profile and /bin/sh there by absolute paths, then runs that /bin/sh
+// (a copy of itself) as "/bin/sh -c true"; it does the same in a directory of
+// the step's root file system (/opt/jail). A later RUN of the same build reads
+// the poisoned /cache/etc/profile. The file hooks record an absolute path as
+// given and walk a relative one (and an exec's binary) only up to the task's
+// root, which chroot moved: so the signed trace says the step wrote the
+// container's /etc/profile and /bin/sh and ran /bin/sh, names no file of
+// the cache mount it poisoned, and calls the step complete; the layer's diff
+// (/opt/jail/...) agrees with the layer, so verify accepts the image.
+func TestRedTeam10ChrootMisnamesPaths(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	id := "rt10-" + randHex(8)
+	df := dockerfile(l, "FROM BASE\n"+
+		"COPY --chmod=0755 chrootw /usr/local/bin/chrootw\n"+
+		"RUN --mount=type=cache,target=/cache,id="+id+" /usr/local/bin/chrootw /cache && mkdir -p /opt/jail && /usr/local/bin/chrootw /opt/jail && echo "+randHex(8)+" > /done\n"+
+		"RUN --mount=type=cache,target=/cache,id="+id+" echo \"RT10 LATER STEP READS $(cat /cache/etc/profile)\"\n")
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "chrootw": staticTestdataC(t, "redteam10", "chrootw")})
+	ref := l.Ref("redteam10-chroot")
+	res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+	if !strings.Contains(res.Output, "RT10 CHROOT DONE in /cache") || !strings.Contains(res.Output, "RT10 LATER STEP READS export PATH=/opt/evil") {
+		t.Fatalf("the step did not poison its cache mount:\n%s", res.Output)
+	}
+	p := runtimeTrace(t, ctx, l, ref)
+	b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st *trace.Step
+	for i := range b.Steps {
+		for _, pr := range b.Steps[i].Processes {
+			if strings.HasSuffix(pr.Binary, "chrootw") {
+				st = &b.Steps[i]
+			}
+		}
+	}
+	if st == nil {
+		t.Fatalf("no step ran chrootw")
+	}
+	t.Logf("step %s: complete %v, reasons %q, unobserved %v", st.StepID, st.Completeness.Complete, st.Completeness.Reasons, st.Completeness.Unobserved)
+	for _, pr := range st.Processes {
+		t.Logf("signed process %d: binary %q argv %q", pr.PID, pr.Binary, pr.Argv)
+	}
+	named := map[string]bool{}
+	for _, f := range st.Files {
+		t.Logf("signed file op: %s %q %q", f.Op, f.Path, f.Target)
+		named[f.Path] = true
+	}
+	for _, c := range st.Diff.Changes {
+		t.Logf("signed diff: %s %q", c.Change, c.Path)
+	}
+	if st.Completeness.Complete {
+		for _, want := range []string{"/cache/etc/profile", "/cache/bin/sh", "/opt/jail/etc/profile", "/opt/jail/bin/sh"} {
+			if !named[want] {
+				t.Errorf("the complete signed record names no operation on %s, which the step wrote", want)
+			}
+		}
+		if named["/etc/profile"] || named["/bin/sh"] {
+			t.Errorf("the complete signed record says the step wrote the container's /etc/profile or /bin/sh, which it did not touch")
+		}
+		for _, pr := range st.Processes {
+			if pr.Binary == "/bin/sh" && len(pr.Argv) == 3 && pr.Argv[2] == "true" {
+				t.Errorf("the complete signed record says process %d ran /bin/sh; it ran the step's copy of its own program, /cache/bin/sh or /opt/jail/bin/sh", pr.PID)
+			}
+		}
+	}
+	out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub)
+	t.Logf("verify:\n%s", out)
+	if code == 0 && st.Completeness.Complete {
+		t.Errorf("verify accepted an image whose complete signed trace misnames every path the chrooted step wrote and ran")
+	}
+}
