@@ -67,24 +67,28 @@ func TestRedTeam10ChrootMisnamesPaths(t *testing.T) {
 	for _, c := range st.Diff.Changes {
 		t.Logf("signed diff: %s %q", c.Change, c.Path)
 	}
+	misnamed := false
 	if st.Completeness.Complete {
-		for _, want := range []string{"/cache/etc/profile", "/cache/bin/sh", "/opt/jail/etc/profile", "/opt/jail/bin/sh"} {
+		for _, want := range []string{"/cache/etc/profile", "/cache/etc/motd", "/cache/bin/sh", "/opt/jail/etc/profile", "/opt/jail/etc/motd", "/opt/jail/bin/sh"} {
 			if !named[want] {
+				misnamed = true
 				t.Errorf("the complete signed record names no operation on %s, which the step wrote", want)
 			}
 		}
-		if named["/etc/profile"] || named["/bin/sh"] {
-			t.Errorf("the complete signed record says the step wrote the container's /etc/profile or /bin/sh, which it did not touch")
+		if named["/etc/profile"] || named["/etc/motd"] || named["/bin/sh"] {
+			misnamed = true
+			t.Errorf("the complete signed record says the step wrote the container's /etc/profile, /etc/motd or /bin/sh, which it did not touch")
 		}
 		for _, pr := range st.Processes {
 			if pr.Binary == "/bin/sh" && len(pr.Argv) == 3 && pr.Argv[2] == "true" {
+				misnamed = true
 				t.Errorf("the complete signed record says process %d ran /bin/sh; it ran the step's copy of its own program, /cache/bin/sh or /opt/jail/bin/sh", pr.PID)
 			}
 		}
 	}
 	out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub)
 	t.Logf("verify:\n%s", out)
-	if code == 0 && st.Completeness.Complete {
-		t.Errorf("verify accepted an image whose complete signed trace misnames every path the chrooted step wrote and ran")
+	if code == 0 && misnamed {
+		t.Errorf("verify accepted an image whose complete signed trace misnames the paths the chrooted step wrote and ran")
 	}
 }

@@ -186,7 +186,7 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 		}{}
 		f := &fa.f
 		f.Op = fileOp(h.a[0], h.a[1])
-		f.Path = joinBlobs(blobs[1], blobs[0])
+		f.Path = joinBlobs(blobs[1], blobs[0], rootLen(h.b[1]))
 		f.Truncated = trunc
 		if f.Op == "" {
 			return Event{}, fmt.Errorf("file record with unknown op %d", h.a[0])
@@ -195,7 +195,7 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 		case h.a[0] == fopSymlink, h.a[0] == fopSetxattr, h.a[0] == fopRemovexattr:
 			f.Target = string(blobs[2]) // as given, not resolved (a link target, an attribute name)
 		case h.lens[2] > 0 || h.lens[3] > 0:
-			f.Target = joinBlobs(blobs[3], blobs[2])
+			f.Target = joinBlobs(blobs[3], blobs[2], rootLen(h.b[3]))
 		}
 		if h.flags&flagHasMode != 0 {
 			fa.mode = h.a[2] & 07777
@@ -232,6 +232,21 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 	return ev, nil
 }
 
+// rootLen decodes what the kernel's walk of a file record's directory says
+// of the task's root (append_walk in bpf/common.h): the offset in its path
+// buffer where the walk met the root (high 32 bits, 0 if it never did) and
+// where it ended (low). The walk writes backwards, so the difference is how
+// many leading bytes of the directory are the root: 0 unless the task
+// chrooted.
+func rootLen(v uint64) uint64 {
+	const blobMax = 4096 // BLOB_MAX: the walk's buffer
+	met, end := v>>32, v&0xffffffff
+	if met == 0 || met < end || met > blobMax {
+		return 0
+	}
+	return met - end
+}
+
 // joinPath makes p absolute against dir, the directory the kernel walked for
 // a relative path (dirfd or cwd). An empty p means dir itself (fd calls).
 func joinPath(dir, p string) string {
@@ -249,8 +264,29 @@ func joinPath(dir, p string) string {
 // joinBlobs is joinPath for kernel blobs. The kernel's directory walk
 // gives a clean absolute path and most programs pass clean names, so the
 // common case is one allocation, without path.Clean.
-func joinBlobs(dir, p []byte) string {
+//
+// rootLen is how many leading bytes of dir are the task's root when it
+// chrooted (0 otherwise): the kernel then walks, for an absolute path, the
+// root itself, and for a relative one the directory as usual; the path is
+// inside the root, which neither "/" nor ".." leaves.
+func joinBlobs(dir, p []byte, rootLen uint64) string {
+	if rootLen > 0 && rootLen <= uint64(len(dir)) && len(p) > 0 {
+		root, rel := string(dir[:rootLen]), string(dir[rootLen:])
+		if p[0] == '/' {
+			rel = ""
+		}
+		in := path.Clean("/" + rel + "/" + string(p))
+		if in == "/" {
+			return root
+		}
+		return root + in
+	}
 	if len(p) > 0 && p[0] == '/' {
+		if len(dir) > 0 && !(len(dir) == 1 && dir[0] == '/') {
+			// A chrooted task whose root is not under its tree's
+			// top: the path is still inside the root.
+			return path.Join(string(dir), path.Clean(string(p)))
+		}
 		if cleanComponents(p[1:]) {
 			return string(p)
 		}

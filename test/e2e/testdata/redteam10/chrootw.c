@@ -1,6 +1,7 @@
 // A RUN step (default capabilities include CAP_SYS_CHROOT) chroots into
 // argv[1] (a cache mount, or a directory of its own root file system) and
-// then writes /etc/profile and /bin/sh there, by absolute paths, and runs
+// then writes /etc/profile and /bin/sh there, by absolute paths, and
+// ../../etc/motd from its new root, and runs
 // that /bin/sh (a copy of itself) as "/bin/sh -c true". Every path the
 // kernel hooks record is the one given (absolute) or walked up to the task's
 // root, which is now argv[1]: the trace names /etc/profile and /bin/sh of the
@@ -39,6 +40,13 @@ int main(int argc, char **argv)
 	const char *p = "export PATH=/opt/evil:$PATH # RT10 POISONED\n";
 	if (write(fd, p, strlen(p)) < 0)
 		return 1;
+	close(fd);
+	/* relative, with "..": the kernel stops at the root */
+	fd = open("../../etc/motd", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0) {
+		perror("RT10 open ../../etc/motd");
+		return 1;
+	}
 	close(fd);
 	int out = open("/bin/sh", O_WRONLY | O_CREAT | O_TRUNC, 0755);
 	if (out < 0) {
