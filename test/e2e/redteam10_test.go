@@ -92,3 +92,81 @@ func TestRedTeam10ChrootMisnamesPaths(t *testing.T) {
 		t.Errorf("verify accepted an image whose complete signed trace misnames the paths the chrooted step wrote and ran")
 	}
 }
+
+// TestRedTeam10DirfdSwappedByAThread: docs/bpf.md lists "cwd and dirfd
+// directories (kernel dentry walks)" as covered against arguments changed
+// during the call. A RUN step creates 400 files with openat(100, name,
+// O_CREAT) while a second thread keeps dup2-ing its cache mount's directory
+// and /tmp/rt10 onto descriptor 100. The kernel takes the directory when the
+// call starts; the probe walks descriptor 100 when the call returns, by then
+// often the other directory. The step then removes the files that landed in
+// /tmp/rt10 (its layer keeps none of them) and prints those in the cache
+// mount. Every one of those must be named in the signed record under the
+// cache mount; a complete record that names one under /tmp/rt10 instead
+// misstates where the step wrote, and nothing else in the image shows it.
+func TestRedTeam10DirfdSwappedByAThread(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	id := "rt10-" + randHex(8)
+	df := dockerfile(l, "FROM BASE\n"+
+		"COPY --chmod=0755 dirrace /usr/local/bin/dirrace\n"+
+		"RUN --mount=type=cache,target=/cache,id="+id+" /usr/local/bin/dirrace /cache/rt10 /tmp/rt10 400 && rmdir /tmp/rt10 && echo "+randHex(8)+" > /done\n")
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "dirrace": staticTestdataC(t, "redteam10", "dirrace")})
+	ref := l.Ref("redteam10-dirrace")
+	res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+	var inCache []string
+	for _, ln := range strings.Split(res.Output, "\n") {
+		if i := strings.Index(ln, "RT10 IN /cache/rt10:"); i >= 0 {
+			inCache = strings.Fields(ln[i+len("RT10 IN /cache/rt10:"):])
+		}
+		if strings.Contains(ln, "RT10 DIRRACE") {
+			t.Logf("build: %s", strings.TrimSpace(ln))
+		}
+	}
+	if len(inCache) == 0 {
+		t.Fatalf("no file landed in the cache mount:\n%s", res.Output)
+	}
+	p := runtimeTrace(t, ctx, l, ref)
+	b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st *trace.Step
+	for i := range b.Steps {
+		for _, pr := range b.Steps[i].Processes {
+			if strings.HasSuffix(pr.Binary, "dirrace") {
+				st = &b.Steps[i]
+			}
+		}
+	}
+	if st == nil {
+		t.Fatalf("no step ran dirrace")
+	}
+	created := map[string]bool{}
+	for _, f := range st.Files {
+		if f.Op == "create" {
+			created[f.Path] = true
+		}
+	}
+	t.Logf("step %s: complete %v, reasons %q, unobserved %v, %d file ops", st.StepID, st.Completeness.Complete, st.Completeness.Reasons, st.Completeness.Unobserved, len(st.Files))
+	wrong := 0
+	for _, n := range inCache {
+		if !created["/cache/rt10/"+n] {
+			wrong++
+			if wrong <= 5 {
+				t.Logf("%s is in the cache mount; the record says created %q: %v", n, "/tmp/rt10/"+n, created["/tmp/rt10/"+n])
+			}
+		}
+	}
+	t.Logf("%d of the %d files in the cache mount are not named there in the signed record", wrong, len(inCache))
+	if wrong > 0 && st.Completeness.Complete {
+		t.Errorf("the complete signed record names %d of the step's %d files in its cache mount as created in /tmp/rt10 (which the layer does not have), not where they are", wrong, len(inCache))
+	}
+	out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub)
+	t.Logf("verify:\n%s", out)
+	if code == 0 && wrong > 0 && st.Completeness.Complete {
+		t.Errorf("verify accepted a trace that misplaces the step's writes into its cache mount")
+	}
+}
