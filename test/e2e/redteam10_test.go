@@ -170,3 +170,54 @@ func TestRedTeam10DirfdSwappedByAThread(t *testing.T) {
 		t.Errorf("verify accepted a trace that misplaces the step's writes into its cache mount")
 	}
 }
+
+// TestRedTeam10DotDotThroughASymlink: an earlier RUN leaves /opt/l, a
+// symlink to /cache/a/b (the build's cache mount, not there yet). A later RUN
+// mounts that cache and writes /opt/l/../evil. The kernel follows the link
+// and then "..": the file is /cache/a/evil, in the cache mount. The probe
+// records the path string as given and Go cleans it lexically, "/opt/evil":
+// the complete signed record names a file of the layer that the layer does
+// not have, and nothing names the cache's file.
+func TestRedTeam10DotDotThroughASymlink(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	id := "rt10-" + randHex(8)
+	df := dockerfile(l, "FROM BASE\n"+
+		"RUN mkdir -p /opt && ln -s /cache/a/b /opt/l\n"+
+		"RUN --mount=type=cache,target=/cache,id="+id+" mkdir -p /cache/a/b && echo poisoned > /opt/l/../evil && echo \"RT10 CACHE HOLDS $(cat /cache/a/evil)\" && echo "+randHex(8)+" > /done\n")
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": df})
+	ref := l.Ref("redteam10-dotdot")
+	res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+	if !strings.Contains(res.Output, "RT10 CACHE HOLDS poisoned") {
+		t.Fatalf("the write did not land in the cache mount:\n%s", res.Output)
+	}
+	p := runtimeTrace(t, ctx, l, ref)
+	b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, st := range b.Steps {
+		if !strings.Contains(strings.Join(st.Processes[0].Argv, " "), "/opt/l/../evil") {
+			continue
+		}
+		found = true
+		t.Logf("step %s: complete %v, reasons %q", st.StepID, st.Completeness.Complete, st.Completeness.Reasons)
+		for _, f := range st.Files {
+			t.Logf("signed file op: %s %q", f.Op, f.Path)
+			if f.Path == "/opt/evil" && st.Completeness.Complete {
+				t.Errorf("the complete signed record says the step made /opt/evil (the layer has no such file); it wrote /cache/a/evil, through the symlink /opt/l")
+			}
+		}
+		for _, c := range st.Diff.Changes {
+			t.Logf("signed diff: %s %q", c.Change, c.Path)
+		}
+	}
+	if !found {
+		t.Fatalf("no step wrote /opt/l/../evil")
+	}
+	out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub)
+	t.Logf("verify (exit %d):\n%s", code, out)
+}
