@@ -253,46 +253,79 @@ func joinPath(dir, p string) string {
 	switch {
 	case p == "":
 		return dir
-	case strings.HasPrefix(p, "/"):
-		return path.Clean(p)
-	case dir == "":
+	case !strings.HasPrefix(p, "/") && dir == "":
 		return p // the directory could not be resolved; keep what was given
 	}
-	return path.Join(dir, p)
+	return resolve(dir, "", p)
+}
+
+// resolve joins p, a path as the call was given it, to dir, a directory the
+// kernel walked (physical: no symlink in it), as far as that can be told
+// without the file system. root is the leading part of dir that is the
+// task's root ("" unless it chrooted): an absolute p starts there, and ".."
+// does not leave it. "." and empty names go; a ".." before any name of p
+// goes up from dir, as the kernel does from a directory; a ".." after a name
+// of p stays as given: that name may be a symlink, whose ".." is its
+// target's parent, not the directory the string names (redteam10: a step
+// wrote /opt/l/../evil, /opt/l a link into its cache mount, and a lexical
+// clean signed it as /opt/evil).
+func resolve(dir, root, p string) string {
+	var out []string
+	add := func(s string) {
+		for _, c := range strings.Split(path.Clean("/"+s), "/") {
+			if c != "" {
+				out = append(out, c)
+			}
+		}
+	}
+	add(root)
+	floor := len(out)
+	if !strings.HasPrefix(p, "/") {
+		add(strings.TrimPrefix(dir, root))
+	}
+	named := false
+	for _, c := range strings.Split(p, "/") {
+		switch {
+		case c == "" || c == ".":
+		case c == ".." && !named:
+			if len(out) > floor {
+				out = out[:len(out)-1]
+			}
+		default:
+			named = true
+			out = append(out, c)
+		}
+	}
+	return "/" + strings.Join(out, "/")
 }
 
 // joinBlobs is joinPath for kernel blobs. The kernel's directory walk
 // gives a clean absolute path and most programs pass clean names, so the
-// common case is one allocation, without path.Clean.
+// common case is one allocation, without resolve.
 //
 // rootLen is how many leading bytes of dir are the task's root when it
 // chrooted (0 otherwise): the kernel then walks, for an absolute path, the
 // root itself, and for a relative one the directory as usual; the path is
 // inside the root, which neither "/" nor ".." leaves.
 func joinBlobs(dir, p []byte, rootLen uint64) string {
-	if rootLen > 0 && rootLen <= uint64(len(dir)) && len(p) > 0 {
-		root, rel := string(dir[:rootLen]), string(dir[rootLen:])
-		if p[0] == '/' {
-			rel = ""
-		}
-		in := path.Clean("/" + rel + "/" + string(p))
-		if in == "/" {
-			return root
-		}
-		return root + in
+	if len(p) == 0 {
+		return string(dir)
 	}
-	if len(p) > 0 && p[0] == '/' {
+	if rootLen > 0 && rootLen <= uint64(len(dir)) {
+		return resolve(string(dir), string(dir[:rootLen]), string(p))
+	}
+	if p[0] == '/' {
 		if len(dir) > 0 && !(len(dir) == 1 && dir[0] == '/') {
 			// A chrooted task whose root is not under its tree's
-			// top: the path is still inside the root.
-			return path.Join(string(dir), path.Clean(string(p)))
+			// top: dir is its root, and the path is inside it.
+			return resolve(string(dir), string(dir), string(p))
 		}
 		if cleanComponents(p[1:]) {
 			return string(p)
 		}
-		return path.Clean(string(p))
+		return resolve("", "", string(p))
 	}
-	if len(p) == 0 || len(dir) == 0 || dir[0] != '/' || !cleanComponents(p) ||
+	if len(dir) == 0 || dir[0] != '/' || !cleanComponents(p) ||
 		!(len(dir) == 1 || cleanComponents(dir[1:])) {
 		return joinPath(string(dir), string(p))
 	}

@@ -20,6 +20,12 @@ func TestJoinPath(t *testing.T) {
 		{"/work", "/abs//y", "/abs/y"},
 		{"/work/fd-dir", "", "/work/fd-dir"},
 		{"", "rel", "rel"},
+		// ".." after a name of the path may leave a symlink's target: kept
+		{"/work", "l/../evil", "/work/l/../evil"},
+		{"/", "/opt/l/../evil", "/opt/l/../evil"},
+		{"/work", "../a/./../b", "/a/../b"},
+		{"/work", "./a//b/.", "/work/a/b"},
+		{"/work", "/../x", "/x"},
 	} {
 		if got := joinPath(c.dir, c.p); got != c.want {
 			t.Errorf("joinPath(%q, %q) = %q, want %q", c.dir, c.p, got, c.want)
