@@ -221,3 +221,40 @@ func TestRedTeam10DotDotThroughASymlink(t *testing.T) {
 	out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub)
 	t.Logf("verify (exit %d):\n%s", code, out)
 }
+
+// TestRedTeam10DenyWriteThroughASymlink: files.denyWrite protects a cache
+// mount (a module cache later builds read: "/cache/**"). The honest twin
+// writes /cache/x and verify refuses. The attack: an earlier RUN leaves /opt/l,
+// a symlink to /cache; the cached RUN writes /opt/l/x. The file hooks record
+// the path as given, symlinks unresolved, and the diff (which the policy
+// also reads) holds no cache mount, so nothing the policy sees matches.
+func TestRedTeam10DenyWriteThroughASymlink(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	policy := writePolicy(t, "files:\n  denyWrite: [\"/cache/**\"]\n")
+	for _, c := range []struct {
+		name, body string
+		refused    bool
+	}{
+		{"honest", "RUN --mount=type=cache,target=/cache,id=ID echo poisoned > /cache/x && echo NONCE > /done\n", true},
+		{"symlink", "RUN mkdir -p /opt && ln -s /cache /opt/l\n" +
+			"RUN --mount=type=cache,target=/cache,id=ID echo poisoned > /opt/l/x && echo \"RT10 CACHE HOLDS $(cat /cache/x)\" && echo NONCE > /done\n", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			body := strings.NewReplacer("ID", "rt10-"+randHex(8), "NONCE", randHex(8)).Replace(c.body)
+			dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, "FROM BASE\n"+body)})
+			ref := l.Ref("redteam10-denywrite-" + c.name)
+			res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+			if c.name == "symlink" && !strings.Contains(res.Output, "RT10 CACHE HOLDS poisoned") {
+				t.Fatalf("the write did not land in the cache mount:\n%s", res.Output)
+			}
+			out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
+			t.Logf("verify --policy (files.denyWrite: /cache/**) exit %d:\n%s", code, out)
+			if c.refused && code == 0 {
+				t.Errorf("verify accepted a step that wrote /cache/x under files.denyWrite /cache/**")
+			}
+		})
+	}
+}
