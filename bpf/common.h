@@ -23,6 +23,7 @@
 #define AT_REMOVEDIR_ 0x200
 #define SIGNAL_GROUP_EXIT_ 0x4
 #define S_IFMT_ 00170000
+#define S_IFREG_ 0100000
 #define S_IFSOCK_ 0140000
 #define AF_INET_ 2
 #define AF_INET6_ 10
@@ -38,6 +39,7 @@
 #define SOCK_RAW_ 3
 #define EINPROGRESS_ 115
 #define O_WRONLY_ 01
+#define O_RDWR_ 02
 #define O_CREAT_ 0100
 #define O_TRUNC_ 01000
 #define RENAME_EXCHANGE_ (1 << 1)
@@ -90,6 +92,7 @@ enum event_flags {
 	EF_RUNTIME_MNTNS = 1 << 6,  /* exec: by a task in its parent's or the tracer's mount namespace */
 	EF_DETACHED = 1 << 7,       /* exec: the file has no path (memfd, anonymous inode) */
 	EF_UNTRACKED = 1 << 8,      /* mkdir: the tracked map was full: nothing of it is followed */
+	EF_OPENED = 1 << 9,         /* file: blob 2 is the file a writing open returned, walked */
 };
 
 /* One ring buffer record: this header, then len[0..3] bytes of blobs. */

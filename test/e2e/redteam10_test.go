@@ -241,19 +241,23 @@ func TestRedTeam10DenyWriteThroughASymlink(t *testing.T) {
 		{"honest", "RUN --mount=type=cache,target=/cache,id=ID echo poisoned > /cache/x && echo NONCE > /done\n", true},
 		{"symlink", "RUN mkdir -p /opt && ln -s /cache /opt/l\n" +
 			"RUN --mount=type=cache,target=/cache,id=ID echo poisoned > /opt/l/x && echo \"RT10 CACHE HOLDS $(cat /cache/x)\" && echo NONCE > /done\n", true},
+		// The same through calls that return no descriptor (symlink,
+		// unlink, mkdir, rename): only the path string is recorded.
+		{"symlink-ln", "RUN mkdir -p /opt && ln -s /cache /opt/l\n" +
+			"RUN --mount=type=cache,target=/cache,id=ID ln -sf /opt/evil /opt/l/tool && mkdir /opt/l/d && echo \"RT10 CACHE HOLDS $(readlink /cache/tool)\" && echo NONCE > /done\n", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			body := strings.NewReplacer("ID", "rt10-"+randHex(8), "NONCE", randHex(8)).Replace(c.body)
 			dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, "FROM BASE\n"+body)})
 			ref := l.Ref("redteam10-denywrite-" + c.name)
 			res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
-			if c.name == "symlink" && !strings.Contains(res.Output, "RT10 CACHE HOLDS poisoned") {
+			if c.name != "honest" && !strings.Contains(res.Output, "RT10 CACHE HOLDS ") {
 				t.Fatalf("the write did not land in the cache mount:\n%s", res.Output)
 			}
 			out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
 			t.Logf("verify --policy (files.denyWrite: /cache/**) exit %d:\n%s", code, out)
 			if c.refused && code == 0 {
-				t.Errorf("verify accepted a step that wrote /cache/x under files.denyWrite /cache/**")
+				t.Errorf("verify accepted a step that wrote into /cache under files.denyWrite /cache/**")
 			}
 		})
 	}

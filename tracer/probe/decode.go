@@ -31,6 +31,7 @@ const (
 	flagRuntimeMntNS  = 1 << 6
 	flagDetached      = 1 << 7
 	flagUntracked     = 1 << 8
+	flagOpened        = 1 << 9 // file: blob 2 is the file a writing open returned
 )
 
 // File operations as the kernel reports them (enum file_op).
@@ -192,6 +193,14 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 			return Event{}, fmt.Errorf("file record with unknown op %d", h.a[0])
 		}
 		switch {
+		case h.a[0] == fopOpen && h.flags&flagOpened != 0 && len(blobs[2]) > 0:
+			// The file the open returned, walked by the kernel: the
+			// path given may go through symlinks (out of the layer,
+			// into a cache mount). The given path is kept as the
+			// target when it differs.
+			if opened := string(blobs[2]); opened != f.Path {
+				f.Target, f.Path = f.Path, opened
+			}
 		case h.a[0] == fopSymlink, h.a[0] == fopSetxattr, h.a[0] == fopRemovexattr:
 			f.Target = string(blobs[2]) // as given, not resolved (a link target, an attribute name)
 		case h.lens[2] > 0 || h.lens[3] > 0:
