@@ -76,5 +76,5 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	case SC_SEND: case SC_SOCKET: case SC_CONNECT: case SC_SENDTO: case SC_SENDMSG: case SC_SENDMMSG:
 		return do_net(&a, ret, cg, st);
 	}
-	return do_file(&a, cg, st);
+	return do_file(&a, ret, cg, st);
 }

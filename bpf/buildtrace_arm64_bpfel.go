@@ -53,8 +53,9 @@ type BuildtraceNetKey struct {
 }
 
 type BuildtracePathbuf struct {
-	_   structs.HostLayout
-	Buf [4352]uint8
+	_       structs.HostLayout
+	Buf     [4352]uint8
+	RootOff uint32
 }
 
 type BuildtraceScratch struct {

@@ -23,6 +23,7 @@
 #define AT_REMOVEDIR_ 0x200
 #define SIGNAL_GROUP_EXIT_ 0x4
 #define S_IFMT_ 00170000
+#define S_IFREG_ 0100000
 #define S_IFSOCK_ 0140000
 #define AF_INET_ 2
 #define AF_INET6_ 10
@@ -38,6 +39,7 @@
 #define SOCK_RAW_ 3
 #define EINPROGRESS_ 115
 #define O_WRONLY_ 01
+#define O_RDWR_ 02
 #define O_CREAT_ 0100
 #define O_TRUNC_ 01000
 #define RENAME_EXCHANGE_ (1 << 1)
@@ -90,13 +92,14 @@ enum event_flags {
 	EF_RUNTIME_MNTNS = 1 << 6,  /* exec: by a task in its parent's or the tracer's mount namespace */
 	EF_DETACHED = 1 << 7,       /* exec: the file has no path (memfd, anonymous inode) */
 	EF_UNTRACKED = 1 << 8,      /* mkdir: the tracked map was full: nothing of it is followed */
+	EF_OPENED = 1 << 9,         /* file: blob 2 is the file a writing open returned, walked */
 };
 
 /* One ring buffer record: this header, then len[0..3] bytes of blobs. */
 struct event {
 	__u64 ts;
 	__u64 cgroup_id;
-	__u64 b[5];   /* exit: utime, stime, maxrss bytes, rchar, wchar; sync: seq */
+	__u64 b[5];   /* exit: utime, stime, maxrss bytes, rchar, wchar; sync: seq; file: b[1], b[3] where the task's root ends in blob 1, 3 (append_walk) */
 	__u32 pid;
 	__u32 tid;
 	__u32 ppid;
@@ -116,6 +119,10 @@ struct scratch {
 
 struct pathbuf {
 	__u8 buf[BLOB_MAX + NAME_MAX_ + 1];
+	/* where the walk met the task's root (its off then), 0 if it did not:
+	 * kept here, not in the walk's context, whose every value the
+	 * verifier tracks through the loop */
+	__u32 root_off;
 };
 
 struct cg_stats {
@@ -364,8 +371,15 @@ static __always_inline __u32 append_user_bytes(struct scratch *s, __u32 pos, int
 	return pos + n;
 }
 
-/* Path walk: from a dentry up to the task's root, crossing mounts, writing
- * components backwards into pathbuf. */
+/* Path walk: from a dentry up to the top of the task's mount tree (the
+ * container's root mount, which sits on its mount namespace's hidden root),
+ * crossing mounts, writing components backwards into pathbuf. Not up to the
+ * task's root: a step holds CAP_SYS_CHROOT, and a walk that stopped at a
+ * root it chose (its cache mount, a directory of its own) would name every
+ * file it then touches and every binary it runs as if it were the
+ * container's (redteam10). Where the walk passes the task's root, the
+ * offset is kept (pathbuf.root_off): the part above it is the root, which ".."
+ * in a relative path does not leave. */
 struct walk_ctx {
 	__u64 dentry;
 	__u64 mnt; /* struct mount * */
@@ -391,11 +405,8 @@ static long walk_step(__u32 i, struct walk_ctx *c)
 		return 1;
 	struct dentry *d = kcast(c->dentry, struct dentry);
 	struct mount *m = kcast(c->mnt, struct mount);
-	__u64 vfsmnt = c->mnt + bpf_core_field_offset(struct mount, mnt);
-	if (c->dentry == c->root_dentry && vfsmnt == c->root_mnt) {
-		c->done = 1;
-		return 1;
-	}
+	if (c->dentry == c->root_dentry && c->mnt + bpf_core_field_offset(struct mount, mnt) == c->root_mnt)
+		pb->root_off = c->off; /* met once: the walk only goes up */
 	struct dentry *mnt_root = m->mnt.mnt_root;
 	struct dentry *parent = d->d_parent;
 	/* A dentry that is its own parent but no mount's root belongs to no
@@ -433,9 +444,13 @@ static long walk_step(__u32 i, struct walk_ctx *c)
 	return 0;
 }
 
+/* append_walk writes the walk as blob slot. With rootlen, it stores there
+ * where the walk met the task's root (root_off, high 32 bits) and its final off (low): root_off - off
+ * leading bytes of the blob are the task's root (none when root_off is 0,
+ * the walk did not pass it; or the root is the tree's top). */
 static __always_inline __u32 append_walk(struct scratch *s, __u32 pos, int slot,
 					 struct dentry *dentry, struct vfsmount *vfsmnt,
-					 struct task_struct *t, __u16 detached_flag)
+					 struct task_struct *t, __u16 detached_flag, __u64 *rootlen)
 {
 	if (!dentry || !vfsmnt)
 		return pos;
@@ -450,15 +465,20 @@ static __always_inline __u32 append_walk(struct scratch *s, __u32 pos, int slot,
 		.root_mnt = (__u64)t->fs->root.mnt,
 		.off = BLOB_MAX,
 	};
+	__u32 zero = 0;
+	struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
+	if (!pb)
+		return pos;
+	pb->root_off = 0;
 	bpf_loop(PATH_DEPTH, walk_step, &c, 0);
 	if (!c.done || c.trunc)
 		s->ev.flags |= EF_TRUNCATED;
 	if (c.detached)
 		s->ev.flags |= detached_flag;
-	__u32 zero = 0;
-	struct pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
-	if (!pb)
-		return pos;
+	/* No branch on them here (each multiplies the verifier's states at
+	 * every call site): Go takes the difference. */
+	if (rootlen)
+		*rootlen = ((__u64)pb->root_off << 32) | c.off;
 	__u32 off = c.off;
 	if (off >= BLOB_MAX) { /* the root itself */
 		off = BLOB_MAX - 1;
@@ -486,8 +506,27 @@ static __always_inline struct file *fd_file(struct task_struct *t, __u64 fd)
 	return f;
 }
 
+/* plain_root reports whether the task's root is its mount tree's: the root
+ * of a mount that is the tree's top or sits on the top's root. Otherwise
+ * the task chrooted (CAP_SYS_CHROOT is one of BuildKit's default
+ * capabilities) and an absolute path is relative to where it chrooted. */
+static __always_inline bool plain_root(struct task_struct *t)
+{
+	struct fs_struct *fs = t->fs;
+	struct mount *m = kcast((__u64)fs->root.mnt - bpf_core_field_offset(struct mount, mnt), struct mount);
+	if (fs->root.dentry != m->mnt.mnt_root)
+		return false;
+	struct mount *p = m->mnt_parent;
+	if (p == m || !p)
+		return true;
+	if (m->mnt_mountpoint != p->mnt.mnt_root)
+		return false;
+	return p->mnt_parent == p;
+}
+
 /* Appends path p (user memory) as blob slot, and, when it is relative or
- * absent, the directory it is relative to (dirfd or cwd) as slot+1. */
+ * absent, the directory it is relative to (dirfd or cwd) as slot+1; when
+ * it is absolute and the task chrooted, its root as slot+1. */
 static __always_inline __u32 append_at_path(struct scratch *s, __u32 pos, int slot,
 					    const void *p, long dfd, bool resolve)
 {
@@ -497,17 +536,21 @@ static __always_inline __u32 append_at_path(struct scratch *s, __u32 pos, int sl
 		pos = append_user_str(s, pos, slot, p);
 	if (!resolve)
 		return pos;
-	if (pos > start && s->data[start & (DATA_SZ - 1)] == '/')
-		return pos;
+	if (pos > start && s->data[start & (DATA_SZ - 1)] == '/') {
+		if (plain_root(t))
+			return pos;
+		struct fs_struct *rfs = t->fs;
+		return append_walk(s, pos, slot + 1, rfs->root.dentry, rfs->root.mnt, t, 0, &s->ev.b[(slot + 1) & 3]);
+	}
 	if ((int)dfd == AT_FDCWD_) {
 		struct fs_struct *fs = t->fs;
-		return append_walk(s, pos, slot + 1, fs->pwd.dentry, fs->pwd.mnt, t, 0);
+		return append_walk(s, pos, slot + 1, fs->pwd.dentry, fs->pwd.mnt, t, 0, &s->ev.b[(slot + 1) & 3]);
 	}
 	struct file *f = fd_file(t, (int)dfd);
 	if (!f)
 		return pos;
 	struct file *kf = kcast(f, struct file);
-	return append_walk(s, pos, slot + 1, kf->f_path.dentry, kf->f_path.mnt, t, 0);
+	return append_walk(s, pos, slot + 1, kf->f_path.dentry, kf->f_path.mnt, t, 0, &s->ev.b[(slot + 1) & 3]);
 }
 
 static __always_inline struct sock *fd_sock(struct task_struct *t, __u64 fd)

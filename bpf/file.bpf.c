@@ -11,7 +11,7 @@ static __always_inline __u32 id16(__u64 v)
 /* a->nr is an enum sc; a->a the arguments in the call's own order, 32-bit
  * ones zero-extended (a dirfd is compared as an int). cg is the caller's
  * cgroup, st its counters. */
-static __always_inline int do_file(struct sargs *a, __u64 cg, struct cg_stats *st)
+static __always_inline int do_file(struct sargs *a, long ret, __u64 cg, struct cg_stats *st)
 {
 	struct scratch *s = begin(K_FILE, cg);
 	if (!s)
@@ -81,6 +81,21 @@ static __always_inline int do_file(struct sargs *a, __u64 cg, struct cg_stats *s
 	pos = append_at_path(s, pos, 0, pa, da, true);
 	if (pb)
 		pos = append_at_path(s, pos, 2, pb, db, rb);
+	/* An open that can change the file: also the file it opened (ret is
+	 * its descriptor), walked, as blob 2. The string names it as given,
+	 * through any symlink, which can lead out of the layer into a cache
+	 * mount that no diff shows (redteam10). A thread sharing the
+	 * descriptor table can still swap the descriptor before this runs. */
+	if (op == FOP_OPEN && (s->ev.a[1] & (O_WRONLY_ | O_RDWR_ | O_CREAT_ | O_TRUNC_))) {
+		struct task_struct *t = bpf_get_current_task_btf();
+		struct file *f = fd_file(t, ret);
+		struct file *kf = f ? kcast(f, struct file) : NULL;
+		/* a regular file: not a pipe, socket or device (/dev/stderr) */
+		if (kf && (kf->f_inode->i_mode & S_IFMT_) == S_IFREG_) {
+			pos = append_walk(s, pos, 2, kf->f_path.dentry, kf->f_path.mnt, t, 0, NULL);
+			s->ev.flags |= EF_OPENED;
+		}
+	}
 	emit(s, st, pos);
 	return 0;
 }

@@ -166,11 +166,11 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		s->ev.flags |= EF_ARGV_TRUNCATED | EF_TRUNCATED;
 
 	struct fs_struct *fs = BPF_CORE_READ(p, fs);
-	pos = append_walk(s, pos, 2, BPF_CORE_READ(fs, pwd.dentry), BPF_CORE_READ(fs, pwd.mnt), p, 0);
+	pos = append_walk(s, pos, 2, BPF_CORE_READ(fs, pwd.dentry), BPF_CORE_READ(fs, pwd.mnt), p, 0, NULL);
 	/* The file actually executed: execve's name can be a symlink or
 	 * /proc/self/exe (busybox re-executing itself). */
 	struct file *exe = BPF_CORE_READ(bprm, file);
-	pos = append_walk(s, pos, 3, BPF_CORE_READ(exe, f_path.dentry), BPF_CORE_READ(exe, f_path.mnt), p, EF_DETACHED);
+	pos = append_walk(s, pos, 3, BPF_CORE_READ(exe, f_path.dentry), BPF_CORE_READ(exe, f_path.mnt), p, EF_DETACHED, NULL);
 
 	/* The step starts at the first exec in the cgroup, whatever the
 	 * environment says; no environment byte is read. runc init may

@@ -31,6 +31,7 @@ const (
 	flagRuntimeMntNS  = 1 << 6
 	flagDetached      = 1 << 7
 	flagUntracked     = 1 << 8
+	flagOpened        = 1 << 9 // file: blob 2 is the file a writing open returned
 )
 
 // File operations as the kernel reports them (enum file_op).
@@ -186,16 +187,24 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 		}{}
 		f := &fa.f
 		f.Op = fileOp(h.a[0], h.a[1])
-		f.Path = joinBlobs(blobs[1], blobs[0])
+		f.Path = joinBlobs(blobs[1], blobs[0], rootLen(h.b[1]))
 		f.Truncated = trunc
 		if f.Op == "" {
 			return Event{}, fmt.Errorf("file record with unknown op %d", h.a[0])
 		}
 		switch {
+		case h.a[0] == fopOpen && h.flags&flagOpened != 0 && len(blobs[2]) > 0:
+			// The file the open returned, walked by the kernel: the
+			// path given may go through symlinks (out of the layer,
+			// into a cache mount). The given path is kept as the
+			// target when it differs.
+			if opened := string(blobs[2]); opened != f.Path {
+				f.Target, f.Path = f.Path, opened
+			}
 		case h.a[0] == fopSymlink, h.a[0] == fopSetxattr, h.a[0] == fopRemovexattr:
 			f.Target = string(blobs[2]) // as given, not resolved (a link target, an attribute name)
 		case h.lens[2] > 0 || h.lens[3] > 0:
-			f.Target = joinBlobs(blobs[3], blobs[2])
+			f.Target = joinBlobs(blobs[3], blobs[2], rootLen(h.b[3]))
 		}
 		if h.flags&flagHasMode != 0 {
 			fa.mode = h.a[2] & 07777
@@ -232,31 +241,100 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 	return ev, nil
 }
 
+// rootLen decodes what the kernel's walk of a file record's directory says
+// of the task's root (append_walk in bpf/common.h): the offset in its path
+// buffer where the walk met the root (high 32 bits, 0 if it never did) and
+// where it ended (low). The walk writes backwards, so the difference is how
+// many leading bytes of the directory are the root: 0 unless the task
+// chrooted.
+func rootLen(v uint64) uint64 {
+	const blobMax = 4096 // BLOB_MAX: the walk's buffer
+	met, end := v>>32, v&0xffffffff
+	if met == 0 || met < end || met > blobMax {
+		return 0
+	}
+	return met - end
+}
+
 // joinPath makes p absolute against dir, the directory the kernel walked for
 // a relative path (dirfd or cwd). An empty p means dir itself (fd calls).
 func joinPath(dir, p string) string {
 	switch {
 	case p == "":
 		return dir
-	case strings.HasPrefix(p, "/"):
-		return path.Clean(p)
-	case dir == "":
+	case !strings.HasPrefix(p, "/") && dir == "":
 		return p // the directory could not be resolved; keep what was given
 	}
-	return path.Join(dir, p)
+	return resolve(dir, "", p)
+}
+
+// resolve joins p, a path as the call was given it, to dir, a directory the
+// kernel walked (physical: no symlink in it), as far as that can be told
+// without the file system. root is the leading part of dir that is the
+// task's root ("" unless it chrooted): an absolute p starts there, and ".."
+// does not leave it. "." and empty names go; a ".." before any name of p
+// goes up from dir, as the kernel does from a directory; a ".." after a name
+// of p stays as given: that name may be a symlink, whose ".." is its
+// target's parent, not the directory the string names (redteam10: a step
+// wrote /opt/l/../evil, /opt/l a link into its cache mount, and a lexical
+// clean signed it as /opt/evil).
+func resolve(dir, root, p string) string {
+	var out []string
+	add := func(s string) {
+		for _, c := range strings.Split(path.Clean("/"+s), "/") {
+			if c != "" {
+				out = append(out, c)
+			}
+		}
+	}
+	add(root)
+	floor := len(out)
+	if !strings.HasPrefix(p, "/") {
+		add(strings.TrimPrefix(dir, root))
+	}
+	named := false
+	for _, c := range strings.Split(p, "/") {
+		switch {
+		case c == "" || c == ".":
+		case c == ".." && !named:
+			if len(out) > floor {
+				out = out[:len(out)-1]
+			}
+		default:
+			named = true
+			out = append(out, c)
+		}
+	}
+	return "/" + strings.Join(out, "/")
 }
 
 // joinBlobs is joinPath for kernel blobs. The kernel's directory walk
 // gives a clean absolute path and most programs pass clean names, so the
-// common case is one allocation, without path.Clean.
-func joinBlobs(dir, p []byte) string {
-	if len(p) > 0 && p[0] == '/' {
+// common case is one allocation, without resolve.
+//
+// rootLen is how many leading bytes of dir are the task's root when it
+// chrooted (0 otherwise): the kernel then walks, for an absolute path, the
+// root itself, and for a relative one the directory as usual; the path is
+// inside the root, which neither "/" nor ".." leaves.
+func joinBlobs(dir, p []byte, rootLen uint64) string {
+	if len(p) == 0 {
+		return string(dir)
+	}
+	if rootLen > 0 && rootLen <= uint64(len(dir)) {
+		return resolve(string(dir), string(dir[:rootLen]), string(p))
+	}
+	if p[0] == '/' {
+		if len(dir) > 0 && !(len(dir) == 1 && dir[0] == '/') {
+			// A chrooted task whose root is not under its tree's
+			// top: dir is its root, and the path is inside it.
+			return resolve(string(dir), string(dir), string(p))
+		}
 		if cleanComponents(p[1:]) {
 			return string(p)
 		}
-		return path.Clean(string(p))
+		return resolve("", "", string(p))
 	}
-	if len(p) == 0 || len(dir) == 0 || dir[0] != '/' || !cleanComponents(p) ||
+	if len(dir) == 0 || dir[0] != '/' || !cleanComponents(p) ||
 		!(len(dir) == 1 || cleanComponents(dir[1:])) {
 		return joinPath(string(dir), string(p))
 	}

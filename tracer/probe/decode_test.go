@@ -20,6 +20,12 @@ func TestJoinPath(t *testing.T) {
 		{"/work", "/abs//y", "/abs/y"},
 		{"/work/fd-dir", "", "/work/fd-dir"},
 		{"", "rel", "rel"},
+		// ".." after a name of the path may leave a symlink's target: kept
+		{"/work", "l/../evil", "/work/l/../evil"},
+		{"/", "/opt/l/../evil", "/opt/l/../evil"},
+		{"/work", "../a/./../b", "/a/../b"},
+		{"/work", "./a//b/.", "/work/a/b"},
+		{"/work", "/../x", "/x"},
 	} {
 		if got := joinPath(c.dir, c.p); got != c.want {
 			t.Errorf("joinPath(%q, %q) = %q, want %q", c.dir, c.p, got, c.want)
@@ -30,13 +36,57 @@ func TestJoinPath(t *testing.T) {
 func TestJoinBlobsMatchesJoinPath(t *testing.T) {
 	for _, c := range []struct{ dir, p string }{
 		{"/work", "a/b"}, {"/work", "../x"}, {"/work", "./x"}, {"/work", "a//b"}, {"/work", "a/"},
-		{"/", "a"}, {"/", ""}, {"/work", "/abs//y"}, {"/work", "/abs/y"}, {"/work", "/"},
+		{"/", "a"}, {"/", ""},
 		{"/work/fd-dir", ""}, {"", "rel"}, {"", "/abs"}, {"/a/./b", "c"}, {"/a/", "c"},
 		{"/work", "."}, {"/work", ".."}, {"/work", "..."}, {"/work", ".hidden/f"},
 	} {
 		want := joinPath(c.dir, c.p)
-		if got := joinBlobs([]byte(c.dir), []byte(c.p)); got != want {
+		if got := joinBlobs([]byte(c.dir), []byte(c.p), 0); got != want {
 			t.Errorf("joinBlobs(%q, %q) = %q, joinPath gives %q", c.dir, c.p, got, want)
+		}
+	}
+}
+
+// TestJoinBlobsChrooted: the kernel sends a directory with an absolute path
+// only for a task that chrooted (its root); the path is inside it.
+func TestJoinBlobsChrooted(t *testing.T) {
+	for _, c := range []struct {
+		dir     string
+		rootLen uint64
+		p, want string
+	}{
+		// absolute: the kernel walked the root itself
+		{"/cache", 6, "/etc/profile", "/cache/etc/profile"},
+		{"/opt/jail", 9, "/abs//y", "/opt/jail/abs/y"},
+		{"/opt/jail", 9, "/../../etc/passwd", "/opt/jail/etc/passwd"},
+		{"/opt/jail", 9, "/", "/opt/jail"},
+		{"/", 0, "/etc/x", "/etc/x"},
+		// relative: the directory, of which the root is the first rootLen bytes
+		{"/opt/jail", 9, "../../etc/passwd", "/opt/jail/etc/passwd"},
+		{"/opt/jail/a/b", 9, "../../../../etc/passwd", "/opt/jail/etc/passwd"},
+		{"/opt/jail/a/b", 9, "../c", "/opt/jail/a/c"},
+		{"/opt/jail/a", 9, "", "/opt/jail/a"},
+		// a cwd outside the root (fchdir before chroot): the walk did not pass it
+		{"/opt", 0, "../etc/passwd", "/etc/passwd"},
+	} {
+		if got := joinBlobs([]byte(c.dir), []byte(c.p), c.rootLen); got != c.want {
+			t.Errorf("joinBlobs(%q, %q, %d) = %q, want %q", c.dir, c.p, c.rootLen, got, c.want)
+		}
+	}
+}
+
+func TestRootLen(t *testing.T) {
+	for _, c := range []struct{ v, want uint64 }{
+		{0, 0},                // did not pass the root
+		{4096<<32 | 4096, 0},  // the root is the tree's top, walked alone
+		{4090<<32 | 4080, 10}, // /cache/sub: the root /cache and /sub
+		{4096<<32 | 4090, 6},  // the root /cache itself
+		{4080<<32 | 4090, 0},  // nonsense: ends below where it met the root
+		{8192<<32 | 4090, 0},  // nonsense: past the buffer
+		{0<<32 | 4090, 0},     // did not pass the root, ended somewhere
+	} {
+		if got := rootLen(c.v); got != c.want {
+			t.Errorf("rootLen(%#x) = %d, want %d", c.v, got, c.want)
 		}
 	}
 }
