@@ -1,0 +1,91 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/buildtrace/buildtrace/pkg/attest"
+	"github.com/buildtrace/buildtrace/test/lab"
+)
+
+// TestRedTeam9DNSAnswerFromTheStep: a RUN step (default capabilities, no raw
+// socket, one thread) asks a trusted resolver for deb.debian.org, which
+// honestly answers 192.0.2.10, and then makes the tracer take an answer of
+// its own, "deb.debian.org A 127.0.0.1", for the resolver's
+// (testdata/redteam9/dnsforge.c):
+//
+//   - addrlen0: the step sends its answer to its own socket and receives it
+//     with recvfrom(…, &from, &len) with len 0 and from already holding the
+//     resolver's address: the kernel writes no byte of the source address,
+//     the probe reads the step's bytes as the sender;
+//   - pktinfo: a second socket, bound to port 53 on another loopback address,
+//     sends the answer with an IP_PKTINFO control message naming the
+//     resolver's address as the source (no privilege needed for a local
+//     address; IP_TRANSPARENT, which CAP_NET_RAW allows, lifts even that).
+//
+// The step then fetches from the lab registry (127.0.0.1:5000). Under an
+// allow-list of the resolver and deb.debian.org verify must refuse, and the
+// signed trace must not call 127.0.0.1 "deb.debian.org" (confirmed). The
+// honest twin (the resolver's answer only, then the registry allowed by
+// address) must still verify.
+func TestRedTeam9DNSAnswerFromTheStep(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	const resolver = "127.0.0.159"
+	rt7Resolver(t, resolver)
+	forge := staticTestdataC(t, "redteam9", "dnsforge")
+	for _, tc := range []struct {
+		mode, policy string
+		honest       bool
+	}{
+		{"honest", "egress:\n  allowed: [deb.debian.org, \"" + resolver + ":53\", \"127.0.0.1:5000\"]\n", true},
+		{"addrlen0", "egress:\n  allowed: [deb.debian.org, \"" + resolver + ":53\"]\n", false},
+		{"pktinfo", "egress:\n  allowed: [deb.debian.org, \"" + resolver + ":53\"]\n", false},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			df := dockerfile(l, "FROM BASE\n"+
+				"COPY --chmod=0755 dnsforge /usr/local/bin/dnsforge\n"+
+				"RUN /usr/local/bin/dnsforge "+tc.mode+" "+resolver+" deb.debian.org && wget -q -O /dev/null http://127.0.0.1:5000/v2/ && echo "+randHex(8)+" > /fetched\n")
+			dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "dnsforge": forge})
+			ref := l.Ref("redteam9-dnsforge-" + tc.mode)
+			res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+			for _, ln := range strings.Split(res.Output, "\n") {
+				if strings.Contains(ln, "RT9") {
+					t.Logf("build: %s", strings.TrimSpace(ln))
+				}
+			}
+			if !tc.honest && !strings.Contains(res.Output, "the step's own answer: yes") {
+				t.Fatalf("the step did not receive its own answer:\n%s", res.Output)
+			}
+			p := runtimeTrace(t, ctx, l, ref)
+			b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, st := range b.Steps {
+				for _, q := range st.DNS {
+					t.Logf("signed DNS entry of step %s (complete %v): %+v", st.StepID, st.Completeness.Complete, q)
+				}
+				for _, d := range st.Network {
+					t.Logf("signed destination of step %s: %s %s %s:%d hostname %q unconfirmed %q", st.StepID, d.Protocol, d.Op, d.IP, d.Port, d.Hostname, d.HostnameUnconfirmed)
+					if d.IP == "127.0.0.1" && d.Hostname == "deb.debian.org" {
+						t.Errorf("the signed trace names 127.0.0.1:%d \"deb.debian.org\" (confirmed), from an answer the resolver never sent (it said 192.0.2.10)", d.Port)
+					}
+				}
+			}
+			policy := writePolicy(t, tc.policy)
+			out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
+			t.Logf("verify --policy %q: exit %d\n%s", tc.policy, code, out)
+			if tc.honest && code != 0 {
+				t.Errorf("verify refused an honest step that asked the allowed resolver and fetched from an allowed address")
+			}
+			if !tc.honest && code == 0 {
+				t.Errorf("verify accepted a step that fetched from the lab registry (127.0.0.1:5000) under an allow-list of deb.debian.org and the trusted resolver: the step's own answer made 127.0.0.1 \"deb.debian.org\"")
+			}
+		})
+	}
+}
