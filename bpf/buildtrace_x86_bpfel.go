@@ -24,6 +24,7 @@ type BuildtraceCgStats struct {
 	AfPacket    uint64
 	Unhooked    uint64
 	Escaped     uint64
+	DnsSource   uint64
 }
 
 type BuildtraceEvent struct {

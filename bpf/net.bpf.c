@@ -177,10 +177,18 @@ static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg
 	if ((a->nr == SC_RECV || a->nr == SC_RECVFROM) && n > (long)x[2])
 		n = x[2];
 	if (!send) {
-		/* Receive: from a peer at port 53, or on a local port 53. */
-		bool got = ua && read_sockaddr(&s->ev, ua);
-		if (!got && !sock_peer(&s->ev, sk))
-			return 0;
+		/* Receive: from a peer at port 53, or on a local port 53. A
+		 * connected socket takes datagrams from its peer only: name
+		 * the kernel's copy. On an unconnected one the sender is only
+		 * in the caller's sockaddr, which the kernel does not write
+		 * when the caller passes a length of 0 (or writes part of, or
+		 * a thread rewrites): flag it, Go never confirms such an answer
+		 * (redteam9). */
+		if (!sock_peer(&s->ev, sk)) {
+			if (!(ua && read_sockaddr(&s->ev, ua)))
+				return 0;
+			s->ev.flags |= EF_PEER_USER;
+		}
 		__u16 lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 		if (proto != IPPROTO_UDP_ || raw || (s->ev.port != 53 && lport != 53))
 			return 0;
@@ -240,8 +248,15 @@ static __always_inline void count_skb(struct __sk_buff *skb, bool egress)
 	}
 	if (k.proto == IPPROTO_TCP_ || k.proto == IPPROTO_UDP_) {
 		__u16 ports[2];
-		if (bpf_skb_load_bytes(skb, l4 & 0xff, ports, sizeof(ports)) == 0)
+		if (bpf_skb_load_bytes(skb, l4 & 0xff, ports, sizeof(ports)) == 0) {
 			k.port = bpf_ntohs(egress ? ports[1] : ports[0]);
+			/* A datagram from local port 53 can pass for a resolver's
+			 * answer: IP_PKTINFO sets any local source address without
+			 * privilege, IP_TRANSPARENT (CAP_NET_RAW) any address at
+			 * all (redteam9). Go then confirms none of its names. */
+			if (egress && k.proto == IPPROTO_UDP_ && bpf_ntohs(ports[0]) == 53)
+				stat_inc(st, dns_source);
+		}
 	}
 	struct traffic_val zero = {}, *v;
 	v = bpf_map_lookup_elem(&traffic, &k);

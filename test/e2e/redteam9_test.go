@@ -20,31 +20,40 @@ import (
 //     with recvfrom(…, &from, &len) with len 0 and from already holding the
 //     resolver's address: the kernel writes no byte of the source address,
 //     the probe reads the step's bytes as the sender;
-//   - pktinfo: a second socket, bound to port 53 on another loopback address,
-//     sends the answer with an IP_PKTINFO control message naming the
-//     resolver's address as the source (no privilege needed for a local
+//   - pktinfo: the step asks on a socket connected to the resolver (as
+//     glibc does); a second socket, bound to port 53 on another loopback
+//     address, sends the answer with an IP_PKTINFO control message naming
+//     the resolver's address as the source (no privilege needed for a local
 //     address; IP_TRANSPARENT, which CAP_NET_RAW allows, lifts even that).
 //
 // The step then fetches from the lab registry (127.0.0.1:5000). Under an
 // allow-list of the resolver and deb.debian.org verify must refuse, and the
 // signed trace must not call 127.0.0.1 "deb.debian.org" (confirmed). The
-// honest twin (the resolver's answer only, then the registry allowed by
-// address) must still verify.
+// honest twin asks, on a connected socket, a resolver that does answer
+// 127.0.0.1: its name stays confirmed and verify accepts it.
 func TestRedTeam9DNSAnswerFromTheStep(t *testing.T) {
 	l := lab.Require(t)
 	l.RequireTracer(t)
-	const resolver = "127.0.0.159"
+	// The resolver the forging steps ask answers 192.0.2.10; the honest
+	// twin's answers 127.0.0.1, the registry's address, for real.
+	const resolver, honestResolver = "127.0.0.159", "127.0.0.160"
 	rt7Resolver(t, resolver)
+	dnsResponder(t, honestResolver, [][4]byte{{127, 0, 0, 1}})
 	forge := staticTestdataC(t, "redteam9", "dnsforge")
 	for _, tc := range []struct {
-		mode, policy string
-		honest       bool
+		mode   string
+		honest bool
 	}{
-		{"honest", "egress:\n  allowed: [deb.debian.org, \"" + resolver + ":53\", \"127.0.0.1:5000\"]\n", true},
-		{"addrlen0", "egress:\n  allowed: [deb.debian.org, \"" + resolver + ":53\"]\n", false},
-		{"pktinfo", "egress:\n  allowed: [deb.debian.org, \"" + resolver + ":53\"]\n", false},
+		{"honest", true},
+		{"addrlen0", false},
+		{"pktinfo", false},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
+			resolver := resolver
+			if tc.honest {
+				resolver = honestResolver
+			}
+			policyYAML := "egress:\n  allowed: [deb.debian.org, \"" + resolver + ":53\"]\n"
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
 			df := dockerfile(l, "FROM BASE\n"+
@@ -72,16 +81,19 @@ func TestRedTeam9DNSAnswerFromTheStep(t *testing.T) {
 				}
 				for _, d := range st.Network {
 					t.Logf("signed destination of step %s: %s %s %s:%d hostname %q unconfirmed %q", st.StepID, d.Protocol, d.Op, d.IP, d.Port, d.Hostname, d.HostnameUnconfirmed)
-					if d.IP == "127.0.0.1" && d.Hostname == "deb.debian.org" {
+					if tc.honest && d.IP == "127.0.0.1" && d.Port == 5000 && d.Hostname != "deb.debian.org" {
+						t.Errorf("the honest step's destination 127.0.0.1:5000 lost its confirmed name deb.debian.org")
+					}
+					if !tc.honest && d.IP == "127.0.0.1" && d.Hostname == "deb.debian.org" {
 						t.Errorf("the signed trace names 127.0.0.1:%d \"deb.debian.org\" (confirmed), from an answer the resolver never sent (it said 192.0.2.10)", d.Port)
 					}
 				}
 			}
-			policy := writePolicy(t, tc.policy)
+			policy := writePolicy(t, policyYAML)
 			out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
-			t.Logf("verify --policy %q: exit %d\n%s", tc.policy, code, out)
+			t.Logf("verify --policy %q: exit %d\n%s", policyYAML, code, out)
 			if tc.honest && code != 0 {
-				t.Errorf("verify refused an honest step that asked the allowed resolver and fetched from an allowed address")
+				t.Errorf("verify refused an honest step that asked the allowed resolver and fetched from the address it answered")
 			}
 			if !tc.honest && code == 0 {
 				t.Errorf("verify accepted a step that fetched from the lab registry (127.0.0.1:5000) under an allow-list of deb.debian.org and the trusted resolver: the step's own answer made 127.0.0.1 \"deb.debian.org\"")

@@ -269,12 +269,12 @@ func TestDNSHostnameOnDestination(t *testing.T) {
 	}
 }
 
-// A step that sent on a raw or ICMP socket, opened an AF_PACKET socket or
-// used io_uring can write its resolver's answer to its own question
+// A step that sent on a raw or ICMP socket, opened an AF_PACKET socket,
+// used io_uring, left its cgroup or sent UDP from port 53 can write its resolver's answer to its own question
 // (redteam5): its matching answers prove nothing, so no destination gets a
 // confirmed name from them.
 func TestDNSUnconfirmedWhenStepCanForge(t *testing.T) {
-	for _, proto := range []string{"raw", "icmp", "tcp", "af_packet", "io_uring", "cgroup_escape"} {
+	for _, proto := range []string{"raw", "icmp", "tcp", "af_packet", "io_uring", "cgroup_escape", "dns_source"} {
 		t.Run(proto, func(t *testing.T) {
 			var stats probe.CgroupStats
 			sent := proto
@@ -285,6 +285,10 @@ func TestDNSUnconfirmedWhenStepCanForge(t *testing.T) {
 				stats.IOUring, sent = 1, "tcp"
 			case "cgroup_escape":
 				stats.Escaped, sent = 1, "tcp"
+			case "dns_source":
+				// UDP from local port 53: IP_PKTINFO gives it the
+				// resolver's source address (redteam9).
+				stats.DNSSource, sent = 1, "udp"
 			}
 			a := New(Options{})
 			f := newFeed(a, 7, steptag.NewID([]byte("forge")), "c")
@@ -495,13 +499,17 @@ func TestDNSAnswersMustMatchAQuestion(t *testing.T) {
 		askName  string
 		ansFrom  netip.AddrPort
 		ansID    uint16
+		fromUser bool
 		confirms bool
 	}{
-		{"matching", 7, server, "good.test.", server, 7, true},
-		{"no question", 0, netip.AddrPort{}, "", server, 7, false},
-		{"another server", 7, server, "good.test.", other, 7, false},
-		{"another ID", 7, server, "good.test.", server, 8, false},
-		{"another name", 7, server, "other.test.", server, 7, false},
+		{"matching", 7, server, "good.test.", server, 7, false, true},
+		{"no question", 0, netip.AddrPort{}, "", server, 7, false, false},
+		{"another server", 7, server, "good.test.", other, 7, false, false},
+		{"another ID", 7, server, "good.test.", server, 8, false, false},
+		{"another name", 7, server, "other.test.", server, 7, false, false},
+		// An unconnected socket's sender as the step's memory has it: the
+		// kernel writes none of it for an address length of 0 (redteam9).
+		{"sender from the step's memory", 7, server, "good.test.", server, 7, true, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			a := New(Options{})
@@ -515,7 +523,7 @@ func TestDNSAnswersMustMatchAQuestion(t *testing.T) {
 			// question it receives are neither questions nor answers.
 			f.send(probe.Event{Kind: probe.KindDNS, Time: at(2), PID: 11, DNS: &probe.DNSInfo{Outgoing: true, Peer: server, Payload: dnsPayload(t, 9, true, "served.test.", a4("served.test.", [4]byte{127, 0, 0, 8}))}})
 			f.send(probe.Event{Kind: probe.KindDNS, Time: at(2), PID: 11, DNS: &probe.DNSInfo{Peer: server, Payload: dnsPayload(t, 9, false, "asked-of-us.test.")}})
-			f.send(probe.Event{Kind: probe.KindDNS, Time: at(3), PID: 10, DNS: &probe.DNSInfo{Peer: c.ansFrom, Payload: dnsPayload(t, c.ansID, true, "good.test.", a4("good.test.", [4]byte{127, 0, 0, 9}))}})
+			f.send(probe.Event{Kind: probe.KindDNS, Time: at(3), PID: 10, DNS: &probe.DNSInfo{Peer: c.ansFrom, PeerFromUser: c.fromUser, Payload: dnsPayload(t, c.ansID, true, "good.test.", a4("good.test.", [4]byte{127, 0, 0, 9}))}})
 			f.send(probe.Event{Kind: probe.KindNet, Time: at(4), PID: 10, Net: &probe.NetInfo{Op: "connect", Protocol: "tcp", Addr: netip.MustParseAddrPort("127.0.0.9:443")}})
 			s := f.rmdir(5).Ended.Seal(SealInput{Diff: goodDiff})
 			if len(s.Network) != 1 {

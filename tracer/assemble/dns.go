@@ -110,7 +110,8 @@ func dnsType(t dnsmessage.Type) string {
 
 // add takes one DNS message. A question the step sends is recorded; an
 // answer counts only when it matches one: same message ID, question and
-// type, from the server the question was sent to. Any other answer is
+// type, from the server the question was sent to, as the kernel knows it
+// (a connected socket's peer, not a sockaddr the step's memory holds). Any other answer is
 // recorded as unconfirmed, and the names it gives are never put on a
 // destination's Hostname.
 func (l *dnsLog) add(pid uint32, info *probe.DNSInfo) {
@@ -165,6 +166,11 @@ func (l *dnsLog) add(pid uint32, info *probe.DNSInfo) {
 	for _, q := range qs {
 		k := dnsKey{peer: info.Peer, id: h.ID, name: dnsName(q.Name), typ: q.Type}
 		i, confirmed := l.index[k]
+		if info.PeerFromUser {
+			// The sender is what the step's memory says: anyone's answer,
+			// its own included, could claim the server (redteam9).
+			confirmed = false
+		}
 		if !confirmed {
 			var ok bool
 			if i, ok = l.stray[k]; !ok {

@@ -109,7 +109,12 @@ type NetInfo struct {
 type DNSInfo struct {
 	Outgoing bool           // true for a query sent, false for an answer received
 	Peer     netip.AddrPort // the DNS server
-	Payload  []byte
+	// PeerFromUser: an answer received on an unconnected socket, whose
+	// sender is what the receiver's sockaddr held after the call. The
+	// kernel writes none of it for a length of 0 (and a thread can rewrite
+	// it), so Peer does not show who sent the answer.
+	PeerFromUser bool
+	Payload      []byte
 }
 
 // Traffic is bytes a cgroup exchanged with one remote endpoint, counted by
@@ -139,4 +144,8 @@ type CgroupStats struct {
 	// Escaped counts the step's processes moved to another cgroup, or
 	// cloned into one (CLONE_INTO_CGROUP): no hook follows them there.
 	Escaped uint64
+	// DNSSource counts UDP packets sent from local port 53: a socket there
+	// can send a resolver's answer with the resolver's address as source
+	// (IP_PKTINFO, IP_TRANSPARENT), so no answer the step got is confirmed.
+	DNSSource uint64
 }

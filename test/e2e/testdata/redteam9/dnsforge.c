@@ -10,13 +10,17 @@
 //     source address when len is 0 (move_addr_to_user), so the probe,
 //     which reads the sockaddr from user memory at sys_exit, reads the
 //     step's own bytes: an answer "from the resolver".
-//   pktinfo: a second socket F, bound to port 53 on another loopback
-//     address, sends the answer to S with an IP_PKTINFO control message
-//     naming the resolver's address as the source (any local address is
-//     allowed without privilege). S receives a datagram whose source, as
-//     the kernel reports it, is the resolver's address and port 53.
+//   pktinfo: S is connected to the resolver, as glibc's resolver does (it
+//     then takes datagrams from the resolver's address only). A second
+//     socket F, bound to port 53 on another loopback address, sends the
+//     answer to S with an IP_PKTINFO control message naming the resolver's
+//     address as the source (any local address is allowed without
+//     privilege; IP_TRANSPARENT, which CAP_NET_RAW allows, any address).
+//     S receives a datagram whose source, as the kernel has it, is the
+//     resolver's address and port 53.
 //
-// ("honest" stops after the resolver's answer.)
+// ("honest" asks on a connected socket and stops after the resolver's
+// answer.)
 //
 // Either way the tracer has an answer matching the step's question, from the
 // server it was sent to: a confirmed name for 127.0.0.1.
@@ -78,6 +82,13 @@ int main(int argc, char **argv)
 	n += qname(q + n, argv[3]);
 	q[n++] = 0, q[n++] = 1, q[n++] = 0, q[n++] = 1; /* A IN */
 	struct sockaddr_in rs = {.sin_family = AF_INET, .sin_port = htons(53), .sin_addr = resolver};
+	/* honest and pktinfo ask as glibc does, on a socket connected to the
+	 * resolver (which then takes datagrams from the resolver's address
+	 * only); addrlen0 as musl does, with sendto and recvfrom. */
+	if (strcmp(mode, "addrlen0") && connect(s, (struct sockaddr *)&rs, sizeof(rs)) < 0) {
+		perror("RT9 connect resolver");
+		return 1;
+	}
 	if (sendto(s, q, n, 0, (struct sockaddr *)&rs, sizeof(rs)) < 0) {
 		perror("RT9 sendto resolver");
 		return 1;
