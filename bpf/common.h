@@ -30,6 +30,9 @@
 #define ETH_P_IPV6_ 0x86DD
 #define IPPROTO_TCP_ 6
 #define IPPROTO_UDP_ 17
+#define IPPROTO_DCCP_ 33
+#define IPPROTO_SCTP_ 132
+#define IPPROTO_UDPLITE_ 136
 #define IPPROTO_MPTCP_ 262
 #define AF_PACKET_ 17
 #define SOCK_PACKET_ 10

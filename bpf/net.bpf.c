@@ -246,7 +246,11 @@ static __always_inline void count_skb(struct __sk_buff *skb, bool egress)
 	} else {
 		return;
 	}
-	if (k.proto == IPPROTO_TCP_ || k.proto == IPPROTO_UDP_) {
+	/* Every protocol with ports starts its header with them; without
+	 * the port, a policy entry with one would not match (redteam9: a
+	 * UDP-Lite datagram was "udplite <addr>:0"). */
+	if (k.proto == IPPROTO_TCP_ || k.proto == IPPROTO_UDP_ || k.proto == IPPROTO_UDPLITE_ ||
+	    k.proto == IPPROTO_SCTP_ || k.proto == IPPROTO_DCCP_) {
 		__u16 ports[2];
 		if (bpf_skb_load_bytes(skb, l4 & 0xff, ports, sizeof(ports)) == 0) {
 			k.port = bpf_ntohs(egress ? ports[1] : ports[0]);

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,5 +100,76 @@ func TestRedTeam9DNSAnswerFromTheStep(t *testing.T) {
 				t.Errorf("verify accepted a step that fetched from the lab registry (127.0.0.1:5000) under an allow-list of deb.debian.org and the trusted resolver: the step's own answer made 127.0.0.1 \"deb.debian.org\"")
 			}
 		})
+	}
+}
+
+// TestRedTeam9UDPLitePortUnrecorded: a RUN step sends two UDP-Lite datagrams
+// with one sendmmsg, the first to 127.0.0.1:5000, the second to
+// 127.0.0.161:8080, where the test listens (testdata/redteam9/udplite.c).
+// The syscall hook reads the first message's address only; the second is
+// seen by the packet counters, which must keep its port: a policy flagging
+// 127.0.0.161:8080 must refuse the step, and the signed trace must name the
+// port.
+func TestRedTeam9UDPLitePortUnrecorded(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	const target = "127.0.0.161:8080"
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM, 136 /* IPPROTO_UDPLITE */)
+	if err != nil {
+		t.Skipf("no UDP-Lite on this kernel: %v", err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: 8080, Addr: [4]byte{127, 0, 0, 161}}); err != nil {
+		syscall.Close(fd)
+		t.Fatalf("listening on udplite %s: %v", target, err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 256)
+		n, _, err := syscall.Recvfrom(fd, buf, 0)
+		if err == nil {
+			got <- string(buf[:n])
+		}
+	}()
+	t.Cleanup(func() { syscall.Close(fd) })
+
+	df := dockerfile(l, "FROM BASE\n"+
+		"COPY --chmod=0755 udplite /usr/local/bin/udplite\n"+
+		"RUN /usr/local/bin/udplite 127.0.0.1:5000 "+target+" && echo "+randHex(8)+" > /sent\n")
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "udplite": staticTestdataC(t, "redteam9", "udplite")})
+	ref := l.Ref("redteam9-udplite")
+	res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+	if !strings.Contains(res.Output, "RT9 UDPLITE sent 2") {
+		t.Fatalf("the step did not send:\n%s", res.Output)
+	}
+	select {
+	case m := <-got:
+		t.Logf("the listener on udplite %s received %q", target, m)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the listener on udplite %s received nothing", target)
+	}
+	p := runtimeTrace(t, ctx, l, ref)
+	b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := false
+	for _, st := range b.Steps {
+		for _, d := range st.Network {
+			t.Logf("signed destination of step %s: %s %s %s:%d sent %d", st.StepID, d.Protocol, d.Op, d.IP, d.Port, d.BytesSent)
+			if d.IP == "127.0.0.161" && d.Port == 8080 {
+				named = true
+			}
+		}
+	}
+	if !named {
+		t.Errorf("the signed trace has no destination %s, which the step reached", target)
+	}
+	policy := writePolicy(t, "egress:\n  flagged: [\""+target+"\"]\n")
+	out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
+	t.Logf("verify --policy (flagged: %s): exit %d\n%s", target, code, out)
+	if code == 0 {
+		t.Errorf("verify accepted a step that sent to %s under a policy flagging it", target)
 	}
 }
