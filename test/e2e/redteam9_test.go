@@ -29,7 +29,13 @@ import (
 //
 // The step then fetches from the lab registry (127.0.0.1:5000). Under an
 // allow-list of the resolver and deb.debian.org verify must refuse, and the
-// signed trace must not call 127.0.0.1 "deb.debian.org" (confirmed). The
+// signed trace must not call 127.0.0.1 "deb.debian.org" (confirmed).
+//
+// "own resolver": the step asks, on a connected socket, a server of its own
+// choosing instead, which calls itself and 127.0.0.1 deb.debian.org. Its
+// answers are real (the trace may confirm them), but the allow-list, which
+// names the trusted resolver by address, must not admit the step's server,
+// nor the registry, through the name that server gave. The
 // honest twin asks, on a connected socket, a resolver that does answer
 // 127.0.0.1: its name stays confirmed and verify accepts it.
 func TestRedTeam9DNSAnswerFromTheStep(t *testing.T) {
@@ -37,38 +43,41 @@ func TestRedTeam9DNSAnswerFromTheStep(t *testing.T) {
 	l.RequireTracer(t)
 	// The resolver the forging steps ask answers 192.0.2.10; the honest
 	// twin's answers 127.0.0.1, the registry's address, for real.
-	const resolver, honestResolver = "127.0.0.159", "127.0.0.160"
+	// ownResolver stands for a server of the step's choosing (on the
+	// internet, the attacker's): it calls itself and the registry
+	// deb.debian.org.
+	const resolver, honestResolver, ownResolver = "127.0.0.159", "127.0.0.160", "127.0.0.162"
 	rt7Resolver(t, resolver)
 	dnsResponder(t, honestResolver, [][4]byte{{127, 0, 0, 1}})
+	dnsResponder(t, ownResolver, [][4]byte{{127, 0, 0, 162}, {127, 0, 0, 1}})
 	forge := staticTestdataC(t, "redteam9", "dnsforge")
 	for _, tc := range []struct {
-		mode   string
-		honest bool
+		name, mode string
+		ask, trust string // the resolver the step asks, the one the policy allows
+		honest     bool
 	}{
-		{"honest", true},
-		{"addrlen0", false},
-		{"pktinfo", false},
+		{"honest", "honest", honestResolver, honestResolver, true},
+		{"addrlen0", "addrlen0", resolver, resolver, false},
+		{"pktinfo", "pktinfo", resolver, resolver, false},
+		{"own resolver", "honest", ownResolver, resolver, false},
 	} {
-		t.Run(tc.mode, func(t *testing.T) {
-			resolver := resolver
-			if tc.honest {
-				resolver = honestResolver
-			}
-			policyYAML := "egress:\n  allowed: [deb.debian.org, \"" + resolver + ":53\"]\n"
+		t.Run(tc.name, func(t *testing.T) {
+			resolver := tc.ask
+			policyYAML := "egress:\n  allowed: [deb.debian.org, \"" + tc.trust + ":53\"]\n"
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
 			df := dockerfile(l, "FROM BASE\n"+
 				"COPY --chmod=0755 dnsforge /usr/local/bin/dnsforge\n"+
 				"RUN /usr/local/bin/dnsforge "+tc.mode+" "+resolver+" deb.debian.org && wget -q -O /dev/null http://127.0.0.1:5000/v2/ && echo "+randHex(8)+" > /fetched\n")
 			dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "dnsforge": forge})
-			ref := l.Ref("redteam9-dnsforge-" + tc.mode)
+			ref := l.Ref("redteam9-dnsforge-" + strings.ReplaceAll(tc.name, " ", "-"))
 			res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
 			for _, ln := range strings.Split(res.Output, "\n") {
 				if strings.Contains(ln, "RT9") {
 					t.Logf("build: %s", strings.TrimSpace(ln))
 				}
 			}
-			if !tc.honest && !strings.Contains(res.Output, "the step's own answer: yes") {
+			if tc.mode != "honest" && !strings.Contains(res.Output, "the step's own answer: yes") {
 				t.Fatalf("the step did not receive its own answer:\n%s", res.Output)
 			}
 			p := runtimeTrace(t, ctx, l, ref)
@@ -85,7 +94,7 @@ func TestRedTeam9DNSAnswerFromTheStep(t *testing.T) {
 					if tc.honest && d.IP == "127.0.0.1" && d.Port == 5000 && d.Hostname != "deb.debian.org" {
 						t.Errorf("the honest step's destination 127.0.0.1:5000 lost its confirmed name deb.debian.org")
 					}
-					if !tc.honest && d.IP == "127.0.0.1" && d.Hostname == "deb.debian.org" {
+					if tc.mode != "honest" && d.IP == "127.0.0.1" && d.Hostname == "deb.debian.org" {
 						t.Errorf("the signed trace names 127.0.0.1:%d \"deb.debian.org\" (confirmed), from an answer the resolver never sent (it said 192.0.2.10)", d.Port)
 					}
 				}
