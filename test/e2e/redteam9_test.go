@@ -31,6 +31,10 @@ import (
 // allow-list of the resolver and deb.debian.org verify must refuse, and the
 // signed trace must not call 127.0.0.1 "deb.debian.org" (confirmed).
 //
+// "race": the step asks on a connected socket while a second thread keeps
+// writing its own answer into the receive buffer, which the probe reads
+// after the kernel copied the resolver's.
+//
 // "own resolver": the step asks, on a connected socket, a server of its own
 // choosing instead, which calls itself and 127.0.0.1 deb.debian.org. Its
 // answers are real (the trace may confirm them), but the allow-list, which
@@ -60,6 +64,7 @@ func TestRedTeam9DNSAnswerFromTheStep(t *testing.T) {
 		{"addrlen0", "addrlen0", resolver, resolver, false},
 		{"pktinfo", "pktinfo", resolver, resolver, false},
 		{"own resolver", "honest", ownResolver, resolver, false},
+		{"race", "race", resolver, resolver, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resolver := tc.ask
@@ -106,7 +111,7 @@ func TestRedTeam9DNSAnswerFromTheStep(t *testing.T) {
 				t.Errorf("verify refused an honest step that asked the allowed resolver and fetched from the address it answered")
 			}
 			if !tc.honest && code == 0 {
-				t.Errorf("verify accepted a step that fetched from the lab registry (127.0.0.1:5000) under an allow-list of deb.debian.org and the trusted resolver: the step's own answer made 127.0.0.1 \"deb.debian.org\"")
+				t.Errorf("verify accepted a step that fetched from the lab registry (127.0.0.1:5000) under an allow-list of deb.debian.org and the trusted resolver: a DNS answer the trusted resolver never gave made 127.0.0.1 \"deb.debian.org\"")
 			}
 		})
 	}

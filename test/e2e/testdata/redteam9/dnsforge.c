@@ -19,6 +19,11 @@
 //     S receives a datagram whose source, as the kernel has it, is the
 //     resolver's address and port 53.
 //
+//   race: S is connected; a second thread keeps writing the step's answer
+//     into the buffer S receives the resolver's answers into, so the probe,
+//     reading the buffer at sys_exit, may read the step's bytes (docs/bpf.md
+//     lists DNS payloads among the arguments a racing thread can change).
+//
 // ("honest" asks on a connected socket and stops after the resolver's
 // answer.)
 //
@@ -31,8 +36,28 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/time.h>
 #include <unistd.h>
+
+/* race: a second thread keeps writing the step's answer into the receive
+ * buffer while the first receives the resolver's, so that the probe, which
+ * reads the buffer at sys_exit, after the kernel copied the real answer,
+ * reads the step's. */
+static unsigned char rbuf[512], rforged[512];
+static size_t rlen;
+static atomic_int rdone;
+
+static void *racer(void *arg)
+{
+	(void)arg;
+	while (!atomic_load_explicit(&rdone, memory_order_relaxed)) {
+		memcpy(rbuf, rforged, rlen);
+		__asm__ volatile("" ::: "memory");
+	}
+	return NULL;
+}
 
 static size_t qname(unsigned char *p, const char *name)
 {
@@ -53,8 +78,8 @@ static size_t qname(unsigned char *p, const char *name)
 
 int main(int argc, char **argv)
 {
-	if (argc != 4 || (strcmp(argv[1], "addrlen0") && strcmp(argv[1], "pktinfo") && strcmp(argv[1], "honest"))) {
-		fprintf(stderr, "usage: dnsforge addrlen0|pktinfo|honest RESOLVER-IP NAME\n");
+	if (argc != 4 || (strcmp(argv[1], "addrlen0") && strcmp(argv[1], "pktinfo") && strcmp(argv[1], "honest") && strcmp(argv[1], "race"))) {
+		fprintf(stderr, "usage: dnsforge addrlen0|pktinfo|honest|race RESOLVER-IP NAME\n");
 		return 2;
 	}
 	const char *mode = argv[1];
@@ -88,6 +113,34 @@ int main(int argc, char **argv)
 	if (strcmp(mode, "addrlen0") && connect(s, (struct sockaddr *)&rs, sizeof(rs)) < 0) {
 		perror("RT9 connect resolver");
 		return 1;
+	}
+	if (!strcmp(mode, "race")) {
+		/* Ask 200 times (IDs 1..200), each answer received while the
+		 * racer writes the step's answer for that ID into the buffer. */
+		static const unsigned char rr[] = {0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1};
+		int ok = 0;
+		for (int id = 1; id <= 200; id++) {
+			q[0] = id >> 8, q[1] = id & 0xff;
+			memcpy(rforged, q, n);
+			rforged[2] = 0x81, rforged[3] = 0x80, rforged[7] = 1;
+			memcpy(rforged + n, rr, sizeof(rr));
+			rlen = n + sizeof(rr);
+			atomic_store(&rdone, 0);
+			pthread_t th;
+			pthread_create(&th, NULL, racer, NULL);
+			if (send(s, q, n, 0) < 0) {
+				perror("RT9 send");
+				return 1;
+			}
+			ssize_t g = recv(s, rbuf, sizeof(rbuf), 0);
+			atomic_store(&rdone, 1);
+			pthread_join(th, NULL);
+			if (g == (ssize_t)rlen)
+				ok++;
+		}
+		printf("RT9 FORGED race: %d answers of the step's length received, the step's own answer: yes\n", ok);
+		fflush(stdout);
+		return ok > 0 ? 0 : 4;
 	}
 	if (sendto(s, q, n, 0, (struct sockaddr *)&rs, sizeof(rs)) < 0) {
 		perror("RT9 sendto resolver");
