@@ -93,8 +93,6 @@ enum event_flags {
 	EF_RUNTIME_MNTNS = 1 << 6,  /* exec: by a task in its parent's or the tracer's mount namespace */
 	EF_DETACHED = 1 << 7,       /* exec: the file has no path (memfd, anonymous inode) */
 	EF_UNTRACKED = 1 << 8,      /* mkdir: the tracked map was full: nothing of it is followed */
-	EF_PEER_USER = 1 << 9,      /* dns: an answer on an unconnected socket: its sender is what the
-				     * receiver's sockaddr holds, which the kernel need not have written */
 };
 
 /* One ring buffer record: this header, then len[0..3] bytes of blobs. */

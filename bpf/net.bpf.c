@@ -137,6 +137,12 @@ static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg
 {
 	if (a->nr == SC_SOCKET)
 		return do_socket(a, st);
+	/* DNS answers are read from the packets (skb_dns), never from the
+	 * receiver's memory: its sender's address need not have been written
+	 * by the kernel (a length of 0), and its buffer can be rewritten by
+	 * another thread after the kernel's copy (redteam9). */
+	if (a->nr == SC_READ || a->nr == SC_RECV || a->nr == SC_RECVFROM || a->nr == SC_RECVMSG || a->nr == SC_RECVMMSG)
+		return 0;
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct sock *sk = fd_sock(t, a->a[0]);
 	if (!sk)
@@ -151,7 +157,7 @@ static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg
 	__u64 *x = a->a;
 	const void *ua = NULL, *buf = NULL;
 	long n = ret;
-	bool send = true, net = true;
+	bool net = true;
 	__u32 op = 0;
 	switch (a->nr) {
 	case SC_CONNECT:
@@ -161,38 +167,11 @@ static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg
 		break;
 	case SC_SENDTO: op = NOP_SENDTO; ua = (void *)x[4]; buf = (void *)x[1]; break;
 	case SC_SEND: case SC_WRITE: op = NOP_SENDTO; buf = (void *)x[1]; net = a->nr == SC_SEND; break;
-	case SC_SENDMSG: case SC_SENDMMSG: case SC_RECVMSG: case SC_RECVMMSG:
+	case SC_SENDMSG: case SC_SENDMMSG:
 		read_msg(a, &ua, &buf, &n);
 		op = NOP_SENDMSG;
-		send = a->nr == SC_SENDMSG || a->nr == SC_SENDMMSG;
 		break;
-	case SC_READ: case SC_RECV: buf = (void *)x[1]; send = false; net = false; break;
-	case SC_RECVFROM: buf = (void *)x[1]; ua = (void *)x[4]; send = false; net = false; break;
 	default:
-		return 0;
-	}
-	/* With MSG_TRUNC, recv and recvfrom return the datagram's length,
-	 * not what the kernel wrote: read no further than the buffer, or the
-	 * step's own bytes past it would pass for the answer (redteam7). */
-	if ((a->nr == SC_RECV || a->nr == SC_RECVFROM) && n > (long)x[2])
-		n = x[2];
-	if (!send) {
-		/* Receive: from a peer at port 53, or on a local port 53. A
-		 * connected socket takes datagrams from its peer only: name
-		 * the kernel's copy. On an unconnected one the sender is only
-		 * in the caller's sockaddr, which the kernel does not write
-		 * when the caller passes a length of 0 (or writes part of, or
-		 * a thread rewrites): flag it, Go never confirms such an answer
-		 * (redteam9). */
-		if (!sock_peer(&s->ev, sk)) {
-			if (!(ua && read_sockaddr(&s->ev, ua)))
-				return 0;
-			s->ev.flags |= EF_PEER_USER;
-		}
-		__u16 lport = BPF_CORE_READ(sk, __sk_common.skc_num);
-		if (proto != IPPROTO_UDP_ || raw || (s->ev.port != 53 && lport != 53))
-			return 0;
-		emit_dns(s, st, false, buf, n);
 		return 0;
 	}
 	/* A connect that succeeded or is under way set the socket's peer from
@@ -218,6 +197,44 @@ static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg
 }
 
 /* ---- bytes per destination ---- */
+
+/* Scratch for skb_dns: it runs in softirq, which can interrupt a system
+ * call hook that is filling scratch_map on the same CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} skb_scratch SEC(".maps");
+
+/* A UDP datagram from port 53 delivered to a socket of a tracked cgroup:
+ * a DNS answer as the kernel received it, its sender from the IP header
+ * (k), its payload from off (after the UDP header). No task: pid 0. */
+static __always_inline void skb_dns(struct __sk_buff *skb, struct cg_stats *st, struct traffic_key *k, __u32 off)
+{
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&skb_scratch, &zero);
+	if (!s)
+		return;
+	__builtin_memset(&s->ev, 0, sizeof(s->ev));
+	s->ev.ts = bpf_ktime_get_ns();
+	s->ev.cgroup_id = k->cgroup_id;
+	s->ev.kind = K_DNS;
+	s->ev.family = k->family;
+	s->ev.port = k->port;
+	__builtin_memcpy(s->ev.addr, k->addr, 16);
+	long n = (long)skb->len - (long)off;
+	if (n > DNS_MAX) {
+		n = DNS_MAX;
+		s->ev.flags |= EF_TRUNCATED;
+	}
+	__u32 pos = 0;
+	if (n > 0 && bpf_skb_load_bytes(skb, off, s->data, n) == 0) {
+		s->ev.len[0] = n;
+		pos = n;
+	}
+	emit(s, st, pos);
+}
 
 static __always_inline void count_skb(struct __sk_buff *skb, bool egress)
 {
@@ -260,6 +277,8 @@ static __always_inline void count_skb(struct __sk_buff *skb, bool egress)
 			 * all (redteam9). Go then confirms none of its names. */
 			if (egress && k.proto == IPPROTO_UDP_ && bpf_ntohs(ports[0]) == 53)
 				stat_inc(st, dns_source);
+			if (!egress && k.proto == IPPROTO_UDP_ && k.port == 53)
+				skb_dns(skb, st, &k, (l4 & 0xff) + 8);
 		}
 	}
 	struct traffic_val zero = {}, *v;

@@ -31,7 +31,6 @@ const (
 	flagRuntimeMntNS  = 1 << 6
 	flagDetached      = 1 << 7
 	flagUntracked     = 1 << 8
-	flagPeerUser      = 1 << 9
 )
 
 // File operations as the kernel reports them (enum file_op).
@@ -224,10 +223,9 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 			return Event{}, fmt.Errorf("dns record with address family %d", h.family)
 		}
 		ev.DNS = &DNSInfo{
-			Outgoing:     h.flags&flagOutgoing != 0,
-			Peer:         addr,
-			PeerFromUser: h.flags&flagPeerUser != 0,
-			Payload:      append([]byte(nil), blobs[0]...),
+			Outgoing: h.flags&flagOutgoing != 0,
+			Peer:     addr,
+			Payload:  append([]byte(nil), blobs[0]...),
 		}
 	default:
 		return Event{}, fmt.Errorf("unknown record kind %d", h.kind)

@@ -105,16 +105,16 @@ type NetInfo struct {
 	Errno    uint32 // a failed connect's error (ECONNREFUSED, ...); 0 when it succeeded or is in progress
 }
 
-// DNSInfo is one DNS message (at most 4096 bytes of it) on port 53.
+// DNSInfo is one DNS message (at most 4096 bytes of it) on port 53. An
+// answer's event has no PID: it is the packet's, delivered to a socket of
+// the cgroup.
 type DNSInfo struct {
-	Outgoing bool           // true for a query sent, false for an answer received
-	Peer     netip.AddrPort // the DNS server
-	// PeerFromUser: an answer received on an unconnected socket, whose
-	// sender is what the receiver's sockaddr held after the call. The
-	// kernel writes none of it for a length of 0 (and a thread can rewrite
-	// it), so Peer does not show who sent the answer.
-	PeerFromUser bool
-	Payload      []byte
+	Outgoing bool // true for a query sent, false for an answer received
+	// Peer is the DNS server: a question's destination, an answer's
+	// source as the packet had it (answers are read from the packets the
+	// kernel delivers, not from the receiver's memory).
+	Peer    netip.AddrPort
+	Payload []byte
 }
 
 // Traffic is bytes a cgroup exchanged with one remote endpoint, counted by
