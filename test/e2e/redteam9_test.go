@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"strings"
 	"syscall"
 	"testing"
@@ -185,5 +186,99 @@ func TestRedTeam9UDPLitePortUnrecorded(t *testing.T) {
 	t.Logf("verify --policy (flagged: %s): exit %d\n%s", target, code, out)
 	if code == 0 {
 		t.Errorf("verify accepted a step that sent to %s under a policy flagging it", target)
+	}
+}
+
+// TestRedTeam9OtherWaysOut: a RUN step reaches 127.0.0.163:8081 (a TCP and
+// UDP listener of the test) without a plain connect to it
+// (testdata/redteam9/netmix.c): TCP Fast Open with sendto(MSG_FASTOPEN), no
+// connect; TCP_FASTOPEN_CONNECT; an AF_INET6 socket to ::ffff:127.0.0.163;
+// sendto with another address on a UDP socket connected to 127.0.0.1:5000;
+// connect(AF_UNSPEC) and a new connect, then write(2). Each time the signed
+// trace must name 127.0.0.163:8081 and an allow-list of 127.0.0.1:5000 must
+// refuse the step.
+func TestRedTeam9OtherWaysOut(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	const target = "127.0.0.163:8081"
+	got := make(chan string, 16)
+	ln, err := net.Listen("tcp4", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b := make([]byte, 64)
+				n, _ := c.Read(b)
+				got <- "tcp " + string(b[:n])
+			}()
+		}
+	}()
+	pc, err := net.ListenPacket("udp4", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		b := make([]byte, 64)
+		for {
+			n, _, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			got <- "udp " + string(b[:n])
+		}
+	}()
+	netmix := staticTestdataC(t, "redteam9", "netmix")
+	for _, mode := range []string{"fastopen", "foconnect", "mapped", "udpother", "unspec"} {
+		t.Run(mode, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			df := dockerfile(l, "FROM BASE\n"+
+				"COPY --chmod=0755 netmix /usr/local/bin/netmix\n"+
+				"RUN /usr/local/bin/netmix "+mode+" "+target+" && echo "+randHex(8)+" > /sent\n")
+			dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "netmix": netmix})
+			ref := l.Ref("redteam9-netmix-" + mode)
+			res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+			if !strings.Contains(res.Output, "RT9 NETMIX "+mode+" sent") {
+				t.Fatalf("the step did not send:\n%s", res.Output)
+			}
+			select {
+			case m := <-got:
+				t.Logf("the listener on %s received %q", target, strings.TrimSpace(m))
+			case <-time.After(10 * time.Second):
+				t.Fatalf("the listener on %s received nothing", target)
+			}
+			p := runtimeTrace(t, ctx, l, ref)
+			b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
+			if err != nil {
+				t.Fatal(err)
+			}
+			named := false
+			for _, st := range b.Steps {
+				for _, d := range st.Network {
+					t.Logf("signed destination: %s %s %s:%d sent %d", d.Protocol, d.Op, d.IP, d.Port, d.BytesSent)
+					if d.IP == "127.0.0.163" && d.Port == 8081 {
+						named = true
+					}
+				}
+			}
+			if !named {
+				t.Errorf("the signed trace has no destination %s, which the step reached", target)
+			}
+			policy := writePolicy(t, "egress:\n  allowed: [\"127.0.0.1:5000\"]\n")
+			out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
+			t.Logf("verify --policy (allowed: 127.0.0.1:5000): exit %d", code)
+			if code == 0 {
+				t.Errorf("verify accepted a step that reached %s under an allow-list of 127.0.0.1:5000:\n%s", target, out)
+			}
+		})
 	}
 }
