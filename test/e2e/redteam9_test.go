@@ -387,3 +387,73 @@ func TestRedTeam9PassedSocket(t *testing.T) {
 		t.Errorf("verify accepted, under a deny-all allow-list, a step that wrote to %s on a socket another local user passed it", target)
 	}
 }
+
+// TestRedTeam9IPv6ExtensionHeader: a RUN step sends two UDP datagrams over
+// IPv6 with one sendmmsg, on a socket with a destination-options header
+// (IPV6_DSTOPTS; CAP_NET_RAW is a default capability): the first to
+// [::1]:9, the second to [::1]:8083, where the test listens
+// (testdata/redteam9/v6opts.c). The probe reads the first message's address
+// only; the packet counters must find the UDP header behind the extension
+// header, or the second is "ip60 ::1:0": a policy flagging [::1]:8083 must
+// refuse the step.
+func TestRedTeam9IPv6ExtensionHeader(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	const target = "[::1]:8083"
+	pc, err := net.ListenPacket("udp6", target)
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	got := make(chan string, 4)
+	go func() {
+		b := make([]byte, 64)
+		for {
+			n, _, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			got <- string(b[:n])
+		}
+	}()
+	df := dockerfile(l, "FROM BASE\n"+
+		"COPY --chmod=0755 v6opts /usr/local/bin/v6opts\n"+
+		"RUN /usr/local/bin/v6opts 9 8083 && echo "+randHex(8)+" > /sent\n")
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "v6opts": staticTestdataC(t, "redteam9", "v6opts")})
+	ref := l.Ref("redteam9-v6opts")
+	res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+	if !strings.Contains(res.Output, "RT9 V6OPTS sent 2") {
+		t.Fatalf("the step did not send:\n%s", res.Output)
+	}
+	select {
+	case m := <-got:
+		t.Logf("the listener on %s received %q", target, m)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the listener on %s received nothing", target)
+	}
+	p := runtimeTrace(t, ctx, l, ref)
+	b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := false
+	for _, st := range b.Steps {
+		for _, d := range st.Network {
+			t.Logf("signed destination: %s %s %s:%d sent %d", d.Protocol, d.Op, d.IP, d.Port, d.BytesSent)
+			if d.IP == "::1" && d.Port == 8083 && d.Protocol == "udp" {
+				named = true
+			}
+		}
+	}
+	if !named {
+		t.Errorf("the signed trace has no destination udp %s, which the step reached", target)
+	}
+	policy := writePolicy(t, "egress:\n  flagged: [\"[::1]:8083\"]\n")
+	out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
+	t.Logf("verify --policy (flagged: [::1]:8083): exit %d\n%s", code, out)
+	if code == 0 {
+		t.Errorf("verify accepted a step that sent to %s under a policy flagging it", target)
+	}
+}
