@@ -33,6 +33,10 @@
 #define IPPROTO_DCCP_ 33
 #define IPPROTO_SCTP_ 132
 #define IPPROTO_UDPLITE_ 136
+#define IPV6_HOPOPTS_ 0
+#define IPV6_ROUTING_ 43
+#define IPV6_FRAGMENT_ 44
+#define IPV6_DSTOPTS_ 60
 #define IPPROTO_MPTCP_ 262
 #define AF_PACKET_ 17
 #define SOCK_PACKET_ 10

@@ -244,6 +244,7 @@ static __always_inline void count_skb(struct __sk_buff *skb, bool egress)
 		return;
 	struct traffic_key k = {.cgroup_id = cg};
 	__u32 l4 = 0;
+	bool nol4 = false; /* no upper-layer header to read ports from */
 	if (skb->protocol == bpf_htons(ETH_P_IP_)) {
 		struct iphdr ip;
 		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
@@ -260,16 +261,38 @@ static __always_inline void count_skb(struct __sk_buff *skb, bool egress)
 		k.proto = ip6.nexthdr;
 		__builtin_memcpy(k.addr, egress ? &ip6.daddr : &ip6.saddr, 16);
 		l4 = sizeof(ip6);
+		/* Skip extension headers to the upper-layer protocol: a step
+		 * can add them (IPV6_DSTOPTS with CAP_NET_RAW, IPV6_RTHDR),
+		 * which made a UDP datagram "ip60 <addr>:0" (redteam9). A
+		 * fragment other than the first has no upper-layer header. */
+		for (int i = 0; i < 6; i++) {
+			__u8 h[4];
+			if (k.proto != IPV6_HOPOPTS_ && k.proto != IPV6_ROUTING_ && k.proto != IPV6_DSTOPTS_ &&
+			    k.proto != IPV6_FRAGMENT_)
+				break;
+			if (bpf_skb_load_bytes(skb, l4 & 0xffff, h, sizeof(h)) < 0) {
+				nol4 = true;
+				break;
+			}
+			if (k.proto == IPV6_FRAGMENT_) {
+				if (((h[2] << 8) | h[3]) & 0xfff8)
+					nol4 = true;
+				l4 += 8;
+			} else {
+				l4 += (h[1] + 1) * 8;
+			}
+			k.proto = h[0];
+		}
 	} else {
 		return;
 	}
 	/* Every protocol with ports starts its header with them; without
 	 * the port, a policy entry with one would not match (redteam9: a
 	 * UDP-Lite datagram was "udplite <addr>:0"). */
-	if (k.proto == IPPROTO_TCP_ || k.proto == IPPROTO_UDP_ || k.proto == IPPROTO_UDPLITE_ ||
-	    k.proto == IPPROTO_SCTP_ || k.proto == IPPROTO_DCCP_) {
+	if (!nol4 && (k.proto == IPPROTO_TCP_ || k.proto == IPPROTO_UDP_ || k.proto == IPPROTO_UDPLITE_ ||
+		      k.proto == IPPROTO_SCTP_ || k.proto == IPPROTO_DCCP_)) {
 		__u16 ports[2];
-		if (bpf_skb_load_bytes(skb, l4 & 0xff, ports, sizeof(ports)) == 0) {
+		if (bpf_skb_load_bytes(skb, l4 & 0xffff, ports, sizeof(ports)) == 0) {
 			k.port = bpf_ntohs(egress ? ports[1] : ports[0]);
 			/* A datagram from local port 53 can pass for a resolver's
 			 * answer: IP_PKTINFO sets any local source address without
@@ -278,7 +301,7 @@ static __always_inline void count_skb(struct __sk_buff *skb, bool egress)
 			if (egress && k.proto == IPPROTO_UDP_ && bpf_ntohs(ports[0]) == 53)
 				stat_inc(st, dns_source);
 			if (!egress && k.proto == IPPROTO_UDP_ && k.port == 53)
-				skb_dns(skb, st, &k, (l4 & 0xff) + 8);
+				skb_dns(skb, st, &k, (l4 & 0xffff) + 8);
 		}
 	}
 	struct traffic_val zero = {}, *v;
