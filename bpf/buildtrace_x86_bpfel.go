@@ -24,6 +24,7 @@ type BuildtraceCgStats struct {
 	AfPacket    uint64
 	Unhooked    uint64
 	Escaped     uint64
+	DnsSource   uint64
 }
 
 type BuildtraceEvent struct {
@@ -99,6 +100,7 @@ const (
 	BuildtraceMapPathbufs          = "pathbufs"
 	BuildtraceMapScratchMap        = "scratch_map"
 	BuildtraceMapSeen              = "seen"
+	BuildtraceMapSkbScratch        = "skb_scratch"
 	BuildtraceMapTaskStep          = "task_step"
 	BuildtraceMapTgacc             = "tgacc"
 	BuildtraceMapTracked           = "tracked"
@@ -187,6 +189,7 @@ type BuildtraceMapSpecs struct {
 	Pathbufs   *ebpf.MapSpec `ebpf:"pathbufs"`
 	ScratchMap *ebpf.MapSpec `ebpf:"scratch_map"`
 	Seen       *ebpf.MapSpec `ebpf:"seen"`
+	SkbScratch *ebpf.MapSpec `ebpf:"skb_scratch"`
 	TaskStep   *ebpf.MapSpec `ebpf:"task_step"`
 	Tgacc      *ebpf.MapSpec `ebpf:"tgacc"`
 	Tracked    *ebpf.MapSpec `ebpf:"tracked"`
@@ -231,6 +234,7 @@ type BuildtraceMaps struct {
 	Pathbufs   *ebpf.Map `ebpf:"pathbufs"`
 	ScratchMap *ebpf.Map `ebpf:"scratch_map"`
 	Seen       *ebpf.Map `ebpf:"seen"`
+	SkbScratch *ebpf.Map `ebpf:"skb_scratch"`
 	TaskStep   *ebpf.Map `ebpf:"task_step"`
 	Tgacc      *ebpf.Map `ebpf:"tgacc"`
 	Tracked    *ebpf.Map `ebpf:"tracked"`
@@ -246,6 +250,7 @@ func (m *BuildtraceMaps) Close() error {
 		m.Pathbufs,
 		m.ScratchMap,
 		m.Seen,
+		m.SkbScratch,
 		m.TaskStep,
 		m.Tgacc,
 		m.Tracked,

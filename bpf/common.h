@@ -31,6 +31,13 @@
 #define ETH_P_IPV6_ 0x86DD
 #define IPPROTO_TCP_ 6
 #define IPPROTO_UDP_ 17
+#define IPPROTO_DCCP_ 33
+#define IPPROTO_SCTP_ 132
+#define IPPROTO_UDPLITE_ 136
+#define IPV6_HOPOPTS_ 0
+#define IPV6_ROUTING_ 43
+#define IPV6_FRAGMENT_ 44
+#define IPV6_DSTOPTS_ 60
 #define IPPROTO_MPTCP_ 262
 #define AF_PACKET_ 17
 #define SOCK_PACKET_ 10
@@ -135,6 +142,7 @@ struct cg_stats {
 	__u64 af_packet;    /* AF_PACKET sockets created */
 	__u64 unhooked;     /* execs/forks while the syscall hook was detached */
 	__u64 escaped;      /* processes moved, or born, out of the cgroup */
+	__u64 dns_source;   /* UDP packets sent from local port 53: the step can answer as a resolver */
 };
 
 struct traffic_key {

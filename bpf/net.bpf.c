@@ -137,6 +137,12 @@ static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg
 {
 	if (a->nr == SC_SOCKET)
 		return do_socket(a, st);
+	/* DNS answers are read from the packets (skb_dns), never from the
+	 * receiver's memory: its sender's address need not have been written
+	 * by the kernel (a length of 0), and its buffer can be rewritten by
+	 * another thread after the kernel's copy (redteam9). */
+	if (a->nr == SC_READ || a->nr == SC_RECV || a->nr == SC_RECVFROM || a->nr == SC_RECVMSG || a->nr == SC_RECVMMSG)
+		return 0;
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct sock *sk = fd_sock(t, a->a[0]);
 	if (!sk)
@@ -151,7 +157,7 @@ static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg
 	__u64 *x = a->a;
 	const void *ua = NULL, *buf = NULL;
 	long n = ret;
-	bool send = true, net = true;
+	bool net = true;
 	__u32 op = 0;
 	switch (a->nr) {
 	case SC_CONNECT:
@@ -161,30 +167,11 @@ static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg
 		break;
 	case SC_SENDTO: op = NOP_SENDTO; ua = (void *)x[4]; buf = (void *)x[1]; break;
 	case SC_SEND: case SC_WRITE: op = NOP_SENDTO; buf = (void *)x[1]; net = a->nr == SC_SEND; break;
-	case SC_SENDMSG: case SC_SENDMMSG: case SC_RECVMSG: case SC_RECVMMSG:
+	case SC_SENDMSG: case SC_SENDMMSG:
 		read_msg(a, &ua, &buf, &n);
 		op = NOP_SENDMSG;
-		send = a->nr == SC_SENDMSG || a->nr == SC_SENDMMSG;
 		break;
-	case SC_READ: case SC_RECV: buf = (void *)x[1]; send = false; net = false; break;
-	case SC_RECVFROM: buf = (void *)x[1]; ua = (void *)x[4]; send = false; net = false; break;
 	default:
-		return 0;
-	}
-	/* With MSG_TRUNC, recv and recvfrom return the datagram's length,
-	 * not what the kernel wrote: read no further than the buffer, or the
-	 * step's own bytes past it would pass for the answer (redteam7). */
-	if ((a->nr == SC_RECV || a->nr == SC_RECVFROM) && n > (long)x[2])
-		n = x[2];
-	if (!send) {
-		/* Receive: from a peer at port 53, or on a local port 53. */
-		bool got = ua && read_sockaddr(&s->ev, ua);
-		if (!got && !sock_peer(&s->ev, sk))
-			return 0;
-		__u16 lport = BPF_CORE_READ(sk, __sk_common.skc_num);
-		if (proto != IPPROTO_UDP_ || raw || (s->ev.port != 53 && lport != 53))
-			return 0;
-		emit_dns(s, st, false, buf, n);
 		return 0;
 	}
 	/* A connect that succeeded or is under way set the socket's peer from
@@ -211,6 +198,44 @@ static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg
 
 /* ---- bytes per destination ---- */
 
+/* Scratch for skb_dns: it runs in softirq, which can interrupt a system
+ * call hook that is filling scratch_map on the same CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} skb_scratch SEC(".maps");
+
+/* A UDP datagram from port 53 delivered to a socket of a tracked cgroup:
+ * a DNS answer as the kernel received it, its sender from the IP header
+ * (k), its payload from off (after the UDP header). No task: pid 0. */
+static __always_inline void skb_dns(struct __sk_buff *skb, struct cg_stats *st, struct traffic_key *k, __u32 off)
+{
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&skb_scratch, &zero);
+	if (!s)
+		return;
+	__builtin_memset(&s->ev, 0, sizeof(s->ev));
+	s->ev.ts = bpf_ktime_get_ns();
+	s->ev.cgroup_id = k->cgroup_id;
+	s->ev.kind = K_DNS;
+	s->ev.family = k->family;
+	s->ev.port = k->port;
+	__builtin_memcpy(s->ev.addr, k->addr, 16);
+	long n = (long)skb->len - (long)off;
+	if (n > DNS_MAX) {
+		n = DNS_MAX;
+		s->ev.flags |= EF_TRUNCATED;
+	}
+	__u32 pos = 0;
+	if (n > 0 && bpf_skb_load_bytes(skb, off, s->data, n) == 0) {
+		s->ev.len[0] = n;
+		pos = n;
+	}
+	emit(s, st, pos);
+}
+
 static __always_inline void count_skb(struct __sk_buff *skb, bool egress)
 {
 	__u64 cg = bpf_skb_cgroup_id(skb);
@@ -219,6 +244,7 @@ static __always_inline void count_skb(struct __sk_buff *skb, bool egress)
 		return;
 	struct traffic_key k = {.cgroup_id = cg};
 	__u32 l4 = 0;
+	bool nol4 = false; /* no upper-layer header to read ports from */
 	if (skb->protocol == bpf_htons(ETH_P_IP_)) {
 		struct iphdr ip;
 		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
@@ -235,13 +261,48 @@ static __always_inline void count_skb(struct __sk_buff *skb, bool egress)
 		k.proto = ip6.nexthdr;
 		__builtin_memcpy(k.addr, egress ? &ip6.daddr : &ip6.saddr, 16);
 		l4 = sizeof(ip6);
+		/* Skip extension headers to the upper-layer protocol: a step
+		 * can add them (IPV6_DSTOPTS with CAP_NET_RAW, IPV6_RTHDR),
+		 * which made a UDP datagram "ip60 <addr>:0" (redteam9). A
+		 * fragment other than the first has no upper-layer header. */
+		for (int i = 0; i < 6; i++) {
+			__u8 h[4];
+			if (k.proto != IPV6_HOPOPTS_ && k.proto != IPV6_ROUTING_ && k.proto != IPV6_DSTOPTS_ &&
+			    k.proto != IPV6_FRAGMENT_)
+				break;
+			if (bpf_skb_load_bytes(skb, l4 & 0xffff, h, sizeof(h)) < 0) {
+				nol4 = true;
+				break;
+			}
+			if (k.proto == IPV6_FRAGMENT_) {
+				if (((h[2] << 8) | h[3]) & 0xfff8)
+					nol4 = true;
+				l4 += 8;
+			} else {
+				l4 += (h[1] + 1) * 8;
+			}
+			k.proto = h[0];
+		}
 	} else {
 		return;
 	}
-	if (k.proto == IPPROTO_TCP_ || k.proto == IPPROTO_UDP_) {
+	/* Every protocol with ports starts its header with them; without
+	 * the port, a policy entry with one would not match (redteam9: a
+	 * UDP-Lite datagram was "udplite <addr>:0"). */
+	if (!nol4 && (k.proto == IPPROTO_TCP_ || k.proto == IPPROTO_UDP_ || k.proto == IPPROTO_UDPLITE_ ||
+		      k.proto == IPPROTO_SCTP_ || k.proto == IPPROTO_DCCP_)) {
 		__u16 ports[2];
-		if (bpf_skb_load_bytes(skb, l4 & 0xff, ports, sizeof(ports)) == 0)
+		if (bpf_skb_load_bytes(skb, l4 & 0xffff, ports, sizeof(ports)) == 0) {
 			k.port = bpf_ntohs(egress ? ports[1] : ports[0]);
+			/* A datagram from local port 53 can pass for a resolver's
+			 * answer: IP_PKTINFO sets any local source address without
+			 * privilege, IP_TRANSPARENT (CAP_NET_RAW) any address at
+			 * all (redteam9). Go then confirms none of its names. */
+			if (egress && k.proto == IPPROTO_UDP_ && bpf_ntohs(ports[0]) == 53)
+				stat_inc(st, dns_source);
+			if (!egress && k.proto == IPPROTO_UDP_ && k.port == 53)
+				skb_dns(skb, st, &k, (l4 & 0xffff) + 8);
+		}
 	}
 	struct traffic_val zero = {}, *v;
 	v = bpf_map_lookup_elem(&traffic, &k);

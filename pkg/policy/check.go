@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -55,7 +56,13 @@ func (c *Checker) Check(s Step) []Violation {
 			}
 			return slices.Min(pids)
 		}
-		names := hostnamesByIP(r)
+		names := hostnamesByIP(r, nil)
+		// A name allows a destination only when a resolver the allow-list
+		// names by address gave it: a server the step chose can call any
+		// address, itself included, by an allowed name, and so pass the
+		// allow-list that was to keep it out (redteam9). Flagged entries
+		// match every confirmed name.
+		allowedNames := hostnamesByIP(r, c.allowedByAddress)
 		for _, d := range r.Network {
 			hosts := names[d.IP]
 			if d.Hostname != "" && !slices.Contains(hosts, d.Hostname) {
@@ -68,7 +75,7 @@ func (c *Checker) Check(s Step) []Violation {
 					break
 				}
 			}
-			if c.allowList && !slices.ContainsFunc(c.allowed, func(m destMatcher) bool { return m.match(d.IP, d.Port, hosts) }) {
+			if c.allowList && !slices.ContainsFunc(c.allowed, func(m destMatcher) bool { return m.match(d.IP, d.Port, allowedNames[d.IP]) }) {
 				out = append(out, with(Violation{Rule: "egress.allowed", Event: ev + " is not in the allow-list"}, firstPID(d.PIDs)))
 			}
 		}
@@ -155,10 +162,14 @@ func orModified(change string) string {
 	return change
 }
 
-// hostnamesByIP collects, per address, the names DNS answers gave for it.
-func hostnamesByIP(r *trace.Step) map[string][]string {
+// hostnamesByIP collects, per address, the names confirmed DNS answers gave
+// for it; with server set, only answers from servers it accepts.
+func hostnamesByIP(r *trace.Step, server func(string) bool) map[string][]string {
 	m := map[string][]string{}
 	for _, q := range r.DNS {
+		if server != nil && !server(q.Server) {
+			continue
+		}
 		for _, a := range q.Answers {
 			if !slices.Contains(m[a], q.Name) {
 				m[a] = append(m[a], q.Name)
@@ -166,6 +177,17 @@ func hostnamesByIP(r *trace.Step) map[string][]string {
 		}
 	}
 	return m
+}
+
+// allowedByAddress reports whether an allow-list entry that is an address or
+// CIDR (not a host name) admits the DNS server ("ip:port").
+func (c *Checker) allowedByAddress(server string) bool {
+	ap, err := netip.ParseAddrPort(server)
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap().String()
+	return slices.ContainsFunc(c.allowed, func(m destMatcher) bool { return m.cidr != nil && m.match(ip, ap.Port(), nil) })
 }
 
 func describeDest(d trace.Destination, hosts []string) string {

@@ -123,7 +123,12 @@ func TestCheckRules(t *testing.T) {
 		{"flagged cidr", "egress:\n  flagged: [127.0.0.0/8]\n", "egress.flagged"},
 		{"flagged by DNS answer name", "egress:\n  flagged: ['*.example.com']\n", "egress.flagged,egress.flagged"},
 		{"flagged other", "egress:\n  flagged: [10.0.0.0/8, evil.test]\n", ""},
-		{"allow-list hit", "egress:\n  allowed: ['registry.example.com:5000']\n", ""},
+		{"allow-list hit", "egress:\n  allowed: ['registry.example.com:5000', '127.0.0.53:53']\n", ""},
+		{"allow-list hit, resolver by CIDR", "egress:\n  allowed: ['registry.example.com:5000', '127.0.0.0/24']\n", ""},
+		// The name came from a server the list admits by no address: the
+		// step's own choice, which can call anything registry.example.com.
+		{"allow-list name from a server not allowed", "egress:\n  allowed: ['registry.example.com:5000', '127.0.0.54:53']\n", "egress.allowed"},
+		{"allow-list name from a server allowed by name", "egress:\n  allowed: ['registry.example.com:5000', 'registry.example.com']\n", "egress.allowed"},
 		{"allow-list miss", "egress:\n  allowed: [deb.debian.org]\n", "egress.allowed"},
 		{"empty allow-list", "egress:\n  allowed: []\n", "egress.allowed"},
 		{"denied basename", "binaries:\n  denied: [wget]\n", "binaries.denied"},

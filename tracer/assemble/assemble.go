@@ -663,13 +663,15 @@ func (s *Step) Seal(in SealInput) trace.Step {
 // or by its protocol when it is ICMP: IP_HDRINCL makes either write any
 // packet), opened an AF_PACKET socket, used io_uring, or had a process
 // leave its cgroup, whose sends no hook sees (all three also make the step
-// incomplete; this keeps its names unconfirmed under incomplete.allow too). Such a step can send itself a
+// incomplete; this keeps its names unconfirmed under incomplete.allow too),
+// or sent UDP from local port 53 (IP_PKTINFO names any local source
+// address, IP_TRANSPARENT any address: redteam9). Such a step can send itself a
 // DNS answer from its resolver's address, with the question's ID, so
 // matching an answer to a question proves nothing for it. A ping (ICMP datagram) socket cannot be told
 // from a raw ICMP one here, so it counts too: its names are then shown
 // as unconfirmed, never trusted wrongly.
 func (s *Step) canForgePackets(st probe.CgroupStats) bool {
-	if st.AFPacket > 0 || st.IOUring > 0 || st.Escaped > 0 {
+	if st.AFPacket > 0 || st.IOUring > 0 || st.Escaped > 0 || st.DNSSource > 0 {
 		return true
 	}
 	for k := range s.dests {

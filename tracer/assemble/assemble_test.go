@@ -269,12 +269,12 @@ func TestDNSHostnameOnDestination(t *testing.T) {
 	}
 }
 
-// A step that sent on a raw or ICMP socket, opened an AF_PACKET socket or
-// used io_uring can write its resolver's answer to its own question
+// A step that sent on a raw or ICMP socket, opened an AF_PACKET socket,
+// used io_uring, left its cgroup or sent UDP from port 53 can write its resolver's answer to its own question
 // (redteam5): its matching answers prove nothing, so no destination gets a
 // confirmed name from them.
 func TestDNSUnconfirmedWhenStepCanForge(t *testing.T) {
-	for _, proto := range []string{"raw", "icmp", "tcp", "af_packet", "io_uring", "cgroup_escape"} {
+	for _, proto := range []string{"raw", "icmp", "tcp", "af_packet", "io_uring", "cgroup_escape", "dns_source"} {
 		t.Run(proto, func(t *testing.T) {
 			var stats probe.CgroupStats
 			sent := proto
@@ -285,6 +285,10 @@ func TestDNSUnconfirmedWhenStepCanForge(t *testing.T) {
 				stats.IOUring, sent = 1, "tcp"
 			case "cgroup_escape":
 				stats.Escaped, sent = 1, "tcp"
+			case "dns_source":
+				// UDP from local port 53: IP_PKTINFO gives it the
+				// resolver's source address (redteam9).
+				stats.DNSSource, sent = 1, "udp"
 			}
 			a := New(Options{})
 			f := newFeed(a, 7, steptag.NewID([]byte("forge")), "c")
@@ -596,5 +600,37 @@ func TestLongArgv(t *testing.T) {
 		if cut != !c.Complete || cut != strings.Contains(strings.Join(c.Reasons, "\n"), "argv") {
 			t.Errorf("cut=%v: completeness %+v", cut, c)
 		}
+	}
+}
+
+// TestDNSAnswerBeforeItsQuestion: answers are read from packets (the
+// cgroup_skb hook, no PID), which can be recorded before the system call
+// that sent the question returns. A question that arrives after its answer
+// confirms it; one to another server does not.
+func TestDNSAnswerBeforeItsQuestion(t *testing.T) {
+	server := netip.MustParseAddrPort("127.0.0.53:53")
+	for _, askTo := range []netip.AddrPort{server, netip.MustParseAddrPort("127.0.0.54:53")} {
+		t.Run(askTo.String(), func(t *testing.T) {
+			a := New(Options{})
+			f := newFeed(a, 7, steptag.NewID([]byte("late question "+askTo.String())), "c")
+			f.mkdir(0)
+			f.exec(1, 10, 1, traceA, "/bin/sh")
+			hdr := dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName("good.test."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60}
+			f.send(probe.Event{Kind: probe.KindDNS, Time: at(2), DNS: &probe.DNSInfo{Peer: server, Payload: dnsPayload(t, 7, true, "good.test.",
+				dnsmessage.Resource{Header: hdr, Body: &dnsmessage.AResource{A: [4]byte{127, 0, 0, 9}}})}})
+			f.send(probe.Event{Kind: probe.KindDNS, Time: at(3), PID: 10, DNS: &probe.DNSInfo{Outgoing: true, Peer: askTo, Payload: dnsPayload(t, 7, false, "good.test.")}})
+			f.send(probe.Event{Kind: probe.KindNet, Time: at(4), PID: 10, Net: &probe.NetInfo{Op: "connect", Protocol: "tcp", Addr: netip.MustParseAddrPort("127.0.0.9:443")}})
+			s := f.rmdir(5).Ended.Seal(SealInput{Diff: goodDiff})
+			d := s.Network[0]
+			if askTo == server {
+				if d.Hostname != "good.test" || len(s.DNS) != 1 || s.DNS[0].Unconfirmed || s.DNS[0].PID != 10 || len(s.DNS[0].Answers) != 1 {
+					t.Errorf("destination %+v, dns %+v: want the late question to confirm its answer", d, s.DNS)
+				}
+				return
+			}
+			if d.Hostname != "" || d.HostnameUnconfirmed != "good.test" {
+				t.Errorf("destination %+v, dns %+v: an answer from a server not asked must stay unconfirmed", d, s.DNS)
+			}
+		})
 	}
 }

@@ -30,6 +30,9 @@ type dnsLog struct {
 	hosts   map[netip.Addr]string // answered address → name that was asked
 	// strayHosts: the same from unconfirmed answers, never trusted.
 	strayHosts map[netip.Addr]string
+	// strayAddrs: the addresses each unconfirmed answer's key named, for
+	// a question that arrives after its answer.
+	strayAddrs map[dnsKey][]netip.Addr
 	dropped    int
 }
 
@@ -110,7 +113,9 @@ func dnsType(t dnsmessage.Type) string {
 
 // add takes one DNS message. A question the step sends is recorded; an
 // answer counts only when it matches one: same message ID, question and
-// type, from the server the question was sent to. Any other answer is
+// type, from the server the question was sent to (the answer is read from
+// the packet the kernel delivered, its source from the IP header). An answer
+// that arrives before its question's event is confirmed by the question. Any other answer is
 // recorded as unconfirmed, and the names it gives are never put on a
 // destination's Hostname.
 func (l *dnsLog) add(pid uint32, info *probe.DNSInfo) {
@@ -123,6 +128,7 @@ func (l *dnsLog) add(pid uint32, info *probe.DNSInfo) {
 		l.stray = make(map[dnsKey]int)
 		l.hosts = make(map[netip.Addr]string)
 		l.strayHosts = make(map[netip.Addr]string)
+		l.strayAddrs = make(map[dnsKey][]netip.Addr)
 	}
 	if info.Outgoing {
 		if h.Response {
@@ -131,6 +137,22 @@ func (l *dnsLog) add(pid uint32, info *probe.DNSInfo) {
 		for _, q := range qs {
 			k := dnsKey{peer: info.Peer, id: h.ID, name: dnsName(q.Name), typ: q.Type}
 			if _, ok := l.index[k]; ok {
+				continue
+			}
+			if i, ok := l.stray[k]; ok {
+				// Its answer came first: the packet hook that reads
+				// answers can run before the system call that sent the
+				// question returns. The answer is what the server sent
+				// (read from the packet), to this question.
+				q := &l.queries[i]
+				q.PID, q.Unconfirmed = pid, false
+				q.Answers, q.UnconfirmedAnswers = q.UnconfirmedAnswers, nil
+				delete(l.stray, k)
+				l.index[k] = i
+				for _, a := range l.strayAddrs[k] {
+					l.hosts[a] = k.name
+				}
+				delete(l.strayAddrs, k)
 				continue
 			}
 			if len(l.queries) >= maxDNSQueries {
@@ -203,6 +225,9 @@ func (l *dnsLog) add(pid uint32, info *probe.DNSInfo) {
 					continue // an answer to another question of the message
 				}
 				hosts[addr] = name
+				if !confirmed && i >= 0 {
+					l.strayAddrs[k] = append(l.strayAddrs[k], addr)
+				}
 			}
 			if i < 0 {
 				continue

@@ -64,6 +64,7 @@ const (
 	protoICMP    = 1
 	protoTCP     = 6
 	protoUDP     = 17
+	protoDCCP    = 33
 	protoICMPv6  = 58
 	protoSCTP    = 132
 	protoUDPLite = 136
@@ -221,7 +222,7 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 			return Event{}, fmt.Errorf("net record with address family %d", h.family)
 		}
 		proto := protoName(h.a[1], h.a[3] != 0)
-		if proto != "tcp" && proto != "udp" {
+		if !hasPorts(proto) {
 			addr = netip.AddrPortFrom(addr.Addr(), 0) // no ports; as the packet counters key it
 		}
 		ev.Net = &NetInfo{Op: netOp(h.a[0]), Protocol: proto, Addr: addr, Errno: h.a[2]}
@@ -447,8 +448,22 @@ func protoName(p uint32, raw bool) string {
 		return "udplite"
 	case p == protoSCTP:
 		return "sctp"
+	case p == protoDCCP:
+		return "dccp"
 	}
 	return fmt.Sprintf("ip%d", p)
+}
+
+// hasPorts reports whether a protocol, as protoName names it, addresses by
+// port; the packet counters (count_skb) read ports for exactly these. A
+// policy entry with a port must see the port (redteam9: a UDP-Lite datagram
+// to a flagged address and port was "udplite <addr>:0").
+func hasPorts(proto string) bool {
+	switch proto {
+	case "tcp", "udp", "udplite", "sctp", "dccp":
+		return true
+	}
+	return false
 }
 
 func addrPort(h header) (netip.AddrPort, bool) {

@@ -105,11 +105,16 @@ type NetInfo struct {
 	Errno    uint32 // a failed connect's error (ECONNREFUSED, ...); 0 when it succeeded or is in progress
 }
 
-// DNSInfo is one DNS message (at most 4096 bytes of it) on port 53.
+// DNSInfo is one DNS message (at most 4096 bytes of it) on port 53. An
+// answer's event has no PID: it is the packet's, delivered to a socket of
+// the cgroup.
 type DNSInfo struct {
-	Outgoing bool           // true for a query sent, false for an answer received
-	Peer     netip.AddrPort // the DNS server
-	Payload  []byte
+	Outgoing bool // true for a query sent, false for an answer received
+	// Peer is the DNS server: a question's destination, an answer's
+	// source as the packet had it (answers are read from the packets the
+	// kernel delivers, not from the receiver's memory).
+	Peer    netip.AddrPort
+	Payload []byte
 }
 
 // Traffic is bytes a cgroup exchanged with one remote endpoint, counted by
@@ -139,4 +144,8 @@ type CgroupStats struct {
 	// Escaped counts the step's processes moved to another cgroup, or
 	// cloned into one (CLONE_INTO_CGROUP): no hook follows them there.
 	Escaped uint64
+	// DNSSource counts UDP packets sent from local port 53: a socket there
+	// can send a resolver's answer with the resolver's address as source
+	// (IP_PKTINFO, IP_TRANSPARENT), so no answer the step got is confirmed.
+	DNSSource uint64
 }

@@ -488,7 +488,7 @@ func (p *Probe) Stats(cgroupID uint64) CgroupStats {
 	// An exec whose argv continuations did not all arrive is truncated
 	// too (counted here when the kernel did not flag it).
 	return CgroupStats{Emitted: st.Emitted, Dropped: st.Dropped, Truncated: st.Truncated + p.argv.truncated(cgroupID), IOUring: st.IoUring,
-		MapFull: st.MapFull, TrafficFull: st.TrafficFull, AFPacket: st.AfPacket, Unhooked: st.Unhooked, Escaped: st.Escaped}
+		MapFull: st.MapFull, TrafficFull: st.TrafficFull, AFPacket: st.AfPacket, Unhooked: st.Unhooked, Escaped: st.Escaped, DNSSource: st.DnsSource}
 }
 
 // Traffic returns the bytes the cgroup exchanged per remote endpoint.
