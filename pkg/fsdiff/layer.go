@@ -254,7 +254,10 @@ func dirEntries(dirs []dirHeader, es []*entry) []*entry {
 		if h.overDir && h.meta == h.lowerMeta {
 			continue
 		}
-		if !h.overDir && runtimeMountPoint(h.path) && !slices.ContainsFunc(es, func(e *entry) bool { return strings.HasPrefix(e.path, h.path+"/") }) {
+		// Only what runc makes is left out: a header with another mode or
+		// owner is what a puller unpacks (an exported root file system,
+		// a run without those mounts), and no traced run made it.
+		if !h.overDir && runtimeMountPoint(h.path) && h.meta == runtimeMountMeta && !slices.ContainsFunc(es, func(e *entry) bool { return strings.HasPrefix(e.path, h.path+"/") }) {
 			continue
 		}
 		out = append(out, &entry{path: h.path, kind: kindDir, mode: h.meta.mode, uid: h.meta.uid, gid: h.meta.gid, created: !h.overDir})
