@@ -208,3 +208,82 @@ func TestRedTeam11HonestDirectories(t *testing.T) {
 		})
 	}
 }
+
+// TestRedTeam11HardLinkTargetTrailingSlash: a registry writer turns the
+// second of two symlinks to the same file, in a traced run's layer, into
+// a hard link whose target is the first symlink's name with a trailing
+// slash ("app/a/"). verify cleans the target to the symlink and reads the
+// link as that symlink, so the digest keeps its line; containerd resolves
+// the target fully (the trailing slash makes the symlink a parent to
+// resolve), links the file itself, and applies the link header's mode,
+// the symlink's 0777, to it: the run's 0600 file is world-writable.
+func TestRedTeam11HardLinkTargetTrailingSlash(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	n := randHex(6)
+	app := "app-" + n
+	body := "FROM BASE\nRUN mkdir /" + app + " && echo key > /" + app + "/secret && chmod 600 /" + app + "/secret" +
+		" && ln -s secret /" + app + "/a && ln -s secret /" + app + "/b\n"
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, body)})
+	honest := l.Ref("redteam11")
+	l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: honest, Push: true})
+	out, code := runCLI(t, l, "verify", honest, "--key", l.TracerPub)
+	expectCode(t, out, code, 0, "verify", honest)
+
+	img := l.Image(t, ctx, honest)
+	li := layerOf(t, img.Manifests[0].Config, "RUN /bin/sh -c mkdir /"+app)
+	forged := l.Ref("redteam11")
+	rtRetarLayer(t, ctx, img, forged, li, func(es []rtEnt) []rtEnt {
+		// The file first: containerd links to it when it reads the link.
+		var secret, rest []rtEnt
+		for _, e := range es {
+			switch path.Clean("/" + e.h.Name) {
+			case "/" + app + "/secret":
+				secret = append(secret, e)
+				continue
+			case "/" + app + "/b":
+				e.h.Typeflag, e.h.Linkname = tar.TypeLink, app+"/a/"
+			}
+			rest = append(rest, e)
+		}
+		var out []rtEnt
+		for _, e := range rest {
+			out = append(out, e)
+			if path.Clean("/"+e.h.Name) == "/"+app {
+				out = append(out, secret...)
+			}
+		}
+		for _, e := range out {
+			t.Logf("forged layer entry %s type %c mode %o uid %d link %q", e.h.Name, e.h.Typeflag, e.h.Mode, e.h.Uid, e.h.Linkname)
+		}
+		return out
+	})
+	out, code = runCLI(t, l, "verify", forged, "--key", l.TracerPub)
+	t.Logf("verify %s: exit %d\n%s", forged, code, out)
+
+	dest := t.TempDir()
+	probe := lab.WriteContext(t, map[string]string{"Dockerfile": "FROM " + forged + "\n"})
+	res := l.Buildx(ctx, lab.Build{Context: probe, Args: []string{"--no-cache", "--output", "type=local,dest=" + dest}})
+	if res.Err != nil {
+		t.Logf("exporting %s failed (a puller cannot unpack it): %v\n%s", forged, res.Err, res.Output)
+		return
+	}
+	mode := os.FileMode(0)
+	for _, p := range []string{"secret", "a", "b"} {
+		fi, err := os.Lstat(filepath.Join(dest, app, p))
+		if err != nil {
+			t.Errorf("exported root file system: %v", err)
+			continue
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		t.Logf("a puller's /%s/%s: %v (mode %o) links %d", app, p, fi.Mode(), st.Mode&0o7777, st.Nlink)
+		if p == "secret" {
+			mode = fi.Mode().Perm()
+		}
+	}
+	if code == 0 && mode != 0o600 {
+		t.Errorf("verify accepted %s, whose layer %d makes the run's 0600 /%s/secret mode %o", forged, li, app, mode)
+	}
+}
