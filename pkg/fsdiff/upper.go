@@ -42,7 +42,9 @@ func FromUpper(ctx context.Context, upper string, opts Options) (trace.Diff, err
 		if err != nil {
 			return trace.Diff{Error: err.Error()}, err
 		}
-		if r != x && !slices.Contains(w.exclude, r) {
+		// A target that resolves to the root is no mount point runc
+		// makes; excluding it would hide the whole step.
+		if r != x && r != "/" && !slices.Contains(w.exclude, r) {
 			w.exclude = append(w.exclude, r)
 		}
 	}
