@@ -195,7 +195,8 @@ func TestRedTeam11HonestDirectories(t *testing.T) {
 			map[string]string{"d/x/y": "y", "t.tar": rt11Tar(t)}, nil},
 		{"scratch", "FROM BASE AS b\nFROM scratch\nCOPY --from=b /bin/busybox /bin/busybox\n" +
 			`RUN ["/bin/busybox", "sh", "-c", "/bin/busybox mkdir -p /x-` + n + `/y && /bin/busybox touch /x-` + n + `/y/f"]` + "\n" +
-			`RUN ["/bin/busybox", "sh", "-c", "/bin/busybox mkdir /etc && /bin/busybox touch /etc/z"]` + "\n", nil, nil},
+			`RUN ["/bin/busybox", "sh", "-c", "/bin/busybox mkdir -p /etc && /bin/busybox touch /etc/z"]` + "\n" +
+			`RUN ["/bin/busybox", "sh", "-c", "/bin/busybox mkdir -p /opt && /bin/busybox chmod 700 /etc /opt"]` + "\n", nil, nil},
 		{"debian", "FROM " + l.Registry + "/library/debian:bookworm\n" +
 			"RUN mkdir -p /var/lib/apt/lists/partial-" + n + " && chown 42:0 /var/lib/apt/lists/partial-" + n + " && chmod 700 /var/lib/apt/lists/partial-" + n + "\n" +
 			"RUN --mount=type=cache,target=/var/cache/apt-" + n + " --mount=type=secret,id=s,target=/var/run/secrets-" + n + "/s " +
