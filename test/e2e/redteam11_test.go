@@ -22,7 +22,8 @@ import (
 // diff digest leaves a new, empty runtime mount point out whatever its
 // header says, so the forged layer keeps its digest. What a puller
 // unpacks (the image's root file system, exported by BuildKit) has them
-// world-writable and owned by uid 1000.
+// world-writable and owned by uid 1000. verify now leaves such a mount
+// point out only with runc's mode and owner (0755, root), so it refuses.
 func TestRedTeam11ForgedRuntimeMountPoint(t *testing.T) {
 	l := lab.Require(t)
 	l.RequireTracer(t)
@@ -118,7 +119,9 @@ func rt11Honest(t *testing.T, ctx context.Context, l *lab.Lab, body string, ctxF
 // through a symlink. runc makes the mount point (and missing parents) at
 // the resolved path; the tracer excludes the unresolved target, so a stub
 // it reads before BuildKit's cleaner removes it is a new directory of the
-// step, and the layer does not have it.
+// step, and the layer does not have it: verify refused these honest
+// builds until the tracer also excluded each target resolved through the
+// lower layers' symlinks.
 func TestRedTeam11MountThroughSymlink(t *testing.T) {
 	l := lab.Require(t)
 	l.RequireTracer(t)
@@ -218,6 +221,7 @@ func TestRedTeam11HonestDirectories(t *testing.T) {
 // the target fully (the trailing slash makes the symlink a parent to
 // resolve), links the file itself, and applies the link header's mode,
 // the symlink's 0777, to it: the run's 0600 file is world-writable.
+// verify now refuses a link target that ends in "/" or ".".
 func TestRedTeam11HardLinkTargetTrailingSlash(t *testing.T) {
 	l := lab.Require(t)
 	l.RequireTracer(t)
