@@ -194,6 +194,13 @@ func runtimeMountPoint(p string) bool {
 	return p == "/proc" || p == "/dev" || p == "/sys"
 }
 
+// runtimeMountMeta is the mode and owner runc gives a runtime mount point
+// it makes (mkdir 0755 as the container's root).
+var runtimeMountMeta = dirMeta{mode: 0o755}
+
+// dirMeta is the part of a directory entry the digest covers.
+func (e *entry) dirMeta() dirMeta { return dirMeta{mode: e.mode, uid: e.uid, gid: e.gid} }
+
 // excluded reports whether p is one of excl or below one.
 func excluded(p string, excl []string) bool {
 	for _, x := range excl {

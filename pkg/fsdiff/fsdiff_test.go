@@ -324,7 +324,11 @@ func TestDirectoryMetadata(t *testing.T) {
 		{"owner", []tarEntry{hdr("etc/", 0o755, 1000)}, "/etc"},
 		{"new, empty", []tarEntry{hdr("opt/", 0o777, 0)}, "/opt"},
 		{"new, holding a file", []tarEntry{hdr("opt/", 0o755, 0), file("opt/f")}, "/opt"},
-		{"a runtime mount point, new and empty", []tarEntry{hdr("proc/", 0o555, 0)}, ""},
+		{"a runtime mount point, new and empty", []tarEntry{hdr("proc/", 0o755, 0)}, ""},
+		// redteam11: only what runc makes is left out; a writer's mode or
+		// owner is what a puller unpacks.
+		{"a runtime mount point, new and empty, other mode", []tarEntry{hdr("proc/", 0o777, 0)}, "/proc"},
+		{"a runtime mount point, new and empty, other owner", []tarEntry{hdr("dev/", 0o755, 1000)}, "/dev"},
 		{"a runtime mount point holding a file", []tarEntry{hdr("sys/", 0o755, 0), file("sys/f")}, "/sys"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -468,5 +472,27 @@ func TestApplyAsContainerd(t *testing.T) {
 		if got := s.lookup(p) != nil; got != want {
 			t.Errorf("%s present %v, want %v", p, got, want)
 		}
+	}
+}
+
+// TestMountTargetThroughSymlink: runc makes a RUN --mount's stub (and
+// its missing parents) at the target resolved through the symlinks of the
+// root it starts on, and BuildKit's cleaner removes them there; the
+// tracer may read the upper dir before. Those stubs are no entry
+// (redteam11: an honest build was refused).
+func TestMountTargetThroughSymlink(t *testing.T) {
+	ctx := context.Background()
+	lower, upper := t.TempDir(), t.TempDir()
+	must(t, os.Mkdir(filepath.Join(lower, "tmp"), 0o755))
+	must(t, os.Symlink("/tmp", filepath.Join(lower, "lnk")))
+	must(t, os.Symlink("../opt-x", filepath.Join(lower, "o")))
+	must(t, os.Mkdir(filepath.Join(upper, "tmp"), 0o755))
+	must(t, os.Mkdir(filepath.Join(upper, "tmp/m"), 0o755))
+	must(t, os.MkdirAll(filepath.Join(upper, "opt-x/c/d"), 0o755))
+	writeFile(t, filepath.Join(upper, "f"), "x", 0o644)
+	d, err := FromUpper(ctx, upper, Options{Lowers: []string{lower}, Exclude: []string{"/lnk/m", "/o/c/d"}})
+	must(t, err)
+	if len(d.Changes) != 1 || d.Changes[0].Path != "/f" {
+		t.Fatalf("changes = %+v, want /f only", d.Changes)
 	}
 }

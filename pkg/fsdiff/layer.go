@@ -188,6 +188,14 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 			if slices.Contains(strings.Split(hdr.Linkname, "/"), "..") {
 				return "", nil, fmt.Errorf("layer tar: hard link %s has a target with \"..\" (%s)", hdr.Name, hdr.Linkname)
 			}
+			// A target that ends in "/" or "." names what its last
+			// component resolves to: containerd follows a symlink there
+			// and links the file it points to, giving it the link
+			// header's mode and owner, while a lexical clean reads the
+			// symlink.
+			if base := hdr.Linkname[strings.LastIndex(hdr.Linkname, "/")+1:]; base == "" || base == "." {
+				return "", nil, fmt.Errorf("layer tar: hard link %s has a target that names a directory (%s)", hdr.Name, hdr.Linkname)
+			}
 			target := path.Clean("/" + hdr.Linkname)
 			t, ok := byPath[target]
 			if !ok || t.kind == kindDeleted {
@@ -254,7 +262,10 @@ func dirEntries(dirs []dirHeader, es []*entry) []*entry {
 		if h.overDir && h.meta == h.lowerMeta {
 			continue
 		}
-		if !h.overDir && runtimeMountPoint(h.path) && !slices.ContainsFunc(es, func(e *entry) bool { return strings.HasPrefix(e.path, h.path+"/") }) {
+		// Only what runc makes is left out: a header with another mode or
+		// owner is what a puller unpacks (an exported root file system,
+		// a run without those mounts), and no traced run made it.
+		if !h.overDir && runtimeMountPoint(h.path) && h.meta == runtimeMountMeta && !slices.ContainsFunc(es, func(e *entry) bool { return strings.HasPrefix(e.path, h.path+"/") }) {
 			continue
 		}
 		out = append(out, &entry{path: h.path, kind: kindDir, mode: h.meta.mode, uid: h.meta.uid, gid: h.meta.gid, created: !h.overDir})

@@ -121,7 +121,7 @@ func overlayStep(t *testing.T) (upper string, lowers []string) {
 	must(t, os.Chown(m("opt"), 1000, 1000))     // and owner
 	must(t, os.MkdirAll(m("empty/sub"), 0o700)) // new directories, empty: entries
 	must(t, os.MkdirAll(m("stubs/m"), 0o755))   // a mount stub and its new parent: no entry
-	must(t, os.Mkdir(m("proc"), 0o555))         // runc's mount point, which stays: no entry
+	must(t, os.Mkdir(m("proc"), 0o755))         // runc's mount point, which stays: no entry
 	must(t, os.Chmod(m("bin"), 0o755))          // chmod to the same mode: no entry
 	must(t, unix.Unmount(merged, 0))
 	mounted = false

@@ -34,6 +34,20 @@ func FromUpper(ctx context.Context, upper string, opts Options) (trace.Diff, err
 		lower:   newLowerFS(opts.Lowers),
 		exclude: cleanExcludes(opts.Exclude),
 	}
+	// runc makes a mount point at its target resolved in the root file
+	// system the step started on (symlinks followed inside the root), and
+	// BuildKit's stub cleaner removes it there: exclude that path too.
+	for _, x := range w.exclude {
+		r, err := w.lower.resolve(x)
+		if err != nil {
+			return trace.Diff{Error: err.Error()}, err
+		}
+		// A target that resolves to the root is no mount point runc
+		// makes; excluding it would hide the whole step.
+		if r != x && r != "/" && !slices.Contains(w.exclude, r) {
+			w.exclude = append(w.exclude, r)
+		}
+	}
 	if err := w.walk(); err != nil {
 		return trace.Diff{Error: err.Error()}, err
 	}
@@ -147,7 +161,7 @@ func (w *upperWalk) dir(p string, inOpaque bool) (sockets bool, err error) {
 				if ls.Mode&07777 != e.mode || ls.Uid != e.uid || ls.Gid != e.gid {
 					w.entries = append(w.entries, e)
 				}
-			} else if len(w.entries) > before || sockets || !w.stubParent(cp) && !runtimeMountPoint(cp) {
+			} else if len(w.entries) > before || sockets || !w.stubParent(cp) && !(runtimeMountPoint(cp) && e.dirMeta() == runtimeMountMeta) {
 				e.created = true
 				w.entries = append(w.entries, e)
 			}
@@ -364,6 +378,48 @@ func (l *lowerFS) lookup(p string) (string, fs.FileInfo, bool, error) {
 		return fp, fi, true, nil
 	}
 	return "", nil, false, nil
+}
+
+// resolve follows the symlinks of the merged lower view in p, inside the
+// root as runc does with a mount target (securejoin: ".." stops at the
+// root, a missing component is taken as it is).
+func (l *lowerFS) resolve(p string) (string, error) {
+	todo := strings.Split(p, "/")
+	var out []string
+	for hops := 0; len(todo) > 0; {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+			continue
+		}
+		cur := "/" + path.Join(append(out, c)...)
+		lp, fi, found, err := l.lookup(cur)
+		if err != nil {
+			return "", err
+		}
+		if !found || fi.Mode()&fs.ModeSymlink == 0 {
+			out = append(out, c)
+			continue
+		}
+		if hops++; hops > 255 {
+			return "", fmt.Errorf("resolving mount target %s: too many symlinks", p)
+		}
+		target, err := os.Readlink(lp)
+		if err != nil {
+			return "", fmt.Errorf("lower dir: %w", err)
+		}
+		if strings.HasPrefix(target, "/") {
+			out = nil
+		}
+		todo = append(strings.Split(target, "/"), todo...)
+	}
+	return "/" + path.Join(out...), nil
 }
 
 // readDir lists the merged lower directory p, sorted.
