@@ -91,6 +91,23 @@ func (s *Stack) nonDirAncestor(p string) (string, bool) {
 // fs.RootPath: inside the root, ".." stops at it). A path through a
 // non-directory that is not a symlink is an error.
 func (s *Stack) resolve(p string) (string, error) {
+	return resolveIn(p, func(cur string) (string, bool, error) {
+		n := s.lookup(cur)
+		switch {
+		case n == nil || n.dir:
+			return "", false, nil
+		case n.link == "":
+			return "", false, fmt.Errorf("%s is not a directory", cur)
+		}
+		return n.link, true, nil
+	})
+}
+
+// resolveIn follows symlinks in p inside the root: ".." stops at the root,
+// an absolute target starts over from it, and a component that is no
+// symlink is taken as it is. readlink reports the target of the cleaned
+// absolute path cur, and whether cur is a symlink at all.
+func resolveIn(p string, readlink func(cur string) (target string, ok bool, err error)) (string, error) {
 	todo := split(p)
 	var out []string
 	for hops := 0; len(todo) > 0; {
@@ -105,21 +122,21 @@ func (s *Stack) resolve(p string) (string, error) {
 			}
 			continue
 		}
-		n := s.lookup("/" + strings.Join(append(out, c), "/"))
-		if n == nil || n.dir {
+		target, ok, err := readlink("/" + strings.Join(append(out, c), "/"))
+		if err != nil {
+			return "", err
+		}
+		if !ok {
 			out = append(out, c)
 			continue
-		}
-		if n.link == "" {
-			return "", fmt.Errorf("/%s is not a directory", strings.Join(append(out, c), "/"))
 		}
 		if hops++; hops > 255 {
 			return "", fmt.Errorf("too many symlinks in %s", p)
 		}
-		if strings.HasPrefix(n.link, "/") {
+		if strings.HasPrefix(target, "/") {
 			out = nil
 		}
-		todo = append(strings.Split(n.link, "/"), todo...)
+		todo = append(strings.Split(target, "/"), todo...)
 	}
 	return "/" + strings.Join(out, "/"), nil
 }

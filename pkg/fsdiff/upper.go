@@ -158,7 +158,7 @@ func (w *upperWalk) dir(p string, inOpaque bool) (sockets bool, err error) {
 			e := &entry{path: cp, kind: kindDir, mode: st.Mode & 07777, uid: st.Uid, gid: st.Gid}
 			if overDir := found && lfi.IsDir(); overDir {
 				ls := lfi.Sys().(*syscall.Stat_t)
-				if ls.Mode&07777 != e.mode || ls.Uid != e.uid || ls.Gid != e.gid {
+				if (dirMeta{mode: ls.Mode & 07777, uid: ls.Uid, gid: ls.Gid}) != e.dirMeta() {
 					w.entries = append(w.entries, e)
 				}
 			} else if len(w.entries) > before || sockets || !w.stubParent(cp) && !(runtimeMountPoint(cp) && e.dirMeta() == runtimeMountMeta) {
@@ -384,42 +384,21 @@ func (l *lowerFS) lookup(p string) (string, fs.FileInfo, bool, error) {
 // root as runc does with a mount target (securejoin: ".." stops at the
 // root, a missing component is taken as it is).
 func (l *lowerFS) resolve(p string) (string, error) {
-	todo := strings.Split(p, "/")
-	var out []string
-	for hops := 0; len(todo) > 0; {
-		c := todo[0]
-		todo = todo[1:]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			if len(out) > 0 {
-				out = out[:len(out)-1]
-			}
-			continue
-		}
-		cur := "/" + path.Join(append(out, c)...)
+	r, err := resolveIn(p, func(cur string) (string, bool, error) {
 		lp, fi, found, err := l.lookup(cur)
-		if err != nil {
-			return "", err
-		}
-		if !found || fi.Mode()&fs.ModeSymlink == 0 {
-			out = append(out, c)
-			continue
-		}
-		if hops++; hops > 255 {
-			return "", fmt.Errorf("resolving mount target %s: too many symlinks", p)
+		if err != nil || !found || fi.Mode()&fs.ModeSymlink == 0 {
+			return "", false, err
 		}
 		target, err := os.Readlink(lp)
 		if err != nil {
-			return "", fmt.Errorf("lower dir: %w", err)
+			return "", false, fmt.Errorf("lower dir: %w", err)
 		}
-		if strings.HasPrefix(target, "/") {
-			out = nil
-		}
-		todo = append(strings.Split(target, "/"), todo...)
+		return target, true, nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("resolving mount target %s: %w", p, err)
 	}
-	return "/" + path.Join(out...), nil
+	return r, nil
 }
 
 // readDir lists the merged lower directory p, sorted.
