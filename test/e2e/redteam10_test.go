@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/buildtrace/buildtrace/pkg/attest"
 	"github.com/buildtrace/buildtrace/pkg/trace"
 	"github.com/buildtrace/buildtrace/test/lab"
 )
@@ -40,11 +39,7 @@ func TestRedTeam10ChrootMisnamesPaths(t *testing.T) {
 	if !strings.Contains(res.Output, "RT10 CHROOT DONE in /cache") || !strings.Contains(res.Output, "RT10 LATER STEP READS export PATH=/opt/evil") {
 		t.Fatalf("the step did not poison its cache mount:\n%s", res.Output)
 	}
-	p := runtimeTrace(t, ctx, l, ref)
-	b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := rtSignedBuild(t, ctx, l, ref)
 	var st *trace.Step
 	for i := range b.Steps {
 		for _, pr := range b.Steps[i].Processes {
@@ -129,11 +124,7 @@ func TestRedTeam10DirfdSwappedByAThread(t *testing.T) {
 	if len(inCache) == 0 {
 		t.Fatalf("no file landed in the cache mount:\n%s", res.Output)
 	}
-	p := runtimeTrace(t, ctx, l, ref)
-	b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := rtSignedBuild(t, ctx, l, ref)
 	var st *trace.Step
 	for i := range b.Steps {
 		for _, pr := range b.Steps[i].Processes {
@@ -194,11 +185,7 @@ func TestRedTeam10DotDotThroughASymlink(t *testing.T) {
 	if !strings.Contains(res.Output, "RT10 CACHE HOLDS poisoned") {
 		t.Fatalf("the write did not land in the cache mount:\n%s", res.Output)
 	}
-	p := runtimeTrace(t, ctx, l, ref)
-	b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := rtSignedBuild(t, ctx, l, ref)
 	found := false
 	for _, st := range b.Steps {
 		if !strings.Contains(strings.Join(st.Processes[0].Argv, " "), "/opt/l/../evil") {

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/buildtrace/buildtrace/pkg/attest"
 	"github.com/buildtrace/buildtrace/test/lab"
 )
 
@@ -82,11 +81,7 @@ func TestRedTeam7DNSAnswerPastTheBuffer(t *testing.T) {
 	if !strings.Contains(res.Output, "RT7 TRUNC") {
 		t.Fatalf("the step did not receive the resolver's answer:\n%s", res.Output)
 	}
-	p := runtimeTrace(t, ctx, l, ref)
-	b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := rtSignedBuild(t, ctx, l, ref)
 	for _, st := range b.Steps {
 		for _, q := range st.DNS {
 			t.Logf("signed DNS entry of step %s (complete %v): %+v", st.StepID, st.Completeness.Complete, q)
@@ -173,11 +168,7 @@ func TestRedTeam7CgroupEscapeWithALocalUser(t *testing.T) {
 			t.Logf("build: %s", strings.TrimSpace(ln))
 		}
 	}
-	p := runtimeTrace(t, ctx, l, ref)
-	b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := rtSignedBuild(t, ctx, l, ref)
 	for _, st := range b.Steps {
 		seen := false
 		for _, d := range st.Network {

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/buildtrace/buildtrace/pkg/attest"
 	"github.com/buildtrace/buildtrace/test/lab"
 )
 
@@ -90,11 +89,7 @@ func TestRedTeam9DNSAnswerFromTheStep(t *testing.T) {
 			if tc.mode != "honest" && !strings.Contains(res.Output, "the step's own answer: yes") {
 				t.Fatalf("the step did not receive its own answer:\n%s", res.Output)
 			}
-			p := runtimeTrace(t, ctx, l, ref)
-			b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := rtSignedBuild(t, ctx, l, ref)
 			for _, st := range b.Steps {
 				for _, q := range st.DNS {
 					t.Logf("signed DNS entry of step %s (complete %v): %+v", st.StepID, st.Completeness.Complete, q)
@@ -168,11 +163,7 @@ func TestRedTeam9UDPLitePortUnrecorded(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the listener on udplite %s received nothing", target)
 	}
-	p := runtimeTrace(t, ctx, l, ref)
-	b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := rtSignedBuild(t, ctx, l, ref)
 	named := false
 	for _, st := range b.Steps {
 		for _, d := range st.Network {
@@ -260,11 +251,7 @@ func TestRedTeam9OtherWaysOut(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatalf("the listener on %s received nothing", target)
 			}
-			p := runtimeTrace(t, ctx, l, ref)
-			b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := rtSignedBuild(t, ctx, l, ref)
 			named := false
 			for _, st := range b.Steps {
 				for _, d := range st.Network {
@@ -372,11 +359,7 @@ func TestRedTeam9PassedSocket(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the listener on %s received nothing", target)
 	}
-	p := runtimeTrace(t, ctx, l, ref)
-	b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := rtSignedBuild(t, ctx, l, ref)
 	for _, st := range b.Steps {
 		for _, d := range st.Network {
 			t.Logf("signed destination: %s %s %s:%d sent %d", d.Protocol, d.Op, d.IP, d.Port, d.BytesSent)
@@ -436,11 +419,7 @@ func TestRedTeam9IPv6ExtensionHeader(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the listener on %s received nothing", target)
 	}
-	p := runtimeTrace(t, ctx, l, ref)
-	b, err := attest.DecodeEnvelope(p.Buildtrace.Envelope)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := rtSignedBuild(t, ctx, l, ref)
 	named := false
 	for _, st := range b.Steps {
 		for _, d := range st.Network {
