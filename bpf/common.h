@@ -302,10 +302,18 @@ static __always_inline struct scratch *begin(__u16 kind, __u64 cg)
 
 /* Waking the reader per record costs an IPI and a context switch per
  * event (measured: most of the tracer's cost on a file-heavy step). So
- * records are written without a wakeup, and the reader is woken when
- * wake_bytes are pending or for a record the daemon must act on at once
- * (a container starts or ends, its first exec, a sync marker); the reader
- * also polls every few tens of milliseconds. Order is unchanged. */
+ * records are written without a wakeup, and the reader is woken by the
+ * record that takes the pending bytes past a multiple of wake_bytes, or by
+ * a record the daemon must act on at once (a container starts or ends, its
+ * first exec, a sync marker); the reader also polls every few tens of
+ * milliseconds. Not by every record while wake_bytes are pending: until
+ * the woken reader has drained the ring, each would raise the self-IPI
+ * again (an MSR write, a VM exit in a guest: a third of a file event's
+ * cost, measured). The reader reads until the ring is empty, and epoll
+ * keeps the ring ready while it holds data, so one wakeup per crossing
+ * loses nothing; crossing each multiple, not just the first, bounds what
+ * a missed crossing (two CPUs each seeing the other's bytes late) can
+ * leave unread to the poll. Order is unchanged. */
 static __always_inline __u64 wake_flags(struct event *ev, __u64 size)
 {
 	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
@@ -318,7 +326,7 @@ static __always_inline __u64 wake_flags(struct event *ev, __u64 size)
 	if (ev->kind == K_CGROUP_MKDIR || ev->kind == K_CGROUP_RMDIR ||
 	    (ev->kind == K_EXEC && (ev->flags & EF_FIRST_IN_CGROUP)))
 		return BPF_RB_FORCE_WAKEUP;
-	if (avail >= wake_bytes)
+	if (avail / wake_bytes != used / wake_bytes)
 		return BPF_RB_FORCE_WAKEUP;
 	return BPF_RB_NO_WAKEUP;
 }
