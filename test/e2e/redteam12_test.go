@@ -55,6 +55,9 @@ func TestRedTeam12UnhashableLowerUnbindsCopy(t *testing.T) {
 	b := rtSignedBuild(t, ctx, h, honest)
 	for _, st := range b.Steps {
 		t.Logf("run %s: lowers %q complete %v %v", st.StepID, st.Lowers, st.Completeness.Complete, st.Completeness.Reasons)
+		if slices.Contains(st.Lowers, "") {
+			t.Errorf("the tracer could not hash a layer run %s ran on (see its log)", st.StepID)
+		}
 	}
 	// The tracer now walks a snapshot from a descriptor of its directory,
 	// so the path fits for it as it did for buildkitd: the honest build
