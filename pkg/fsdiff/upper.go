@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -34,6 +35,7 @@ func FromUpper(ctx context.Context, upper string, opts Options) (trace.Diff, err
 		lower:   newLowerFS(opts.Lowers),
 		exclude: cleanExcludes(opts.Exclude),
 	}
+	defer w.shortenRoots()()
 	// runc makes a mount point at its target resolved in the root file
 	// system the step started on (symlinks followed inside the root), and
 	// BuildKit's stub cleaner removes it there: exclude that path too.
@@ -67,6 +69,35 @@ func FromUpper(ctx context.Context, upper string, opts Options) (trace.Diff, err
 		d.Changes = append(d.Changes, e.change(true))
 	}
 	return d, nil
+}
+
+// shortenRoots makes the walk reach the upper and lower directories
+// through descriptors opened on them (/proc/self/fd/<n>/.), so a path's
+// length is counted from there and not from the tracer's way to the
+// directory: a buildkitd in a container is read through /proc/<pid>/root/…,
+// longer than buildkitd's own path, and a path that fits in PATH_MAX for
+// buildkitd (which committed the snapshot) must fit for the walk too. A
+// directory that cannot be opened keeps its path (the walk says why). It
+// returns what closes the descriptors.
+func (w *upperWalk) shortenRoots() func() {
+	var fds []int
+	short := func(p string) string {
+		fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return p
+		}
+		fds = append(fds, fd)
+		return "/proc/self/fd/" + strconv.Itoa(fd) + "/."
+	}
+	w.upper = short(w.upper)
+	for i, d := range w.lower.layers {
+		w.lower.layers[i] = short(d)
+	}
+	return func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
 }
 
 type upperWalk struct {

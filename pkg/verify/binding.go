@@ -161,9 +161,17 @@ func (m *matcher) try(i, j int) bool {
 
 // lowersOK: the layers below position j are what run r ran on.
 func (m *matcher) lowersOK(r *trace.Step, j int) bool {
-	if len(r.Lowers) == 0 || slices.Contains(r.Lowers, "") {
-		// A run of this build whose lowers could not be hashed binds by
-		// its diff alone; evidence from another build must show them.
+	if slices.Contains(r.Lowers, "") {
+		// The tracer could not hash a layer the run ran on: the run vouches
+		// for nothing below it, so it binds nowhere. Binding by its diff
+		// alone would leave every COPY layer below it to plan position
+		// (a registry writer could replace one), and a build author can
+		// make a lower unhashable (redteam12).
+		return false
+	}
+	if len(r.Lowers) == 0 {
+		// No lowers recorded at all (a trace without them): its diff
+		// alone; evidence from another build must show them.
 		return !m.evidence[r]
 	}
 	if len(r.Lowers) < m.k {

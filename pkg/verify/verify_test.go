@@ -441,6 +441,16 @@ func TestRunBindsOnlyWhereItRan(t *testing.T) {
 	if checks(r) != CheckBinding {
 		t.Fatalf("a run bound above layers it did not run on: %q %+v", checks(r), r.Failures)
 	}
+	// A lower the tracer could not hash: the run vouches for nothing
+	// below it, so it binds nowhere (redteam12: the COPY layer below it
+	// was otherwise bound by plan position only).
+	f = newFixture(t, func(b *trace.Build) {
+		b.Steps[1].Lowers = []string{l1, ""}
+	})
+	r = Verify(context.Background(), f.target, f.opts(t, f.pub, ""))
+	if checks(r) != CheckBinding {
+		t.Fatalf("a run with an unhashed lower bound a layer: %q %+v", checks(r), r.Failures)
+	}
 }
 
 type mapCache map[string][]byte
