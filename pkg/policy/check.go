@@ -101,12 +101,8 @@ func (c *Checker) Check(s Step) []Violation {
 				imgs = append(imgs, image{e.Binary, e.Argv})
 			}
 			for _, im := range imgs {
-				argv0 := ""
-				if len(im.argv) > 0 {
-					argv0 = im.argv[0]
-				}
 				for _, d := range c.p.Binaries.Denied {
-					if matchBinary(d, im.bin, argv0) {
+					if matchBinary(d, im.bin, im.argv) {
 						out = append(out, Violation{Rule: "binaries.denied", Event: fmt.Sprintf("exec %s matches denied %s", im.bin, d), PID: p.PID, Binary: im.bin, Argv: slices.Clone(im.argv)})
 						break
 					}

@@ -207,3 +207,30 @@ func TestExamplePolicies(t *testing.T) {
 		}
 	}
 }
+
+// TestDeniedAppletHowEverCalled: busybox runs an applet named by argv[0]
+// (a leading "-" stripped) or, after an argv[0] starting with "busybox",
+// by the next argument; a base-name entry catches each (redteam13).
+func TestDeniedAppletHowEverCalled(t *testing.T) {
+	for _, c := range []struct {
+		binary string
+		argv   []string
+		want   bool
+	}{
+		{"/bin/busybox", []string{"wget", "-q"}, true},
+		{"/bin/busybox", []string{"busybox", "wget", "-q"}, true},
+		{"/bin/busybox", []string{"/bin/busybox", "/usr/bin/wget"}, true},
+		{"/bin/busybox", []string{"busybox", "busybox", "wget"}, true},
+		{"/tmp/x", []string{"busybox-x", "wget"}, true},
+		{"/bin/busybox", []string{"-wget", "-q"}, true},
+		{"/usr/bin/wget", []string{"fetch"}, true},
+		{"/bin/busybox", []string{"sh", "-c", "wget"}, false},
+		{"/bin/busybox", []string{"busybox", "sh", "wget"}, false},
+		{"/usr/bin/curl", []string{"curl", "wget"}, false},
+		{"/bin/busybox", nil, false},
+	} {
+		if got := matchBinary("wget", c.binary, c.argv); got != c.want {
+			t.Errorf("matchBinary(wget, %q, %q) = %v, want %v", c.binary, c.argv, got, c.want)
+		}
+	}
+}

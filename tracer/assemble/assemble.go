@@ -96,6 +96,7 @@ type Step struct {
 	firstExec time.Time
 	lastExit  time.Time
 	res       trace.Resources
+	rssResets int // opens of /proc/<pid>/clear_refs for writing (clearRefs)
 
 	files        fileLog
 	filesDropped int
@@ -395,11 +396,28 @@ func (s *Step) file(ev probe.Event) {
 		s.read(f.Path)
 		return
 	}
+	if clearRefs(f.Path) || clearRefs(f.Target) {
+		s.rssResets++
+	}
 	if s.files.n >= s.opts.MaxFileOps {
 		s.filesDropped++
 		return
 	}
 	s.files.add(trace.FileOp{Op: f.Op, Path: f.Path, Target: f.Target, Mode: f.Mode, UID: f.UID, GID: f.GID, PID: ev.PID, Time: ev.Time})
+}
+
+// clearRefs reports whether p names a /proc/<pid>/clear_refs file (or a
+// thread's, /proc/<pid>/task/<tid>/clear_refs). Writing "5" there resets
+// the process's peak RSS to its current RSS, and the exit record takes the
+// peak from the kernel: a step could touch any amount of memory, free it,
+// reset, and be recorded with what it held at exit (redteam13). The kernel
+// side may not hook the write itself (no kprobes or BPF trampolines on
+// some kernels), so the open for writing is what counts: the open record
+// names both the path given and the file the kernel opened, and a step
+// without CAP_SYS_ADMIN cannot mount procfs anywhere else. Every file
+// under /proc is procfs's, so no other file matches.
+func clearRefs(p string) bool {
+	return strings.HasPrefix(p, "/proc/") && path.Base(p) == "clear_refs"
 }
 
 func (s *Step) read(path string) {
@@ -580,7 +598,7 @@ func (s *Step) Seal(in SealInput) trace.Step {
 		EventsTruncated:   in.Stats.Truncated,
 	}
 	for k, v := range map[string]uint64{"io_uring": in.Stats.IOUring, "af_packet": in.Stats.AFPacket, "traffic_map_full": in.Stats.TrafficFull,
-		"syscalls_unhooked": in.Stats.Unhooked, "cgroup_escape": in.Stats.Escaped} {
+		"syscalls_unhooked": in.Stats.Unhooked, "cgroup_escape": in.Stats.Escaped, "rss_reset": uint64(s.rssResets)} {
 		if v > 0 {
 			if c.Unobserved == nil {
 				c.Unobserved = map[string]uint64{}
@@ -625,6 +643,9 @@ func (s *Step) Seal(in SealInput) trace.Step {
 	}
 	if in.Stats.Escaped > 0 {
 		reasons = append(reasons, fmt.Sprintf("%d processes left the container's cgroup (moved, or cloned into another): what they did there is not observed", in.Stats.Escaped))
+	}
+	if s.rssResets > 0 {
+		reasons = append(reasons, fmt.Sprintf("%d opens of /proc/<pid>/clear_refs for writing, which can reset a process's peak RSS: the peak memory recorded is not vouched for", s.rssResets))
 	}
 	if in.Stats.TrafficFull > 0 {
 		reasons = append(reasons, fmt.Sprintf("the kernel's traffic map was full: %d packets were not counted", in.Stats.TrafficFull))

@@ -482,6 +482,46 @@ func TestKernelLossesMakeIncomplete(t *testing.T) {
 	}
 }
 
+// TestPeakRSSResetMakesIncomplete: writing to /proc/<pid>/clear_refs can
+// reset a process's peak RSS, which the exit record reports: a step that
+// opens one for writing, by whatever path, is incomplete, whatever peak was
+// recorded (redteam13).
+func TestPeakRSSResetMakesIncomplete(t *testing.T) {
+	for _, c := range []struct {
+		name, path, target string
+		reset              bool
+	}{
+		{"self", "/proc/7/clear_refs", "/proc/self/clear_refs", true},
+		{"through a descriptor", "/proc/7/clear_refs", "/proc/self/fd/3", true},
+		{"a thread's", "/proc/7/task/8/clear_refs", "/proc/thread-self/clear_refs", true},
+		{"string only", "/tmp/x", "/proc/self/clear_refs", true},
+		{"a file of that name elsewhere", "/src/clear_refs", "", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := New(Options{})
+			f := newFeed(a, 1, steptag.NewID([]byte("rss")), "c")
+			f.mkdir(0)
+			f.exec(1, 10, 9, traceA, "/x")
+			f.send(probe.Event{Kind: probe.KindFile, Time: at(2), PID: 10, File: &probe.FileInfo{Op: "write", Path: c.path, Target: c.target}})
+			f.send(probe.Event{Kind: probe.KindExit, Time: at(3), PID: 10, Exit: &probe.ExitInfo{MaxRSSBytes: 1 << 20}})
+			s := f.rmdir(4).Ended.Seal(SealInput{Diff: goodDiff})
+			cp := s.Completeness
+			if !c.reset {
+				if !cp.Complete {
+					t.Errorf("completeness %+v: want complete", cp)
+				}
+				return
+			}
+			if cp.Complete || cp.Unobserved["rss_reset"] != 1 || !strings.Contains(strings.Join(cp.Reasons, "\n"), "clear_refs") {
+				t.Errorf("completeness %+v: want incomplete, unobserved rss_reset 1 and a reason", cp)
+			}
+			if s.Resources.PeakRSSBytes != 1<<20 {
+				t.Errorf("peak RSS %d, want the kernel's 1 MiB kept", s.Resources.PeakRSSBytes)
+			}
+		})
+	}
+}
+
 // TestDNSAnswersMustMatchAQuestion: an answer counts only when it matches
 // a question the step sent (ID, question, server). Others are recorded as
 // unconfirmed and never name a destination.

@@ -1,0 +1,105 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/buildtrace/buildtrace/test/lab"
+)
+
+// TestRedTeam13PeakRSSReset: resources.maxPeakMemoryBytes is checked
+// against the largest peak RSS of a step's processes, which the tracer takes
+// from the kernel (signal->maxrss) when each process exits. Any process may
+// reset its own peak ("high water mark") to its current RSS by writing 5 to
+// /proc/<pid>/clear_refs; root in the container may do it for every process
+// of the step. A RUN step touches 256 MiB, unmaps it and resets its peak
+// before it exits: the signed record says its peak RSS was well under a
+// MiB, and verify accepted it under a 128 MiB ceiling. The honest twin
+// (no reset) is refused.
+func TestRedTeam13PeakRSSReset(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	policy := writePolicy(t, "resources:\n  maxPeakMemoryBytes: 134217728\n")
+	bin := staticTestdataC(t, "redteam13", "rssreset")
+	for _, mode := range []string{"keep", "reset"} {
+		t.Run(mode, func(t *testing.T) {
+			df := dockerfile(l, "FROM BASE\nCOPY --chmod=0755 rssreset /usr/local/bin/rssreset\n"+
+				`RUN ["/usr/local/bin/rssreset", "256", "`+mode+`", "`+randHex(8)+`"]`+"\n")
+			dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "rssreset": bin})
+			ref := l.Ref("redteam13-rss-" + mode)
+			res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+			if !strings.Contains(res.Output, "RT13 RSS SPIKE 256 MiB done") {
+				t.Fatalf("the step did not touch its memory:\n%s", res.Output)
+			}
+			b := rtSignedBuild(t, ctx, l, ref)
+			for _, st := range b.Steps {
+				if len(st.Processes) > 0 {
+					t.Logf("step %s: peak RSS %d bytes, complete %v, reasons %q", st.StepID, st.Resources.PeakRSSBytes, st.Completeness.Complete, st.Completeness.Reasons)
+				}
+			}
+			out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
+			t.Logf("verify --policy (maxPeakMemoryBytes 128 MiB) exit %d:\n%s", code, out)
+			if code == 0 {
+				t.Errorf("verify accepted a step that held 256 MiB of RSS under a 128 MiB peak-memory ceiling")
+			}
+			if mode == "reset" && !strings.Contains(out, "clear_refs") {
+				t.Errorf("verify did not name the peak-RSS reset")
+			}
+		})
+	}
+}
+
+// TestRedTeam13BusyboxAppletByArgument: docs/policy.md says a base-name
+// entry of binaries.denied catches busybox applets by their applet name,
+// matched against argv[0]. busybox also runs the applet named by its first
+// argument when argv[0] starts with "busybox" ("busybox wget ..."; the
+// same for "busybox busybox wget" and argv[0] "busybox-x"), and strips a
+// leading "-" from argv[0] (a login shell's "-wget"). Each way, wget runs
+// and contacts the lab registry while the record's binary is /bin/busybox
+// and argv[0] is not "wget": verify accepted the image under
+// binaries.denied: [wget]. The honest "wget" is refused.
+func TestRedTeam13BusyboxAppletByArgument(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	policy := writePolicy(t, "binaries:\n  denied: [wget]\n")
+	url := "http://" + l.Registry + "/v2/"
+	for _, c := range []struct{ name, run string }{
+		{"honest", "wget -q -O /dev/null " + url},
+		{"argument", "busybox wget -q -O /dev/null " + url},
+		{"twice", "busybox busybox wget -q -O /dev/null " + url},
+		{"prefix", "exec -a busybox-x /bin/busybox wget -q -O /dev/null " + url},
+		{"dash", "exec -a -wget /bin/busybox -q -O /dev/null " + url},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			df := dockerfile(l, "FROM BASE\nRUN echo "+randHex(8)+" > /done && "+c.run+" && echo RT13 FETCHED\n")
+			dir := lab.WriteContext(t, map[string]string{"Dockerfile": df})
+			ref := l.Ref("redteam13-applet-" + c.name)
+			res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+			if strings.HasPrefix(c.run, "exec") {
+				// exec replaced the shell: no echo after it.
+			} else if !strings.Contains(res.Output, "RT13 FETCHED") {
+				t.Fatalf("wget did not run:\n%s", res.Output)
+			}
+			b := rtSignedBuild(t, ctx, l, ref)
+			for _, st := range b.Steps {
+				for _, p := range st.Processes {
+					t.Logf("signed process %d: binary %q argv %q", p.PID, p.Binary, p.Argv)
+				}
+				for _, d := range st.Network {
+					t.Logf("signed destination %s %s:%d", d.Protocol, d.IP, d.Port)
+				}
+			}
+			out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
+			t.Logf("verify --policy (binaries.denied: [wget]) exit %d:\n%s", code, out)
+			if code == 0 {
+				t.Errorf("verify accepted a step that ran busybox's wget applet under binaries.denied: [wget]")
+			}
+		})
+	}
+}
