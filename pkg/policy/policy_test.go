@@ -234,3 +234,47 @@ func TestDeniedAppletHowEverCalled(t *testing.T) {
 		}
 	}
 }
+
+// TestDenyWriteEveryRecordedChange: files.denyWrite applies to every
+// file-changing operation the tracer records, on its path and, where it
+// is a file, its target; in a cache mount nothing else shows the change
+// (redteam13).
+func TestDenyWriteEveryRecordedChange(t *testing.T) {
+	p, err := Parse([]byte("files:\n  denyWrite: [\"/cache/**\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Compile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		op           trace.FileOp
+		wantViolated bool
+	}{
+		{trace.FileOp{Op: trace.OpCreate, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpWrite, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpTruncate, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpUnlink, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpRename, Path: "/tmp/x", Target: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpChmod, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpChown, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpLink, Path: "/tmp/x", Target: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpSymlink, Path: "/cache/x", Target: "/etc"}, true},
+		{trace.FileOp{Op: trace.OpMkdir, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpRmdir, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpExchange, Path: "/cache/x.old", Target: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpExchange, Path: "/tmp/x", Target: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpMknod, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpSetxattr, Path: "/cache/x", Target: "user.a"}, true},
+		{trace.FileOp{Op: trace.OpRemovexattr, Path: "/cache/x", Target: "user.a"}, true},
+		// A symlink's contents and an attribute's name are no file.
+		{trace.FileOp{Op: trace.OpSymlink, Path: "/tmp/l", Target: "/cache/x"}, false},
+		{trace.FileOp{Op: trace.OpSetxattr, Path: "/tmp/x", Target: "/cache/x"}, false},
+	} {
+		s := Step{Run: &trace.Step{Files: []trace.FileOp{tc.op}}}
+		if got := rules(c.Check(s)) == "files.denyWrite"; got != tc.wantViolated {
+			t.Errorf("%+v: violated %v, want %v", tc.op, got, tc.wantViolated)
+		}
+	}
+}

@@ -103,3 +103,56 @@ func TestRedTeam13BusyboxAppletByArgument(t *testing.T) {
 		})
 	}
 }
+
+// TestRedTeam13DenyWriteOpsTheRulesForgot: files.denyWrite checked the
+// records of create, write, truncate, unlink, rename, chmod, chown, link,
+// symlink, mkdir and rmdir, but not of the other file changes the tracer
+// records: exchange (renameat2 RENAME_EXCHANGE), mknod (which makes
+// regular files too) and setxattr/removexattr. In a layer the diff shows
+// their effect; in a cache mount, which no layer holds, only the record
+// does. An earlier build leaves /cache/f (with an attribute user.rt13)
+// and /cache/f.old; the step swaps the old one in, makes /cache/tool by
+// mknod, or sets or removes /cache/f's attribute: verify accepted each under
+// files.denyWrite: [/cache/**]. The honest echo > /cache/f is refused.
+func TestRedTeam13DenyWriteOpsTheRulesForgot(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	policy := writePolicy(t, "files:\n  denyWrite: [\"/cache/**\"]\n")
+	bin := staticTestdataC(t, "redteam13", "fileops")
+	const fo = "/usr/local/bin/fileops"
+	for _, c := range []struct{ name, run string }{
+		{"honest", "echo evil > /cache/f"},
+		{"exchange", fo + " exchange /cache/f.old /cache/f"},
+		{"mknod", fo + " mknod /cache/tool"},
+		{"setxattr", fo + " setxattr /cache/f"},
+		{"removexattr", fo + " removexattr /cache/f"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			mount := "RUN --mount=type=cache,target=/cache,id=rt13-" + randHex(8) + " "
+			head := "FROM BASE\nCOPY --chmod=0755 fileops " + fo + "\n"
+			setup := dockerfile(l, head+mount+"echo good > /cache/f && echo old > /cache/f.old && "+fo+" setxattr /cache/f && echo "+randHex(8)+"\n")
+			l.MustBuild(t, ctx, lab.Build{Context: lab.WriteContext(t, map[string]string{"Dockerfile": setup, "fileops": bin})})
+			df := dockerfile(l, head+mount+c.run+" && echo \"RT13 CACHE HOLDS $(cat /cache/f)\" && echo "+randHex(8)+" > /done\n")
+			ref := l.Ref("redteam13-ops-" + c.name)
+			res := l.MustBuild(t, ctx, lab.Build{Context: lab.WriteContext(t, map[string]string{"Dockerfile": df, "fileops": bin}), Tag: ref, Push: true})
+			if !strings.Contains(res.Output, "RT13 CACHE HOLDS ") {
+				t.Fatalf("the step did not run:\n%s", res.Output)
+			}
+			b := rtSignedBuild(t, ctx, l, ref)
+			for _, st := range b.Steps {
+				for _, f := range st.Files {
+					if strings.HasPrefix(f.Path, "/cache") || strings.HasPrefix(f.Target, "/cache") {
+						t.Logf("signed file op: %s %q %q", f.Op, f.Path, f.Target)
+					}
+				}
+			}
+			out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
+			t.Logf("verify --policy (files.denyWrite: /cache/**) exit %d:\n%s", code, out)
+			if code == 0 {
+				t.Errorf("verify accepted a step that changed /cache/ (%s) under files.denyWrite: [/cache/**]", c.name)
+			}
+		})
+	}
+}
