@@ -110,7 +110,7 @@ struct event {
 	__u32 pid;
 	__u32 tid;
 	__u32 ppid;
-	__u32 a[5];   /* exec: uid gid; exit: code signal; file: op flags mode uid gid; net: op proto */
+	__u32 a[5];   /* exec: uid gid (real) argv-conts euid egid; exit: code signal; file: op flags mode uid gid; net: op proto */
 	__u16 kind;
 	__u16 flags;
 	__u16 family; /* net, dns: AF_INET or AF_INET6 */

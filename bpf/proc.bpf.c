@@ -152,6 +152,10 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	__u64 ug = bpf_get_current_uid_gid();
 	s->ev.a[0] = (__u32)ug;
 	s->ev.a[1] = ug >> 32;
+	/* The IDs the image runs with: a setuid or setgid file changes the
+	 * effective ones only (redteam13: uid 1000 running as root). */
+	s->ev.a[3] = BPF_CORE_READ(p, cred, euid.val);
+	s->ev.a[4] = BPF_CORE_READ(p, cred, egid.val);
 	s->ev.a[2] = ac.seq;   /* continuation records written */
 	s->ev.b[0] = ac.token;
 	s->ev.b[1] = ac.sent;  /* argv bytes in them */

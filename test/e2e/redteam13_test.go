@@ -156,3 +156,38 @@ func TestRedTeam13DenyWriteOpsTheRulesForgot(t *testing.T) {
 		})
 	}
 }
+
+// TestRedTeam13SetuidRunsAsRoot: a process's uid in the record was its
+// real user ID. A step that runs as USER 1000 executes a setuid-root
+// program (installed by an earlier step, as packages install su, sudo or
+// passwd): it runs as root (effective user ID 0) and writes /rt13-root,
+// which only root can create, while the record says uid 1000. A policy
+// requiring the step to run unprivileged (a CEL rule on processes' uid)
+// accepted it.
+func TestRedTeam13SetuidRunsAsRoot(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	// Lines 2-4 (FROM, COPY, the RUN that makes it setuid) run as root.
+	policy := writePolicy(t, "cel:\n  - name: unprivileged\n    expr: step.locations[0].startLine <= 4 || step.processes.all(p, p.uid != 0)\n")
+	df := dockerfile(l, "FROM BASE\nCOPY suid /usr/local/bin/suid\nRUN chmod 4755 /usr/local/bin/suid\nUSER 1000\n"+
+		"RUN /usr/local/bin/suid && echo "+randHex(8)+"\n")
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "suid": staticTestdataC(t, "redteam13", "suid")})
+	ref := l.Ref("redteam13-setuid")
+	res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+	if !strings.Contains(res.Output, "RT13 UID 1000 EUID 0 WROTE yes") {
+		t.Fatalf("the setuid program did not run as root:\n%s", res.Output)
+	}
+	b := rtSignedBuild(t, ctx, l, ref)
+	for _, st := range b.Steps {
+		for _, p := range st.Processes {
+			t.Logf("signed process %d: binary %q uid %d gid %d", p.PID, p.Binary, p.UID, p.GID)
+		}
+	}
+	out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
+	t.Logf("verify --policy (cel: every process of the USER 1000 step has uid != 0) exit %d:\n%s", code, out)
+	if code == 0 {
+		t.Errorf("verify accepted a step whose setuid program ran as root under a rule that no process run as root")
+	}
+}

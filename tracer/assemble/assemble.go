@@ -346,9 +346,21 @@ func (s *Step) exec(ev probe.Event) {
 	}
 	p.Argv = x.Argv
 	p.ArgvTruncated = x.ArgvTruncated
-	p.UID, p.GID = x.UID, x.GID
+	// The effective IDs are who the image runs as: a setuid-root file run
+	// by uid 1000 is root (redteam13). The real ones are kept when they
+	// differ (a process whose real ID is root can take root back).
+	p.UID, p.GID = x.EUID, x.EGID
+	p.RealUID, p.RealGID = differs(x.UID, x.EUID), differs(x.GID, x.EGID)
 	p.Cwd = x.Cwd
 	s.execTime[i] = ev.Time
+}
+
+// differs returns real when it is not effective, else nil.
+func differs(real, effective uint32) *uint32 {
+	if real == effective {
+		return nil
+	}
+	return &real
 }
 
 func (s *Step) fork(ev probe.Event) {
@@ -357,6 +369,7 @@ func (s *Step) fork(ev probe.Event) {
 		parent := s.procs[pi]
 		p.Binary, p.Filename, p.Argv, p.ArgvTruncated = parent.Binary, parent.Filename, parent.Argv, parent.ArgvTruncated
 		p.UID, p.GID, p.Cwd = parent.UID, parent.GID, parent.Cwd
+		p.RealUID, p.RealGID = parent.RealUID, parent.RealGID
 	}
 	// A PID still in live belongs to a process whose exit we missed; the
 	// new one replaces it.

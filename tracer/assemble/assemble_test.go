@@ -522,6 +522,25 @@ func TestPeakRSSResetMakesIncomplete(t *testing.T) {
 	}
 }
 
+// TestSetuidExecRecordsEffectiveIDs: a process runs as its effective IDs;
+// a setuid-root file run by uid 1000 is recorded as uid 0 with real uid
+// 1000, and its forks inherit both (redteam13).
+func TestSetuidExecRecordsEffectiveIDs(t *testing.T) {
+	a := New(Options{})
+	f := newFeed(a, 1, steptag.NewID([]byte("setuid")), "c")
+	f.mkdir(0)
+	f.exec(1, 10, 9, traceA, "/bin/sh")
+	f.send(probe.Event{Kind: probe.KindExec, Time: at(2), PID: 10, PPID: 9,
+		Exec: &probe.ExecInfo{Binary: "/usr/bin/su", Argv: []string{"su"}, UID: 1000, GID: 1000, EUID: 0, EGID: 1000}})
+	f.send(probe.Event{Kind: probe.KindFork, Time: at(3), PID: 11, PPID: 10})
+	s := f.rmdir(4).Ended.Seal(SealInput{Diff: goodDiff})
+	for _, p := range s.Processes {
+		if p.UID != 0 || p.RealUID == nil || *p.RealUID != 1000 || p.GID != 1000 || p.RealGID != nil {
+			t.Errorf("process %d: uid %d real %v gid %d real %v, want uid 0, real uid 1000, gid 1000", p.PID, p.UID, p.RealUID, p.GID, p.RealGID)
+		}
+	}
+}
+
 // TestDNSAnswersMustMatchAQuestion: an answer counts only when it matches
 // a question the step sent (ID, question, server). Others are recorded as
 // unconfirmed and never name a destination.

@@ -163,6 +163,8 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 			ArgvTruncated:   h.flags&flagArgvTruncated != 0,
 			UID:             h.a[0],
 			GID:             h.a[1],
+			EUID:            h.a[3],
+			EGID:            h.a[4],
 			Cwd:             cwd,
 			FirstInCgroup:   h.flags&flagFirstInCgroup != 0,
 			RuntimeMountNS:  h.flags&flagRuntimeMntNS != 0,

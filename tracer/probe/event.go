@@ -59,8 +59,11 @@ type ExecInfo struct {
 	// ArgvTruncated: argv was longer than 128 KiB, or a part of it could
 	// not be read or was lost; Argv is then a correct prefix.
 	ArgvTruncated bool
-	UID, GID      uint32
-	Cwd           string
+	UID, GID      uint32 // real IDs
+	// EUID, EGID are the effective IDs the image runs with: a setuid or
+	// setgid file makes them differ from UID and GID.
+	EUID, EGID uint32
+	Cwd        string
 	// TraceID is never set by the probe, which reads no environment: a
 	// container's build is decided from its OCI bundle (tracer/rootfs).
 	// Deprecated: kept for tests that feed events without a bundle; the
