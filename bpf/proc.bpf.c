@@ -273,6 +273,24 @@ int BPF_PROG(sched_exit, struct task_struct *p, bool group_dead)
 	return 0;
 }
 
+/* A process's IDs changed without an exec: setuid(2) and its kin, which a
+ * process of uid 1000 can call to become root when its file gave it
+ * CAP_SETUID (a file capability; redteam13). The IDs it has after the
+ * call, read from the task: its arguments say less (-1, 16-bit IDs). */
+static __always_inline int do_cred(struct task_struct *t, __u64 cg, struct cg_stats *st)
+{
+	struct scratch *s = begin(K_CRED, cg);
+	if (!s)
+		return 0;
+	s->ev.a[0] = BPF_CORE_READ(t, cred, uid.val);
+	s->ev.a[1] = BPF_CORE_READ(t, cred, gid.val);
+	s->ev.a[2] = BPF_CORE_READ(t, cred, fsuid.val);
+	s->ev.a[3] = BPF_CORE_READ(t, cred, euid.val);
+	s->ev.a[4] = BPF_CORE_READ(t, cred, egid.val);
+	emit(s, st, 0);
+	return 0;
+}
+
 SEC("tp_btf/io_uring_submit_req")
 int BPF_PROG(io_uring_submit_req, struct io_kiocb *req)
 {

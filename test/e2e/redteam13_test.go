@@ -191,3 +191,37 @@ func TestRedTeam13SetuidRunsAsRoot(t *testing.T) {
 		t.Errorf("verify accepted a step whose setuid program ran as root under a rule that no process run as root")
 	}
 }
+
+// TestRedTeam13FileCapabilitySetuid: the same rule, through a file
+// capability instead of a setuid bit. An earlier step gives a program
+// CAP_SETUID (security.capability, as setcap cap_setuid+ep does; layers
+// keep that attribute); the USER 1000 step runs it, and it calls setuid(0)
+// and writes /rt13-root as root without another exec. The record's uid
+// was taken at exec only (1000, real and effective), so the rule that no
+// process of the step run as root held.
+func TestRedTeam13FileCapabilitySetuid(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	policy := writePolicy(t, "cel:\n  - name: unprivileged\n    expr: step.locations[0].startLine <= 4 || step.processes.all(p, p.uid != 0)\n")
+	df := dockerfile(l, "FROM BASE\nCOPY --chmod=0755 capsuid /usr/local/bin/capsuid\nRUN /usr/local/bin/capsuid setcap /usr/local/bin/capsuid\nUSER 1000\n"+
+		"RUN /usr/local/bin/capsuid run && echo "+randHex(8)+"\n")
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "capsuid": staticTestdataC(t, "redteam13", "capsuid")})
+	ref := l.Ref("redteam13-filecap")
+	res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+	if !strings.Contains(res.Output, "RT13 EUID BEFORE 1000 AFTER 0 WROTE yes") {
+		t.Fatalf("the program did not become root:\n%s", res.Output)
+	}
+	b := rtSignedBuild(t, ctx, l, ref)
+	for _, st := range b.Steps {
+		for _, p := range st.Processes {
+			t.Logf("signed process %d: binary %q uid %d gid %d", p.PID, p.Binary, p.UID, p.GID)
+		}
+	}
+	out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
+	t.Logf("verify --policy (cel: every process of the USER 1000 step has uid != 0) exit %d:\n%s", code, out)
+	if code == 0 {
+		t.Errorf("verify accepted a step whose program made itself root under a rule that no process run as root")
+	}
+}

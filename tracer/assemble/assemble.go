@@ -290,6 +290,10 @@ func (a *Assembler) Handle(ev probe.Event) Update {
 		if ev.DNS != nil {
 			s.dns.add(ev.PID, ev.DNS)
 		}
+	case probe.KindCred:
+		if ev.Cred != nil {
+			s.cred(ev)
+		}
 	}
 	return Update{}
 }
@@ -353,6 +357,27 @@ func (s *Step) exec(ev probe.Event) {
 	p.RealUID, p.RealGID = differs(x.UID, x.EUID), differs(x.GID, x.EGID)
 	p.Cwd = x.Cwd
 	s.execTime[i] = ev.Time
+}
+
+// cred applies a change of a process's IDs after its exec (setuid(2) and
+// its kin). A process that made itself root, effective or for file access
+// (fsuid), is recorded as uid 0 from then on, and its later forks too: a
+// program of uid 1000 with the file capability CAP_SETUID calls setuid(0)
+// and is root without an exec (redteam13). The same for gid 0. Other
+// changes (root dropping to another user) are left to the next exec: the
+// record then still says root, which the process was.
+func (s *Step) cred(ev probe.Event) {
+	i, ok := s.live[ev.PID]
+	if !ok {
+		return
+	}
+	p, c := &s.procs[i], ev.Cred
+	if (c.EUID == 0 || c.FSUID == 0) && p.UID != 0 {
+		p.UID, p.RealUID = 0, differs(c.UID, 0)
+	}
+	if c.EGID == 0 && p.GID != 0 {
+		p.GID, p.RealGID = 0, differs(c.GID, 0)
+	}
 }
 
 // differs returns real when it is not effective, else nil.

@@ -541,6 +541,43 @@ func TestSetuidExecRecordsEffectiveIDs(t *testing.T) {
 	}
 }
 
+// TestSetuidWithoutExecRecordsRoot: a process of uid 1000 that makes itself
+// root without an exec (setuid(0) with a file capability, or setfsuid(0))
+// is recorded as uid 0, and so are its later forks (redteam13).
+func TestSetuidWithoutExecRecordsRoot(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cred probe.CredInfo
+		uid  uint32
+	}{
+		{"setuid", probe.CredInfo{UID: 0, EUID: 0, FSUID: 0, GID: 1000, EGID: 1000}, 0},
+		{"seteuid", probe.CredInfo{UID: 1000, EUID: 0, FSUID: 0, GID: 1000, EGID: 1000}, 0},
+		{"setfsuid", probe.CredInfo{UID: 1000, EUID: 1000, FSUID: 0, GID: 1000, EGID: 1000}, 0},
+		{"to another user", probe.CredInfo{UID: 2000, EUID: 2000, FSUID: 2000, GID: 1000, EGID: 1000}, 1000},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := New(Options{})
+			f := newFeed(a, 1, steptag.NewID([]byte("cred")), "c")
+			f.mkdir(0)
+			f.send(probe.Event{Kind: probe.KindExec, Time: at(1), PID: 10, PPID: 9,
+				Exec: &probe.ExecInfo{Binary: "/x", Argv: []string{"/x"}, UID: 1000, GID: 1000, EUID: 1000, EGID: 1000, FirstInCgroup: true}})
+			f.attribute(traceA)
+			cred := c.cred
+			f.send(probe.Event{Kind: probe.KindCred, Time: at(2), PID: 10, Cred: &cred})
+			f.send(probe.Event{Kind: probe.KindFork, Time: at(3), PID: 11, PPID: 10})
+			s := f.rmdir(4).Ended.Seal(SealInput{Diff: goodDiff})
+			if len(s.Processes) != 2 {
+				t.Fatalf("processes %+v", s.Processes)
+			}
+			for _, p := range s.Processes {
+				if p.UID != c.uid {
+					t.Errorf("process %d: uid %d, want %d", p.PID, p.UID, c.uid)
+				}
+			}
+		})
+	}
+}
+
 // TestDNSAnswersMustMatchAQuestion: an answer counts only when it matches
 // a question the step sent (ID, question, server). Others are recorded as
 // unconfirmed and never name a destination.

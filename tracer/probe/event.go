@@ -20,6 +20,10 @@ const (
 	KindIOUring                     // an io_uring submission (counted; contents not seen)
 )
 
+// KindCred (Cred set): a process's IDs changed without an exec
+// (setuid(2) and its kin). 10 is the kernel's argv continuation record.
+const KindCred Kind = 11
+
 // Event is one decoded record from the kernel. Exactly one detail pointer
 // matching Kind is set (none for KindFork and KindIOUring).
 type Event struct {
@@ -36,6 +40,15 @@ type Event struct {
 	File   *FileInfo
 	Net    *NetInfo
 	DNS    *DNSInfo
+	Cred   *CredInfo
+}
+
+// CredInfo is a process's IDs after a successful setuid(2), setgid(2),
+// setreuid(2), setresuid(2), setfsuid(2) or their gid and 32-bit kin.
+type CredInfo struct {
+	UID, GID   uint32 // real
+	EUID, EGID uint32 // effective
+	FSUID      uint32 // file system user ID: whose rights file access has
 }
 
 // CgroupInfo describes a cgroup mkdir/rmdir.
