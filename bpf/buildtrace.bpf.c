@@ -75,6 +75,9 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 		return do_net(&a, ret, cg, st);
 	case SC_SEND: case SC_SOCKET: case SC_CONNECT: case SC_SENDTO: case SC_SENDMSG: case SC_SENDMMSG:
 		return do_net(&a, ret, cg, st);
+	case SC_SETUID: case SC_SETGID: case SC_SETREUID: case SC_SETREGID:
+	case SC_SETRESUID: case SC_SETRESGID: case SC_SETFSUID: case SC_SETFSGID:
+		return do_cred(t, cg, st);
 	}
 	return do_file(&a, ret, cg, st);
 }

@@ -63,6 +63,7 @@ enum kind {
 	K_DNS = 8,
 	K_IOURING = 9,
 	K_ARGV_CONT = 10, /* argv bytes past the exec record's first chunk */
+	K_CRED = 11,      /* a process's IDs changed without an exec */
 	K_SYNC = 100,
 };
 
@@ -110,7 +111,7 @@ struct event {
 	__u32 pid;
 	__u32 tid;
 	__u32 ppid;
-	__u32 a[5];   /* exec: uid gid; exit: code signal; file: op flags mode uid gid; net: op proto */
+	__u32 a[5];   /* exec: uid gid (real) argv-conts euid egid; cred: uid gid fsuid euid egid; exit: code signal; file: op flags mode uid gid; net: op proto */
 	__u16 kind;
 	__u16 flags;
 	__u16 family; /* net, dns: AF_INET or AF_INET6 */

@@ -152,6 +152,10 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	__u64 ug = bpf_get_current_uid_gid();
 	s->ev.a[0] = (__u32)ug;
 	s->ev.a[1] = ug >> 32;
+	/* The IDs the image runs with: a setuid or setgid file changes the
+	 * effective ones only (redteam13: uid 1000 running as root). */
+	s->ev.a[3] = BPF_CORE_READ(p, cred, euid.val);
+	s->ev.a[4] = BPF_CORE_READ(p, cred, egid.val);
 	s->ev.a[2] = ac.seq;   /* continuation records written */
 	s->ev.b[0] = ac.token;
 	s->ev.b[1] = ac.sent;  /* argv bytes in them */
@@ -265,6 +269,24 @@ int BPF_PROG(sched_exit, struct task_struct *p, bool group_dead)
 	s->ev.b[3] = acc->rchar;
 	s->ev.b[4] = acc->wchar;
 	bpf_map_delete_elem(&tgacc, &tgid);
+	emit(s, st, 0);
+	return 0;
+}
+
+/* A process's IDs changed without an exec: setuid(2) and its kin, which a
+ * process of uid 1000 can call to become root when its file gave it
+ * CAP_SETUID (a file capability; redteam13). The IDs it has after the
+ * call, read from the task: its arguments say less (-1, 16-bit IDs). */
+static __always_inline int do_cred(struct task_struct *t, __u64 cg, struct cg_stats *st)
+{
+	struct scratch *s = begin(K_CRED, cg);
+	if (!s)
+		return 0;
+	s->ev.a[0] = BPF_CORE_READ(t, cred, uid.val);
+	s->ev.a[1] = BPF_CORE_READ(t, cred, gid.val);
+	s->ev.a[2] = BPF_CORE_READ(t, cred, fsuid.val);
+	s->ev.a[3] = BPF_CORE_READ(t, cred, euid.val);
+	s->ev.a[4] = BPF_CORE_READ(t, cred, egid.val);
 	emit(s, st, 0);
 	return 0;
 }

@@ -31,6 +31,9 @@ enum sc {
 	SC_SOCKET, SC_CONNECT, SC_SENDTO, SC_RECVFROM,
 	SC_SENDMSG, SC_RECVMSG, SC_SENDMMSG, SC_RECVMMSG,
 	SC_SOCKETCALL,   /* i386 only: decoded into one of the above */
+	/* credentials: the IDs are read from the task after the call */
+	SC_SETUID, SC_SETGID, SC_SETREUID, SC_SETREGID,
+	SC_SETRESUID, SC_SETRESGID, SC_SETFSUID, SC_SETFSGID,
 };
 
 /* x86_64 (arch/x86/entry/syscalls/syscall_64.tbl). x32
@@ -60,6 +63,14 @@ enum sc {
 	X(92, chown, SC_CHOWN) \
 	X(93, fchown, SC_FCHOWN) \
 	X(94, lchown, SC_LCHOWN) \
+	X(105, setuid, SC_SETUID) \
+	X(106, setgid, SC_SETGID) \
+	X(113, setreuid, SC_SETREUID) \
+	X(114, setregid, SC_SETREGID) \
+	X(117, setresuid, SC_SETRESUID) \
+	X(119, setresgid, SC_SETRESGID) \
+	X(122, setfsuid, SC_SETFSUID) \
+	X(123, setfsgid, SC_SETFSGID) \
 	X(133, mknod, SC_MKNOD) \
 	X(188, setxattr, SC_SETXATTR) \
 	X(189, lsetxattr, SC_SETXATTR) \
@@ -97,21 +108,37 @@ enum sc {
 	X(14, mknod, SC_MKNOD) \
 	X(15, chmod, SC_CHMOD) \
 	X(16, lchown, SC_LCHOWN16) \
+	X(23, setuid, SC_SETUID) \
 	X(38, rename, SC_RENAME) \
 	X(39, mkdir, SC_MKDIR) \
 	X(40, rmdir, SC_RMDIR) \
+	X(46, setgid, SC_SETGID) \
+	X(70, setreuid, SC_SETREUID) \
+	X(71, setregid, SC_SETREGID) \
 	X(83, symlink, SC_SYMLINK) \
 	X(92, truncate, SC_TRUNCATE) \
 	X(93, ftruncate, SC_FTRUNCATE) \
 	X(94, fchmod, SC_FCHMOD) \
 	X(95, fchown, SC_FCHOWN16) \
 	X(102, socketcall, SC_SOCKETCALL) \
+	X(138, setfsuid, SC_SETFSUID) \
+	X(139, setfsgid, SC_SETFSGID) \
+	X(164, setresuid, SC_SETRESUID) \
+	X(170, setresgid, SC_SETRESGID) \
 	X(182, chown, SC_CHOWN16) \
 	X(193, truncate64, SC_TRUNCATE) \
 	X(194, ftruncate64, SC_FTRUNCATE) \
 	X(198, lchown32, SC_LCHOWN) \
+	X(203, setreuid32, SC_SETREUID) \
+	X(204, setregid32, SC_SETREGID) \
 	X(207, fchown32, SC_FCHOWN) \
+	X(208, setresuid32, SC_SETRESUID) \
+	X(210, setresgid32, SC_SETRESGID) \
 	X(212, chown32, SC_CHOWN) \
+	X(213, setuid32, SC_SETUID) \
+	X(214, setgid32, SC_SETGID) \
+	X(215, setfsuid32, SC_SETFSUID) \
+	X(216, setfsgid32, SC_SETFSGID) \
 	X(226, setxattr, SC_SETXATTR) \
 	X(227, lsetxattr, SC_SETXATTR) \
 	X(228, fsetxattr, SC_FSETXATTR) \
@@ -166,6 +193,14 @@ enum sc {
 	X(56, openat, SC_OPENAT) \
 	X(63, read, SC_READ) \
 	X(64, write, SC_WRITE) \
+	X(143, setregid, SC_SETREGID) \
+	X(144, setgid, SC_SETGID) \
+	X(145, setreuid, SC_SETREUID) \
+	X(146, setuid, SC_SETUID) \
+	X(147, setresuid, SC_SETRESUID) \
+	X(149, setresgid, SC_SETRESGID) \
+	X(151, setfsuid, SC_SETFSUID) \
+	X(152, setfsgid, SC_SETFSGID) \
 	X(198, socket, SC_SOCKET) \
 	X(203, connect, SC_CONNECT) \
 	X(206, sendto, SC_SENDTO) \
@@ -195,20 +230,36 @@ enum sc {
 	X(14, mknod, SC_MKNOD) \
 	X(15, chmod, SC_CHMOD) \
 	X(16, lchown, SC_LCHOWN16) \
+	X(23, setuid, SC_SETUID) \
 	X(38, rename, SC_RENAME) \
 	X(39, mkdir, SC_MKDIR) \
 	X(40, rmdir, SC_RMDIR) \
+	X(46, setgid, SC_SETGID) \
+	X(70, setreuid, SC_SETREUID) \
+	X(71, setregid, SC_SETREGID) \
 	X(83, symlink, SC_SYMLINK) \
 	X(92, truncate, SC_TRUNCATE) \
 	X(93, ftruncate, SC_FTRUNCATE) \
 	X(94, fchmod, SC_FCHMOD) \
 	X(95, fchown, SC_FCHOWN16) \
+	X(138, setfsuid, SC_SETFSUID) \
+	X(139, setfsgid, SC_SETFSGID) \
+	X(164, setresuid, SC_SETRESUID) \
+	X(170, setresgid, SC_SETRESGID) \
 	X(182, chown, SC_CHOWN16) \
 	X(193, truncate64, SC_TRUNCATE) \
 	X(194, ftruncate64, SC_FTRUNCATE) \
 	X(198, lchown32, SC_LCHOWN) \
+	X(203, setreuid32, SC_SETREUID) \
+	X(204, setregid32, SC_SETREGID) \
 	X(207, fchown32, SC_FCHOWN) \
+	X(208, setresuid32, SC_SETRESUID) \
+	X(210, setresgid32, SC_SETRESGID) \
 	X(212, chown32, SC_CHOWN) \
+	X(213, setuid32, SC_SETUID) \
+	X(214, setgid32, SC_SETGID) \
+	X(215, setfsuid32, SC_SETFSUID) \
+	X(216, setfsgid32, SC_SETFSGID) \
 	X(226, setxattr, SC_SETXATTR) \
 	X(227, lsetxattr, SC_SETXATTR) \
 	X(228, fsetxattr, SC_FSETXATTR) \

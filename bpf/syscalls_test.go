@@ -42,6 +42,14 @@ var aliases = map[string]string{
 	"lchown32":        "SC_LCHOWN",
 	"fchown32":        "SC_FCHOWN",
 	"recvmmsg_time64": "SC_RECVMMSG",
+	"setuid32":        "SC_SETUID",
+	"setgid32":        "SC_SETGID",
+	"setreuid32":      "SC_SETREUID",
+	"setregid32":      "SC_SETREGID",
+	"setresuid32":     "SC_SETRESUID",
+	"setresgid32":     "SC_SETRESGID",
+	"setfsuid32":      "SC_SETFSUID",
+	"setfsgid32":      "SC_SETFSGID",
 }
 
 type scEntry struct {

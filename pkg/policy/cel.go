@@ -123,6 +123,12 @@ func StepVar(s Step) map[string]any {
 		if p.ExitCode != nil {
 			pm["exitCode"] = int64(*p.ExitCode)
 		}
+		if p.RealUID != nil {
+			pm["realUid"] = int64(*p.RealUID)
+		}
+		if p.RealGID != nil {
+			pm["realGid"] = int64(*p.RealGID)
+		}
 		procs = append(procs, pm)
 		if p.Exec {
 			addBin(p.Binary)

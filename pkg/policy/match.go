@@ -149,19 +149,46 @@ func matchSegs(pat, segs []string) bool {
 }
 
 // matchBinary matches a binaries.denied entry: an entry with a "/" is a
-// path glob against the executed path, otherwise a base-name glob
-// against the executed path's and argv[0]'s base names.
-func matchBinary(entry, binary, argv0 string) bool {
+// path glob against the executed path, otherwise a base-name glob against
+// every name the process may run as (runNames).
+func matchBinary(entry, binary string, argv []string) bool {
 	if strings.Contains(entry, "/") {
 		return binary != "" && MatchPath(entry, binary)
 	}
-	for _, s := range []string{binary, argv0} {
-		if s == "" {
-			continue
-		}
-		if ok, _ := path.Match(entry, path.Base(s)); ok {
+	for _, s := range runNames(binary, argv) {
+		if ok, _ := path.Match(entry, s); ok {
 			return true
 		}
 	}
 	return false
+}
+
+// runNames returns the base names a process may run as: its binary's,
+// argv[0]'s, and those a multi-call binary dispatches on. busybox takes the
+// applet from argv[0]'s base name without one leading "-" (a login
+// shell's "-wget" runs wget) and, while that name starts with "busybox",
+// from the next argument's ("busybox wget", "busybox busybox wget",
+// argv[0] "busybox-x"): each is listed, so an applet it runs is named
+// whichever way it was called (redteam13). A name that is not busybox's
+// may be listed too (a program's own first argument after an argv[0] of
+// "busybox…"); that can only add a match.
+func runNames(binary string, argv []string) []string {
+	var names []string
+	if binary != "" {
+		names = append(names, path.Base(binary))
+	}
+	if len(argv) == 0 || argv[0] == "" {
+		return names
+	}
+	names = append(names, path.Base(argv[0]))
+	name := path.Base(strings.TrimPrefix(argv[0], "-"))
+	names = append(names, name)
+	for _, a := range argv[1:] {
+		if !strings.HasPrefix(name, "busybox") || a == "" {
+			break
+		}
+		name = path.Base(a)
+		names = append(names, name)
+	}
+	return names
 }

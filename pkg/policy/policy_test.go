@@ -207,3 +207,74 @@ func TestExamplePolicies(t *testing.T) {
 		}
 	}
 }
+
+// TestDeniedAppletHowEverCalled: busybox runs an applet named by argv[0]
+// (a leading "-" stripped) or, after an argv[0] starting with "busybox",
+// by the next argument; a base-name entry catches each (redteam13).
+func TestDeniedAppletHowEverCalled(t *testing.T) {
+	for _, c := range []struct {
+		binary string
+		argv   []string
+		want   bool
+	}{
+		{"/bin/busybox", []string{"wget", "-q"}, true},
+		{"/bin/busybox", []string{"busybox", "wget", "-q"}, true},
+		{"/bin/busybox", []string{"/bin/busybox", "/usr/bin/wget"}, true},
+		{"/bin/busybox", []string{"busybox", "busybox", "wget"}, true},
+		{"/tmp/x", []string{"busybox-x", "wget"}, true},
+		{"/bin/busybox", []string{"-wget", "-q"}, true},
+		{"/usr/bin/wget", []string{"fetch"}, true},
+		{"/bin/busybox", []string{"sh", "-c", "wget"}, false},
+		{"/bin/busybox", []string{"busybox", "sh", "wget"}, false},
+		{"/usr/bin/curl", []string{"curl", "wget"}, false},
+		{"/bin/busybox", nil, false},
+	} {
+		if got := matchBinary("wget", c.binary, c.argv); got != c.want {
+			t.Errorf("matchBinary(wget, %q, %q) = %v, want %v", c.binary, c.argv, got, c.want)
+		}
+	}
+}
+
+// TestDenyWriteEveryRecordedChange: files.denyWrite applies to every
+// file-changing operation the tracer records, on its path and, where it
+// is a file, its target; in a cache mount nothing else shows the change
+// (redteam13).
+func TestDenyWriteEveryRecordedChange(t *testing.T) {
+	p, err := Parse([]byte("files:\n  denyWrite: [\"/cache/**\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Compile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		op           trace.FileOp
+		wantViolated bool
+	}{
+		{trace.FileOp{Op: trace.OpCreate, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpWrite, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpTruncate, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpUnlink, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpRename, Path: "/tmp/x", Target: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpChmod, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpChown, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpLink, Path: "/tmp/x", Target: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpSymlink, Path: "/cache/x", Target: "/etc"}, true},
+		{trace.FileOp{Op: trace.OpMkdir, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpRmdir, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpExchange, Path: "/cache/x.old", Target: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpExchange, Path: "/tmp/x", Target: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpMknod, Path: "/cache/x"}, true},
+		{trace.FileOp{Op: trace.OpSetxattr, Path: "/cache/x", Target: "user.a"}, true},
+		{trace.FileOp{Op: trace.OpRemovexattr, Path: "/cache/x", Target: "user.a"}, true},
+		// A symlink's contents and an attribute's name are no file.
+		{trace.FileOp{Op: trace.OpSymlink, Path: "/tmp/l", Target: "/cache/x"}, false},
+		{trace.FileOp{Op: trace.OpSetxattr, Path: "/tmp/x", Target: "/cache/x"}, false},
+	} {
+		s := Step{Run: &trace.Step{Files: []trace.FileOp{tc.op}}}
+		if got := rules(c.Check(s)) == "files.denyWrite"; got != tc.wantViolated {
+			t.Errorf("%+v: violated %v, want %v", tc.op, got, tc.wantViolated)
+		}
+	}
+}

@@ -253,16 +253,21 @@ type Process struct {
 	Binary string `json:"binary,omitempty"` // file executed, as the container sees it
 	// Filename is the name execve was given when it differs from Binary
 	// (a symlink such as /bin/sh, or /proc/self/exe).
-	Filename      string     `json:"filename,omitempty"`
-	Argv          []string   `json:"argv,omitempty"`
-	ArgvTruncated bool       `json:"argvTruncated,omitempty"`
-	UID           uint32     `json:"uid"`
-	GID           uint32     `json:"gid"`
-	Cwd           string     `json:"cwd,omitempty"`
-	Start         time.Time  `json:"start"`
-	End           *time.Time `json:"end,omitempty"`
-	ExitCode      *int       `json:"exitCode,omitempty"`
-	Signal        int        `json:"signal,omitempty"`
+	Filename      string   `json:"filename,omitempty"`
+	Argv          []string `json:"argv,omitempty"`
+	ArgvTruncated bool     `json:"argvTruncated,omitempty"`
+	// UID and GID are the effective IDs the process's image runs with
+	// (a setuid or setgid file's owner); RealUID and RealGID are the real
+	// ones, set only when they differ.
+	UID      uint32     `json:"uid"`
+	GID      uint32     `json:"gid"`
+	RealUID  *uint32    `json:"realUid,omitempty"`
+	RealGID  *uint32    `json:"realGid,omitempty"`
+	Cwd      string     `json:"cwd,omitempty"`
+	Start    time.Time  `json:"start"`
+	End      *time.Time `json:"end,omitempty"`
+	ExitCode *int       `json:"exitCode,omitempty"`
+	Signal   int        `json:"signal,omitempty"`
 	// Execs holds earlier images when a process exec'd more than once.
 	Execs []Exec `json:"execs,omitempty"`
 	// BinaryAnonymous marks a Binary that is no path but the name of a

@@ -96,6 +96,7 @@ type Step struct {
 	firstExec time.Time
 	lastExit  time.Time
 	res       trace.Resources
+	rssResets int // opens of /proc/<pid>/clear_refs for writing (clearRefs)
 
 	files        fileLog
 	filesDropped int
@@ -289,6 +290,10 @@ func (a *Assembler) Handle(ev probe.Event) Update {
 		if ev.DNS != nil {
 			s.dns.add(ev.PID, ev.DNS)
 		}
+	case probe.KindCred:
+		if ev.Cred != nil {
+			s.cred(ev)
+		}
 	}
 	return Update{}
 }
@@ -345,9 +350,42 @@ func (s *Step) exec(ev probe.Event) {
 	}
 	p.Argv = x.Argv
 	p.ArgvTruncated = x.ArgvTruncated
-	p.UID, p.GID = x.UID, x.GID
+	// The effective IDs are who the image runs as: a setuid-root file run
+	// by uid 1000 is root (redteam13). The real ones are kept when they
+	// differ (a process whose real ID is root can take root back).
+	p.UID, p.GID = x.EUID, x.EGID
+	p.RealUID, p.RealGID = differs(x.UID, x.EUID), differs(x.GID, x.EGID)
 	p.Cwd = x.Cwd
 	s.execTime[i] = ev.Time
+}
+
+// cred applies a change of a process's IDs after its exec (setuid(2) and
+// its kin). A process that made itself root, effective or for file access
+// (fsuid), is recorded as uid 0 from then on, and its later forks too: a
+// program of uid 1000 with the file capability CAP_SETUID calls setuid(0)
+// and is root without an exec (redteam13). The same for gid 0. Other
+// changes (root dropping to another user) are left to the next exec: the
+// record then still says root, which the process was.
+func (s *Step) cred(ev probe.Event) {
+	i, ok := s.live[ev.PID]
+	if !ok {
+		return
+	}
+	p, c := &s.procs[i], ev.Cred
+	if (c.EUID == 0 || c.FSUID == 0) && p.UID != 0 {
+		p.UID, p.RealUID = 0, differs(c.UID, 0)
+	}
+	if c.EGID == 0 && p.GID != 0 {
+		p.GID, p.RealGID = 0, differs(c.GID, 0)
+	}
+}
+
+// differs returns real when it is not effective, else nil.
+func differs(real, effective uint32) *uint32 {
+	if real == effective {
+		return nil
+	}
+	return &real
 }
 
 func (s *Step) fork(ev probe.Event) {
@@ -356,6 +394,7 @@ func (s *Step) fork(ev probe.Event) {
 		parent := s.procs[pi]
 		p.Binary, p.Filename, p.Argv, p.ArgvTruncated = parent.Binary, parent.Filename, parent.Argv, parent.ArgvTruncated
 		p.UID, p.GID, p.Cwd = parent.UID, parent.GID, parent.Cwd
+		p.RealUID, p.RealGID = parent.RealUID, parent.RealGID
 	}
 	// A PID still in live belongs to a process whose exit we missed; the
 	// new one replaces it.
@@ -395,11 +434,28 @@ func (s *Step) file(ev probe.Event) {
 		s.read(f.Path)
 		return
 	}
+	if clearRefs(f.Path) || clearRefs(f.Target) {
+		s.rssResets++
+	}
 	if s.files.n >= s.opts.MaxFileOps {
 		s.filesDropped++
 		return
 	}
 	s.files.add(trace.FileOp{Op: f.Op, Path: f.Path, Target: f.Target, Mode: f.Mode, UID: f.UID, GID: f.GID, PID: ev.PID, Time: ev.Time})
+}
+
+// clearRefs reports whether p names a /proc/<pid>/clear_refs file (or a
+// thread's, /proc/<pid>/task/<tid>/clear_refs). Writing "5" there resets
+// the process's peak RSS to its current RSS, and the exit record takes the
+// peak from the kernel: a step could touch any amount of memory, free it,
+// reset, and be recorded with what it held at exit (redteam13). The kernel
+// side may not hook the write itself (no kprobes or BPF trampolines on
+// some kernels), so the open for writing is what counts: the open record
+// names both the path given and the file the kernel opened, and a step
+// without CAP_SYS_ADMIN cannot mount procfs anywhere else. Every file
+// under /proc is procfs's, so no other file matches.
+func clearRefs(p string) bool {
+	return strings.HasPrefix(p, "/proc/") && path.Base(p) == "clear_refs"
 }
 
 func (s *Step) read(path string) {
@@ -580,7 +636,7 @@ func (s *Step) Seal(in SealInput) trace.Step {
 		EventsTruncated:   in.Stats.Truncated,
 	}
 	for k, v := range map[string]uint64{"io_uring": in.Stats.IOUring, "af_packet": in.Stats.AFPacket, "traffic_map_full": in.Stats.TrafficFull,
-		"syscalls_unhooked": in.Stats.Unhooked, "cgroup_escape": in.Stats.Escaped} {
+		"syscalls_unhooked": in.Stats.Unhooked, "cgroup_escape": in.Stats.Escaped, "rss_reset": uint64(s.rssResets)} {
 		if v > 0 {
 			if c.Unobserved == nil {
 				c.Unobserved = map[string]uint64{}
@@ -625,6 +681,9 @@ func (s *Step) Seal(in SealInput) trace.Step {
 	}
 	if in.Stats.Escaped > 0 {
 		reasons = append(reasons, fmt.Sprintf("%d processes left the container's cgroup (moved, or cloned into another): what they did there is not observed", in.Stats.Escaped))
+	}
+	if s.rssResets > 0 {
+		reasons = append(reasons, fmt.Sprintf("%d opens of /proc/<pid>/clear_refs for writing, which can reset a process's peak RSS: the peak memory recorded is not vouched for", s.rssResets))
 	}
 	if in.Stats.TrafficFull > 0 {
 		reasons = append(reasons, fmt.Sprintf("the kernel's traffic map was full: %d packets were not counted", in.Stats.TrafficFull))

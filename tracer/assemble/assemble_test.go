@@ -482,6 +482,102 @@ func TestKernelLossesMakeIncomplete(t *testing.T) {
 	}
 }
 
+// TestPeakRSSResetMakesIncomplete: writing to /proc/<pid>/clear_refs can
+// reset a process's peak RSS, which the exit record reports: a step that
+// opens one for writing, by whatever path, is incomplete, whatever peak was
+// recorded (redteam13).
+func TestPeakRSSResetMakesIncomplete(t *testing.T) {
+	for _, c := range []struct {
+		name, path, target string
+		reset              bool
+	}{
+		{"self", "/proc/7/clear_refs", "/proc/self/clear_refs", true},
+		{"through a descriptor", "/proc/7/clear_refs", "/proc/self/fd/3", true},
+		{"a thread's", "/proc/7/task/8/clear_refs", "/proc/thread-self/clear_refs", true},
+		{"string only", "/tmp/x", "/proc/self/clear_refs", true},
+		{"a file of that name elsewhere", "/src/clear_refs", "", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := New(Options{})
+			f := newFeed(a, 1, steptag.NewID([]byte("rss")), "c")
+			f.mkdir(0)
+			f.exec(1, 10, 9, traceA, "/x")
+			f.send(probe.Event{Kind: probe.KindFile, Time: at(2), PID: 10, File: &probe.FileInfo{Op: "write", Path: c.path, Target: c.target}})
+			f.send(probe.Event{Kind: probe.KindExit, Time: at(3), PID: 10, Exit: &probe.ExitInfo{MaxRSSBytes: 1 << 20}})
+			s := f.rmdir(4).Ended.Seal(SealInput{Diff: goodDiff})
+			cp := s.Completeness
+			if !c.reset {
+				if !cp.Complete {
+					t.Errorf("completeness %+v: want complete", cp)
+				}
+				return
+			}
+			if cp.Complete || cp.Unobserved["rss_reset"] != 1 || !strings.Contains(strings.Join(cp.Reasons, "\n"), "clear_refs") {
+				t.Errorf("completeness %+v: want incomplete, unobserved rss_reset 1 and a reason", cp)
+			}
+			if s.Resources.PeakRSSBytes != 1<<20 {
+				t.Errorf("peak RSS %d, want the kernel's 1 MiB kept", s.Resources.PeakRSSBytes)
+			}
+		})
+	}
+}
+
+// TestSetuidExecRecordsEffectiveIDs: a process runs as its effective IDs;
+// a setuid-root file run by uid 1000 is recorded as uid 0 with real uid
+// 1000, and its forks inherit both (redteam13).
+func TestSetuidExecRecordsEffectiveIDs(t *testing.T) {
+	a := New(Options{})
+	f := newFeed(a, 1, steptag.NewID([]byte("setuid")), "c")
+	f.mkdir(0)
+	f.exec(1, 10, 9, traceA, "/bin/sh")
+	f.send(probe.Event{Kind: probe.KindExec, Time: at(2), PID: 10, PPID: 9,
+		Exec: &probe.ExecInfo{Binary: "/usr/bin/su", Argv: []string{"su"}, UID: 1000, GID: 1000, EUID: 0, EGID: 1000}})
+	f.send(probe.Event{Kind: probe.KindFork, Time: at(3), PID: 11, PPID: 10})
+	s := f.rmdir(4).Ended.Seal(SealInput{Diff: goodDiff})
+	for _, p := range s.Processes {
+		if p.UID != 0 || p.RealUID == nil || *p.RealUID != 1000 || p.GID != 1000 || p.RealGID != nil {
+			t.Errorf("process %d: uid %d real %v gid %d real %v, want uid 0, real uid 1000, gid 1000", p.PID, p.UID, p.RealUID, p.GID, p.RealGID)
+		}
+	}
+}
+
+// TestSetuidWithoutExecRecordsRoot: a process of uid 1000 that makes itself
+// root without an exec (setuid(0) with a file capability, or setfsuid(0))
+// is recorded as uid 0, and so are its later forks (redteam13).
+func TestSetuidWithoutExecRecordsRoot(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cred probe.CredInfo
+		uid  uint32
+	}{
+		{"setuid", probe.CredInfo{UID: 0, EUID: 0, FSUID: 0, GID: 1000, EGID: 1000}, 0},
+		{"seteuid", probe.CredInfo{UID: 1000, EUID: 0, FSUID: 0, GID: 1000, EGID: 1000}, 0},
+		{"setfsuid", probe.CredInfo{UID: 1000, EUID: 1000, FSUID: 0, GID: 1000, EGID: 1000}, 0},
+		{"to another user", probe.CredInfo{UID: 2000, EUID: 2000, FSUID: 2000, GID: 1000, EGID: 1000}, 1000},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := New(Options{})
+			f := newFeed(a, 1, steptag.NewID([]byte("cred")), "c")
+			f.mkdir(0)
+			f.send(probe.Event{Kind: probe.KindExec, Time: at(1), PID: 10, PPID: 9,
+				Exec: &probe.ExecInfo{Binary: "/x", Argv: []string{"/x"}, UID: 1000, GID: 1000, EUID: 1000, EGID: 1000, FirstInCgroup: true}})
+			f.attribute(traceA)
+			cred := c.cred
+			f.send(probe.Event{Kind: probe.KindCred, Time: at(2), PID: 10, Cred: &cred})
+			f.send(probe.Event{Kind: probe.KindFork, Time: at(3), PID: 11, PPID: 10})
+			s := f.rmdir(4).Ended.Seal(SealInput{Diff: goodDiff})
+			if len(s.Processes) != 2 {
+				t.Fatalf("processes %+v", s.Processes)
+			}
+			for _, p := range s.Processes {
+				if p.UID != c.uid {
+					t.Errorf("process %d: uid %d, want %d", p.PID, p.UID, c.uid)
+				}
+			}
+		})
+	}
+}
+
 // TestDNSAnswersMustMatchAQuestion: an answer counts only when it matches
 // a question the step sent (ID, question, server). Others are recorded as
 // unconfirmed and never name a destination.

@@ -145,10 +145,27 @@ func readProcess(pid uint32, boot time.Time) (trace.Process, error) {
 		switch k {
 		case "PPid":
 			p.PPID = uint32(n)
-		case "Uid":
-			p.UID = uint32(n)
-		case "Gid":
-			p.GID = uint32(n)
+		case "Uid", "Gid":
+			// real, effective, saved, file system: the effective ID is
+			// who the process runs as; the real one is kept when it differs.
+			var eff uint64
+			if len(f) > 1 {
+				eff, _ = strconv.ParseUint(f[1], 10, 32)
+			} else {
+				eff = n
+			}
+			real := uint32(n)
+			if k == "Uid" {
+				p.UID = uint32(eff)
+				if real != p.UID {
+					p.RealUID = &real
+				}
+			} else {
+				p.GID = uint32(eff)
+				if real != p.GID {
+					p.RealGID = &real
+				}
+			}
 		}
 	}
 	stat, err := os.ReadFile(dir + "/stat")

@@ -163,11 +163,15 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 			ArgvTruncated:   h.flags&flagArgvTruncated != 0,
 			UID:             h.a[0],
 			GID:             h.a[1],
+			EUID:            h.a[3],
+			EGID:            h.a[4],
 			Cwd:             cwd,
 			FirstInCgroup:   h.flags&flagFirstInCgroup != 0,
 			RuntimeMountNS:  h.flags&flagRuntimeMntNS != 0,
 		}
 		ev.Exec = x
+	case KindCred:
+		ev.Cred = &CredInfo{UID: h.a[0], GID: h.a[1], FSUID: h.a[2], EUID: h.a[3], EGID: h.a[4]}
 	case KindExit:
 		ev.Exit = &ExitInfo{
 			Code:           int(h.a[0]),

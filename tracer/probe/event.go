@@ -20,6 +20,10 @@ const (
 	KindIOUring                     // an io_uring submission (counted; contents not seen)
 )
 
+// KindCred (Cred set): a process's IDs changed without an exec
+// (setuid(2) and its kin). 10 is the kernel's argv continuation record.
+const KindCred Kind = 11
+
 // Event is one decoded record from the kernel. Exactly one detail pointer
 // matching Kind is set (none for KindFork and KindIOUring).
 type Event struct {
@@ -36,6 +40,15 @@ type Event struct {
 	File   *FileInfo
 	Net    *NetInfo
 	DNS    *DNSInfo
+	Cred   *CredInfo
+}
+
+// CredInfo is a process's IDs after a successful setuid(2), setgid(2),
+// setreuid(2), setresuid(2), setfsuid(2) or their gid and 32-bit kin.
+type CredInfo struct {
+	UID, GID   uint32 // real
+	EUID, EGID uint32 // effective
+	FSUID      uint32 // file system user ID: whose rights file access has
 }
 
 // CgroupInfo describes a cgroup mkdir/rmdir.
@@ -59,8 +72,11 @@ type ExecInfo struct {
 	// ArgvTruncated: argv was longer than 128 KiB, or a part of it could
 	// not be read or was lost; Argv is then a correct prefix.
 	ArgvTruncated bool
-	UID, GID      uint32
-	Cwd           string
+	UID, GID      uint32 // real IDs
+	// EUID, EGID are the effective IDs the image runs with: a setuid or
+	// setgid file makes them differ from UID and GID.
+	EUID, EGID uint32
+	Cwd        string
 	// TraceID is never set by the probe, which reads no environment: a
 	// container's build is decided from its OCI bundle (tracer/rootfs).
 	// Deprecated: kept for tests that feed events without a bundle; the
