@@ -41,11 +41,7 @@ func TestRedTeam13PeakRSSReset(t *testing.T) {
 					t.Logf("step %s: peak RSS %d bytes, complete %v, reasons %q", st.StepID, st.Resources.PeakRSSBytes, st.Completeness.Complete, st.Completeness.Reasons)
 				}
 			}
-			out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
-			t.Logf("verify --policy (maxPeakMemoryBytes 128 MiB) exit %d:\n%s", code, out)
-			if code == 0 {
-				t.Errorf("verify accepted a step that held 256 MiB of RSS under a 128 MiB peak-memory ceiling")
-			}
+			out := rtPolicyRefuses(t, l, ref, policy, "a step that held 256 MiB of RSS under a 128 MiB peak-memory ceiling")
 			if mode == "reset" && !strings.Contains(out, "clear_refs") {
 				t.Errorf("verify did not name the peak-RSS reset")
 			}
@@ -95,11 +91,7 @@ func TestRedTeam13BusyboxAppletByArgument(t *testing.T) {
 					t.Logf("signed destination %s %s:%d", d.Protocol, d.IP, d.Port)
 				}
 			}
-			out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
-			t.Logf("verify --policy (binaries.denied: [wget]) exit %d:\n%s", code, out)
-			if code == 0 {
-				t.Errorf("verify accepted a step that ran busybox's wget applet under binaries.denied: [wget]")
-			}
+			rtPolicyRefuses(t, l, ref, policy, "a step that ran busybox's wget applet under binaries.denied: [wget]")
 		})
 	}
 }
@@ -148,11 +140,7 @@ func TestRedTeam13DenyWriteOpsTheRulesForgot(t *testing.T) {
 					}
 				}
 			}
-			out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
-			t.Logf("verify --policy (files.denyWrite: /cache/**) exit %d:\n%s", code, out)
-			if code == 0 {
-				t.Errorf("verify accepted a step that changed /cache/ (%s) under files.denyWrite: [/cache/**]", c.name)
-			}
+			rtPolicyRefuses(t, l, ref, policy, "a step that changed /cache/ ("+c.name+") under files.denyWrite: [/cache/**]")
 		})
 	}
 }
@@ -185,11 +173,7 @@ func TestRedTeam13SetuidRunsAsRoot(t *testing.T) {
 			t.Logf("signed process %d: binary %q uid %d gid %d", p.PID, p.Binary, p.UID, p.GID)
 		}
 	}
-	out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
-	t.Logf("verify --policy (cel: every process of the USER 1000 step has uid != 0) exit %d:\n%s", code, out)
-	if code == 0 {
-		t.Errorf("verify accepted a step whose setuid program ran as root under a rule that no process run as root")
-	}
+	rtPolicyRefuses(t, l, ref, policy, "a step whose setuid program ran as root under a rule that no process run as root")
 }
 
 // TestRedTeam13FileCapabilitySetuid: the same rule, through a file
@@ -219,9 +203,5 @@ func TestRedTeam13FileCapabilitySetuid(t *testing.T) {
 			t.Logf("signed process %d: binary %q uid %d gid %d", p.PID, p.Binary, p.UID, p.GID)
 		}
 	}
-	out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
-	t.Logf("verify --policy (cel: every process of the USER 1000 step has uid != 0) exit %d:\n%s", code, out)
-	if code == 0 {
-		t.Errorf("verify accepted a step whose program made itself root under a rule that no process run as root")
-	}
+	rtPolicyRefuses(t, l, ref, policy, "a step whose program made itself root under a rule that no process run as root")
 }

@@ -787,6 +787,19 @@ func rtSignedBuild(t *testing.T, ctx context.Context, l *lab.Lab, ref string) *t
 	return b
 }
 
+// rtPolicyRefuses runs verify of ref with the policy file and fails t when
+// it exits 0: what the attack did must be refused. It returns verify's
+// output.
+func rtPolicyRefuses(t *testing.T, l *lab.Lab, ref, policy, what string) string {
+	t.Helper()
+	out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub, "--policy", policy)
+	t.Logf("verify --policy %s: exit %d\n%s", policy, code, out)
+	if code == 0 {
+		t.Errorf("verify accepted %s", what)
+	}
+	return out
+}
+
 // rtStepMentions reports whether a run's processes, file operations or
 // diff name s.
 func rtStepMentions(s *trace.Step, m string) bool {
