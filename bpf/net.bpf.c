@@ -253,6 +253,10 @@ static __always_inline void count_skb(struct __sk_buff *skb, bool egress)
 		k.proto = ip.protocol;
 		__builtin_memcpy(k.addr, egress ? &ip.daddr : &ip.saddr, 4);
 		l4 = ip.ihl * 4;
+		/* A fragment other than the first has no upper-layer header:
+		 * its payload read as ports made a destination up. */
+		if (bpf_ntohs(ip.frag_off) & 0x1fff)
+			nol4 = true;
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6_)) {
 		struct ipv6hdr ip6;
 		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) < 0)

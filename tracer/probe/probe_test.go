@@ -758,6 +758,9 @@ func TestMain(m *testing.M) {
 	if cg := os.Getenv(cloneIntoEnv); cg != "" {
 		os.Exit(cloneInto(cg))
 	}
+	if os.Getenv(rawSendEnv) == "1" {
+		os.Exit(rawSend())
+	}
 	os.Exit(m.Run())
 }
 
