@@ -29,10 +29,24 @@ func targets(ctx context.Context, c *registry.Client, ref string) ([]verify.Targ
 	var out []verify.Target
 	for _, m := range img.Manifests {
 		t := verify.Target{Manifest: m.Descriptor, Platform: platforms.Format(m.Platform), Image: m.Manifest, Config: m.Config}
-		if a, ok := img.ForManifest(m.Descriptor.Digest); ok {
-			if s, ok := a.Statement(attest.PredicateType); ok {
-				t.Statement = s.Data
+		// Two runtime-trace statements for one manifest (a second
+		// attestation manifest, or a second layer) would let verify vouch
+		// for one while another reader takes the other: BuildKit writes
+		// one, so more is refused.
+		n := 0
+		for _, a := range img.Attestations {
+			if a.Subject != m.Descriptor.Digest {
+				continue
 			}
+			for _, s := range a.Statements {
+				if s.PredicateType == attest.PredicateType {
+					n++
+					t.Statement = s.Data
+				}
+			}
+		}
+		if n > 1 {
+			return nil, fmt.Errorf("%s: %d runtime-trace attestation statements (%s) for manifest %s: which one a reader takes is ambiguous", ref, n, attest.PredicateType, m.Descriptor.Digest)
 		}
 		out = append(out, t)
 	}
