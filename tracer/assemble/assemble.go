@@ -539,7 +539,7 @@ type SealInput struct {
 	Stats   probe.CgroupStats
 	Traffic []probe.Traffic
 	Diff    trace.Diff
-	Lowers  []string // diff digests of the lower layers, top first
+	Lowers  []string // diff digests of the lower layers, top first; "" for one that could not be hashed
 }
 
 // OpTrafficOnly is the Destination.Op of an endpoint seen only by the
@@ -710,6 +710,11 @@ func (s *Step) Seal(in SealInput) trace.Step {
 		reasons = append(reasons, trace.ReasonNoDiff+in.Diff.Error)
 	} else if in.Diff.Digest == "" {
 		reasons = append(reasons, "no file-system diff was computed")
+	}
+	if slices.Contains(in.Lowers, "") {
+		// Its lower digests bind the layers below it (COPY layers above
+		// all): without one, verify binds the run nowhere (redteam12).
+		reasons = append(reasons, "the layers it ran on could not all be hashed (the tracer's log says why), so its layer is bound to nothing")
 	}
 	c.Reasons = reasons
 	c.Complete = len(reasons) == 0

