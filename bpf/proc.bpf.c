@@ -13,8 +13,10 @@ int BPF_PROG(sched_fork, struct task_struct *parent, struct task_struct *child)
 	if (!st)
 		return 0;
 	/* clone3(CLONE_INTO_CGROUP) puts the child in another cgroup from
-	 * birth, where no hook follows it. */
-	if (BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id) != cg) {
+	 * birth, where no hook follows it. Fields are read with plain loads
+	 * (the hook's arguments are BTF pointers), not a probe_read helper
+	 * call per pointer: the exec storm pays these hooks per process. */
+	if (child->cgroups->dfl_cgrp->kn->id != cg) {
 		stat_inc(st, escaped);
 		return 0;
 	}
@@ -25,7 +27,7 @@ int BPF_PROG(sched_fork, struct task_struct *parent, struct task_struct *child)
 		stat_inc(st, map_full);
 	/* Moved by another process of the step between the check above and
 	 * the insert, it would be in no map when cgroup_attach_task ran. */
-	if (BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id) != cg)
+	if (child->cgroups->dfl_cgrp->kn->id != cg)
 		stat_inc(st, escaped);
 	if (!sys_live) {
 		/* A fork of the step (after its first exec) while the syscall
@@ -127,8 +129,8 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	 * ARGV_MAX, in continuation records written first (a short argv, the
 	 * usual case, has none). Past ARGV_MAX, or when a continuation could
 	 * not be read or written, argv is cut and flagged. */
-	struct mm_struct *mm = BPF_CORE_READ(p, mm);
-	__u64 as = BPF_CORE_READ(mm, arg_start), ae = BPF_CORE_READ(mm, arg_end);
+	struct mm_struct *mm = p->mm;
+	__u64 as = mm->arg_start, ae = mm->arg_end;
 	__u64 n = ae > as ? ae - as : 0;
 	bool cut = false;
 	struct argv_ctx ac = {.cg = cg, .token = bpf_ktime_get_ns()};
@@ -154,13 +156,14 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	s->ev.a[1] = ug >> 32;
 	/* The IDs the image runs with: a setuid or setgid file changes the
 	 * effective ones only (redteam13: uid 1000 running as root). */
-	s->ev.a[3] = BPF_CORE_READ(p, cred, euid.val);
-	s->ev.a[4] = BPF_CORE_READ(p, cred, egid.val);
+	const struct cred *cred = p->cred;
+	s->ev.a[3] = cred->euid.val;
+	s->ev.a[4] = cred->egid.val;
 	s->ev.a[2] = ac.seq;   /* continuation records written */
 	s->ev.b[0] = ac.token;
 	s->ev.b[1] = ac.sent;  /* argv bytes in them */
 
-	__u32 pos = append_kernel_str(s, 0, 0, BPF_CORE_READ(bprm, filename));
+	__u32 pos = append_kernel_str(s, 0, 0, bprm->filename);
 
 	__u32 before = pos;
 	pos = append_user_bytes(s, pos, 1, (const void *)as, n);
@@ -169,12 +172,12 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	if (cut)
 		s->ev.flags |= EF_ARGV_TRUNCATED | EF_TRUNCATED;
 
-	struct fs_struct *fs = BPF_CORE_READ(p, fs);
-	pos = append_walk(s, pos, 2, BPF_CORE_READ(fs, pwd.dentry), BPF_CORE_READ(fs, pwd.mnt), p, 0, NULL);
+	struct fs_struct *fs = p->fs;
+	pos = append_walk(s, pos, 2, fs->pwd.dentry, fs->pwd.mnt, p, 0, NULL);
 	/* The file actually executed: execve's name can be a symlink or
 	 * /proc/self/exe (busybox re-executing itself). */
-	struct file *exe = BPF_CORE_READ(bprm, file);
-	pos = append_walk(s, pos, 3, BPF_CORE_READ(exe, f_path.dentry), BPF_CORE_READ(exe, f_path.mnt), p, EF_DETACHED, NULL);
+	struct file *exe = bprm->file;
+	pos = append_walk(s, pos, 3, exe->f_path.dentry, exe->f_path.mnt, p, EF_DETACHED, NULL);
 
 	/* The step starts at the first exec in the cgroup, whatever the
 	 * environment says; no environment byte is read. runc init may
@@ -187,8 +190,8 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	 * container (docker-container driver), runc's namespace is that
 	 * container's, not the tracer's. Go decides (EF_RUNTIME_MNTNS). seen: 1 =
 	 * only runc's execs so far, 2 = the container's first exec happened. */
-	__u32 mnt = BPF_CORE_READ(p, nsproxy, mnt_ns, ns.inum);
-	bool host = mnt == tracer_mntns || mnt == BPF_CORE_READ(p, real_parent, nsproxy, mnt_ns, ns.inum);
+	__u32 mnt = p->nsproxy->mnt_ns->ns.inum;
+	bool host = mnt == tracer_mntns || mnt == p->real_parent->nsproxy->mnt_ns->ns.inum;
 	if (host)
 		s->ev.flags |= EF_RUNTIME_MNTNS;
 	__u8 *sv = bpf_map_lookup_elem(&seen, &cg);
@@ -209,14 +212,13 @@ int BPF_PROG(sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		 * it has so far (unsigned wrap-around), dropping runc's exited
 		 * threads too. Done again at the container's first exec when
 		 * runc's own re-exec was seen first. */
-		__u64 rt = BPF_CORE_READ(p, se.sum_exec_runtime);
+		__u64 rt = p->se.sum_exec_runtime;
 		struct tg_acc base = {
-			.rchar = -BPF_CORE_READ(p, ioac.rchar),
-			.wchar = -BPF_CORE_READ(p, ioac.wchar),
+			.rchar = -p->ioac.rchar,
+			.wchar = -p->ioac.wchar,
 		};
-		__u32 tgid = BPF_CORE_READ(p, tgid);
-		bpf_map_update_elem(&tgacc, &tgid, &base, BPF_ANY);
-		bpf_map_update_elem(&execbase, &tgid, &rt, BPF_ANY);
+		bpf_map_update_elem(&tgacc, &ptgid, &base, BPF_ANY);
+		bpf_map_update_elem(&execbase, &ptgid, &rt, BPF_ANY);
 	}
 	emit(s, st, pos);
 	return 0;
@@ -241,34 +243,44 @@ int BPF_PROG(sched_exit, struct task_struct *p, bool group_dead)
 		}
 	}
 	cpu_split(p, skip, &u, &sy);
-	struct tg_acc zero = {}, *acc;
-	bpf_map_update_elem(&tgacc, &tgid, &zero, BPF_NOEXIST);
-	acc = bpf_map_lookup_elem(&tgacc, &tgid);
-	if (!acc)
-		return 0;
-	acc->utime += u;
-	acc->stime += sy;
-	acc->rchar += p->ioac.rchar;
-	acc->wchar += p->ioac.wchar;
+	/* The process's accounts: its exited threads' (and the exec base's)
+	 * in tgacc, this thread's added. A process whose last thread is its
+	 * only one, the usual case, has no entry, and none is made for it (an
+	 * LRU map's insert and delete per process, in the exec storm). */
+	struct tg_acc own = {.utime = u, .stime = sy, .rchar = p->ioac.rchar, .wchar = p->ioac.wchar};
+	struct tg_acc *acc = bpf_map_lookup_elem(&tgacc, &tgid);
+	if (!acc && !group_dead) {
+		if (bpf_map_update_elem(&tgacc, &tgid, &own, BPF_NOEXIST) == 0)
+			return 0;
+		/* Another thread's exit made it meanwhile. */
+		acc = bpf_map_lookup_elem(&tgacc, &tgid);
+	}
+	if (acc) {
+		__sync_fetch_and_add(&acc->utime, own.utime);
+		__sync_fetch_and_add(&acc->stime, own.stime);
+		__sync_fetch_and_add(&acc->rchar, own.rchar);
+		__sync_fetch_and_add(&acc->wchar, own.wchar);
+		if (!group_dead)
+			return 0;
+		own = *acc;
+		bpf_map_delete_elem(&tgacc, &tgid);
+	}
 	if (!group_dead)
 		return 0;
 	struct scratch *s = begin(K_EXIT, cg);
-	if (!s) {
-		bpf_map_delete_elem(&tgacc, &tgid);
+	if (!s)
 		return 0;
-	}
 	struct signal_struct *sig = p->signal;
 	int code = p->exit_code;
 	if (sig->flags & SIGNAL_GROUP_EXIT_)
 		code = sig->group_exit_code;
 	s->ev.a[0] = (code >> 8) & 0xff;
 	s->ev.a[1] = code & 0x7f;
-	s->ev.b[0] = acc->utime;
-	s->ev.b[1] = acc->stime;
+	s->ev.b[0] = own.utime;
+	s->ev.b[1] = own.stime;
 	s->ev.b[2] = (__u64)sig->maxrss * page_size;
-	s->ev.b[3] = acc->rchar;
-	s->ev.b[4] = acc->wchar;
-	bpf_map_delete_elem(&tgacc, &tgid);
+	s->ev.b[3] = own.rchar;
+	s->ev.b[4] = own.wchar;
 	emit(s, st, 0);
 	return 0;
 }
@@ -282,11 +294,12 @@ static __always_inline int do_cred(struct task_struct *t, __u64 cg, struct cg_st
 	struct scratch *s = begin(K_CRED, cg);
 	if (!s)
 		return 0;
-	s->ev.a[0] = BPF_CORE_READ(t, cred, uid.val);
-	s->ev.a[1] = BPF_CORE_READ(t, cred, gid.val);
-	s->ev.a[2] = BPF_CORE_READ(t, cred, fsuid.val);
-	s->ev.a[3] = BPF_CORE_READ(t, cred, euid.val);
-	s->ev.a[4] = BPF_CORE_READ(t, cred, egid.val);
+	const struct cred *c = t->cred;
+	s->ev.a[0] = c->uid.val;
+	s->ev.a[1] = c->gid.val;
+	s->ev.a[2] = c->fsuid.val;
+	s->ev.a[3] = c->euid.val;
+	s->ev.a[4] = c->egid.val;
 	emit(s, st, 0);
 	return 0;
 }

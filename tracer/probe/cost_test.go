@@ -156,7 +156,85 @@ func BenchmarkProgramCost(b *testing.B) {
 // BenchmarkUntarDelete50k/tmpfs without BuildKit: busybox tar extracts
 // 50,000 files of 100 bytes in 250 directories on /dev/shm and deletes
 // them, with Run decoding every event in this process, as the daemon
-// would. Each round runs it four ways, in an order that rotates:
+// would. See benchWays for what it reports.
+func BenchmarkUntarTracked(b *testing.B) {
+	requireRoot(b)
+	dir, err := os.MkdirTemp("/dev/shm", "buildtrace-untar-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	tarball := filepath.Join(dir, "files.tar")
+	if err := writeSmallFilesTar(tarball); err != nil {
+		b.Fatal(err)
+	}
+	x := filepath.Join(dir, "x")
+	if err := os.Mkdir(x, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	script := `/bin/busybox tar xf "$1" -C "$2" && /bin/busybox rm -rf "$2"/*`
+	benchWays(b, 1, func(cg string) *exec.Cmd {
+		if cg == "" {
+			return exec.Command(busybox, "sh", "-c", script, "sh", tarball, x)
+		}
+		return exec.Command(busybox, "sh", "-c", `echo $$ > "$0"/cgroup.procs && exec /bin/busybox sh -c "$1" sh "$2" "$3"`, cg, script, tarball, x)
+	})
+}
+
+// execStormEnv makes the test binary the exec storm of test/e2e's
+// BenchmarkExecStorm (hack/hostload exec): fork, exec and wait for
+// busybox true as many times as it says.
+const execStormEnv = "BUILDTRACE_PROBE_EXEC_STORM"
+
+func execStorm(n string) int {
+	var count int
+	if _, err := fmt.Sscan(n, &count); err != nil {
+		fmt.Fprintf(os.Stderr, "%s=%q: %v\n", execStormEnv, n, err)
+		return 2
+	}
+	// As hostload does: no descriptors, no environment.
+	for range count {
+		pid, err := syscall.ForkExec(busybox, []string{"true"}, &syscall.ProcAttr{Env: []string{}})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
+			fmt.Fprintf(os.Stderr, "busybox true: %v (status %v)\n", err, ws)
+			return 1
+		}
+	}
+	return 0
+}
+
+// BenchmarkExecTracked is the exec storm of test/e2e's BenchmarkExecStorm
+// without BuildKit: 2,000 fork+exec+wait of busybox true from a Go
+// process, as hostload does. See benchWays for what it reports; per
+// cycle, the programs' run time is sys_exit's on the cycle's system calls
+// and the three sched hooks'.
+func BenchmarkExecTracked(b *testing.B) {
+	requireRoot(b)
+	const cycles = 2000
+	self, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	env := append(os.Environ(), fmt.Sprintf("%s=%d", execStormEnv, cycles))
+	benchWays(b, cycles, func(cg string) *exec.Cmd {
+		var cmd *exec.Cmd
+		if cg == "" {
+			cmd = exec.Command(self)
+		} else {
+			cmd = exec.Command(busybox, "sh", "-c", `echo $$ > "$0"/cgroup.procs && exec "$1"`, cg, self)
+		}
+		cmd.Env = env
+		return cmd
+	})
+}
+
+// benchWays times the workload cmd starts (in cgroup cg, or in none for
+// cg == "") four ways, in an order that rotates each round:
 //
 //	off        no syscall hook attached (the probe loaded on demand, no
 //	           tracked cgroup: the daemon between builds)
@@ -165,14 +243,14 @@ func BenchmarkProgramCost(b *testing.B) {
 //	           alone, the floor of any syscall hook
 //	untracked  the probe's hook attached, the process in no tracked cgroup
 //	           (another build runs on the host)
-//	tracked    the process in a tracked cgroup: every file event recorded
+//	tracked    the process in a tracked cgroup: every event recorded
 //
 // It reports the median seconds of each, their ratios to off, and the
-// events per round. With BUILDTRACE_BPF_STATS=1 it also reports the
-// probe's sys_exit run time per event of the tracked rounds (the kernel's
-// run-time statistics, which add a little to every run, empty included).
-func BenchmarkUntarTracked(b *testing.B) {
-	requireRoot(b)
+// events per round. With BUILDTRACE_BPF_STATS=1 it also reports each
+// program's run time per event and per unit (units per round, such as
+// cycles of an exec storm) of the tracked rounds: the kernel's run-time
+// statistics, which add a little to every run, empty included.
+func benchWays(b *testing.B, units int, cmd func(cg string) *exec.Cmd) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	p, err := Load(ctx, Options{SyscallsOnDemand: true})
@@ -195,21 +273,27 @@ func BenchmarkUntarTracked(b *testing.B) {
 		b.Fatalf("loading an empty tp_btf/sys_exit: %v", err)
 	}
 	defer empty.Close()
+	progs := []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"sys_exit", p.objs.SysExit},
+		{"sched_fork", p.objs.SchedFork},
+		{"sched_exec", p.objs.SchedExec},
+		{"sched_exit", p.objs.SchedExit},
+	}
+	runtimes := func() []time.Duration {
+		var d []time.Duration
+		for _, pr := range progs {
+			st, err := pr.prog.Stats()
+			if err != nil {
+				b.Fatalf("%s: %v", pr.name, err)
+			}
+			d = append(d, st.Runtime)
+		}
+		return d
+	}
 
-	dir, err := os.MkdirTemp("/dev/shm", "buildtrace-untar-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	tarball := filepath.Join(dir, "files.tar")
-	if err := writeSmallFilesTar(tarball); err != nil {
-		b.Fatal(err)
-	}
-	x := filepath.Join(dir, "x")
-	if err := os.Mkdir(x, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	script := `/bin/busybox tar xf "$1" -C "$2" && /bin/busybox rm -rf "$2"/*`
 	step := randHex(b, 16)
 	detached := func() {
 		p.ReleaseSyscalls("bench")
@@ -219,14 +303,13 @@ func BenchmarkUntarTracked(b *testing.B) {
 			}
 		}
 	}
-	var bpfTime time.Duration // sys_exit's run time in the tracked rounds
-	var tracked uint64        // events of the tracked rounds
+	bpfTime := make([]time.Duration, len(progs)) // each program's run time in the tracked rounds
+	var tracked uint64                           // events of the tracked rounds
 	// A round's wall time and the CPU time of the workload (user and
 	// system, its children included): on a shared machine the CPU time
 	// varies less.
 	type took struct{ wall, cpu time.Duration }
 	run := func(way string, i int) took {
-		var cmd *exec.Cmd
 		switch way {
 		case "off", "empty":
 			detached()
@@ -238,10 +321,8 @@ func BenchmarkUntarTracked(b *testing.B) {
 		var cg string
 		if way == "tracked" {
 			cg = mkCgroup(b, step, fmt.Sprintf("r%d", i))
-			cmd = exec.Command(busybox, "sh", "-c", `echo $$ > "$0"/cgroup.procs && exec /bin/busybox sh -c "$1" sh "$2" "$3"`, cg, script, tarball, x)
-		} else {
-			cmd = exec.Command(busybox, "sh", "-c", script, "sh", tarball, x)
 		}
+		c := cmd(cg)
 		if way == "empty" {
 			l, err := link.AttachTracing(link.TracingOptions{Program: empty, AttachType: ebpf.AttachTraceRawTp})
 			if err != nil {
@@ -249,21 +330,18 @@ func BenchmarkUntarTracked(b *testing.B) {
 			}
 			defer l.Close()
 		}
-		var before time.Duration
-		if st, err := p.objs.SysExit.Stats(); err == nil {
-			before = st.Runtime
-		}
+		before := runtimes()
 		evBefore := events.Load()
 		start := time.Now()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("untar: %v\n%s", err, out)
+		if out, err := c.CombinedOutput(); err != nil {
+			b.Fatalf("%s: %v\n%s", c, err, out)
 		}
-		d := took{wall: time.Since(start), cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
+		d := took{wall: time.Since(start), cpu: c.ProcessState.UserTime() + c.ProcessState.SystemTime()}
 		if way != "tracked" {
 			return d
 		}
-		if st, err := p.objs.SysExit.Stats(); err == nil {
-			bpfTime += st.Runtime - before
+		for i, t := range runtimes() {
+			bpfTime[i] += t - before[i]
 		}
 		syncProbe(b, p)
 		tracked += events.Load() - evBefore
@@ -316,7 +394,18 @@ func BenchmarkUntarTracked(b *testing.B) {
 	}
 	b.ReportMetric(float64(tracked)/float64(rounds), "events/round")
 	if bpfStats && tracked > 0 {
-		b.ReportMetric(float64(bpfTime.Nanoseconds())/float64(tracked), "bpf-ns/event")
+		var all time.Duration
+		for i, pr := range progs {
+			all += bpfTime[i]
+			if units > 1 && bpfTime[i] > 0 {
+				b.ReportMetric(float64(bpfTime[i].Nanoseconds())/float64(rounds*units), pr.name+"-ns/unit")
+			}
+		}
+		b.ReportMetric(float64(bpfTime[0].Nanoseconds())/float64(tracked), "bpf-ns/event")
+		if units > 1 {
+			b.ReportMetric(float64(all.Nanoseconds())/float64(rounds*units), "bpf-ns/unit")
+			b.ReportMetric(off/float64(units)*1e9, "off-ns/unit")
+		}
 	}
 	b.Logf("seconds: %v", times)
 }
@@ -349,4 +438,158 @@ func writeSmallFilesTar(name string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// BenchmarkExecCycle splits what a traced step pays per fork+exec+wait of
+// busybox true (the exec storm's cycle, as hack/hostload makes it) into
+// two ratios, each the median over many short batches of one way against
+// the other, alternated, so that the machine's drift (whole runs here
+// vary by ±10 %) cancels out of each pair:
+//
+//	floor-ratio   an empty tp_btf/sys_exit program attached / none: the
+//	              kernel's slow system-call path, any syscall hook's floor
+//	tracer-ratio  this process in a tracked cgroup / in an untracked one,
+//	              the probe attached in both: the programs' work per cycle
+//
+// Their product is what the exec storm's traced/untraced ratio would be
+// without BuildKit and the daemon. It also reports each program's run
+// time per cycle (BPF run-time statistics, in a separate pass: they add
+// to every run).
+func BenchmarkExecCycle(b *testing.B) {
+	requireRoot(b)
+	const batch = 100
+	batches := 40
+	if s := os.Getenv("BUILDTRACE_BENCH_ROUNDS"); s != "" {
+		fmt.Sscan(s, &batches)
+	}
+	cycles := func(n int) time.Duration {
+		start := time.Now()
+		for range n {
+			pid, err := syscall.ForkExec(busybox, []string{"true"}, &syscall.ProcAttr{Env: []string{}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var ws syscall.WaitStatus
+			if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
+				b.Fatalf("busybox true: %v (status %v)", err, ws)
+			}
+		}
+		return time.Since(start)
+	}
+	// pairs runs batches of a (then b, or b then a: alternated) and
+	// returns the median of b/a and each way's median µs per cycle.
+	pairs := func(a, bb func() func()) (ratio, usA, usB float64) {
+		var ratios, ta, tb []float64
+		for i := range batches {
+			var da, db time.Duration
+			way := func(set func() func(), d *time.Duration) {
+				undo := set()
+				*d = cycles(batch)
+				undo()
+			}
+			if i%2 == 0 {
+				way(a, &da)
+				way(bb, &db)
+			} else {
+				way(bb, &db)
+				way(a, &da)
+			}
+			ratios = append(ratios, db.Seconds()/da.Seconds())
+			ta = append(ta, da.Seconds()*1e6/batch)
+			tb = append(tb, db.Seconds()*1e6/batch)
+		}
+		med := func(x []float64) float64 { slices.Sort(x); return x[len(x)/2] }
+		return med(ratios), med(ta), med(tb)
+	}
+	none := func() func() { return func() {} }
+
+	empty, err := emptyTPBTF("sys_exit")
+	if err != nil {
+		b.Fatalf("loading an empty tp_btf/sys_exit: %v", err)
+	}
+	defer empty.Close()
+	cycles(batch) // warm up
+	floor, offUS, emptyUS := pairs(none, func() func() {
+		l, err := link.AttachTracing(link.TracingOptions{Program: empty, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return func() { l.Close() }
+	})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := Load(ctx, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	var events atomic.Uint64
+	go p.Run(ctx, func(Event) { events.Add(1) })
+	self, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var home string
+	for _, l := range strings.Split(string(self), "\n") {
+		if rest, ok := strings.CutPrefix(l, "0::"); ok {
+			home = filepath.Join(DefaultCgroupRoot, rest)
+		}
+	}
+	cg := mkCgroup(b, randHex(b, 16), "cycle")
+	move := func(to string) {
+		if err := os.WriteFile(filepath.Join(to, "cgroup.procs"), []byte(fmt.Sprint(os.Getpid())), 0o644); err != nil {
+			b.Fatalf("moving into %s: %v", to, err)
+		}
+	}
+	tracked := func() func() { move(cg); return func() { move(home) } }
+	tracer, untrackedUS, trackedUS := pairs(none, tracked)
+	syncProbe(b, p)
+	evs := events.Load()
+
+	stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+	if err != nil {
+		b.Fatalf("BPF run-time statistics: %v", err)
+	}
+	defer stats.Close()
+	progs := []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"sys_exit", p.objs.SysExit},
+		{"sched_fork", p.objs.SchedFork},
+		{"sched_exec", p.objs.SchedExec},
+		{"sched_exit", p.objs.SchedExit},
+	}
+	var before []time.Duration
+	for _, pr := range progs {
+		st, err := pr.prog.Stats()
+		if err != nil {
+			b.Fatalf("%s: %v", pr.name, err)
+		}
+		before = append(before, st.Runtime)
+	}
+	const statCycles = 2000
+	undo := tracked()
+	cycles(statCycles)
+	undo()
+	var all float64
+	for i, pr := range progs {
+		st, err := pr.prog.Stats()
+		if err != nil {
+			b.Fatalf("%s: %v", pr.name, err)
+		}
+		ns := float64((st.Runtime - before[i]).Nanoseconds()) / statCycles
+		all += ns
+		b.ReportMetric(ns, pr.name+"-ns/cycle")
+	}
+	b.ReportMetric(all, "bpf-ns/cycle")
+	b.ReportMetric(floor, "floor-ratio")
+	b.ReportMetric(tracer, "tracer-ratio")
+	b.ReportMetric(floor*tracer, "product")
+	b.ReportMetric(offUS, "off-us/cycle")
+	b.ReportMetric(emptyUS, "empty-us/cycle")
+	b.ReportMetric(untrackedUS, "untracked-us/cycle")
+	b.ReportMetric(trackedUS, "tracked-us/cycle")
+	b.ReportMetric(float64(evs)/float64(batches*batch), "events/cycle")
 }

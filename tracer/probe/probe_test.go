@@ -761,6 +761,12 @@ func TestMain(m *testing.M) {
 	if os.Getenv(rawSendEnv) == "1" {
 		os.Exit(rawSend())
 	}
+	if os.Getenv(threadsEnv) == "1" {
+		os.Exit(burnOnThreads())
+	}
+	if n := os.Getenv(execStormEnv); n != "" {
+		os.Exit(execStorm(n))
+	}
 	os.Exit(m.Run())
 }
 
