@@ -94,6 +94,8 @@ func BenchmarkProgramCost(b *testing.B) {
 		name string
 		call func() error
 	}{
+		// A call the program leaves at its first switch.
+		{"getppid", func() error { syscall.Getppid(); return nil }},
 		{"read", func() error { _, err := syscall.Read(zero, buf); return err }},
 		{"chmod-abs", func() error { return syscall.Chmod(abs, 0o644) }},
 		{"chmod-rel", func() error { return syscall.Chmod("f", 0o644) }},
