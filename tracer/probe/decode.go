@@ -58,8 +58,9 @@ const (
 	oCreat  = 0100
 	oTrunc  = 01000
 
-	afInet  = 2
-	afInet6 = 10
+	afInet   = 2
+	afInet6  = 10
+	afPacket = 17
 
 	protoICMP    = 1
 	protoTCP     = 6
@@ -221,6 +222,10 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 		}
 		ev.File = f
 	case KindNet:
+		if h.a[0] == nopForeign {
+			ev.Net = decodeForeign(h)
+			break
+		}
 		addr, ok := addrPort(h)
 		if !ok {
 			return Event{}, fmt.Errorf("net record with address family %d", h.family)
@@ -422,6 +427,29 @@ func fileOp(op, flags uint32) string {
 	return ""
 }
 
+// nopForeign is enum net_op's NOP_FOREIGN: I/O on a socket made in another
+// cgroup (foreign_sock in bpf/net.bpf.c).
+const nopForeign = 4
+
+// decodeForeign decodes a foreign-socket record: the peer when the socket
+// has one (else the unspecified address, port 0), the socket's protocol,
+// or "packet" for an AF_PACKET socket, and the cgroup it was made in.
+func decodeForeign(h header) *NetInfo {
+	n := &NetInfo{Op: "foreign", Foreign: true, SocketCgroupID: h.b[0]}
+	if h.family == afPacket {
+		n.Protocol = "packet"
+		return n
+	}
+	n.Protocol = protoName(h.a[1], h.a[3] != 0)
+	if addr, ok := addrPort(h); ok && !addr.Addr().IsUnspecified() {
+		if !hasPorts(n.Protocol) {
+			addr = netip.AddrPortFrom(addr.Addr(), 0)
+		}
+		n.Addr = addr
+	}
+	return n
+}
+
 func netOp(op uint32) string {
 	switch op {
 	case 1:
@@ -430,6 +458,8 @@ func netOp(op uint32) string {
 		return "sendto"
 	case 3:
 		return "sendmsg"
+	case nopForeign:
+		return "foreign"
 	}
 	return fmt.Sprintf("op%d", op)
 }
