@@ -355,6 +355,11 @@ type Destination struct {
 	// HostnameUnconfirmed is a name only an unconfirmed DNS answer gave
 	// for this address (see DNSQuery.Unconfirmed); never trust it.
 	HostnameUnconfirmed string `json:"hostnameUnconfirmed,omitempty"`
+	// ForeignSocket: the step reached it through a socket made outside
+	// its container (another local user's, passed to it; or inherited),
+	// whose packets are charged to whoever made it: BytesSent and
+	// BytesReceived do not count them, and the step is incomplete.
+	ForeignSocket bool `json:"foreignSocket,omitempty"`
 }
 
 // DNSQuery is one DNS question a step asked on port 53 and what came back.
