@@ -342,7 +342,7 @@ type Destination struct {
 	IP            string    `json:"ip"`
 	Port          uint16    `json:"port"`
 	Hostname      string    `json:"hostname,omitempty"` // from a DNS answer to a question the step sent
-	Op            string    `json:"op"`                 // first way it was reached: connect, sendto, sendmsg
+	Op            string    `json:"op"`                 // first way it was reached: connect, sendto, sendmsg, foreign (ForeignSocket), traffic (packets only)
 	PIDs          []uint32  `json:"pids"`               // processes that reached it
 	Count         int       `json:"count"`
 	BytesSent     uint64    `json:"bytesSent"`
