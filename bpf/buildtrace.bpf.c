@@ -77,7 +77,7 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 		 * lookup. sendfile(out, in) and splice(in, off, out) can have
 		 * the socket on either side. */
 		struct sock *sk = fd_sock(t, a.a[0]);
-		foreign_sock(sk, cg, st);
+		bool foreign = foreign_sock(sk, cg, st);
 		if (a.nr == SC_SENDFILE || a.nr == SC_SPLICE) {
 			foreign_sock(fd_sock(t, a.nr == SC_SENDFILE ? a.a[1] : a.a[2]), cg, st);
 			return 0;
@@ -89,10 +89,10 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 		if ((a.nr == SC_READ || a.nr == SC_WRITE || a.nr == SC_RECV || a.nr == SC_RECVFROM ||
 		     a.nr == SC_RECVMSG || a.nr == SC_RECVMMSG) && !is_udp(sk))
 			return 0;
-		return do_net(&a, ret, cg, st, sk);
+		return do_net(&a, ret, cg, st, sk, foreign);
 	}
 	case SC_SOCKET:
-		return do_net(&a, ret, cg, st, NULL);
+		return do_net(&a, ret, cg, st, NULL, false);
 	case SC_SETUID: case SC_SETGID: case SC_SETREUID: case SC_SETREGID:
 	case SC_SETRESUID: case SC_SETRESGID: case SC_SETFSUID: case SC_SETFSGID:
 		return do_cred(t, cg, st);

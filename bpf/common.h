@@ -102,6 +102,7 @@ enum event_flags {
 	EF_DETACHED = 1 << 7,       /* exec: the file has no path (memfd, anonymous inode) */
 	EF_UNTRACKED = 1 << 8,      /* mkdir: the tracked map was full: nothing of it is followed */
 	EF_OPENED = 1 << 9,         /* file: blob 2 is the file a writing open returned, walked */
+	EF_FOREIGN = 1 << 10,       /* net: on a socket made in another cgroup (foreign_sock) */
 };
 
 /* One ring buffer record: this header, then len[0..3] bytes of blobs. */

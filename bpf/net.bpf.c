@@ -144,24 +144,24 @@ static __always_inline int do_socket(struct sargs *a, struct cg_stats *st)
  * (which nothing sees): unix sockets (BuildKit's --mount=type=ssh) and
  * netlink are no egress. Costs a tracked caller, per call on a socket,
  * three loads past fd_sock; untracked callers never get here. */
-static __always_inline void foreign_sock(struct sock *sk, __u64 cg, struct cg_stats *st)
+static __always_inline bool foreign_sock(struct sock *sk, __u64 cg, struct cg_stats *st)
 {
 	if (!sk)
-		return;
+		return false;
 	struct sock *k = kcast(sk, struct sock);
 	__u16 fam = k->__sk_common.skc_family;
 	if (fam != AF_INET_ && fam != AF_INET6_ && fam != AF_PACKET_)
-		return;
+		return false;
 	/* The cgroup2 cgroup the socket was made in (sk_alloc; an accepted
 	 * socket has its listener's): what bpf_skb_cgroup_id reports for
 	 * its packets. */
 	struct cgroup *owner = k->sk_cgrp_data.cgroup;
 	__u64 id = owner ? owner->kn->id : 0;
 	if (id == cg)
-		return;
+		return false;
 	struct scratch *s = begin(K_NET, cg);
 	if (!s)
-		return;
+		return true;
 	s->ev.a[0] = NOP_FOREIGN;
 	s->ev.b[0] = id;
 	s->ev.family = fam;
@@ -176,12 +176,16 @@ static __always_inline void foreign_sock(struct sock *sk, __u64 cg, struct cg_st
 	__u8 one = 1;
 	if (bpf_map_update_elem(&netseen, &nk, &one, BPF_NOEXIST) == 0)
 		emit(s, st, 0);
+	return true;
 }
 
 /* a->nr is an enum sc. ret < 0 only for connect: a failed attempt is
  * recorded with its errno. cg is the caller's cgroup, st its counters, sk
- * the socket of descriptor a->a[0] (NULL if it is none). */
-static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg_stats *st, struct sock *sk)
+ * the socket of descriptor a->a[0] (NULL if it is none), foreign whether
+ * it was made in another cgroup (foreign_sock): its record is flagged, so
+ * the address a sendto or sendmsg names on an unconnected one (which
+ * foreign_sock's peer-less record lacks) is marked too. */
+static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg_stats *st, struct sock *sk, bool foreign)
 {
 	if (a->nr == SC_SOCKET)
 		return do_socket(a, st);
@@ -229,6 +233,8 @@ static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg
 	if (s->ev.family != AF_INET_ && s->ev.family != AF_INET6_)
 		return 0;
 	s->ev.a[0] = op;
+	if (foreign)
+		s->ev.flags |= EF_FOREIGN;
 	if (net) {
 		/* Once per socket, address, way and outcome (errno), per process. */
 		struct net_key k = {.sk = (__u64)sk, .port = s->ev.port, .op = op | (s->ev.a[2] << 4), .tgid = s->ev.pid};

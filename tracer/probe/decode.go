@@ -31,7 +31,8 @@ const (
 	flagRuntimeMntNS  = 1 << 6
 	flagDetached      = 1 << 7
 	flagUntracked     = 1 << 8
-	flagOpened        = 1 << 9 // file: blob 2 is the file a writing open returned
+	flagOpened        = 1 << 9  // file: blob 2 is the file a writing open returned
+	flagForeign       = 1 << 10 // net: on a socket made in another cgroup
 )
 
 // File operations as the kernel reports them (enum file_op).
@@ -234,7 +235,7 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 		if !hasPorts(proto) {
 			addr = netip.AddrPortFrom(addr.Addr(), 0) // no ports; as the packet counters key it
 		}
-		ev.Net = &NetInfo{Op: netOp(h.a[0]), Protocol: proto, Addr: addr, Errno: h.a[2]}
+		ev.Net = &NetInfo{Op: netOp(h.a[0]), Protocol: proto, Addr: addr, Errno: h.a[2], Foreign: h.flags&flagForeign != 0}
 	case KindDNS:
 		addr, ok := addrPort(h)
 		if !ok {

@@ -122,12 +122,14 @@ type NetInfo struct {
 	// Foreign: the process moved bytes through (or connected) an IP or
 	// AF_PACKET socket made in another cgroup (passed to it over a unix
 	// socket, or inherited), whose packets the counters charge to that
-	// cgroup, not to this one. Addr is the socket's peer, the zero
-	// AddrPort when it has none (unconnected, or AF_PACKET). Reported
-	// once per socket, peer and process.
+	// cgroup, not to this one. With Op foreign, Addr is the socket's
+	// peer, the zero AddrPort when it has none (unconnected, or
+	// AF_PACKET), reported once per socket, peer and process; a
+	// connect, sendto or sendmsg on such a socket is flagged too (it
+	// names the address an unconnected one was sent to).
 	Foreign bool
 	// SocketCgroupID is the cgroup the foreign socket was made in (0 if
-	// it has none).
+	// it has none); only on Op foreign.
 	SocketCgroupID uint64
 }
 

@@ -89,6 +89,10 @@ func foreignOp(fd int, op string) error {
 	case "recvfrom":
 		_, _, err = unix.Recvfrom(fd, buf, 0)
 	default:
+		if to, ok := strings.CutPrefix(op, "sendto-udp="); ok {
+			ap := netip.MustParseAddrPort(to)
+			return unix.Sendto(fd, msg, 0, &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())})
+		}
 		addr, ok := strings.CutPrefix(op, "own=")
 		if !ok {
 			return fmt.Errorf("unknown op %q", op)
@@ -132,8 +136,10 @@ func greeter(t *testing.T) netip.AddrPort {
 // TestForeignSocket: sockets connected outside the tracked cgroup (their
 // packets are charged to the cgroup that made them) and handed to a
 // process in it: every way of moving bytes through one is reported as a
-// foreign socket with its peer, once per socket; the process's own socket
-// and a unix socket are not (redteam9, TestRedTeam9PassedSocket).
+// foreign socket with its peer, once per socket; an unconnected UDP one
+// without a peer, and the address its sendto names flagged foreign; the
+// process's own socket and a unix socket are not (redteam9,
+// TestRedTeam9PassedSocket).
 func TestForeignSocket(t *testing.T) {
 	requireRoot(t)
 	p, c := startProbe(t)
@@ -155,6 +161,20 @@ func TestForeignSocket(t *testing.T) {
 		files = append(files, f)
 		peers[srv] = op
 	}
+	// An unconnected UDP socket, and where the child sends with it.
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	udpDst := netip.MustParseAddrPort(pc.LocalAddr().String())
+	udp, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uf := os.NewFile(uintptr(udp), "udp")
+	t.Cleanup(func() { uf.Close() })
+	files = append(files, uf)
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +194,7 @@ func TestForeignSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(self)
-	cmd.Env = []string{foreignEnv + "=" + strings.Join(ops, ",") + ",unix,own=" + own.String()}
+	cmd.Env = []string{foreignEnv + "=" + strings.Join(ops, ",") + ",sendto-udp=" + udpDst.String() + ",unix,own=" + own.String()}
 	cmd.ExtraFiles = files
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(d.Fd())}
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -182,8 +202,25 @@ func TestForeignSocket(t *testing.T) {
 	}
 	syncProbe(t, p)
 	got := map[string]int{}
+	udpPeerless, udpSent := 0, 0
 	for _, ev := range c.all() {
-		if ev.Kind != KindNet || ev.CgroupID != cgID || ev.Net.Op != "foreign" {
+		if ev.Kind != KindNet || ev.CgroupID != cgID {
+			continue
+		}
+		if ev.Net.Op != "foreign" {
+			// A send or connect on a foreign socket is flagged; on the
+			// process's own, not.
+			_, tcp := peers[ev.Net.Addr]
+			if want := tcp || ev.Net.Addr == udpDst; ev.Net.Foreign != want {
+				t.Errorf("%+v: foreign %v, want %v (own socket %s)", *ev.Net, ev.Net.Foreign, want, own)
+			}
+			if ev.Net.Addr == udpDst && ev.Net.Op == "sendto" {
+				udpSent++
+			}
+			continue
+		}
+		if !ev.Net.Addr.IsValid() && ev.Net.Protocol == "udp" && ev.Net.SocketCgroupID != 0 && ev.Net.SocketCgroupID != cgID {
+			udpPeerless++
 			continue
 		}
 		op, ok := peers[ev.Net.Addr]
@@ -197,5 +234,8 @@ func TestForeignSocket(t *testing.T) {
 		if got[op] != 1 {
 			t.Errorf("%s on a socket made outside the cgroup: %d foreign-socket records, want 1", op, got[op])
 		}
+	}
+	if udpPeerless != 1 || udpSent != 1 {
+		t.Errorf("sendto on an unconnected UDP socket made outside the cgroup: %d peer-less foreign records, %d flagged sendto records to %s; want 1 and 1", udpPeerless, udpSent, udpDst)
 	}
 }
