@@ -700,7 +700,7 @@ func (s *Step) Seal(in SealInput) trace.Step {
 		reasons = append(reasons, fmt.Sprintf("%d processes left the container's cgroup (moved, or cloned into another): what they did there is not observed", in.Stats.Escaped))
 	}
 	if s.foreign > 0 {
-		reasons = append(reasons, fmt.Sprintf("sockets made outside the container (passed to it by another process, or inherited) were used (%d records): their traffic is charged to whoever made them and not counted here; destinations reached through them are marked foreignSocket", s.foreign))
+		reasons = append(reasons, fmt.Sprintf("sockets made outside the container (passed to it by another process, or inherited) were used (records: %d): their traffic is charged to whoever made them and not counted here; destinations reached through them are marked foreignSocket", s.foreign))
 	}
 	if s.rssResets > 0 {
 		reasons = append(reasons, fmt.Sprintf("%d opens of /proc/<pid>/clear_refs for writing, which can reset a process's peak RSS: the peak memory recorded is not vouched for", s.rssResets))

@@ -505,7 +505,7 @@ func TestForeignSocketMakesIncomplete(t *testing.T) {
 	f.send(probe.Event{Kind: probe.KindNet, Time: at(4), PID: 11, Net: &probe.NetInfo{Op: "foreign", Protocol: "packet", Foreign: true, SocketCgroupID: 77}})
 	s := f.rmdir(5).Ended.Seal(SealInput{Diff: goodDiff})
 	c := s.Completeness
-	if c.Complete || c.Unobserved["foreign_socket"] != 2 || !strings.Contains(strings.Join(c.Reasons, "\n"), "sockets made outside the container (passed to it by another process, or inherited) were used (2 records)") {
+	if c.Complete || c.Unobserved["foreign_socket"] != 2 || !strings.Contains(strings.Join(c.Reasons, "\n"), "sockets made outside the container (passed to it by another process, or inherited) were used (records: 2)") {
 		t.Errorf("completeness %+v", c)
 	}
 	if len(s.Network) != 2 {
