@@ -69,12 +69,30 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	}
 	switch (a.nr) {
 	case SC_READ: case SC_WRITE: case SC_RECV: case SC_RECVFROM: case SC_RECVMSG: case SC_RECVMMSG:
-		/* Only UDP sockets matter here (DNS); skip the rest cheaply. */
-		if (!is_udp(fd_sock(t, a.a[0])))
+	case SC_READV: case SC_WRITEV: case SC_PREADV2: case SC_PWRITEV2: case SC_SENDFILE: case SC_SPLICE:
+	case SC_SEND: case SC_CONNECT: case SC_SENDTO: case SC_SENDMSG: case SC_SENDMMSG: {
+		/* Every call that moves bytes through a descriptor (or
+		 * connects one): a socket made outside the step's cgroup is
+		 * recorded (foreign_sock). A file or pipe costs fd_sock's
+		 * lookup. sendfile(out, in) and splice(in, off, out) can have
+		 * the socket on either side. */
+		struct sock *sk = fd_sock(t, a.a[0]);
+		bool foreign = foreign_sock(sk, cg, st);
+		if (a.nr == SC_SENDFILE || a.nr == SC_SPLICE) {
+			foreign_sock(fd_sock(t, a.nr == SC_SENDFILE ? a.a[1] : a.a[2]), cg, st);
 			return 0;
-		return do_net(&a, ret, cg, st);
-	case SC_SEND: case SC_SOCKET: case SC_CONNECT: case SC_SENDTO: case SC_SENDMSG: case SC_SENDMMSG:
-		return do_net(&a, ret, cg, st);
+		}
+		if (a.nr == SC_READV || a.nr == SC_WRITEV || a.nr == SC_PREADV2 || a.nr == SC_PWRITEV2)
+			return 0;
+		/* Of read and write and the receive calls, only UDP sockets
+		 * matter further (DNS); skip the rest cheaply. */
+		if ((a.nr == SC_READ || a.nr == SC_WRITE || a.nr == SC_RECV || a.nr == SC_RECVFROM ||
+		     a.nr == SC_RECVMSG || a.nr == SC_RECVMMSG) && !is_udp(sk))
+			return 0;
+		return do_net(&a, ret, cg, st, sk, foreign);
+	}
+	case SC_SOCKET:
+		return do_net(&a, ret, cg, st, NULL, false);
 	case SC_SETUID: case SC_SETGID: case SC_SETREUID: case SC_SETREGID:
 	case SC_SETRESUID: case SC_SETRESGID: case SC_SETFSUID: case SC_SETFSGID:
 		return do_cred(t, cg, st);

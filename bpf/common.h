@@ -88,6 +88,7 @@ enum net_op {
 	NOP_CONNECT = 1,
 	NOP_SENDTO,
 	NOP_SENDMSG,
+	NOP_FOREIGN, /* I/O on a socket made in another cgroup (foreign_sock) */
 };
 
 enum event_flags {
@@ -101,17 +102,18 @@ enum event_flags {
 	EF_DETACHED = 1 << 7,       /* exec: the file has no path (memfd, anonymous inode) */
 	EF_UNTRACKED = 1 << 8,      /* mkdir: the tracked map was full: nothing of it is followed */
 	EF_OPENED = 1 << 9,         /* file: blob 2 is the file a writing open returned, walked */
+	EF_FOREIGN = 1 << 10,       /* net: on a socket made in another cgroup (foreign_sock) */
 };
 
 /* One ring buffer record: this header, then len[0..3] bytes of blobs. */
 struct event {
 	__u64 ts;
 	__u64 cgroup_id;
-	__u64 b[5];   /* exit: utime, stime, maxrss bytes, rchar, wchar; sync: seq; file: b[1], b[3] where the task's root ends in blob 1, 3 (append_walk) */
+	__u64 b[5];   /* exit: utime, stime, maxrss bytes, rchar, wchar; sync: seq; file: b[1], b[3] where the task's root ends in blob 1, 3 (append_walk); net foreign: b[0] the socket's cgroup */
 	__u32 pid;
 	__u32 tid;
 	__u32 ppid;
-	__u32 a[5];   /* exec: uid gid (real) argv-conts euid egid; cred: uid gid fsuid euid egid; exit: code signal; file: op flags mode uid gid; net: op proto */
+	__u32 a[5];   /* exec: uid gid (real) argv-conts euid egid; cred: uid gid fsuid euid egid; exit: code signal; file: op flags mode uid gid; net: op proto errno raw */
 	__u16 kind;
 	__u16 flags;
 	__u16 family; /* net, dns: AF_INET or AF_INET6 */

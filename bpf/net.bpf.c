@@ -131,9 +131,61 @@ static __always_inline int do_socket(struct sargs *a, struct cg_stats *st)
 	return 0;
 }
 
+/* A socket made in another cgroup than the caller's, which the caller
+ * moved bytes through (or connected): another local user's, passed over
+ * SCM_RIGHTS on an abstract unix socket, which a step on the host network
+ * shares (redteam9), or one inherited from outside. The packet counters go
+ * by the socket's cgroup, so its bytes are charged to whoever made it, and
+ * read/write on a socket are no network event: without this record the
+ * step's trace shows nothing of it. Recorded (K_NET, op NOP_FOREIGN) with
+ * the socket's peer when it has one, else its family alone, and b[0] the
+ * cgroup it was made in; once per (socket, peer, process). Only IP sockets
+ * (what the counters would have charged to the step) and AF_PACKET ones
+ * (which nothing sees): unix sockets (BuildKit's --mount=type=ssh) and
+ * netlink are no egress. Costs a tracked caller, per call on a socket,
+ * three loads past fd_sock; untracked callers never get here. */
+static __always_inline bool foreign_sock(struct sock *sk, __u64 cg, struct cg_stats *st)
+{
+	if (!sk)
+		return false;
+	struct sock *k = kcast(sk, struct sock);
+	__u16 fam = k->__sk_common.skc_family;
+	if (fam != AF_INET_ && fam != AF_INET6_ && fam != AF_PACKET_)
+		return false;
+	/* The cgroup2 cgroup the socket was made in (sk_alloc; an accepted
+	 * socket has its listener's): what bpf_skb_cgroup_id reports for
+	 * its packets. */
+	struct cgroup *owner = k->sk_cgrp_data.cgroup;
+	__u64 id = owner ? owner->kn->id : 0;
+	if (id == cg)
+		return false;
+	struct scratch *s = begin(K_NET, cg);
+	if (!s)
+		return true;
+	s->ev.a[0] = NOP_FOREIGN;
+	s->ev.b[0] = id;
+	s->ev.family = fam;
+	if (fam != AF_PACKET_) {
+		__u32 raw = 0;
+		s->ev.a[1] = proto_of(sk, &raw);
+		s->ev.a[3] = raw;
+		sock_peer(&s->ev, sk);
+	}
+	struct net_key nk = {.sk = (__u64)sk, .port = s->ev.port, .op = NOP_FOREIGN, .tgid = s->ev.pid};
+	__builtin_memcpy(nk.addr, s->ev.addr, 16);
+	__u8 one = 1;
+	if (bpf_map_update_elem(&netseen, &nk, &one, BPF_NOEXIST) == 0)
+		emit(s, st, 0);
+	return true;
+}
+
 /* a->nr is an enum sc. ret < 0 only for connect: a failed attempt is
- * recorded with its errno. cg is the caller's cgroup, st its counters. */
-static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg_stats *st)
+ * recorded with its errno. cg is the caller's cgroup, st its counters, sk
+ * the socket of descriptor a->a[0] (NULL if it is none), foreign whether
+ * it was made in another cgroup (foreign_sock): its record is flagged, so
+ * the address a sendto or sendmsg names on an unconnected one (which
+ * foreign_sock's peer-less record lacks) is marked too. */
+static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg_stats *st, struct sock *sk, bool foreign)
 {
 	if (a->nr == SC_SOCKET)
 		return do_socket(a, st);
@@ -143,8 +195,6 @@ static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg
 	 * another thread after the kernel's copy (redteam9). */
 	if (a->nr == SC_READ || a->nr == SC_RECV || a->nr == SC_RECVFROM || a->nr == SC_RECVMSG || a->nr == SC_RECVMMSG)
 		return 0;
-	struct task_struct *t = bpf_get_current_task_btf();
-	struct sock *sk = fd_sock(t, a->a[0]);
 	if (!sk)
 		return 0;
 	struct scratch *s = begin(K_NET, cg);
@@ -183,6 +233,8 @@ static __always_inline int do_net(struct sargs *a, long ret, __u64 cg, struct cg
 	if (s->ev.family != AF_INET_ && s->ev.family != AF_INET6_)
 		return 0;
 	s->ev.a[0] = op;
+	if (foreign)
+		s->ev.flags |= EF_FOREIGN;
 	if (net) {
 		/* Once per socket, address, way and outcome (errno), per process. */
 		struct net_key k = {.sk = (__u64)sk, .port = s->ev.port, .op = op | (s->ev.a[2] << 4), .tgid = s->ev.pid};

@@ -17,6 +17,9 @@
 enum sc {
 	SC_NONE = 0,
 	SC_READ, SC_WRITE, SC_RECV, SC_SEND,
+	/* moves bytes through descriptors: looked at only for a socket made
+	 * outside the caller's cgroup (net.bpf.c, foreign_sock) */
+	SC_READV, SC_WRITEV, SC_PREADV2, SC_PWRITEV2, SC_SENDFILE, SC_SPLICE,
 	SC_OPEN, SC_OPENAT, SC_OPENAT2, SC_CREAT,
 	SC_TRUNCATE, SC_FTRUNCATE,
 	SC_UNLINK, SC_UNLINKAT, SC_RMDIR,
@@ -43,6 +46,9 @@ enum sc {
 	X(0, read, SC_READ) \
 	X(1, write, SC_WRITE) \
 	X(2, open, SC_OPEN) \
+	X(19, readv, SC_READV) \
+	X(20, writev, SC_WRITEV) \
+	X(40, sendfile, SC_SENDFILE) \
 	X(41, socket, SC_SOCKET) \
 	X(42, connect, SC_CONNECT) \
 	X(44, sendto, SC_SENDTO) \
@@ -87,9 +93,12 @@ enum sc {
 	X(265, linkat, SC_LINKAT) \
 	X(266, symlinkat, SC_SYMLINKAT) \
 	X(268, fchmodat, SC_FCHMODAT) \
+	X(275, splice, SC_SPLICE) \
 	X(299, recvmmsg, SC_RECVMMSG) \
 	X(307, sendmmsg, SC_SENDMMSG) \
 	X(316, renameat2, SC_RENAMEAT2) \
+	X(327, preadv2, SC_PREADV2) \
+	X(328, pwritev2, SC_PWRITEV2) \
 	X(437, openat2, SC_OPENAT2) \
 	X(452, fchmodat2, SC_FCHMODAT2) \
 	X(463, setxattrat, SC_SETXATTRAT) \
@@ -123,9 +132,12 @@ enum sc {
 	X(102, socketcall, SC_SOCKETCALL) \
 	X(138, setfsuid, SC_SETFSUID) \
 	X(139, setfsgid, SC_SETFSGID) \
+	X(145, readv, SC_READV) \
+	X(146, writev, SC_WRITEV) \
 	X(164, setresuid, SC_SETRESUID) \
 	X(170, setresgid, SC_SETRESGID) \
 	X(182, chown, SC_CHOWN16) \
+	X(187, sendfile, SC_SENDFILE) \
 	X(193, truncate64, SC_TRUNCATE) \
 	X(194, ftruncate64, SC_FTRUNCATE) \
 	X(198, lchown32, SC_LCHOWN) \
@@ -145,6 +157,7 @@ enum sc {
 	X(235, removexattr, SC_REMOVEXATTR) \
 	X(236, lremovexattr, SC_REMOVEXATTR) \
 	X(237, fremovexattr, SC_FREMOVEXATTR) \
+	X(239, sendfile64, SC_SENDFILE) \
 	X(295, openat, SC_OPENAT) \
 	X(296, mkdirat, SC_MKDIRAT) \
 	X(297, mknodat, SC_MKNODAT) \
@@ -154,6 +167,7 @@ enum sc {
 	X(303, linkat, SC_LINKAT) \
 	X(304, symlinkat, SC_SYMLINKAT) \
 	X(306, fchmodat, SC_FCHMODAT) \
+	X(313, splice, SC_SPLICE) \
 	X(337, recvmmsg, SC_RECVMMSG) \
 	X(345, sendmmsg, SC_SENDMMSG) \
 	X(353, renameat2, SC_RENAMEAT2) \
@@ -163,6 +177,8 @@ enum sc {
 	X(370, sendmsg, SC_SENDMSG) \
 	X(371, recvfrom, SC_RECVFROM) \
 	X(372, recvmsg, SC_RECVMSG) \
+	X(378, preadv2, SC_PREADV2) \
+	X(379, pwritev2, SC_PWRITEV2) \
 	X(417, recvmmsg_time64, SC_RECVMMSG) \
 	X(437, openat2, SC_OPENAT2) \
 	X(452, fchmodat2, SC_FCHMODAT2) \
@@ -193,6 +209,10 @@ enum sc {
 	X(56, openat, SC_OPENAT) \
 	X(63, read, SC_READ) \
 	X(64, write, SC_WRITE) \
+	X(65, readv, SC_READV) \
+	X(66, writev, SC_WRITEV) \
+	X(71, sendfile, SC_SENDFILE) \
+	X(76, splice, SC_SPLICE) \
 	X(143, setregid, SC_SETREGID) \
 	X(144, setgid, SC_SETGID) \
 	X(145, setreuid, SC_SETREUID) \
@@ -210,6 +230,8 @@ enum sc {
 	X(243, recvmmsg, SC_RECVMMSG) \
 	X(269, sendmmsg, SC_SENDMMSG) \
 	X(276, renameat2, SC_RENAMEAT2) \
+	X(286, preadv2, SC_PREADV2) \
+	X(287, pwritev2, SC_PWRITEV2) \
 	X(437, openat2, SC_OPENAT2) \
 	X(452, fchmodat2, SC_FCHMODAT2) \
 	X(463, setxattrat, SC_SETXATTRAT) \
@@ -244,9 +266,12 @@ enum sc {
 	X(95, fchown, SC_FCHOWN16) \
 	X(138, setfsuid, SC_SETFSUID) \
 	X(139, setfsgid, SC_SETFSGID) \
+	X(145, readv, SC_READV) \
+	X(146, writev, SC_WRITEV) \
 	X(164, setresuid, SC_SETRESUID) \
 	X(170, setresgid, SC_SETRESGID) \
 	X(182, chown, SC_CHOWN16) \
+	X(187, sendfile, SC_SENDFILE) \
 	X(193, truncate64, SC_TRUNCATE) \
 	X(194, ftruncate64, SC_FTRUNCATE) \
 	X(198, lchown32, SC_LCHOWN) \
@@ -266,6 +291,7 @@ enum sc {
 	X(235, removexattr, SC_REMOVEXATTR) \
 	X(236, lremovexattr, SC_REMOVEXATTR) \
 	X(237, fremovexattr, SC_FREMOVEXATTR) \
+	X(239, sendfile64, SC_SENDFILE) \
 	X(281, socket, SC_SOCKET) \
 	X(283, connect, SC_CONNECT) \
 	X(289, send, SC_SEND) \
@@ -283,9 +309,12 @@ enum sc {
 	X(330, linkat, SC_LINKAT) \
 	X(331, symlinkat, SC_SYMLINKAT) \
 	X(333, fchmodat, SC_FCHMODAT) \
+	X(340, splice, SC_SPLICE) \
 	X(365, recvmmsg, SC_RECVMMSG) \
 	X(374, sendmmsg, SC_SENDMMSG) \
 	X(382, renameat2, SC_RENAMEAT2) \
+	X(392, preadv2, SC_PREADV2) \
+	X(393, pwritev2, SC_PWRITEV2) \
 	X(417, recvmmsg_time64, SC_RECVMMSG) \
 	X(437, openat2, SC_OPENAT2) \
 	X(452, fchmodat2, SC_FCHMODAT2) \

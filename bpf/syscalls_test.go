@@ -42,6 +42,7 @@ var aliases = map[string]string{
 	"lchown32":        "SC_LCHOWN",
 	"fchown32":        "SC_FCHOWN",
 	"recvmmsg_time64": "SC_RECVMMSG",
+	"sendfile64":      "SC_SENDFILE",
 	"setuid32":        "SC_SETUID",
 	"setgid32":        "SC_SETGID",
 	"setreuid32":      "SC_SETREUID",

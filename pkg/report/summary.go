@@ -470,7 +470,8 @@ func hostPort(ip string, port uint16) string {
 	return fmt.Sprintf("%s:%d", ip, port)
 }
 
-// Traffic is "connect ×2, sent 100 B, received 2.0 KiB, 1 failed (ECONNREFUSED)".
+// Traffic is "connect ×2, sent 100 B, received 2.0 KiB, 1 failed (ECONNREFUSED)",
+// and says when a socket made outside the container reached it.
 func (d Dest) Traffic() string {
 	s := fmt.Sprintf("%s ×%d, sent %s, received %s", d.Op, d.Count, Bytes(d.BytesSent), Bytes(d.BytesReceived))
 	if d.Failed > 0 {
@@ -478,6 +479,9 @@ func (d Dest) Traffic() string {
 		if d.Error != "" {
 			s += " (" + d.Error + ")"
 		}
+	}
+	if d.ForeignSocket {
+		s += ", through a socket made outside the container (its bytes not counted)"
 	}
 	return s
 }

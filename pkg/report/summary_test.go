@@ -413,3 +413,16 @@ func TestSummaryCaps(t *testing.T) {
 		}
 	}
 }
+
+// TestTrafficNamesForeignSocket: a destination reached through a socket
+// made outside the container says so, and that its bytes are not counted.
+func TestTrafficNamesForeignSocket(t *testing.T) {
+	d := Dest{Destination: trace.Destination{Op: "foreign", Count: 1, ForeignSocket: true}}
+	if got := d.Traffic(); !strings.Contains(got, "socket made outside the container") {
+		t.Errorf("Traffic() = %q", got)
+	}
+	d.ForeignSocket = false
+	if got := d.Traffic(); strings.Contains(got, "outside") {
+		t.Errorf("Traffic() = %q for the step's own socket", got)
+	}
+}

@@ -342,7 +342,7 @@ type Destination struct {
 	IP            string    `json:"ip"`
 	Port          uint16    `json:"port"`
 	Hostname      string    `json:"hostname,omitempty"` // from a DNS answer to a question the step sent
-	Op            string    `json:"op"`                 // first way it was reached: connect, sendto, sendmsg
+	Op            string    `json:"op"`                 // first way it was reached: connect, sendto, sendmsg, foreign (ForeignSocket), traffic (packets only)
 	PIDs          []uint32  `json:"pids"`               // processes that reached it
 	Count         int       `json:"count"`
 	BytesSent     uint64    `json:"bytesSent"`
@@ -355,6 +355,11 @@ type Destination struct {
 	// HostnameUnconfirmed is a name only an unconfirmed DNS answer gave
 	// for this address (see DNSQuery.Unconfirmed); never trust it.
 	HostnameUnconfirmed string `json:"hostnameUnconfirmed,omitempty"`
+	// ForeignSocket: the step reached it through a socket made outside
+	// its container (another local user's, passed to it; or inherited),
+	// whose packets are charged to whoever made it: BytesSent and
+	// BytesReceived do not count them, and the step is incomplete.
+	ForeignSocket bool `json:"foreignSocket,omitempty"`
 }
 
 // DNSQuery is one DNS question a step asked on port 53 and what came back.

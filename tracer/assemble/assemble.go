@@ -107,6 +107,10 @@ type Step struct {
 
 	dests map[destKey]*trace.Destination
 	dns   dnsLog
+	// foreign counts the probe's foreign-socket records: bytes moved
+	// through sockets made in another cgroup, which the packet counters
+	// charge there (probe.NetInfo.Foreign).
+	foreign int
 }
 
 type destKey struct {
@@ -479,11 +483,23 @@ func (s *Step) read(path string) {
 
 func (s *Step) net(ev probe.Event) {
 	n := ev.Net
+	if n.Foreign {
+		// Its bytes went uncounted (charged to the socket's cgroup):
+		// the step is incomplete (Seal). Its peer, when it has one, is
+		// a destination like any other, so egress policy applies.
+		s.foreign++
+		if !n.Addr.IsValid() {
+			return
+		}
+	}
 	k := destKey{proto: n.Protocol, addr: n.Addr}
 	d := s.dests[k]
 	if d == nil {
 		d = &trace.Destination{Protocol: n.Protocol, IP: n.Addr.Addr().Unmap().String(), Port: n.Addr.Port(), Op: n.Op, First: ev.Time}
 		s.dests[k] = d
+	}
+	if n.Foreign {
+		d.ForeignSocket = true
 	}
 	d.Count++
 	if n.Errno != 0 {
@@ -636,7 +652,8 @@ func (s *Step) Seal(in SealInput) trace.Step {
 		EventsTruncated:   in.Stats.Truncated,
 	}
 	for k, v := range map[string]uint64{"io_uring": in.Stats.IOUring, "af_packet": in.Stats.AFPacket, "traffic_map_full": in.Stats.TrafficFull,
-		"syscalls_unhooked": in.Stats.Unhooked, "cgroup_escape": in.Stats.Escaped, "rss_reset": uint64(s.rssResets)} {
+		"syscalls_unhooked": in.Stats.Unhooked, "cgroup_escape": in.Stats.Escaped, "rss_reset": uint64(s.rssResets),
+		"foreign_socket": uint64(s.foreign)} {
 		if v > 0 {
 			if c.Unobserved == nil {
 				c.Unobserved = map[string]uint64{}
@@ -682,6 +699,9 @@ func (s *Step) Seal(in SealInput) trace.Step {
 	if in.Stats.Escaped > 0 {
 		reasons = append(reasons, fmt.Sprintf("%d processes left the container's cgroup (moved, or cloned into another): what they did there is not observed", in.Stats.Escaped))
 	}
+	if s.foreign > 0 {
+		reasons = append(reasons, fmt.Sprintf("sockets made outside the container (passed to it by another process, or inherited) were used (records: %d): their traffic is charged to whoever made them and not counted here; destinations reached through them are marked foreignSocket", s.foreign))
+	}
 	if s.rssResets > 0 {
 		reasons = append(reasons, fmt.Sprintf("%d opens of /proc/<pid>/clear_refs for writing, which can reset a process's peak RSS: the peak memory recorded is not vouched for", s.rssResets))
 	}
@@ -726,7 +746,8 @@ func (s *Step) Seal(in SealInput) trace.Step {
 // its own IP headers or may (a raw socket, which the probe names "raw",
 // or by its protocol when it is ICMP: IP_HDRINCL makes either write any
 // packet), opened an AF_PACKET socket, used io_uring, or had a process
-// leave its cgroup, whose sends no hook sees (all three also make the step
+// leave its cgroup, or used a socket made outside it (whose packets are
+// charged elsewhere), whose sends no hook sees (all four also make the step
 // incomplete; this keeps its names unconfirmed under incomplete.allow too),
 // or sent UDP from local port 53 (IP_PKTINFO names any local source
 // address, IP_TRANSPARENT any address: redteam9). Such a step can send itself a
@@ -735,7 +756,7 @@ func (s *Step) Seal(in SealInput) trace.Step {
 // from a raw ICMP one here, so it counts too: its names are then shown
 // as unconfirmed, never trusted wrongly.
 func (s *Step) canForgePackets(st probe.CgroupStats) bool {
-	if st.AFPacket > 0 || st.IOUring > 0 || st.Escaped > 0 || st.DNSSource > 0 {
+	if st.AFPacket > 0 || st.IOUring > 0 || st.Escaped > 0 || st.DNSSource > 0 || s.foreign > 0 {
 		return true
 	}
 	for k := range s.dests {

@@ -487,6 +487,47 @@ func TestKernelLossesMakeIncomplete(t *testing.T) {
 	}
 }
 
+// TestForeignSocketMakesIncomplete: a foreign-socket record (bytes moved
+// through a socket made in another cgroup, whose packets are charged
+// there) puts its peer in the step's destinations, marked foreignSocket,
+// so egress policy sees it, and makes the step incomplete, its DNS answers
+// unconfirmed; one without a peer (an unconnected socket, AF_PACKET) only
+// makes it incomplete (redteam9, TestRedTeam9PassedSocket).
+func TestForeignSocketMakesIncomplete(t *testing.T) {
+	a := New(Options{})
+	f := newFeed(a, 1, steptag.NewID([]byte("foreign")), "c")
+	f.mkdir(0)
+	f.exec(1, 10, 9, traceA, "/x")
+	dst := netip.MustParseAddrPort("127.0.0.164:8082")
+	own := netip.MustParseAddrPort("127.0.0.1:5000")
+	f.send(probe.Event{Kind: probe.KindNet, Time: at(2), PID: 10, Net: &probe.NetInfo{Op: "connect", Protocol: "tcp", Addr: own}})
+	f.send(probe.Event{Kind: probe.KindNet, Time: at(3), PID: 10, Net: &probe.NetInfo{Op: "foreign", Protocol: "tcp", Addr: dst, Foreign: true, SocketCgroupID: 77}})
+	f.send(probe.Event{Kind: probe.KindNet, Time: at(4), PID: 11, Net: &probe.NetInfo{Op: "foreign", Protocol: "packet", Foreign: true, SocketCgroupID: 77}})
+	s := f.rmdir(5).Ended.Seal(SealInput{Diff: goodDiff})
+	c := s.Completeness
+	if c.Complete || c.Unobserved["foreign_socket"] != 2 || !strings.Contains(strings.Join(c.Reasons, "\n"), "sockets made outside the container (passed to it by another process, or inherited) were used (records: 2)") {
+		t.Errorf("completeness %+v", c)
+	}
+	if len(s.Network) != 2 {
+		t.Fatalf("network %+v, want the step's own destination and the foreign socket's peer", s.Network)
+	}
+	for _, d := range s.Network {
+		foreign := d.IP == "127.0.0.164" && d.Port == 8082 && d.Protocol == "tcp" && d.Op == "foreign"
+		if d.ForeignSocket != foreign || !foreign && d.Op != "connect" {
+			t.Errorf("destination %+v", d)
+		}
+	}
+
+	// Without foreign sockets, the same step is complete.
+	f2 := newFeed(a, 2, steptag.NewID([]byte("own")), "d")
+	f2.mkdir(0)
+	f2.exec(1, 20, 19, traceA, "/x")
+	f2.send(probe.Event{Kind: probe.KindNet, Time: at(2), PID: 20, Net: &probe.NetInfo{Op: "connect", Protocol: "tcp", Addr: own}})
+	if s := f2.rmdir(5).Ended.Seal(SealInput{Diff: goodDiff}); !s.Completeness.Complete || s.Network[0].ForeignSocket {
+		t.Errorf("a step with its own socket only: %+v %+v", s.Completeness, s.Network)
+	}
+}
+
 // TestPeakRSSResetMakesIncomplete: writing to /proc/<pid>/clear_refs can
 // reset a process's peak RSS, which the exit record reports: a step that
 // opens one for writing, by whatever path, is incomplete, whatever peak was

@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,6 +85,15 @@ func BenchmarkProgramCost(b *testing.B) {
 	}
 	defer syscall.Close(zero)
 	buf := make([]byte, 1)
+	iov := [][]byte{buf}
+	null, err := unix.Open("/dev/null", unix.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(null)
+	// A TCP socket of the tracked cgroup's own (made below, once the
+	// process is in it), to a listener that discards what it reads.
+	var sock int
 	abs := filepath.Join(deep, "f")
 	shallow, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY, 0)
 	if err != nil {
@@ -90,6 +101,29 @@ func BenchmarkProgramCost(b *testing.B) {
 	}
 	defer unix.Close(shallow)
 	shallowFile := filepath.Join(dir, "h")
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			io.Copy(io.Discard, c)
+			c.Close()
+		}
+	}()
+	move(cg)
+	sock, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err == nil {
+		sa := &unix.SockaddrInet4{Port: ln.Addr().(*net.TCPAddr).Port, Addr: [4]byte{127, 0, 0, 1}}
+		err = unix.Connect(sock, sa)
+	}
+	move(home)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(sock)
 	for _, w := range []struct {
 		name string
 		call func() error
@@ -97,6 +131,12 @@ func BenchmarkProgramCost(b *testing.B) {
 		// A call the program leaves at its first switch.
 		{"getppid", func() error { syscall.Getppid(); return nil }},
 		{"read", func() error { _, err := syscall.Read(zero, buf); return err }},
+		// writev on a file, and write and writev on a TCP socket of the
+		// caller's own cgroup: the foreign-socket check (foreign_sock)
+		// is all the program does for them.
+		{"writev", func() error { _, err := unix.Writev(null, iov); return err }},
+		{"write-tcp", func() error { _, err := unix.Write(sock, buf); return err }},
+		{"writev-tcp", func() error { _, err := unix.Writev(sock, iov); return err }},
 		{"chmod-abs", func() error { return syscall.Chmod(abs, 0o644) }},
 		{"chmod-rel", func() error { return syscall.Chmod("f", 0o644) }},
 		// A file of the tmpfs untar (BenchmarkUntarTracked): created,

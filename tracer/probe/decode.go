@@ -31,7 +31,8 @@ const (
 	flagRuntimeMntNS  = 1 << 6
 	flagDetached      = 1 << 7
 	flagUntracked     = 1 << 8
-	flagOpened        = 1 << 9 // file: blob 2 is the file a writing open returned
+	flagOpened        = 1 << 9  // file: blob 2 is the file a writing open returned
+	flagForeign       = 1 << 10 // net: on a socket made in another cgroup
 )
 
 // File operations as the kernel reports them (enum file_op).
@@ -58,8 +59,9 @@ const (
 	oCreat  = 0100
 	oTrunc  = 01000
 
-	afInet  = 2
-	afInet6 = 10
+	afInet   = 2
+	afInet6  = 10
+	afPacket = 17
 
 	protoICMP    = 1
 	protoTCP     = 6
@@ -221,6 +223,10 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 		}
 		ev.File = f
 	case KindNet:
+		if h.a[0] == nopForeign {
+			ev.Net = decodeForeign(h)
+			break
+		}
 		addr, ok := addrPort(h)
 		if !ok {
 			return Event{}, fmt.Errorf("net record with address family %d", h.family)
@@ -229,7 +235,7 @@ func decodeParsed(h header, blobs [4][]byte, bootWall int64) (Event, error) {
 		if !hasPorts(proto) {
 			addr = netip.AddrPortFrom(addr.Addr(), 0) // no ports; as the packet counters key it
 		}
-		ev.Net = &NetInfo{Op: netOp(h.a[0]), Protocol: proto, Addr: addr, Errno: h.a[2]}
+		ev.Net = &NetInfo{Op: netOp(h.a[0]), Protocol: proto, Addr: addr, Errno: h.a[2], Foreign: h.flags&flagForeign != 0}
 	case KindDNS:
 		addr, ok := addrPort(h)
 		if !ok {
@@ -422,6 +428,29 @@ func fileOp(op, flags uint32) string {
 	return ""
 }
 
+// nopForeign is enum net_op's NOP_FOREIGN: I/O on a socket made in another
+// cgroup (foreign_sock in bpf/net.bpf.c).
+const nopForeign = 4
+
+// decodeForeign decodes a foreign-socket record: the peer when the socket
+// has one (else the unspecified address, port 0), the socket's protocol,
+// or "packet" for an AF_PACKET socket, and the cgroup it was made in.
+func decodeForeign(h header) *NetInfo {
+	n := &NetInfo{Op: "foreign", Foreign: true, SocketCgroupID: h.b[0]}
+	if h.family == afPacket {
+		n.Protocol = "packet"
+		return n
+	}
+	n.Protocol = protoName(h.a[1], h.a[3] != 0)
+	if addr, ok := addrPort(h); ok && !addr.Addr().IsUnspecified() {
+		if !hasPorts(n.Protocol) {
+			addr = netip.AddrPortFrom(addr.Addr(), 0)
+		}
+		n.Addr = addr
+	}
+	return n
+}
+
 func netOp(op uint32) string {
 	switch op {
 	case 1:
@@ -430,6 +459,8 @@ func netOp(op uint32) string {
 		return "sendto"
 	case 3:
 		return "sendmsg"
+	case nopForeign:
+		return "foreign"
 	}
 	return fmt.Sprintf("op%d", op)
 }

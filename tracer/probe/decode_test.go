@@ -2,6 +2,7 @@ package probe
 
 import (
 	"encoding/binary"
+	"net"
 	"testing"
 
 	"github.com/buildtrace/buildtrace/bpf"
@@ -147,6 +148,47 @@ func TestDecodeNet(t *testing.T) {
 		n := ev.Net
 		if n.Protocol != c.want || n.Addr.Port() != c.port || n.Errno != c.errno || n.Op != "connect" || n.Addr.Addr().String() != "127.0.0.1" {
 			t.Errorf("proto %d raw %d: %+v, want %s port %d", c.proto, c.raw, n, c.want, c.port)
+		}
+	}
+}
+
+// TestDecodeForeign: a foreign-socket record (NOP_FOREIGN) carries the
+// socket's peer when it has one, none for an unconnected socket (address
+// 0) or an AF_PACKET one, and the cgroup the socket was made in.
+func TestDecodeForeign(t *testing.T) {
+	for _, c := range []struct {
+		family uint16
+		proto  uint32
+		addr   []byte
+		port   uint16
+		want   string // protocol
+		peer   string // "" for none
+	}{
+		{afInet, protoTCP, []byte{127, 0, 0, 164}, 8082, "tcp", "127.0.0.164:8082"},
+		{afInet6, protoUDP, net.ParseIP("2001:db8::1"), 53, "udp", "[2001:db8::1]:53"},
+		{afInet, protoUDP, []byte{0, 0, 0, 0}, 0, "udp", ""},
+		{afPacket, 0, nil, 0, "packet", ""},
+	} {
+		rec := make([]byte, headerSize)
+		le := binary.LittleEndian
+		le.PutUint64(rec[16:], 77)
+		le.PutUint16(rec[88:], uint16(KindNet))
+		le.PutUint32(rec[68:], nopForeign)
+		le.PutUint32(rec[72:], c.proto)
+		le.PutUint16(rec[92:], c.family)
+		le.PutUint16(rec[94:], c.port)
+		copy(rec[104:], c.addr)
+		ev, err := decode(rec, 0)
+		if err != nil {
+			t.Fatalf("%s: %v", c.want, err)
+		}
+		n := ev.Net
+		peer := ""
+		if n.Addr.IsValid() {
+			peer = n.Addr.String()
+		}
+		if !n.Foreign || n.Op != "foreign" || n.Protocol != c.want || peer != c.peer || n.SocketCgroupID != 77 {
+			t.Errorf("%+v, want foreign %s peer %q from cgroup 77", n, c.want, c.peer)
 		}
 	}
 }

@@ -115,10 +115,22 @@ type FileInfo struct {
 // NetInfo is a socket reaching (or, for connect, trying to reach) a
 // remote address.
 type NetInfo struct {
-	Op       string // connect, sendto, sendmsg
-	Protocol string // tcp, udp, icmp, icmpv6, raw, ... (port 0 but for tcp and udp)
+	Op       string // connect, sendto, sendmsg; foreign (Foreign set)
+	Protocol string // tcp, udp, icmp, icmpv6, raw, ... (port 0 but for tcp and udp); packet for an AF_PACKET socket
 	Addr     netip.AddrPort
 	Errno    uint32 // a failed connect's error (ECONNREFUSED, ...); 0 when it succeeded or is in progress
+	// Foreign: the process moved bytes through (or connected) an IP or
+	// AF_PACKET socket made in another cgroup (passed to it over a unix
+	// socket, or inherited), whose packets the counters charge to that
+	// cgroup, not to this one. With Op foreign, Addr is the socket's
+	// peer, the zero AddrPort when it has none (unconnected, or
+	// AF_PACKET), reported once per socket, peer and process; a
+	// connect, sendto or sendmsg on such a socket is flagged too (it
+	// names the address an unconnected one was sent to).
+	Foreign bool
+	// SocketCgroupID is the cgroup the foreign socket was made in (0 if
+	// it has none); only on Op foreign.
+	SocketCgroupID uint64
 }
 
 // DNSInfo is one DNS message (at most 4096 bytes of it) on port 53. An

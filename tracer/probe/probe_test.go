@@ -761,6 +761,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(rawSendEnv) == "1" {
 		os.Exit(rawSend())
 	}
+	if os.Getenv(foreignEnv) != "" {
+		os.Exit(foreignUse())
+	}
 	if os.Getenv(threadsEnv) == "1" {
 		os.Exit(burnOnThreads())
 	}

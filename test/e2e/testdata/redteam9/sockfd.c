@@ -1,14 +1,20 @@
 // Another local user's helper (run unprivileged): it connects a TCP socket to
 // argv[2] (IP:PORT) and hands it to whoever connects to the abstract unix
 // socket argv[1] (shared by every process on the host's network namespace,
-// RUN steps on the host network included). Run as "sockfd take NAME", it is
-// the step's side: it takes the socket and writes to it with write(2).
+// RUN steps on the host network included). Run as "sockfd take NAME [HOW]", it
+// is the step's side: it takes the socket and writes to it with write(2), or
+// with HOW: writev (as musl's stdio does), sendfile (from its own binary) or
+// splice (from a pipe).
+#define _GNU_SOURCE /* splice */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -21,7 +27,7 @@ static socklen_t abstract(struct sockaddr_un *a, const char *name)
 	return sizeof(sa_family_t) + 1 + n;
 }
 
-static int take(const char *name)
+static int take(const char *name, const char *how)
 {
 	struct sockaddr_un a;
 	socklen_t al = abstract(&a, name);
@@ -44,11 +50,27 @@ static int take(const char *name)
 	int fd;
 	memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(int));
 	static const char msg[] = "RT9 SOCKFD exfiltrated\n";
-	if (write(fd, msg, sizeof(msg) - 1) < 0) {
+	ssize_t n = -1;
+	if (!strcmp(how, "write")) {
+		n = write(fd, msg, sizeof(msg) - 1);
+	} else if (!strcmp(how, "writev")) {
+		struct iovec v[2] = {{.iov_base = (void *)msg, .iov_len = 4},
+				     {.iov_base = (void *)(msg + 4), .iov_len = sizeof(msg) - 5}};
+		n = writev(fd, v, 2);
+	} else if (!strcmp(how, "sendfile")) {
+		int in = open("/proc/self/exe", O_RDONLY);
+		off_t off = 0;
+		n = in < 0 ? -1 : sendfile(fd, in, &off, 16);
+	} else if (!strcmp(how, "splice")) {
+		int p[2];
+		if (pipe(p) == 0 && write(p[1], msg, sizeof(msg) - 1) > 0)
+			n = splice(p[0], NULL, fd, NULL, sizeof(msg) - 1, 0);
+	}
+	if (n < 0) {
 		perror("RT9 write");
 		return 1;
 	}
-	printf("RT9 SOCKFD wrote to the passed socket\n");
+	printf("RT9 SOCKFD wrote to the passed socket with %s\n", how);
 	fflush(stdout);
 	sleep(1);
 	return 0;
@@ -56,10 +78,10 @@ static int take(const char *name)
 
 int main(int argc, char **argv)
 {
-	if (argc == 3 && !strcmp(argv[1], "take"))
-		return take(argv[2]);
+	if ((argc == 3 || argc == 4) && !strcmp(argv[1], "take"))
+		return take(argv[2], argc == 4 ? argv[3] : "write");
 	if (argc != 3) {
-		fprintf(stderr, "usage: sockfd NAME IP:PORT | sockfd take NAME\n");
+		fprintf(stderr, "usage: sockfd NAME IP:PORT | sockfd take NAME [write|writev|sendfile|splice]\n");
 		return 2;
 	}
 	char host[64];
