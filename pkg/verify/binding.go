@@ -25,7 +25,12 @@ import (
 //     diff digests that run saw below it (its lower overlay layers: COPY
 //     and cached RUN layers too) and to its own diff;
 //   - the layers after it to the remaining ops of the plan, in order: a
-//     traced run by its diff, a COPY/ADD by its place only.
+//     traced run by its diff, a COPY/ADD by its place only;
+//   - when the signed plan has a witness of the result (a step the frontend
+//     ran on the finished image, trace.Witness), every layer to the diff
+//     digests that witness saw below it: then no layer is bound by its
+//     place only, and a plan with a witness that did not run, or ran on
+//     other layers, fails.
 func bind(ctx context.Context, r *Result, t Target, b *trace.Build, part *trace.PlanPart, executed, evidence map[string][]*trace.Step, allowCached bool, opts Options) {
 	// A cached step's signed earlier run binds its layer as a run of this
 	// build would.
@@ -109,6 +114,9 @@ func bind(ctx context.Context, r *Result, t Target, b *trace.Build, part *trace.
 		return
 	}
 	bound, covered := m.bound()
+	if n, ok := m.witness(r, b, part, t.Platform, allowCached); ok {
+		covered = n
+	}
 	for i := range bound {
 		l := &bound[i]
 		// A layer some traced run ran on is bound by that run's lower
@@ -266,6 +274,124 @@ func (m *matcher) bound() ([]Layer, int) {
 		j++
 	}
 	return out, covered
+}
+
+// witness binds every layer above the base to the signed lowers of a
+// witness run of the result (trace.Witness): a run of a step the frontend
+// ran on the finished result, whose lower layers are the image's. It
+// returns how many layers above the base it covers (all of them) and true
+// when it bound them; false when the plan has no witness of this result
+// (an image built before witnesses: the layers after the last traced run
+// keep their place in the plan) or when it failed, which it reports. A
+// plan with a witness never falls back to plan position, except for an
+// unproven cached witness that cached.allow accepts (as it accepts an
+// unproven cached RUN's layer).
+func (m *matcher) witness(r *Result, b *trace.Build, part *trace.PlanPart, platform string, allowCached bool) (int, bool) {
+	ws := trace.Witnesses(b.Plan, platform, part.ID)
+	if len(ws) == 0 {
+		return 0, false
+	}
+	above := len(m.layers) - m.k
+	var cands []*trace.Step
+	for _, w := range ws {
+		if msg := witnessChainMismatch(w, part); msg != "" {
+			r.fail(Failure{Check: CheckBinding, StepID: w.Witness.StepID, Event: "the signed plan's witness of this image's result " + msg})
+			return 0, false
+		}
+		cands = append(cands, m.runs[w.Witness.StepID]...)
+	}
+	id := ws[0].Witness.StepID
+	if len(cands) == 0 {
+		cached := !b.Tracer.Since.IsZero() && b.Tracer.Since.Before(trace.FirstReceived(b.Plan))
+		if cached && allowCached {
+			r.Witness = WitnessUnproven
+			return 0, false
+		}
+		why := "did not run in this build, or the tracer did not see it"
+		if cached {
+			why = "was cached, and the trace holds no signed record of an earlier run of it (allow with cached.allow)"
+		}
+		r.fail(Failure{Check: CheckBinding, StepID: id, Event: fmt.Sprintf("the witness step %s, planned on this image's result to bind its layers %s, %s", id, m.span(), why)})
+		return 0, false
+	}
+	for _, c := range cands {
+		if m.hasLowers(c) && m.lowersOK(c, len(m.layers)) {
+			r.Witness = WitnessExecuted
+			if m.evidence[c] {
+				r.Witness = WitnessEvidence
+			}
+			return above, true
+		}
+	}
+	for _, c := range cands {
+		if m.hasLowers(c) {
+			r.fail(Failure{Check: CheckBinding, StepID: id, Event: fmt.Sprintf("the image's layers are not those the witness (step %s, container %s) ran on: %s", id, c.ContainerID, m.lowerMismatch(c))})
+			return 0, false
+		}
+	}
+	r.fail(Failure{Check: CheckBinding, StepID: id, Event: fmt.Sprintf("the witness step %s has no run whose lower layers the tracer could all hash: layers %s are not bound", id, m.span())})
+	return 0, false
+}
+
+// span names the layers above the base.
+func (m *matcher) span() string {
+	if len(m.layers) == m.k {
+		return "(none above the base)"
+	}
+	return fmt.Sprintf("%d to %d", m.k, len(m.layers)-1)
+}
+
+// witnessChainMismatch says how a witness part is not a step run on
+// part's result: its layers must be the result's, then its own run.
+func witnessChainMismatch(w, part *trace.PlanPart) string {
+	n := len(w.Layers)
+	if n == 0 || w.Layers[n-1].Kind != trace.LayerRun || w.Layers[n-1].StepID != w.Witness.StepID {
+		return fmt.Sprintf("(part %s) does not end with a run of its step %s", w.ID, w.Witness.StepID)
+	}
+	same := n-1 == len(part.Layers)
+	for i := 0; same && i < n-1; i++ {
+		same = w.Layers[i].Kind == part.Layers[i].Kind && w.Layers[i].OpDigest == part.Layers[i].OpDigest
+	}
+	if !same || (w.Base == nil) != (part.Base == nil) || w.Base != nil && w.Base.Ref != part.Base.Ref {
+		return fmt.Sprintf("(part %s) does not run on the result of part %s", w.ID, part.ID)
+	}
+	return ""
+}
+
+// lowerMismatch names the first layer above the base that is not what
+// run c ran on there (its lower digests, empty ones left out on both
+// sides, as BuildKit drops empty layers).
+func (m *matcher) lowerMismatch(c *trace.Step) string {
+	if len(c.Lowers) < m.k {
+		return fmt.Sprintf("it ran on %d layers, fewer than the base image's %d", len(c.Lowers), m.k)
+	}
+	var want []string
+	for i := len(c.Lowers) - 1 - m.k; i >= 0; i-- {
+		if c.Lowers[i] != fsdiff.EmptyDigest {
+			want = append(want, c.Lowers[i])
+		}
+	}
+	var got []int
+	for j := m.k; j < len(m.layers); j++ {
+		if m.diffs[j] != fsdiff.EmptyDigest {
+			got = append(got, j)
+		}
+	}
+	for p := 0; p < max(len(want), len(got)); p++ {
+		switch {
+		case p < len(want) && p < len(got) && m.diffs[got[p]] == want[p]:
+			continue
+		case p < len(want) && p < len(got):
+			j := got[p]
+			return fmt.Sprintf("layer %d (%s, diff digest %s) is not the layer it ran on there (diff digest %s)", j, m.layers[j].Digest, m.diffs[j], want[p])
+		case p < len(got):
+			j := got[p]
+			return fmt.Sprintf("layer %d (%s, diff digest %s) is one it did not run on", j, m.layers[j].Digest, m.diffs[j])
+		default:
+			return fmt.Sprintf("the image lacks a layer it ran on (diff digest %s)", want[p])
+		}
+	}
+	return "they differ in layers the diff digest leaves out"
 }
 
 // baseStack returns what the base layers leave, from the cache, and the
