@@ -102,3 +102,82 @@ func witnessRefused(t *testing.T, ctx context.Context, l *lab.Lab, forged string
 		t.Errorf("verify refuses the forgery without naming its layer %s:\n%s", layer, out)
 	}
 }
+
+// TestWitnessCachedRebuild: on an identical rebuild BuildKit serves the
+// witness from its cache like any RUN; the tracer's signed record of its
+// earlier run (evidence) binds the layers, so the rebuild verifies with
+// every layer bound. It also logs what the witness costs an uncached build
+// (the same build with BUILDTRACE_WITNESS=off).
+func TestWitnessCachedRebuild(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	shape := func(n string) string {
+		return dockerfile(l, "FROM BASE AS build\nRUN mkdir /app && echo 'echo "+n+"' > /app/run.sh\n"+
+			"FROM scratch\nCOPY --from=build /app /app\n")
+	}
+	n := randHex(6)
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": shape(n)})
+	first := l.Ref("witness-cached")
+	res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: first, Push: true})
+	t.Logf("first build: %s", res.Duration)
+	again := l.Ref("witness-cached")
+	res = l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: again, Push: true})
+	t.Logf("rebuild: %s", res.Duration)
+	if !strings.Contains(res.Output, "[buildtrace] witness linux/amd64") {
+		t.Errorf("the rebuild shows no witness step:\n%s", res.Output)
+	}
+	out, code := runCLI(t, l, "verify", again, "--key", l.TracerPub)
+	expectCode(t, out, code, 0, "verify", again)
+	t.Logf("rebuild:\n%s", out)
+	witnessAllBound(t, out)
+	if !strings.Contains(out, "witness cached (evidence)") {
+		t.Errorf("the rebuild's witness is not cached with evidence:\n%s", out)
+	}
+
+	// Cost: uncached builds of the same shape (a new RUN each), with and
+	// without the witness, alternated.
+	var on, off time.Duration
+	const rounds = 3
+	for i := 0; i < rounds; i++ {
+		for _, w := range []string{"on", "off"} {
+			dir := lab.WriteContext(t, map[string]string{"Dockerfile": shape(randHex(6))})
+			res := l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: l.Ref("witness-cost"), Push: true, Args: []string{"--build-arg", "BUILDTRACE_WITNESS=" + w}})
+			t.Logf("uncached build, witness %s: %s", w, res.Duration)
+			if w == "on" {
+				on += res.Duration
+			} else {
+				off += res.Duration
+			}
+		}
+	}
+	t.Logf("mean uncached build: witness on %s, off %s (+%s)", on/rounds, off/rounds, (on-off)/rounds)
+}
+
+// TestWitnessTwoPlatforms: one witness per platform's result, the arm64
+// one too (its program is the frontend's own, run natively on the
+// build host); both images verify with every layer bound.
+func TestWitnessTwoPlatforms(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	requireWorkerPlatform(t, l, foreignPlatform)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	n := randHex(6)
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, "FROM BASE AS build\nRUN mkdir /app && uname -m > /app/arch && echo "+n+" > /app/n\n"+
+		"FROM scratch\nCOPY --from=build /app /app\n")})
+	ref := l.Ref("witness-platforms")
+	l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true, Args: []string{"--platform", "linux/amd64," + foreignPlatform}})
+	out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub)
+	expectCode(t, out, code, 0, "verify", ref)
+	t.Logf("verify:\n%s", out)
+	for _, p := range []string{"linux/amd64", foreignPlatform} {
+		if !strings.Contains(out, "[buildtrace] witness "+p) {
+			t.Errorf("no witness of the %s result:\n%s", p, out)
+		}
+	}
+	if strings.Count(out, "by plan position only 0,") != 2 {
+		t.Errorf("a platform has layers bound by plan position only:\n%s", out)
+	}
+}
