@@ -44,7 +44,7 @@ func witnessFixture(t *testing.T, lowers []string, mutate func(b *trace.Build)) 
 		exit := 0
 		b.Plan = append(b.Plan, trace.PlanPart{
 			ID: "sha256:witness", Platform: "linux/amd64", Received: start, Base: p.Base,
-			Layers: append(append([]trace.LayerOp{}, p.Layers...), trace.LayerOp{Kind: trace.LayerRun, OpDigest: "sha256:w", StepID: witnessStep, Name: "[buildtrace] witness linux/amd64"}),
+			Layers:  append(append([]trace.LayerOp{}, p.Layers...), trace.LayerOp{Kind: trace.LayerRun, OpDigest: "sha256:w", StepID: witnessStep, Name: "[buildtrace] witness linux/amd64"}),
 			Steps:   []trace.PlanStep{{StepID: witnessStep, OpDigest: "sha256:w", Name: "[buildtrace] witness linux/amd64", Platform: "linux/amd64", Args: args}},
 			Witness: &trace.Witness{Platform: "linux/amd64", Of: p.ID, StepID: witnessStep},
 		})
