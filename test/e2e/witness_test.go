@@ -153,6 +153,54 @@ func TestWitnessCachedRebuild(t *testing.T) {
 		}
 	}
 	t.Logf("mean uncached build: witness on %s, off %s (+%s)", on/rounds, off/rounds, (on-off)/rounds)
+
+	t.Run("without the store the cached witness is unproven", func(t *testing.T) {
+		// Not a silent fall back to plan position: it fails, unless the
+		// policy accepts unproven cached steps.
+		wipeTracerStore(t, l)
+		third := l.Ref("witness-cached")
+		l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: third, Push: true})
+		out, code := runCLI(t, l, "verify", third, "--key", l.TracerPub)
+		expectCode(t, out, code, 1, "verify", third)
+		if !strings.Contains(out, "[binding] the witness step") || !strings.Contains(out, "was cached") {
+			t.Errorf("verify does not fail for the unproven witness:\n%s", out)
+		}
+		t.Logf("verify:\n%s", out)
+		out, code = runCLI(t, l, "verify", third, "--key", l.TracerPub, "--policy", writePolicy(t, "cached:\n  allow: true\n"))
+		expectCode(t, out, code, 0, "verify", third, "cached.allow")
+		if !strings.Contains(out, "by plan position only 1,") {
+			t.Errorf("cached.allow: the COPY layer is not bound by plan position:\n%s", out)
+		}
+	})
+}
+
+// TestWitnessCopyLink: COPY --link makes a merge, whose snapshot stacks
+// its inputs' layers; the witness's lowers must still be the image's.
+func TestWitnessCopyLink(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	n := randHex(6)
+	for name, final := range map[string]string{
+		"FROM scratch":         "FROM scratch\nCOPY --link --from=build /app /app\n",
+		"over a RUN":           "FROM BASE\nRUN echo " + n + " > /x\nCOPY --link --from=build /app /app\nCOPY --link --from=build /app/run.sh /bin/run.sh\n",
+		"link then plain COPY": "FROM BASE\nCOPY --link --from=build /app /app\nCOPY --from=build /app/run.sh /run.sh\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			body := "FROM BASE AS build\nRUN mkdir /app && echo 'echo " + n + "' > /app/run.sh\n" + final
+			dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, body)})
+			ref := l.Ref("witness-link")
+			l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+			out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub)
+			expectCode(t, out, code, 0, "verify", ref)
+			t.Logf("verify:\n%s", out)
+			witnessAllBound(t, out)
+			if !strings.Contains(out, "witness executed") {
+				t.Errorf("no witness ran:\n%s", out)
+			}
+		})
+	}
 }
 
 // TestWitnessTwoPlatforms: one witness per platform's result, the arm64
