@@ -114,14 +114,15 @@ func bind(ctx context.Context, r *Result, t Target, b *trace.Build, part *trace.
 		return
 	}
 	bound, covered := m.bound()
-	if n, ok := m.witness(r, b, part, t.Platform, allowCached); ok {
-		covered = n
+	var grouped map[int]bool
+	if n, g, ok := m.witness(r, b, part, t.Platform, allowCached); ok {
+		covered, grouped = n, g
 	}
 	for i := range bound {
 		l := &bound[i]
 		// A layer some traced run ran on is bound by that run's lower
 		// digests, whatever op made it.
-		if i < covered && (l.Binding == BindPlan || l.Binding == BindCached) {
+		if i < covered && !grouped[k+i] && (l.Binding == BindPlan || l.Binding == BindCached) {
 			l.Binding = BindLower
 		}
 		if l.DiffDigest == fsdiff.EmptyDigest && l.Binding != BindRun {
@@ -147,6 +148,9 @@ type matcher struct {
 	k        int // base layers
 	evidence map[*trace.Step]bool
 	memo     map[[2]int]bool
+	// opOf maps each layer above the base to the op that made it, as
+	// bound found them.
+	opOf map[int]int
 }
 
 func (m *matcher) match(i, j int) bool {
@@ -261,6 +265,10 @@ func (m *matcher) bound() ([]Layer, int) {
 			continue // the op made no layer
 		}
 		l := Layer{Digest: m.layers[j].Digest, DiffDigest: m.diffs[j], StepID: op.StepID, Op: op.Name, Binding: BindPlan}
+		if m.opOf == nil {
+			m.opOf = map[int]int{}
+		}
+		m.opOf[j] = i
 		if op.Kind == trace.LayerRun {
 			l.Binding = BindCached
 			if r.StepID != "" {
@@ -279,24 +287,26 @@ func (m *matcher) bound() ([]Layer, int) {
 // witness binds every layer above the base to the signed lowers of a
 // witness run of the result (trace.Witness): a run of a step the frontend
 // ran on the finished result, whose lower layers are the image's. It
-// returns how many layers above the base it covers (all of them) and true
-// when it bound them; false when the plan has no witness of this result
+// returns how many layers above the base it covers (all of them), the
+// layers of them it leaves to their plan position (a group of COPY --link
+// layers BuildKit applied into one snapshot, witnessAlign), and true when
+// it bound them; false when the plan has no witness of this result
 // (an image built before witnesses: the layers after the last traced run
 // keep their place in the plan) or when it failed, which it reports. A
 // plan with a witness never falls back to plan position, except for an
 // unproven cached witness that cached.allow accepts (as it accepts an
 // unproven cached RUN's layer).
-func (m *matcher) witness(r *Result, b *trace.Build, part *trace.PlanPart, platform string, allowCached bool) (int, bool) {
+func (m *matcher) witness(r *Result, b *trace.Build, part *trace.PlanPart, platform string, allowCached bool) (int, map[int]bool, bool) {
 	ws := trace.Witnesses(b.Plan, platform, part.ID)
 	if len(ws) == 0 {
-		return 0, false
+		return 0, nil, false
 	}
 	above := len(m.layers) - m.k
 	var cands []*trace.Step
 	for _, w := range ws {
 		if msg := witnessChainMismatch(w, part); msg != "" {
 			r.fail(Failure{Check: CheckBinding, StepID: w.Witness.StepID, Event: "the signed plan's witness of this image's result " + msg})
-			return 0, false
+			return 0, nil, false
 		}
 		cands = append(cands, m.runs[w.Witness.StepID]...)
 	}
@@ -305,32 +315,93 @@ func (m *matcher) witness(r *Result, b *trace.Build, part *trace.PlanPart, platf
 		cached := !b.Tracer.Since.IsZero() && b.Tracer.Since.Before(trace.FirstReceived(b.Plan))
 		if cached && allowCached {
 			r.Witness = WitnessUnproven
-			return 0, false
+			return 0, nil, false
 		}
 		why := "did not run in this build, or the tracer did not see it"
 		if cached {
 			why = "was cached, and the trace holds no signed record of an earlier run of it (allow with cached.allow)"
 		}
 		r.fail(Failure{Check: CheckBinding, StepID: id, Event: fmt.Sprintf("the witness step %s, planned on this image's result to bind its layers %s, %s", id, m.span(), why)})
-		return 0, false
+		return 0, nil, false
 	}
 	for _, c := range cands {
-		if m.hasLowers(c) && m.lowersOK(c, len(m.layers)) {
+		if ok, grouped := m.witnessAlign(c); ok {
 			r.Witness = WitnessExecuted
 			if m.evidence[c] {
 				r.Witness = WitnessEvidence
 			}
-			return above, true
+			g := map[int]bool{}
+			for _, j := range grouped {
+				g[j] = true
+			}
+			return above, g, true
 		}
 	}
 	for _, c := range cands {
 		if m.hasLowers(c) {
 			r.fail(Failure{Check: CheckBinding, StepID: id, Event: fmt.Sprintf("the image's layers are not those the witness (step %s, container %s) ran on: %s", id, c.ContainerID, m.lowerMismatch(c))})
-			return 0, false
+			return 0, nil, false
 		}
 	}
 	r.fail(Failure{Check: CheckBinding, StepID: id, Event: fmt.Sprintf("the witness step %s has no run whose lower layers the tracer could all hash: layers %s are not bound", id, m.span())})
-	return 0, false
+	return 0, nil, false
+}
+
+// witnessAlign matches the witness run c's lower digests (above the base,
+// bottom first, empty ones left out) with the image's layers above the
+// base (empty ones left out): one lower per layer, in order, except where
+// BuildKit made one snapshot of several layers. It does so for consecutive
+// COPY --link layers: their ops are the inputs of one merge, which the
+// solver flattens, and the overlay snapshotter applies the inputs above
+// the common parent into a single snapshot, while the image keeps one
+// layer per input. Such a group (two or more consecutive layers, each made
+// by a file op that is a merge's input, none of them alone the lower it
+// stands for) is returned: verify cannot read the diff digest of several
+// layers together, so they keep their place in the plan (as they did
+// before witnesses); every other layer must be a lower.
+func (m *matcher) witnessAlign(c *trace.Step) (bool, []int) {
+	if !m.hasLowers(c) {
+		return false, nil
+	}
+	var want []string
+	for i := len(c.Lowers) - 1 - m.k; i >= 0; i-- {
+		if c.Lowers[i] != fsdiff.EmptyDigest {
+			want = append(want, c.Lowers[i])
+		}
+	}
+	var got []int
+	for j := m.k; j < len(m.layers); j++ {
+		if m.diffs[j] != fsdiff.EmptyDigest {
+			got = append(got, j)
+		}
+	}
+	linked := func(j int) bool {
+		i, ok := m.opOf[j]
+		return ok && m.ops[i].Kind == trace.LayerFile && i+1 < len(m.ops) && m.ops[i+1].Kind == trace.LayerMerge
+	}
+	failed := map[[2]int]bool{}
+	var grouped []int
+	var try func(p, q int) bool
+	try = func(p, q int) bool {
+		if p == len(want) || q == len(got) {
+			return p == len(want) && q == len(got)
+		}
+		if failed[[2]int{p, q}] {
+			return false
+		}
+		if m.diffs[got[q]] == want[p] && try(p+1, q+1) {
+			return true
+		}
+		for e := q; e < len(got) && linked(got[e]) && m.diffs[got[e]] != want[p]; e++ {
+			if e > q && try(p+1, e+1) {
+				grouped = append(grouped, got[q:e+1]...)
+				return true
+			}
+		}
+		failed[[2]int{p, q}] = true
+		return false
+	}
+	return try(0, 0), grouped
 }
 
 // span names the layers above the base.

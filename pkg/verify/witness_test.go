@@ -164,6 +164,48 @@ func TestWitness(t *testing.T) {
 			t.Fatalf("got %q: %+v", checks(r), r.Failures)
 		}
 	})
+	t.Run("COPY --link layers in one snapshot", func(t *testing.T) {
+		// Two consecutive COPY --link: BuildKit's merge applies both into
+		// one snapshot (one lower), the image keeps two layers. They keep
+		// their plan position; a plain COPY cannot be grouped.
+		link := func(ops ...trace.LayerOp) func(b *trace.Build) {
+			return func(b *trace.Build) {
+				for i := range b.Plan {
+					p := &b.Plan[i]
+					if p.Witness != nil {
+						p.Layers = append(append([]trace.LayerOp{}, ops...), p.Layers[len(p.Layers)-1])
+					} else if p.ID == "sha256:part" {
+						p.Layers = append([]trace.LayerOp{}, ops...)
+					}
+				}
+			}
+		}
+		c1 := trace.LayerOp{Kind: trace.LayerFile, OpDigest: "sha256:c1", Name: "COPY --link a /a"}
+		c2 := trace.LayerOp{Kind: trace.LayerFile, OpDigest: "sha256:c2", Name: "COPY --link b /b"}
+		m1 := trace.LayerOp{Kind: trace.LayerMerge, OpDigest: "sha256:m1"}
+		m2 := trace.LayerOp{Kind: trace.LayerMerge, OpDigest: "sha256:m2"}
+		f := witnessFixture(t, []string{"sha256:merged-a-and-b", "base"}, link(c1, m1, c2, m2))
+		r := Verify(ctx, f.target, f.opts(t, f.pub, ""))
+		if !r.Pass() || bindings(r)[BindPlan] != 2 || r.Witness != WitnessExecuted {
+			t.Fatalf("COPY --link group: pass %v, layers %+v, witness %q: %+v", r.Pass(), r.Layers, r.Witness, r.Failures)
+		}
+		// Plain COPYs are one snapshot each: no group.
+		f = witnessFixture(t, []string{"sha256:merged-a-and-b", "base"}, link(c1, c2))
+		if r := Verify(ctx, f.target, f.opts(t, f.pub, "")); checks(r) != CheckBinding {
+			t.Fatalf("plain COPY layers grouped: %q %+v", checks(r), r.Failures)
+		}
+		// A lower that is one of the group's layers alone is no merge of
+		// them: a layer was put where an empty one was dropped.
+		f = witnessFixture(t, []string{"l2", "base"}, link(c1, m1, c2, m2))
+		if r := Verify(ctx, f.target, f.opts(t, f.pub, "")); checks(r) != CheckBinding {
+			t.Fatalf("a layer added beside a COPY --link layer was grouped: %q %+v", checks(r), r.Failures)
+		}
+		// One lower per COPY --link layer: both bound.
+		f = witnessFixture(t, []string{"l2", "l1", "base"}, link(c1, m1, c2, m2))
+		if r := Verify(ctx, f.target, f.opts(t, f.pub, "")); !r.Pass() || bindings(r)[BindLower] != 2 {
+			t.Fatalf("COPY --link layers one lower each: pass %v %+v %+v", r.Pass(), r.Layers, r.Failures)
+		}
+	})
 	t.Run("not on the result", func(t *testing.T) {
 		f := witnessFixture(t, []string{"l2", "l1", "base"}, func(b *trace.Build) {
 			b.Plan[1].Layers[1].OpDigest = "sha256:another-copy"
