@@ -263,16 +263,11 @@ func Verify(ctx context.Context, t Target, opts Options) *Result {
 	// finished result, with the command the signed plan gives; it is no
 	// step of the Dockerfile, so the policy's rules for steps do not apply
 	// to it. Completeness and its command do.
-	witnesses := map[string]bool{}
 	for _, p := range b.Plan {
-		if p.Witness != nil {
-			witnesses[p.Witness.StepID] = true
-		}
-	}
-	for id := range witnesses {
-		if listed[id] {
+		if p.Witness == nil || listed[p.Witness.StepID] {
 			continue
 		}
+		id := p.Witness.StepID
 		listed[id] = true
 		ps := planned[id]
 		info := attest.Step{StepID: id, Instruction: ps.Name, Name: ps.Name, Platform: ps.Platform}
