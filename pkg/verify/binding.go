@@ -106,6 +106,9 @@ func bind(ctx context.Context, r *Result, t Target, b *trace.Build, part *trace.
 		}
 	}
 	m := &matcher{ops: part.Layers, layers: layers, diffs: diffs, runs: runs, k: k, evidence: isEvidence, memo: map[[2]int]bool{}}
+	m.groupDigest = func(from, to int) (string, error) {
+		return groupDiffDigest(ctx, opts, layers, diffIDs, k, from, to)
+	}
 	if !m.match(0, k) {
 		r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("layers %d to %d of the image are not what the signed plan's %d ops made, as the signed runs saw them: a layer no step of build %s produced, one missing, or one a run did not run on", k, len(layers)-1, len(m.ops), b.BuildTraceID)})
 		for j := k; j < len(layers); j++ {
@@ -114,15 +117,14 @@ func bind(ctx context.Context, r *Result, t Target, b *trace.Build, part *trace.
 		return
 	}
 	bound, covered := m.bound()
-	var grouped map[int]bool
-	if n, g, ok := m.witness(r, b, part, t.Platform, allowCached); ok {
-		covered, grouped = n, g
+	if n, ok := m.witness(r, b, part, t.Platform, allowCached); ok {
+		covered = n
 	}
 	for i := range bound {
 		l := &bound[i]
 		// A layer some traced run ran on is bound by that run's lower
 		// digests, whatever op made it.
-		if i < covered && !grouped[k+i] && (l.Binding == BindPlan || l.Binding == BindCached) {
+		if i < covered && (l.Binding == BindPlan || l.Binding == BindCached) {
 			l.Binding = BindLower
 		}
 		if l.DiffDigest == fsdiff.EmptyDigest && l.Binding != BindRun {
@@ -151,6 +153,9 @@ type matcher struct {
 	// opOf maps each layer above the base to the op that made it, as
 	// bound found them.
 	opOf map[int]int
+	// groupDigest is the diff digest of layers from to to (exclusive)
+	// read as one (fsdiff.FromLayers), over the layers below them.
+	groupDigest func(from, to int) (string, error)
 }
 
 func (m *matcher) match(i, j int) bool {
@@ -287,26 +292,24 @@ func (m *matcher) bound() ([]Layer, int) {
 // witness binds every layer above the base to the signed lowers of a
 // witness run of the result (trace.Witness): a run of a step the frontend
 // ran on the finished result, whose lower layers are the image's. It
-// returns how many layers above the base it covers (all of them), the
-// layers of them it leaves to their plan position (a group of COPY --link
-// layers BuildKit applied into one snapshot, witnessAlign), and true when
-// it bound them; false when the plan has no witness of this result
+// returns how many layers above the base it covers (all of them) and true
+// when it bound them; false when the plan has no witness of this result
 // (an image built before witnesses: the layers after the last traced run
 // keep their place in the plan) or when it failed, which it reports. A
 // plan with a witness never falls back to plan position, except for an
 // unproven cached witness that cached.allow accepts (as it accepts an
 // unproven cached RUN's layer).
-func (m *matcher) witness(r *Result, b *trace.Build, part *trace.PlanPart, platform string, allowCached bool) (int, map[int]bool, bool) {
+func (m *matcher) witness(r *Result, b *trace.Build, part *trace.PlanPart, platform string, allowCached bool) (int, bool) {
 	ws := trace.Witnesses(b.Plan, platform, part.ID)
 	if len(ws) == 0 {
-		return 0, nil, false
+		return 0, false
 	}
 	above := len(m.layers) - m.k
 	var cands []*trace.Step
 	for _, w := range ws {
 		if msg := witnessChainMismatch(w, part); msg != "" {
 			r.fail(Failure{Check: CheckBinding, StepID: w.Witness.StepID, Event: "the signed plan's witness of this image's result " + msg})
-			return 0, nil, false
+			return 0, false
 		}
 		cands = append(cands, m.runs[w.Witness.StepID]...)
 	}
@@ -315,36 +318,32 @@ func (m *matcher) witness(r *Result, b *trace.Build, part *trace.PlanPart, platf
 		cached := !b.Tracer.Since.IsZero() && b.Tracer.Since.Before(trace.FirstReceived(b.Plan))
 		if cached && allowCached {
 			r.Witness = WitnessUnproven
-			return 0, nil, false
+			return 0, false
 		}
 		why := "did not run in this build, or the tracer did not see it"
 		if cached {
 			why = "was cached, and the trace holds no signed record of an earlier run of it (allow with cached.allow)"
 		}
 		r.fail(Failure{Check: CheckBinding, StepID: id, Event: fmt.Sprintf("the witness step %s, planned on this image's result to bind its layers %s, %s", id, m.span(), why)})
-		return 0, nil, false
+		return 0, false
 	}
 	for _, c := range cands {
-		if ok, grouped := m.witnessAlign(c); ok {
+		if m.witnessAlign(c) {
 			r.Witness = WitnessExecuted
 			if m.evidence[c] {
 				r.Witness = WitnessEvidence
 			}
-			g := map[int]bool{}
-			for _, j := range grouped {
-				g[j] = true
-			}
-			return above, g, true
+			return above, true
 		}
 	}
 	for _, c := range cands {
 		if m.hasLowers(c) {
 			r.fail(Failure{Check: CheckBinding, StepID: id, Event: fmt.Sprintf("the image's layers are not those the witness (step %s, container %s) ran on: %s", id, c.ContainerID, m.lowerMismatch(c))})
-			return 0, nil, false
+			return 0, false
 		}
 	}
 	r.fail(Failure{Check: CheckBinding, StepID: id, Event: fmt.Sprintf("the witness step %s has no run whose lower layers the tracer could all hash: layers %s are not bound", id, m.span())})
-	return 0, nil, false
+	return 0, false
 }
 
 // witnessAlign matches the witness run c's lower digests (above the base,
@@ -354,14 +353,13 @@ func (m *matcher) witness(r *Result, b *trace.Build, part *trace.PlanPart, platf
 // COPY --link layers: their ops are the inputs of one merge, which the
 // solver flattens, and the overlay snapshotter applies the inputs above
 // the common parent into a single snapshot, while the image keeps one
-// layer per input. Such a group (two or more consecutive layers, each made
-// by a file op that is a merge's input, none of them alone the lower it
-// stands for) is returned: verify cannot read the diff digest of several
-// layers together, so they keep their place in the plan (as they did
-// before witnesses); every other layer must be a lower.
-func (m *matcher) witnessAlign(c *trace.Step) (bool, []int) {
+// layer per input. A lower then stands for such a group (two or more
+// consecutive layers, each made by a file op that is a merge's input) when
+// it is the diff digest of the group's layers read as one
+// (fsdiff.FromLayers): every layer is bound either way.
+func (m *matcher) witnessAlign(c *trace.Step) bool {
 	if !m.hasLowers(c) {
-		return false, nil
+		return false
 	}
 	var want []string
 	for i := len(c.Lowers) - 1 - m.k; i >= 0; i-- {
@@ -379,8 +377,24 @@ func (m *matcher) witnessAlign(c *trace.Step) (bool, []int) {
 		i, ok := m.opOf[j]
 		return ok && m.ops[i].Kind == trace.LayerFile && i+1 < len(m.ops) && m.ops[i+1].Kind == trace.LayerMerge
 	}
+	groups := map[[2]int]string{}
+	group := func(from, to int) string {
+		key := [2]int{from, to}
+		if d, ok := groups[key]; ok {
+			return d
+		}
+		d, err := "", error(nil)
+		if m.groupDigest != nil {
+			// A group that cannot be read as one (an opaque marker, a
+			// layer verify refuses) is no group.
+			if d, err = m.groupDigest(from, to); err != nil {
+				d = ""
+			}
+		}
+		groups[key] = d
+		return d
+	}
 	failed := map[[2]int]bool{}
-	var grouped []int
 	var try func(p, q int) bool
 	try = func(p, q int) bool {
 		if p == len(want) || q == len(got) {
@@ -392,16 +406,72 @@ func (m *matcher) witnessAlign(c *trace.Step) (bool, []int) {
 		if m.diffs[got[q]] == want[p] && try(p+1, q+1) {
 			return true
 		}
-		for e := q; e < len(got) && linked(got[e]) && m.diffs[got[e]] != want[p]; e++ {
-			if e > q && try(p+1, e+1) {
-				grouped = append(grouped, got[q:e+1]...)
+		for e := q + 1; e < len(got) && linked(got[q]) && linked(got[e]); e++ {
+			// Layers with an empty diff between them are in the group too:
+			// they are layers of the same snapshot.
+			if d := group(got[q], got[e]+1); d != "" && d == want[p] && try(p+1, e+1) {
 				return true
 			}
 		}
 		failed[[2]int{p, q}] = true
 		return false
 	}
-	return try(0, 0), grouped
+	return try(0, 0)
+}
+
+// groupDiffDigest reads layers [from, to) as one (fsdiff.FromLayers) over
+// the layers below them, which it reads again, each checked against the
+// config's diff_ids as layerDiffDigest checks them.
+func groupDiffDigest(ctx context.Context, opts Options, layers []ocispec.Descriptor, diffIDs []digest.Digest, k, from, to int) (string, error) {
+	stack, start := baseStack(opts.BaseCache, layers[:k])
+	for j := start; j < from; j++ {
+		if _, err := layerDiffDigest(ctx, opts, layers[j], diffIDs[j], stack, j >= k); err != nil {
+			return "", err
+		}
+	}
+	return fsdiff.FromLayers(ctx, to-from, func(i int) (io.ReadCloser, error) {
+		return openChecked(ctx, opts, layers[from+i], diffIDs[from+i])
+	}, stack)
+}
+
+// checkedLayer is a layer's uncompressed tar whose Close reads the rest of
+// the blob and fails unless it is what its digest and diff_id say.
+type checkedLayer struct {
+	io.Reader
+	close func() error
+}
+
+func (c *checkedLayer) Close() error { return c.close() }
+
+func openChecked(ctx context.Context, opts Options, d ocispec.Descriptor, diffID digest.Digest) (io.ReadCloser, error) {
+	if opts.OpenLayer == nil {
+		return nil, fmt.Errorf("no way to read layers")
+	}
+	rc, err := opts.OpenLayer(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	zr, closeFn, err := Decompress(rc)
+	if err != nil {
+		rc.Close()
+		return nil, err
+	}
+	h := sha256.New()
+	tr := io.TeeReader(zr, h)
+	return &checkedLayer{Reader: tr, close: func() error {
+		defer rc.Close()
+		defer closeFn()
+		if _, err := io.Copy(io.Discard, tr); err != nil {
+			return err
+		}
+		if _, err := io.Copy(io.Discard, rc); err != nil {
+			return err
+		}
+		if got := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)); got != diffID {
+			return fmt.Errorf("layer %s: its uncompressed content is %s, but the image config's rootfs.diff_ids names %s", d.Digest, got, diffID)
+		}
+		return nil
+	}}, nil
 }
 
 // span names the layers above the base.
