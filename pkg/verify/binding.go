@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/buildtrace/buildtrace/pkg/fsdiff"
 	"github.com/buildtrace/buildtrace/pkg/trace"
@@ -373,10 +374,7 @@ func (m *matcher) witnessAlign(c *trace.Step) bool {
 			got = append(got, j)
 		}
 	}
-	linked := func(j int) bool {
-		i, ok := m.opOf[j]
-		return ok && m.ops[i].Kind == trace.LayerFile && i+1 < len(m.ops) && m.ops[i+1].Kind == trace.LayerMerge
-	}
+	linked := m.linked
 	groups := map[[2]int]string{}
 	group := func(from, to int) string {
 		key := [2]int{from, to}
@@ -417,6 +415,13 @@ func (m *matcher) witnessAlign(c *trace.Step) bool {
 		return false
 	}
 	return try(0, 0)
+}
+
+// linked reports whether layer j was made by a COPY --link: a file op that
+// is a merge's input (ResultChain lists a merge after its inputs' ops).
+func (m *matcher) linked(j int) bool {
+	i, ok := m.opOf[j]
+	return ok && m.ops[i].Kind == trace.LayerFile && i+1 < len(m.ops) && m.ops[i+1].Kind == trace.LayerMerge
 }
 
 // groupDiffDigest reads layers [from, to) as one (fsdiff.FromLayers) over
@@ -524,6 +529,17 @@ func (m *matcher) lowerMismatch(c *trace.Step) string {
 			continue
 		case p < len(want) && p < len(got):
 			j := got[p]
+			if e := p + 1; e < len(got) && m.linked(j) && m.linked(got[e]) {
+				// Consecutive COPY --link layers: one snapshot to
+				// BuildKit, compared as one; any of them may differ.
+				var ds []string
+				for ; e < len(got) && m.linked(got[e]); e++ {
+				}
+				for _, x := range got[p:e] {
+					ds = append(ds, m.layers[x].Digest.String())
+				}
+				return fmt.Sprintf("layers %d to %d (%s), COPY --link layers BuildKit made one snapshot of, are not, read as one, the layer it ran on there (diff digest %s)", j, got[e-1], strings.Join(ds, ", "), want[p])
+			}
 			return fmt.Sprintf("layer %d (%s, diff digest %s) is not the layer it ran on there (diff digest %s)", j, m.layers[j].Digest, m.diffs[j], want[p])
 		case p < len(got):
 			j := got[p]

