@@ -225,3 +225,30 @@ func TestWitnessCopyLink(t *testing.T) {
 		})
 	}
 }
+
+// TestWitnessTwoPlatforms: one witness per platform's result, the arm64
+// one too (its program is the frontend's own, run natively on the
+// build host); both images verify with every layer bound.
+func TestWitnessTwoPlatforms(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	requireWorkerPlatform(t, l, foreignPlatform)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	n := randHex(6)
+	dir := lab.WriteContext(t, map[string]string{"Dockerfile": dockerfile(l, "FROM BASE AS build\nRUN mkdir /app && uname -m > /app/arch && echo "+n+" > /app/n\n"+
+		"FROM scratch\nCOPY --from=build /app /app\n")})
+	ref := l.Ref("witness-platforms")
+	l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: ref, Push: true, Args: []string{"--platform", "linux/amd64," + foreignPlatform}})
+	out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub)
+	expectCode(t, out, code, 0, "verify", ref)
+	t.Logf("verify:\n%s", out)
+	for _, p := range []string{"linux/amd64", foreignPlatform} {
+		if !strings.Contains(out, "[buildtrace] witness "+p) {
+			t.Errorf("no witness of the %s result:\n%s", p, out)
+		}
+	}
+	if strings.Count(out, "by plan position only 0,") != 2 {
+		t.Errorf("a platform has layers bound by plan position only:\n%s", out)
+	}
+}
