@@ -67,11 +67,21 @@ type Settings struct {
 	Unmonitored  string
 	Wait         time.Duration
 	EvidenceFrom []string
+	// Witness runs the witness step on each result whose chain has layers
+	// above its last RUN (on unless BUILDTRACE_WITNESS=off).
+	Witness bool
 }
 
 // ParseSettings reads the frontend's build args from the frontend options.
 func ParseSettings(opts map[string]string) (Settings, error) {
-	s := Settings{Tracer: tracerapi.DefaultAddr, Unmonitored: UnmonitoredFail, Wait: DefaultWait}
+	s := Settings{Tracer: tracerapi.DefaultAddr, Unmonitored: UnmonitoredFail, Wait: DefaultWait, Witness: true}
+	switch v := opts["build-arg:"+ArgWitness]; v {
+	case "", "on":
+	case "off":
+		s.Witness = false
+	default:
+		return s, fmt.Errorf("build arg %s=%q: want \"on\" or \"off\"", ArgWitness, v)
+	}
 	if v := opts["build-arg:"+ArgTracer]; v != "" {
 		s.Tracer = v
 	}
@@ -168,6 +178,17 @@ func Build(ctx context.Context, c client.Client) (*client.Result, error) {
 	}
 	if res == nil || res.Ref == nil && len(res.Refs) == 0 {
 		return res, nil // a subrequest answer (outline, lint, targets): nothing was built
+	}
+	if !sub && set.Witness && tc.unmonitoredReason() == nil {
+		// The witness runs before the seal, so the tracer signs its run
+		// with the build; the result itself is unchanged.
+		results, err := resultParts(res, tc.solves())
+		if err != nil {
+			return nil, err
+		}
+		if err := tc.witness(ctx, res, results); err != nil {
+			return nil, err
+		}
 	}
 	finish := time.Now()
 
@@ -358,6 +379,8 @@ type solveRecord struct {
 	steps  []llbtag.Step
 	partID string
 	refs   []client.Reference
+	// part is the solve's plan part, once made.
+	part *trace.PlanPart
 	// stepless is the plan part of a solve with no step, sent with the
 	// seal rather than before the solve.
 	stepless *trace.PlanPart
@@ -389,6 +412,11 @@ func (t *tagClient) unmonitoredReason() error {
 }
 
 func (t *tagClient) Solve(ctx context.Context, req client.SolveRequest) (*client.Result, error) {
+	return t.solve(ctx, req, nil)
+}
+
+// solve tags and evaluates one solve; w marks the witness's (witness.go).
+func (t *tagClient) solve(ctx context.Context, req client.SolveRequest, w *trace.Witness) (*client.Result, error) {
 	if req.Definition == nil || len(req.Definition.Def) == 0 {
 		return t.Client.Solve(ctx, req)
 	}
@@ -398,7 +426,7 @@ func (t *tagClient) Solve(ctx context.Context, req client.SolveRequest) (*client
 	}
 	rec := solveRecord{steps: steps}
 	if t.register != nil {
-		if err := t.plan(ctx, req, steps, &rec); err != nil {
+		if err := t.plan(ctx, req, steps, &rec, w); err != nil {
 			return nil, err
 		}
 	}
@@ -423,7 +451,7 @@ func (t *tagClient) Solve(ctx context.Context, req client.SolveRequest) (*client
 
 // plan registers the solve's plan with the tracer. Without a tracer the
 // build fails (the default) or, when allowed, goes on unmonitored.
-func (t *tagClient) plan(ctx context.Context, req client.SolveRequest, steps []llbtag.Step, rec *solveRecord) error {
+func (t *tagClient) plan(ctx context.Context, req client.SolveRequest, steps []llbtag.Step, rec *solveRecord, w *trace.Witness) error {
 	t.mu.Lock()
 	skip := t.noTrace != nil
 	t.mu.Unlock()
@@ -437,11 +465,14 @@ func (t *tagClient) plan(ctx context.Context, req client.SolveRequest, steps []l
 		// frontend's request key, which never travels on the network.
 		part, err = planPart(req, steps)
 	}
+	if err == nil && w != nil {
+		err = markWitness(&part, *w)
+	}
 	if err == nil && len(part.Steps) == 0 {
 		// Nothing of this solve runs in a container (it reads the
 		// Dockerfile, say): its part goes with the seal, one request to
 		// the tracer for all such parts rather than one per solve.
-		rec.partID, rec.stepless = part.ID, &part
+		rec.partID, rec.stepless, rec.part = part.ID, &part, &part
 		return nil
 	}
 	if err == nil {
@@ -459,7 +490,21 @@ func (t *tagClient) plan(ctx context.Context, req client.SolveRequest, steps []l
 		}
 		return fmt.Errorf("buildtrace: build not monitored (set build arg %s=%s to build anyway): %w", ArgUnmonitored, UnmonitoredAllow, err)
 	}
-	rec.partID = part.ID
+	rec.partID, rec.part = part.ID, &part
+	return nil
+}
+
+// markWitness makes part the witness w: its top op must be the witness's
+// run. The part is the result platform's, whatever platform the op runs
+// the witness program on.
+func markWitness(part *trace.PlanPart, w trace.Witness) error {
+	n := len(part.Layers)
+	if n == 0 || part.Layers[n-1].Kind != trace.LayerRun || part.Layers[n-1].StepID == "" {
+		return fmt.Errorf("buildtrace: the witness's LLB does not end with a tagged run")
+	}
+	w.StepID = part.Layers[n-1].StepID
+	part.Platform = w.Platform
+	part.Witness = &w
 	return nil
 }
 

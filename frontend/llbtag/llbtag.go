@@ -203,8 +203,27 @@ func (t *tagger) rewrite(d digest.Digest) (digest.Digest, error) {
 			delete(src.Attrs, k)
 		}
 	}
+	// An ExecOp tagged already (the witness's solve holds the image's
+	// tagged ops, llb.NewDefinitionOp keeping their bytes) keeps its step
+	// ID, its nonce and its bytes: re-tagging would add a second nonce,
+	// and a new op digest would make BuildKit see another vertex. Its
+	// identity is the untagged op's, so what is built on it keeps its
+	// step ID from one build to the next (the nonce changes every build).
+	tagged := ""
+	if ex := op.GetExec(); ex != nil && ex.Meta != nil && ex.Meta.CgroupParent != "" {
+		// Another cgroup parent is replaced, as before.
+		if id, err := steptag.StepOfCgroup(ex.Meta.CgroupParent); err == nil {
+			tagged = id
+		}
+	}
 	if ex := idOp.GetExec(); ex != nil && ex.Meta != nil {
 		ex.Meta.CgroupParent = ""
+		if tagged != "" && ex.Meta.ProxyEnv != nil {
+			ex.Meta.ProxyEnv.NoProxy = stripNonce(ex.Meta.ProxyEnv.NoProxy)
+			if proto.Equal(ex.Meta.ProxyEnv, &pb.ProxyEnv{}) {
+				ex.Meta.ProxyEnv = nil
+			}
+		}
 	}
 	idBytes, err := marshal(idOp)
 	if err != nil {
@@ -212,7 +231,9 @@ func (t *tagger) rewrite(d digest.Digest) (digest.Digest, error) {
 	}
 	t.identity[d] = digest.FromBytes(idBytes)
 
-	if ex := newOp.GetExec(); ex != nil {
+	if tagged != "" {
+		t.stepOf[d] = tagged
+	} else if ex := newOp.GetExec(); ex != nil {
 		if ex.Meta == nil {
 			ex.Meta = &pb.Meta{}
 		}
@@ -245,6 +266,19 @@ func (t *tagger) rewrite(d digest.Digest) (digest.Digest, error) {
 	t.newBytes[d] = dt
 	t.newDgst[d] = nd
 	return nd, nil
+}
+
+// stripNonce removes the "buildtrace-<nonce>.invalid" entries TagWithNonce
+// added to a NO_PROXY value.
+func stripNonce(noProxy string) string {
+	var keep []string
+	for _, e := range strings.Split(noProxy, ",") {
+		if strings.HasPrefix(e, "buildtrace-") && strings.HasSuffix(e, ".invalid") {
+			continue
+		}
+		keep = append(keep, e)
+	}
+	return strings.Join(keep, ",")
 }
 
 // marshal is how client/llb marshals ops.

@@ -213,3 +213,70 @@ func TestSplitName(t *testing.T) {
 		}
 	}
 }
+
+// TestTagKeepsTaggedOps: the witness's definition holds the image's ops,
+// tagged already (llb.NewDefinitionOp keeps their bytes). Tagging it
+// again must keep them as they are (one nonce each, same digests and step
+// IDs), and give the new ExecOp on top a step ID that does not depend on
+// the build's nonce, so an identical rebuild plans the same witness step.
+func TestTagKeepsTaggedOps(t *testing.T) {
+	ctx := context.Background()
+	witness := map[string]string{}
+	for _, nonce := range []string{"nonce-of-build-1", "nonce-of-build-2"} {
+		def := convert(t, dockerfile, "s1")
+		steps, err := TagWithNonce(def, nonce)
+		if err != nil {
+			t.Fatal(err)
+		}
+		op, err := llb.NewDefinitionOp(def)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := llb.NewState(op).Run(llb.Args([]string{"/w/prog", "witness"})).Root().Marshal(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wdef := w.ToPB()
+		tagged := map[digest.Digest]bool{}
+		for _, dt := range def.Def[:len(def.Def)-1] { // all but the result marker
+			tagged[digest.FromBytes(dt)] = true
+		}
+		wsteps, err := TagWithNonce(wdef, nonce)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept := 0
+		for _, dt := range wdef.Def {
+			if tagged[digest.FromBytes(dt)] {
+				kept++
+			}
+			var o pb.Op
+			if err := proto.Unmarshal(dt, &o); err != nil {
+				t.Fatal(err)
+			}
+			if ex := o.GetExec(); ex != nil && strings.Count(ex.GetMeta().GetProxyEnv().GetNoProxy(), "buildtrace-") != 1 {
+				t.Errorf("ExecOp with NO_PROXY %q: want one nonce", ex.GetMeta().GetProxyEnv().GetNoProxy())
+			}
+		}
+		if kept != len(tagged) {
+			t.Errorf("%d of the %d tagged ops kept their bytes", kept, len(tagged))
+		}
+		ids := map[string]bool{}
+		for _, s := range steps {
+			ids[s.ID] = true
+		}
+		var added []string
+		for _, s := range wsteps {
+			if !ids[s.ID] {
+				added = append(added, s.ID)
+			}
+		}
+		if len(wsteps) != len(steps)+1 || len(added) != 1 {
+			t.Fatalf("steps %d, then %d (new %v): want the same and one more", len(steps), len(wsteps), added)
+		}
+		witness[nonce] = added[0]
+	}
+	if witness["nonce-of-build-1"] != witness["nonce-of-build-2"] {
+		t.Errorf("the witness's step ID depends on the build's nonce: %v", witness)
+	}
+}

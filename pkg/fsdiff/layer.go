@@ -45,6 +45,20 @@ func (s *Stack) Apply(ctx context.Context, r io.Reader) error {
 }
 
 func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (string, []trace.FileChange, error) {
+	es, err := layerEntries(ctx, r, lower, baseLayer)
+	if err != nil {
+		return "", nil, err
+	}
+	changes := make([]trace.FileChange, 0, len(es))
+	for _, e := range es {
+		changes = append(changes, e.change(false))
+	}
+	return digest(es), changes, nil
+}
+
+// layerEntries reads a layer over lower, adds it to lower, and returns
+// its entries, sorted.
+func layerEntries(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) ([]*entry, error) {
 	tr := tar.NewReader(r)
 	byPath := map[string]*entry{}
 	// What an extractor does with a tar that names a path twice, or puts
@@ -63,16 +77,16 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 	buf := make([]byte, 128*1024)
 	for {
 		if err := ctx.Err(); err != nil {
-			return "", nil, err
+			return nil, err
 		}
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
-			return "", nil, fmt.Errorf("reading layer tar: %w", err)
+			return nil, fmt.Errorf("reading layer tar: %w", err)
 		}
 		if slices.Contains(strings.Split(hdr.Name, "/"), "..") {
-			return "", nil, fmt.Errorf("layer tar entry %q leaves the root", hdr.Name)
+			return nil, fmt.Errorf("layer tar entry %q leaves the root", hdr.Name)
 		}
 		p := path.Clean("/" + hdr.Name)
 		if p == "/" {
@@ -82,24 +96,24 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 			if hdr.Typeflag == tar.TypeXGlobalHeader {
 				// containerd's extractor removes whatever is at a global
 				// header's name before it ignores the entry.
-				return "", nil, fmt.Errorf("layer tar has a PAX global header named %s (an extractor would remove that path)", p)
+				return nil, fmt.Errorf("layer tar has a PAX global header named %s (an extractor would remove that path)", p)
 			}
 			// Other extended attributes are not in the digest, and an
 			// extractor sets them (ACLs, overlay's user.* markers):
 			// BuildKit's tar writer writes security.capability only.
 			for k := range hdr.PAXRecords {
 				if strings.HasPrefix(k, paxXattrPrefix) && k != paxCapability {
-					return "", nil, fmt.Errorf("layer tar entry %s sets the extended attribute %s, which the diff digest does not cover", p, strings.TrimPrefix(k, paxXattrPrefix))
+					return nil, fmt.Errorf("layer tar entry %s sets the extended attribute %s, which the diff digest does not cover", p, strings.TrimPrefix(k, paxXattrPrefix))
 				}
 			}
 		}
 		if a, ok := lower.nonDirAncestor(p); ok {
 			if !baseLayer {
-				return "", nil, fmt.Errorf("layer tar entry %s is below %s, which this layer or one below it made a non-directory (an extractor would follow or replace it)", p, a)
+				return nil, fmt.Errorf("layer tar entry %s is below %s, which this layer or one below it made a non-directory (an extractor would follow or replace it)", p, a)
 			}
 			rp, err := lower.resolve(path.Dir(p))
 			if err != nil {
-				return "", nil, fmt.Errorf("layer tar entry %s: %w", p, err)
+				return nil, fmt.Errorf("layer tar entry %s: %w", p, err)
 			}
 			p = path.Join(rp, path.Base(p))
 		}
@@ -108,7 +122,7 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 			// An extractor would make the parent with its own mode and
 			// owner (containerd: 0755, root), which no header says.
 			// BuildKit's differ writes a new directory before its content.
-			return "", nil, fmt.Errorf("layer tar entry %s comes before a header for its new parent directory %s", p, dir)
+			return nil, fmt.Errorf("layer tar entry %s comes before a header for its new parent directory %s", p, dir)
 		}
 		if hdr.Typeflag == tar.TypeXGlobalHeader {
 			lower.remove(p) // a base layer's: as containerd's extractor does
@@ -123,7 +137,7 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 		// (the last entry wins); only the view is needed from it.
 		if base != whiteoutOpaque && !baseLayer {
 			if seen[key] {
-				return "", nil, fmt.Errorf("layer tar names %s twice", key)
+				return nil, fmt.Errorf("layer tar names %s twice", key)
 			}
 			seen[key] = true
 		}
@@ -175,7 +189,7 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 			h := sha256.New()
 			n, err := io.CopyBuffer(h, tr, buf)
 			if err != nil {
-				return "", nil, fmt.Errorf("reading layer tar entry %s: %w", hdr.Name, err)
+				return nil, fmt.Errorf("reading layer tar entry %s: %w", hdr.Name, err)
 			}
 			e.size = n
 			e.sha256 = hex.EncodeToString(h.Sum(nil))
@@ -186,7 +200,7 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 			// containerd resolves symlinks in a link's target before its
 			// "..", which a lexical clean would read otherwise.
 			if slices.Contains(strings.Split(hdr.Linkname, "/"), "..") {
-				return "", nil, fmt.Errorf("layer tar: hard link %s has a target with \"..\" (%s)", hdr.Name, hdr.Linkname)
+				return nil, fmt.Errorf("layer tar: hard link %s has a target with \"..\" (%s)", hdr.Name, hdr.Linkname)
 			}
 			// A target that ends in "/" or "." names what its last
 			// component resolves to: containerd follows a symlink there
@@ -194,18 +208,18 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 			// header's mode and owner, while a lexical clean reads the
 			// symlink.
 			if base := hdr.Linkname[strings.LastIndex(hdr.Linkname, "/")+1:]; base == "" || base == "." {
-				return "", nil, fmt.Errorf("layer tar: hard link %s has a target that names a directory (%s)", hdr.Name, hdr.Linkname)
+				return nil, fmt.Errorf("layer tar: hard link %s has a target that names a directory (%s)", hdr.Name, hdr.Linkname)
 			}
 			target := path.Clean("/" + hdr.Linkname)
 			t, ok := byPath[target]
 			if !ok || t.kind == kindDeleted {
-				return "", nil, fmt.Errorf("layer tar: hard link %s points to %s, which is not earlier in the layer", hdr.Name, hdr.Linkname)
+				return nil, fmt.Errorf("layer tar: hard link %s points to %s, which is not earlier in the layer", hdr.Name, hdr.Linkname)
 			}
 			// A hard link shares its target's inode: content and metadata.
 			// An extractor applies the link header's metadata to that inode,
 			// so a link that differs would change the target unseen.
 			if uint32(hdr.Mode)&07777 != t.mode || uint32(hdr.Uid) != t.uid || uint32(hdr.Gid) != t.gid || hdr.PAXRecords[paxCapability] != string(t.caps) {
-				return "", nil, fmt.Errorf("layer tar: hard link %s has other metadata than its target %s", hdr.Name, hdr.Linkname)
+				return nil, fmt.Errorf("layer tar: hard link %s has other metadata than its target %s", hdr.Name, hdr.Linkname)
 			}
 			linked := *t
 			linked.path = p
@@ -223,7 +237,7 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 		case tar.TypeFifo:
 			e.kind = kindFifo
 		default:
-			return "", nil, fmt.Errorf("layer tar entry %s: unsupported type %q", hdr.Name, hdr.Typeflag)
+			return nil, fmt.Errorf("layer tar entry %s: unsupported type %q", hdr.Name, hdr.Typeflag)
 		}
 		if c, ok := hdr.PAXRecords[paxCapability]; ok && c != "" {
 			e.caps = []byte(c)
@@ -236,11 +250,7 @@ func readLayer(ctx context.Context, r io.Reader, lower *Stack, baseLayer bool) (
 	}
 	es = append(es, dirEntries(dirs, es)...)
 	sortEntries(es)
-	changes := make([]trace.FileChange, 0, len(es))
-	for _, e := range es {
-		changes = append(changes, e.change(false))
-	}
-	return digest(es), changes, nil
+	return es, nil
 }
 
 // dirHeader is a directory header of a layer and what the layers below

@@ -111,6 +111,35 @@ type PlanPart struct {
 	Layers   []LayerOp  `json:"layers"`
 	Steps    []PlanStep `json:"steps"`
 	Received time.Time  `json:"received"` // when the tracer got it
+	// Witness marks the part of a witness run: a step the frontend runs on
+	// a platform's finished result, with no use but to be traced on top of
+	// every layer of that image. Its signed lower digests bind the layers
+	// no traced RUN ran on (COPY/ADD after the last RUN). Nil for every
+	// other part.
+	Witness *Witness `json:"witness,omitempty"`
+}
+
+// Witness says which result a witness part's step ran on.
+type Witness struct {
+	// Platform is the image platform whose result the step ran on.
+	Platform string `json:"platform"`
+	// Of is the ID of the plan part whose result is the step's root file
+	// system (Build.Results[Platform] when that result became the image).
+	Of string `json:"of"`
+	// StepID is the witness step: the top op of the part's layers.
+	StepID string `json:"stepID"`
+}
+
+// Witnesses returns the witness parts of the result part of (ID) for
+// platform.
+func Witnesses(parts []PlanPart, platform, of string) []*PlanPart {
+	var out []*PlanPart
+	for i := range parts {
+		if w := parts[i].Witness; w != nil && w.Platform == platform && w.Of == of {
+			out = append(out, &parts[i])
+		}
+	}
+	return out
 }
 
 // FirstReceived is when the tracer received the first of parts (zero when

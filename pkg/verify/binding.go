@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/buildtrace/buildtrace/pkg/fsdiff"
 	"github.com/buildtrace/buildtrace/pkg/trace"
@@ -25,7 +26,12 @@ import (
 //     diff digests that run saw below it (its lower overlay layers: COPY
 //     and cached RUN layers too) and to its own diff;
 //   - the layers after it to the remaining ops of the plan, in order: a
-//     traced run by its diff, a COPY/ADD by its place only.
+//     traced run by its diff, a COPY/ADD by its place only;
+//   - when the signed plan has a witness of the result (a step the frontend
+//     ran on the finished image, trace.Witness), every layer to the diff
+//     digests that witness saw below it: then no layer is bound by its
+//     place only, and a plan with a witness that did not run, or ran on
+//     other layers, fails.
 func bind(ctx context.Context, r *Result, t Target, b *trace.Build, part *trace.PlanPart, executed, evidence map[string][]*trace.Step, allowCached bool, opts Options) {
 	// A cached step's signed earlier run binds its layer as a run of this
 	// build would.
@@ -101,6 +107,9 @@ func bind(ctx context.Context, r *Result, t Target, b *trace.Build, part *trace.
 		}
 	}
 	m := &matcher{ops: part.Layers, layers: layers, diffs: diffs, runs: runs, k: k, evidence: isEvidence, memo: map[[2]int]bool{}}
+	m.groupDigest = func(from, to int) (string, error) {
+		return groupDiffDigest(ctx, opts, layers, diffIDs, k, from, to)
+	}
 	if !m.match(0, k) {
 		r.fail(Failure{Check: CheckBinding, Event: fmt.Sprintf("layers %d to %d of the image are not what the signed plan's %d ops made, as the signed runs saw them: a layer no step of build %s produced, one missing, or one a run did not run on", k, len(layers)-1, len(m.ops), b.BuildTraceID)})
 		for j := k; j < len(layers); j++ {
@@ -109,6 +118,9 @@ func bind(ctx context.Context, r *Result, t Target, b *trace.Build, part *trace.
 		return
 	}
 	bound, covered := m.bound()
+	if n, ok := m.witness(r, b, part, t.Platform, allowCached); ok {
+		covered = n
+	}
 	for i := range bound {
 		l := &bound[i]
 		// A layer some traced run ran on is bound by that run's lower
@@ -139,6 +151,12 @@ type matcher struct {
 	k        int // base layers
 	evidence map[*trace.Step]bool
 	memo     map[[2]int]bool
+	// opOf maps each layer above the base to the op that made it, as
+	// bound found them.
+	opOf map[int]int
+	// groupDigest is the diff digest of layers from to to (exclusive)
+	// read as one (fsdiff.FromLayers), over the layers below them.
+	groupDigest func(from, to int) (string, error)
 }
 
 func (m *matcher) match(i, j int) bool {
@@ -253,6 +271,10 @@ func (m *matcher) bound() ([]Layer, int) {
 			continue // the op made no layer
 		}
 		l := Layer{Digest: m.layers[j].Digest, DiffDigest: m.diffs[j], StepID: op.StepID, Op: op.Name, Binding: BindPlan}
+		if m.opOf == nil {
+			m.opOf = map[int]int{}
+		}
+		m.opOf[j] = i
 		if op.Kind == trace.LayerRun {
 			l.Binding = BindCached
 			if r.StepID != "" {
@@ -266,6 +288,267 @@ func (m *matcher) bound() ([]Layer, int) {
 		j++
 	}
 	return out, covered
+}
+
+// witness binds every layer above the base to the signed lowers of a
+// witness run of the result (trace.Witness): a run of a step the frontend
+// ran on the finished result, whose lower layers are the image's. It
+// returns how many layers above the base it covers (all of them) and true
+// when it bound them; false when the plan has no witness of this result
+// (an image built before witnesses: the layers after the last traced run
+// keep their place in the plan) or when it failed, which it reports. A
+// plan with a witness never falls back to plan position, except for an
+// unproven cached witness that cached.allow accepts (as it accepts an
+// unproven cached RUN's layer).
+func (m *matcher) witness(r *Result, b *trace.Build, part *trace.PlanPart, platform string, allowCached bool) (int, bool) {
+	ws := trace.Witnesses(b.Plan, platform, part.ID)
+	if len(ws) == 0 {
+		return 0, false
+	}
+	above := len(m.layers) - m.k
+	var cands []*trace.Step
+	for _, w := range ws {
+		if msg := witnessChainMismatch(w, part); msg != "" {
+			r.fail(Failure{Check: CheckBinding, StepID: w.Witness.StepID, Event: "the signed plan's witness of this image's result " + msg})
+			return 0, false
+		}
+		cands = append(cands, m.runs[w.Witness.StepID]...)
+	}
+	id := ws[0].Witness.StepID
+	if len(cands) == 0 {
+		cached := !b.Tracer.Since.IsZero() && b.Tracer.Since.Before(trace.FirstReceived(b.Plan))
+		if cached && allowCached {
+			r.Witness = WitnessUnproven
+			return 0, false
+		}
+		why := "did not run in this build, or the tracer did not see it"
+		if cached {
+			why = "was cached, and the trace holds no signed record of an earlier run of it (allow with cached.allow)"
+		}
+		r.fail(Failure{Check: CheckBinding, StepID: id, Event: fmt.Sprintf("the witness step %s, planned on this image's result to bind its layers %s, %s", id, m.span(), why)})
+		return 0, false
+	}
+	for _, c := range cands {
+		if m.witnessAlign(c) {
+			r.Witness = WitnessExecuted
+			if m.evidence[c] {
+				r.Witness = WitnessEvidence
+			}
+			return above, true
+		}
+	}
+	for _, c := range cands {
+		if m.hasLowers(c) {
+			r.fail(Failure{Check: CheckBinding, StepID: id, Event: fmt.Sprintf("the image's layers are not those the witness (step %s, container %s) ran on: %s", id, c.ContainerID, m.lowerMismatch(c))})
+			return 0, false
+		}
+	}
+	r.fail(Failure{Check: CheckBinding, StepID: id, Event: fmt.Sprintf("the witness step %s has no run whose lower layers the tracer could all hash: layers %s are not bound", id, m.span())})
+	return 0, false
+}
+
+// witnessAlign matches the witness run c's lower digests (above the base,
+// bottom first, empty ones left out) with the image's layers above the
+// base (empty ones left out): one lower per layer, in order, except where
+// BuildKit made one snapshot of several layers. It does so for consecutive
+// COPY --link layers: their ops are the inputs of one merge, which the
+// solver flattens, and the overlay snapshotter applies the inputs above
+// the common parent into a single snapshot, while the image keeps one
+// layer per input. A lower then stands for such a group (two or more
+// consecutive layers, each made by a file op that is a merge's input) when
+// it is the diff digest of the group's layers read as one
+// (fsdiff.FromLayers): every layer is bound either way.
+func (m *matcher) witnessAlign(c *trace.Step) bool {
+	if !m.hasLowers(c) {
+		return false
+	}
+	var want []string
+	for i := len(c.Lowers) - 1 - m.k; i >= 0; i-- {
+		if c.Lowers[i] != fsdiff.EmptyDigest {
+			want = append(want, c.Lowers[i])
+		}
+	}
+	var got []int
+	for j := m.k; j < len(m.layers); j++ {
+		if m.diffs[j] != fsdiff.EmptyDigest {
+			got = append(got, j)
+		}
+	}
+	linked := m.linked
+	groups := map[[2]int]string{}
+	group := func(from, to int) string {
+		key := [2]int{from, to}
+		if d, ok := groups[key]; ok {
+			return d
+		}
+		d, err := "", error(nil)
+		if m.groupDigest != nil {
+			// A group that cannot be read as one (an opaque marker, a
+			// layer verify refuses) is no group.
+			if d, err = m.groupDigest(from, to); err != nil {
+				d = ""
+			}
+		}
+		groups[key] = d
+		return d
+	}
+	failed := map[[2]int]bool{}
+	var try func(p, q int) bool
+	try = func(p, q int) bool {
+		if p == len(want) || q == len(got) {
+			return p == len(want) && q == len(got)
+		}
+		if failed[[2]int{p, q}] {
+			return false
+		}
+		if m.diffs[got[q]] == want[p] && try(p+1, q+1) {
+			return true
+		}
+		for e := q + 1; e < len(got) && linked(got[q]) && linked(got[e]); e++ {
+			// Layers with an empty diff between them are in the group too:
+			// they are layers of the same snapshot.
+			if d := group(got[q], got[e]+1); d != "" && d == want[p] && try(p+1, e+1) {
+				return true
+			}
+		}
+		failed[[2]int{p, q}] = true
+		return false
+	}
+	return try(0, 0)
+}
+
+// linked reports whether layer j was made by a COPY --link: a file op that
+// is a merge's input (ResultChain lists a merge after its inputs' ops).
+func (m *matcher) linked(j int) bool {
+	i, ok := m.opOf[j]
+	return ok && m.ops[i].Kind == trace.LayerFile && i+1 < len(m.ops) && m.ops[i+1].Kind == trace.LayerMerge
+}
+
+// groupDiffDigest reads layers [from, to) as one (fsdiff.FromLayers) over
+// the layers below them, which it reads again, each checked against the
+// config's diff_ids as layerDiffDigest checks them.
+func groupDiffDigest(ctx context.Context, opts Options, layers []ocispec.Descriptor, diffIDs []digest.Digest, k, from, to int) (string, error) {
+	stack, start := baseStack(opts.BaseCache, layers[:k])
+	for j := start; j < from; j++ {
+		if _, err := layerDiffDigest(ctx, opts, layers[j], diffIDs[j], stack, j >= k); err != nil {
+			return "", err
+		}
+	}
+	return fsdiff.FromLayers(ctx, to-from, func(i int) (io.ReadCloser, error) {
+		return openChecked(ctx, opts, layers[from+i], diffIDs[from+i])
+	}, stack)
+}
+
+// checkedLayer is a layer's uncompressed tar whose Close reads the rest of
+// the blob and fails unless it is what its digest and diff_id say.
+type checkedLayer struct {
+	io.Reader
+	close func() error
+}
+
+func (c *checkedLayer) Close() error { return c.close() }
+
+func openChecked(ctx context.Context, opts Options, d ocispec.Descriptor, diffID digest.Digest) (io.ReadCloser, error) {
+	if opts.OpenLayer == nil {
+		return nil, fmt.Errorf("no way to read layers")
+	}
+	rc, err := opts.OpenLayer(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	zr, closeFn, err := Decompress(rc)
+	if err != nil {
+		rc.Close()
+		return nil, err
+	}
+	h := sha256.New()
+	tr := io.TeeReader(zr, h)
+	return &checkedLayer{Reader: tr, close: func() error {
+		defer rc.Close()
+		defer closeFn()
+		if _, err := io.Copy(io.Discard, tr); err != nil {
+			return err
+		}
+		if _, err := io.Copy(io.Discard, rc); err != nil {
+			return err
+		}
+		if got := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)); got != diffID {
+			return fmt.Errorf("layer %s: its uncompressed content is %s, but the image config's rootfs.diff_ids names %s", d.Digest, got, diffID)
+		}
+		return nil
+	}}, nil
+}
+
+// span names the layers above the base.
+func (m *matcher) span() string {
+	if len(m.layers) == m.k {
+		return "(none above the base)"
+	}
+	return fmt.Sprintf("%d to %d", m.k, len(m.layers)-1)
+}
+
+// witnessChainMismatch says how a witness part is not a step run on
+// part's result: its layers must be the result's, then its own run.
+func witnessChainMismatch(w, part *trace.PlanPart) string {
+	n := len(w.Layers)
+	if n == 0 || w.Layers[n-1].Kind != trace.LayerRun || w.Layers[n-1].StepID != w.Witness.StepID {
+		return fmt.Sprintf("(part %s) does not end with a run of its step %s", w.ID, w.Witness.StepID)
+	}
+	same := n-1 == len(part.Layers)
+	for i := 0; same && i < n-1; i++ {
+		same = w.Layers[i].Kind == part.Layers[i].Kind && w.Layers[i].OpDigest == part.Layers[i].OpDigest
+	}
+	if !same || (w.Base == nil) != (part.Base == nil) || w.Base != nil && w.Base.Ref != part.Base.Ref {
+		return fmt.Sprintf("(part %s) does not run on the result of part %s", w.ID, part.ID)
+	}
+	return ""
+}
+
+// lowerMismatch names the first layer above the base that is not what
+// run c ran on there (its lower digests, empty ones left out on both
+// sides, as BuildKit drops empty layers).
+func (m *matcher) lowerMismatch(c *trace.Step) string {
+	if len(c.Lowers) < m.k {
+		return fmt.Sprintf("it ran on %d layers, fewer than the base image's %d", len(c.Lowers), m.k)
+	}
+	var want []string
+	for i := len(c.Lowers) - 1 - m.k; i >= 0; i-- {
+		if c.Lowers[i] != fsdiff.EmptyDigest {
+			want = append(want, c.Lowers[i])
+		}
+	}
+	var got []int
+	for j := m.k; j < len(m.layers); j++ {
+		if m.diffs[j] != fsdiff.EmptyDigest {
+			got = append(got, j)
+		}
+	}
+	for p := 0; p < max(len(want), len(got)); p++ {
+		switch {
+		case p < len(want) && p < len(got) && m.diffs[got[p]] == want[p]:
+			continue
+		case p < len(want) && p < len(got):
+			j := got[p]
+			if e := p + 1; e < len(got) && m.linked(j) && m.linked(got[e]) {
+				// Consecutive COPY --link layers: one snapshot to
+				// BuildKit, compared as one; any of them may differ.
+				var ds []string
+				for ; e < len(got) && m.linked(got[e]); e++ {
+				}
+				for _, x := range got[p:e] {
+					ds = append(ds, m.layers[x].Digest.String())
+				}
+				return fmt.Sprintf("layers %d to %d (%s), COPY --link layers BuildKit made one snapshot of, are not, read as one, the layer it ran on there (diff digest %s)", j, got[e-1], strings.Join(ds, ", "), want[p])
+			}
+			return fmt.Sprintf("layer %d (%s, diff digest %s) is not the layer it ran on there (diff digest %s)", j, m.layers[j].Digest, m.diffs[j], want[p])
+		case p < len(got):
+			j := got[p]
+			return fmt.Sprintf("layer %d (%s, diff digest %s) is one it did not run on", j, m.layers[j].Digest, m.diffs[j])
+		default:
+			return fmt.Sprintf("the image lacks a layer it ran on (diff digest %s)", want[p])
+		}
+	}
+	return "they differ in layers the diff digest leaves out"
 }
 
 // baseStack returns what the base layers leave, from the cache, and the

@@ -99,6 +99,13 @@ const (
 	BindUnbound = "unbound" // nothing signed accounts for it
 )
 
+// Witness outcomes (Result.Witness).
+const (
+	WitnessExecuted = "executed"          // a run of this build bound every layer
+	WitnessEvidence = "cached (evidence)" // an earlier build's signed run of the witness did
+	WitnessUnproven = "cached, unproven"  // no signed run: the layers above the last traced run keep their plan position (cached.allow)
+)
+
 // Layer is one layer of the image and what it was bound to.
 type Layer struct {
 	Digest     digest.Digest `json:"digest"`
@@ -110,14 +117,18 @@ type Layer struct {
 
 // Result is the outcome for one platform.
 type Result struct {
-	Platform     string    `json:"platform"`
-	Manifest     string    `json:"manifest"`
-	BuildTraceID string    `json:"buildTraceID,omitempty"`
-	KeyID        string    `json:"keyID,omitempty"`
-	Frontend     string    `json:"frontend,omitempty"` // the requester's executable digest
-	Steps        []Step    `json:"steps"`
-	Layers       []Layer   `json:"layers"`
-	Failures     []Failure `json:"failures"`
+	Platform     string  `json:"platform"`
+	Manifest     string  `json:"manifest"`
+	BuildTraceID string  `json:"buildTraceID,omitempty"`
+	KeyID        string  `json:"keyID,omitempty"`
+	Frontend     string  `json:"frontend,omitempty"` // the requester's executable digest
+	Steps        []Step  `json:"steps"`
+	Layers       []Layer `json:"layers"`
+	// Witness says how the signed plan's witness of the image's result
+	// (trace.Witness) bound its layers; empty when the plan has none, or
+	// it failed (a binding failure says why).
+	Witness  string    `json:"witness,omitempty"`
+	Failures []Failure `json:"failures"`
 	// Build is the verified trace, set once the signature held.
 	Build *trace.Build `json:"-"`
 	// Predicate is what verify derived from the signed trace.
@@ -248,6 +259,31 @@ func Verify(ctx context.Context, t Target, opts Options) *Result {
 		checkStep(r, checker, s, runs[s.StepID], planned[s.StepID])
 		r.Steps = append(r.Steps, Step{StepID: s.StepID, Location: Location(s), Instruction: s.Instruction, Status: s.Status, Failures: len(r.Failures) - before})
 	}
+	// A witness (trace.Witness) runs the frontend's own program on the
+	// finished result, with the command the signed plan gives; it is no
+	// step of the Dockerfile, so the policy's rules for steps do not apply
+	// to it. Completeness and its command do.
+	for _, p := range b.Plan {
+		if p.Witness == nil || listed[p.Witness.StepID] {
+			continue
+		}
+		id := p.Witness.StepID
+		listed[id] = true
+		ps := planned[id]
+		info := attest.Step{StepID: id, Instruction: ps.Name, Name: ps.Name, Platform: ps.Platform}
+		rs, status := runs[id], attest.StatusExecuted
+		if len(rs) == 0 && len(evidence[id]) > 0 {
+			rs, status = evidence[id], attest.StatusCached+" (evidence)"
+		}
+		if len(rs) == 0 {
+			continue // bind says what its absence leaves unbound
+		}
+		before := len(r.Failures)
+		for _, run := range rs {
+			checkWitnessRun(r, checker, info, run, ps)
+		}
+		r.Steps = append(r.Steps, Step{StepID: id, Instruction: ps.Name, Status: "witness " + status, Failures: len(r.Failures) - before})
+	}
 	// Every other run the tracer signed for this build — another solve's,
 	// or a container under a step no plan names — is checked too.
 	for i := range b.Steps {
@@ -351,6 +387,15 @@ func checkStep(r *Result, c *policy.Checker, s attest.Step, runs []*trace.Step, 
 // checkRun applies completeness, the plan's command and the policy to one
 // signed run.
 func checkRun(r *Result, c *policy.Checker, s attest.Step, run *trace.Step, ps trace.PlanStep) {
+	checkWitnessRun(r, c, s, run, ps)
+	for _, v := range c.Check(policy.Step{Info: s, Run: run}) {
+		r.fail(policyFailure(s, v))
+	}
+}
+
+// checkWitnessRun applies completeness and the plan's command to one
+// signed run: what checkRun does, the policy aside.
+func checkWitnessRun(r *Result, c *policy.Checker, s attest.Step, run *trace.Step, ps trace.PlanStep) {
 	if !run.Completeness.Complete && !c.AllowIncomplete() {
 		r.fail(stepFailure(CheckCompleteness, s, incompleteEvent(run)))
 	}
@@ -359,9 +404,6 @@ func checkRun(r *Result, c *policy.Checker, s attest.Step, run *trace.Step, ps t
 	}
 	if msg := CommandMismatch(run, ps); msg != "" {
 		r.fail(stepFailure(CheckContent, s, msg))
-	}
-	for _, v := range c.Check(policy.Step{Info: s, Run: run}) {
-		r.fail(policyFailure(s, v))
 	}
 }
 

@@ -130,7 +130,13 @@ func TestExamples(t *testing.T) {
 
 	t.Run("go-app", func(t *testing.T) {
 		b := buildExample(t, ctx, l, "go-app", "unused-"+randHex(8))
-		verifyExample(t, l, "go-app", b.ref, 0)
+		// The final stage COPYs the binary over busybox, above any RUN:
+		// the witness binds that layer.
+		out := verifyExample(t, l, "go-app", b.ref, 0)
+		witnessAllBound(t, out)
+		if !strings.Contains(out, "witness executed") {
+			t.Errorf("go-app: no witness ran on the final stage:\n%s", out)
+		}
 		dl := oneStepWith(t, b.signed, "go mod download", func(p trace.Process) bool { return argvHas(p, "download") && path.Base(p.Binary) == "go" })
 		if !reached(dl, "127.0.0.1", 5010) {
 			t.Errorf("go mod download did not reach the Go proxy 127.0.0.1:5010: %+v", dl.Network)
