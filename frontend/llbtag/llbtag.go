@@ -209,10 +209,16 @@ func (t *tagger) rewrite(d digest.Digest) (digest.Digest, error) {
 	// and a new op digest would make BuildKit see another vertex. Its
 	// identity is the untagged op's, so what is built on it keeps its
 	// step ID from one build to the next (the nonce changes every build).
+	//
+	// Tagged by this frontend in this build, that is: a cgroup parent
+	// naming a step and that step's nonce for this build. A build client
+	// sets an ExecOp's cgroup parent (the Dockerfile frontend's
+	// cgroup-parent option) and its NO_PROXY (a build arg), but not the
+	// build's secret: anything else is tagged anew, as before.
 	tagged := ""
-	if ex := op.GetExec(); ex != nil && ex.Meta != nil && ex.Meta.CgroupParent != "" {
-		// Another cgroup parent is replaced, as before.
-		if id, err := steptag.StepOfCgroup(ex.Meta.CgroupParent); err == nil {
+	if ex := op.GetExec(); ex != nil && ex.Meta != nil && ex.Meta.CgroupParent != "" && t.nonce != "" {
+		if id, err := steptag.StepOfCgroup(ex.Meta.CgroupParent); err == nil && ex.Meta.ProxyEnv != nil &&
+			slices.Contains(strings.Split(ex.Meta.ProxyEnv.NoProxy, ","), nonceToken(t.nonce, id)) {
 			tagged = id
 		}
 	}
@@ -243,7 +249,7 @@ func (t *tagger) rewrite(d digest.Digest) (digest.Digest, error) {
 			if ex.Meta.ProxyEnv == nil {
 				ex.Meta.ProxyEnv = &pb.ProxyEnv{}
 			}
-			tok := "buildtrace-" + steptag.StepNonce(t.nonce, id) + ".invalid"
+			tok := nonceToken(t.nonce, id)
 			if ex.Meta.ProxyEnv.NoProxy == "" {
 				ex.Meta.ProxyEnv.NoProxy = tok
 			} else {
@@ -266,6 +272,11 @@ func (t *tagger) rewrite(d digest.Digest) (digest.Digest, error) {
 	t.newBytes[d] = dt
 	t.newDgst[d] = nd
 	return nd, nil
+}
+
+// nonceToken is the NO_PROXY entry that carries step id's nonce.
+func nonceToken(buildSecret, id string) string {
+	return "buildtrace-" + steptag.StepNonce(buildSecret, id) + ".invalid"
 }
 
 // stripNonce removes the "buildtrace-<nonce>.invalid" entries TagWithNonce

@@ -280,3 +280,46 @@ func TestTagKeepsTaggedOps(t *testing.T) {
 		t.Errorf("the witness's step ID depends on the build's nonce: %v", witness)
 	}
 }
+
+// TestTagRetagsOthersTags: an ExecOp that names a step in its cgroup
+// parent but lacks this build's nonce for it (a build client's
+// cgroup-parent option and NO_PROXY build arg, or another build's tagging)
+// is tagged anew: its step ID and nonce are this frontend's.
+func TestTagRetagsOthersTags(t *testing.T) {
+	const nonce = "nonce-of-build-1"
+	chosen := steptag.NewID([]byte("a step ID the client chose"))
+	for _, noProxy := range []string{"", nonceToken("nonce-of-another-build", chosen), "buildtrace-guess.invalid"} {
+		opts := []llb.RunOption{llb.Args([]string{"/bin/true"}), llb.WithCgroupParent(steptag.CgroupParent(chosen))}
+		if noProxy != "" {
+			opts = append(opts, llb.WithProxy(llb.ProxyEnv{NoProxy: noProxy}))
+		}
+		st, err := llb.Image("busybox").Run(opts...).Root().Marshal(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		def := st.ToPB()
+		steps, err := TagWithNonce(def, nonce)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(steps) != 1 || steps[0].ID == chosen {
+			t.Fatalf("NO_PROXY %q: steps %+v, want one, not the client's %s", noProxy, steps, chosen)
+		}
+		for _, dt := range def.Def {
+			var o pb.Op
+			if err := proto.Unmarshal(dt, &o); err != nil {
+				t.Fatal(err)
+			}
+			ex := o.GetExec()
+			if ex == nil {
+				continue
+			}
+			if got := ex.GetMeta().GetCgroupParent(); got != steptag.CgroupParent(steps[0].ID) {
+				t.Errorf("NO_PROXY %q: cgroup parent %q, want this frontend's %q", noProxy, got, steptag.CgroupParent(steps[0].ID))
+			}
+			if !strings.Contains(ex.GetMeta().GetProxyEnv().GetNoProxy(), nonceToken(nonce, steps[0].ID)) {
+				t.Errorf("NO_PROXY %q: the op lacks this build's nonce (NO_PROXY %q)", noProxy, ex.GetMeta().GetProxyEnv().GetNoProxy())
+			}
+		}
+	}
+}
