@@ -93,6 +93,8 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	}
 	case SC_SOCKET:
 		return do_net(&a, ret, cg, st, NULL, false);
+	case SC_IO_SUBMIT:
+		return do_io_submit(&a, ret, cg);
 	case SC_SETUID: case SC_SETGID: case SC_SETREUID: case SC_SETREGID:
 	case SC_SETRESUID: case SC_SETRESGID: case SC_SETFSUID: case SC_SETFSGID:
 		return do_cred(t, cg, st);

@@ -179,6 +179,54 @@ static __always_inline bool foreign_sock(struct sock *sk, __u64 cg, struct cg_st
 	return true;
 }
 
+/* io_submit(2), Linux AIO: each iocb it submits reads or writes its
+ * descriptor in the caller's context, through the file's read_iter or
+ * write_iter, a socket's too (sock_write_iter sends). None of the calls
+ * foreign_sock looks at is made: a step wrote another local user's socket
+ * with IOCB_CMD_PWRITE unseen (redteam16). Each submitted iocb's
+ * descriptor (the call returns how many it submitted, the first ones of
+ * the array) goes through foreign_sock. The array and the iocbs are read
+ * from user memory after the call: a thread rewriting them meanwhile is
+ * the argument race docs/bpf.md names. */
+#define AIO_FILDES_OFF 20 /* struct iocb (uapi, one layout for every ABI): aio_fildes */
+#define AIO_MAX (1 << 20) /* more than io_setup's limit (fs.aio-max-nr) */
+
+struct aio_walk {
+	__u64 iocbpp; /* the user array of iocb pointers */
+	__u64 cg;
+	__u32 compat; /* 32-bit pointers in the array */
+};
+
+static long aio_step(__u32 i, struct aio_walk *w)
+{
+	__u64 p = 0;
+	if (w->compat) {
+		__u32 p32 = 0;
+		if (bpf_probe_read_user(&p32, sizeof(p32), (void *)(w->iocbpp + (__u64)i * 4)) < 0)
+			return 0;
+		p = p32;
+	} else if (bpf_probe_read_user(&p, sizeof(p), (void *)(w->iocbpp + (__u64)i * 8)) < 0) {
+		return 0;
+	}
+	__u32 fd = 0;
+	if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(p + AIO_FILDES_OFF)) < 0)
+		return 0;
+	struct cg_stats *st = tracked_stats(w->cg);
+	if (!st)
+		return 1;
+	foreign_sock(fd_sock(bpf_get_current_task_btf(), fd), w->cg, st);
+	return 0;
+}
+
+static __always_inline int do_io_submit(struct sargs *a, long ret, __u64 cg)
+{
+	struct aio_walk w = {.iocbpp = a->a[2], .cg = cg, .compat = a->compat};
+	if (ret <= 0)
+		return 0;
+	bpf_loop(ret < AIO_MAX ? ret : AIO_MAX, aio_step, &w, 0);
+	return 0;
+}
+
 /* a->nr is an enum sc. ret < 0 only for connect: a failed attempt is
  * recorded with its errno. cg is the caller's cgroup, st its counters, sk
  * the socket of descriptor a->a[0] (NULL if it is none), foreign whether

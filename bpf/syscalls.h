@@ -20,6 +20,7 @@ enum sc {
 	/* moves bytes through descriptors: looked at only for a socket made
 	 * outside the caller's cgroup (net.bpf.c, foreign_sock) */
 	SC_READV, SC_WRITEV, SC_PREADV2, SC_PWRITEV2, SC_SENDFILE, SC_SPLICE,
+	SC_IO_SUBMIT,    /* Linux AIO: each submitted iocb's descriptor */
 	SC_OPEN, SC_OPENAT, SC_OPENAT2, SC_CREAT,
 	SC_TRUNCATE, SC_FTRUNCATE,
 	SC_UNLINK, SC_UNLINKAT, SC_RMDIR,
@@ -84,6 +85,7 @@ enum sc {
 	X(197, removexattr, SC_REMOVEXATTR) \
 	X(198, lremovexattr, SC_REMOVEXATTR) \
 	X(199, fremovexattr, SC_FREMOVEXATTR) \
+	X(209, io_submit, SC_IO_SUBMIT) \
 	X(257, openat, SC_OPENAT) \
 	X(258, mkdirat, SC_MKDIRAT) \
 	X(259, mknodat, SC_MKNODAT) \
@@ -158,6 +160,7 @@ enum sc {
 	X(236, lremovexattr, SC_REMOVEXATTR) \
 	X(237, fremovexattr, SC_FREMOVEXATTR) \
 	X(239, sendfile64, SC_SENDFILE) \
+	X(248, io_submit, SC_IO_SUBMIT) \
 	X(295, openat, SC_OPENAT) \
 	X(296, mkdirat, SC_MKDIRAT) \
 	X(297, mknodat, SC_MKNODAT) \
@@ -188,6 +191,7 @@ enum sc {
 /* arm64 (include/uapi/asm-generic/unistd.h): only the *at calls; no open,
  * creat, unlink, rename, mkdir, chmod, chown, link or symlink. */
 #define SYSCALLS_ARM64(X) \
+	X(2, io_submit, SC_IO_SUBMIT) \
 	X(5, setxattr, SC_SETXATTR) \
 	X(6, lsetxattr, SC_SETXATTR) \
 	X(7, fsetxattr, SC_FSETXATTR) \
@@ -292,6 +296,7 @@ enum sc {
 	X(236, lremovexattr, SC_REMOVEXATTR) \
 	X(237, fremovexattr, SC_FREMOVEXATTR) \
 	X(239, sendfile64, SC_SENDFILE) \
+	X(246, io_submit, SC_IO_SUBMIT) \
 	X(281, socket, SC_SOCKET) \
 	X(283, connect, SC_CONNECT) \
 	X(289, send, SC_SEND) \

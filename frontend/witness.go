@@ -97,6 +97,17 @@ func witnessDef(ctx context.Context, st llb.State, tool witnessTool, platform st
 		llb.AddMount(WitnessDir, img, llb.Readonly),
 		llb.Network(llb.NetModeNone),
 		llb.Dir("/"),
+		// Never from BuildKit's cache: a cached witness was proven by the
+		// evidence of its earlier run, and its step ID (like every step
+		// ID) does not cover the build context's content, so that run
+		// could be another build's, on other layers (a COPY of another
+		// context). The tracer keeps the latest run of a step per diff,
+		// and a witness's diff is always empty: an identical rebuild got
+		// the lowers of whatever build of the Dockerfile ran last, and a
+		// registry writer could give its image that build's layers
+		// (redteam16). Run on every build, it binds the layers of this
+		// one.
+		llb.IgnoreCache,
 		llb.WithCustomName("[buildtrace] witness "+platform),
 	)
 	// The op runs the tool's program natively: its platform is the tool's,

@@ -315,14 +315,27 @@ func (m *matcher) witness(r *Result, b *trace.Build, part *trace.PlanPart, platf
 		cands = append(cands, m.runs[w.Witness.StepID]...)
 	}
 	id := ws[0].Witness.StepID
+	// The evidence of a cached witness (frontends before red team 16 let
+	// BuildKit cache it) is a run of its step, not of this image: a step
+	// ID does not cover the build context, so the run can be another
+	// build's of the Dockerfile, on other layers, which a registry writer
+	// can then give this image. It binds nothing; the witness is unproven.
+	evidence := ""
+	if len(cands) > 0 && m.evidence[cands[0]] {
+		evidence = cands[0].ContainerID
+		cands = nil
+	}
 	if len(cands) == 0 {
-		cached := !b.Tracer.Since.IsZero() && b.Tracer.Since.Before(trace.FirstReceived(b.Plan))
+		cached := evidence != "" || !b.Tracer.Since.IsZero() && b.Tracer.Since.Before(trace.FirstReceived(b.Plan))
 		if cached && allowCached {
 			r.Witness = WitnessUnproven
 			return 0, false
 		}
 		why := "did not run in this build, or the tracer did not see it"
-		if cached {
+		switch {
+		case evidence != "":
+			why = fmt.Sprintf("was cached; its evidence (container %s of an earlier build) is a run of the step, which need not have been on this image's layers: a witness binds only in the build it runs in (allow with cached.allow)", evidence)
+		case cached:
 			why = "was cached, and the trace holds no signed record of an earlier run of it (allow with cached.allow)"
 		}
 		r.fail(Failure{Check: CheckBinding, StepID: id, Event: fmt.Sprintf("the witness step %s, planned on this image's result to bind its layers %s, %s", id, m.span(), why)})
@@ -331,9 +344,6 @@ func (m *matcher) witness(r *Result, b *trace.Build, part *trace.PlanPart, platf
 	for _, c := range cands {
 		if m.witnessAlign(c) {
 			r.Witness = WitnessExecuted
-			if m.evidence[c] {
-				r.Witness = WitnessEvidence
-			}
 			return above, true
 		}
 	}

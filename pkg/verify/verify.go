@@ -101,9 +101,8 @@ const (
 
 // Witness outcomes (Result.Witness).
 const (
-	WitnessExecuted = "executed"          // a run of this build bound every layer
-	WitnessEvidence = "cached (evidence)" // an earlier build's signed run of the witness did
-	WitnessUnproven = "cached, unproven"  // no signed run: the layers above the last traced run keep their plan position (cached.allow)
+	WitnessExecuted = "executed"         // a run of this build bound every layer
+	WitnessUnproven = "cached, unproven" // no signed run in this build (none, or another build's as evidence): the layers above the last traced run keep their plan position (cached.allow)
 )
 
 // Layer is one layer of the image and what it was bound to.

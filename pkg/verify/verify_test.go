@@ -21,6 +21,7 @@ import (
 	"github.com/buildtrace/buildtrace/pkg/trace"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 )
 
 const traceID = "0af7651916cd43dd8448eb211c80319c"
@@ -90,6 +91,17 @@ func uncompressedDigest(t *testing.T, blob []byte) digest.Digest {
 
 func newFixture(t *testing.T, mutate func(b *trace.Build)) *fixture {
 	t.Helper()
+	return newSigningFixture(t, func(b *trace.Build, _ func(trace.Build) *dsse.Envelope) {
+		if mutate != nil {
+			mutate(b)
+		}
+	})
+}
+
+// newSigningFixture is newFixture whose mutate can sign other builds'
+// traces with the fixture's key (evidence).
+func newSigningFixture(t *testing.T, mutate func(b *trace.Build, sign func(trace.Build) *dsse.Envelope)) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	priv, pub := filepath.Join(dir, "k"), filepath.Join(dir, "k.pub")
@@ -150,14 +162,24 @@ func newFixture(t *testing.T, mutate func(b *trace.Build)) *fixture {
 	}}
 	b.Results = map[string]string{"linux/amd64": "sha256:part"}
 	f.baseLayers = layers[:1]
-	if mutate != nil {
-		mutate(&b)
-	}
-	payload, err := json.Marshal(b)
+	s, err := sign.LoadSigner(ctx, priv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := sign.LoadSigner(ctx, priv)
+	if mutate != nil {
+		mutate(&b, func(o trace.Build) *dsse.Envelope {
+			dt, err := json.Marshal(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			env, err := sign.Sign(ctx, s, trace.PayloadType, dt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return env
+		})
+	}
+	payload, err := json.Marshal(b)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/buildtrace/buildtrace/pkg/fsdiff"
 	"github.com/buildtrace/buildtrace/pkg/trace"
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 )
 
 const witnessStep = "33333333333333333333333333333333"
@@ -21,7 +22,30 @@ const witnessStep = "33333333333333333333333333333333"
 // lowers (top first; "l1", "l2" and "base" name the fixture's layers).
 func witnessFixture(t *testing.T, lowers []string, mutate func(b *trace.Build)) *fixture {
 	t.Helper()
-	return newFixture(t, func(b *trace.Build) {
+	return newFixture(t, witnessMutation(t, lowers, mutate))
+}
+
+// witnessEvidenceFixture is witnessFixture whose witness did not run in
+// the build: its run, on lowers, is the evidence of another build's.
+func witnessEvidenceFixture(t *testing.T, lowers []string) *fixture {
+	t.Helper()
+	return newSigningFixture(t, func(b *trace.Build, sign func(trace.Build) *dsse.Envelope) {
+		witnessMutation(t, lowers, nil)(b)
+		n := len(b.Steps)
+		eb := *b
+		eb.BuildTraceID = "1bf7651916cd43dd8448eb211c80319d"
+		eb.Steps = b.Steps[n-1:]
+		eb.Evidence = nil
+		b.Steps = b.Steps[:n-1]
+		b.Tracer.Since = b.Plan[0].Received.Add(-time.Hour)
+		b.Evidence = []trace.Evidence{{StepID: witnessStep, BuildTraceID: eb.BuildTraceID, ContainerID: "cw", Envelope: sign(eb)}}
+	})
+}
+
+// witnessMutation makes newFixture's build witnessFixture's.
+func witnessMutation(t *testing.T, lowers []string, mutate func(b *trace.Build)) func(b *trace.Build) {
+	t.Helper()
+	return func(b *trace.Build) {
 		l1, l2 := b.Steps[0].Diff.Digest, b.Steps[1].Diff.Digest
 		b.Steps = b.Steps[:1]
 		p := &b.Plan[0]
@@ -59,7 +83,7 @@ func witnessFixture(t *testing.T, lowers []string, mutate func(b *trace.Build)) 
 		if mutate != nil {
 			mutate(b)
 		}
-	})
+	}
 }
 
 func bindings(r *Result) map[string]int {
@@ -146,6 +170,24 @@ func TestWitness(t *testing.T) {
 		if checks(r) != CheckBinding || !strings.Contains(r.Failures[0].Event, "was cached") {
 			t.Fatalf("got %q: %+v", checks(r), r.Failures)
 		}
+		r = Verify(ctx, f.target, f.opts(t, f.pub, "cached:\n  allow: true\n"))
+		if !r.Pass() || r.Witness != WitnessUnproven || bindings(r)[BindPlan] != 1 {
+			t.Fatalf("cached.allow: pass %v, witness %q, layers %+v: %+v", r.Pass(), r.Witness, r.Layers, r.Failures)
+		}
+	})
+	t.Run("evidence of another build", func(t *testing.T) {
+		// A cached witness's earlier run, carried as evidence, is of the
+		// step, not of this image: its step ID does not cover the build
+		// context, so the run can be another build's on other layers,
+		// the very ones a registry writer puts into the image
+		// (redteam16). It binds nothing: the layers above the last RUN
+		// fail, or keep their plan position under cached.allow.
+		f := witnessEvidenceFixture(t, []string{"l2", "l1", "base"})
+		r := Verify(ctx, f.target, f.opts(t, f.pub, ""))
+		if checks(r) != CheckBinding || !strings.Contains(r.Failures[0].Event, "evidence") {
+			t.Fatalf("got %q, witness %q: %+v", checks(r), r.Witness, r.Failures)
+		}
+		t.Log(r.Failures[0].Event)
 		r = Verify(ctx, f.target, f.opts(t, f.pub, "cached:\n  allow: true\n"))
 		if !r.Pass() || r.Witness != WitnessUnproven || bindings(r)[BindPlan] != 1 {
 			t.Fatalf("cached.allow: pass %v, witness %q, layers %+v: %+v", r.Pass(), r.Witness, r.Layers, r.Failures)

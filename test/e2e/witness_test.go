@@ -103,11 +103,11 @@ func witnessRefused(t *testing.T, ctx context.Context, l *lab.Lab, forged string
 	}
 }
 
-// TestWitnessCachedRebuild: on an identical rebuild BuildKit serves the
-// witness from its cache like any RUN; the tracer's signed record of its
-// earlier run (evidence) binds the layers, so the rebuild verifies with
-// every layer bound. It also logs what the witness costs an uncached build
-// (the same build with BUILDTRACE_WITNESS=off).
+// TestWitnessCachedRebuild: on an identical rebuild the witness runs again
+// (it is never served from BuildKit's cache: the evidence of an earlier run
+// could be another build's, on other layers; redteam16), and binds the
+// rebuild's layers, every one of them. It also logs what the witness costs
+// an uncached build (the same build with BUILDTRACE_WITNESS=off).
 func TestWitnessCachedRebuild(t *testing.T) {
 	l := lab.Require(t)
 	l.RequireTracer(t)
@@ -132,8 +132,8 @@ func TestWitnessCachedRebuild(t *testing.T) {
 	expectCode(t, out, code, 0, "verify", again)
 	t.Logf("rebuild:\n%s", out)
 	witnessAllBound(t, out)
-	if !strings.Contains(out, "witness cached (evidence)") {
-		t.Errorf("the rebuild's witness is not cached with evidence:\n%s", out)
+	if !strings.Contains(out, "witness executed") {
+		t.Errorf("the rebuild's witness did not run:\n%s", out)
 	}
 
 	// Cost: uncached builds of the same shape (a new RUN each), with and
@@ -154,22 +154,23 @@ func TestWitnessCachedRebuild(t *testing.T) {
 	}
 	t.Logf("mean uncached build: witness on %s, off %s (+%s)", on/rounds, off/rounds, (on-off)/rounds)
 
-	t.Run("without the store the cached witness is unproven", func(t *testing.T) {
-		// Not a silent fall back to plan position: it fails, unless the
-		// policy accepts unproven cached steps.
+	t.Run("without the store the witness still binds", func(t *testing.T) {
+		// The RUN is cached with no evidence (unproven: cached.allow), but
+		// the witness ran in this build: no layer by plan position.
 		wipeTracerStore(t, l)
 		third := l.Ref("witness-cached")
 		l.MustBuild(t, ctx, lab.Build{Context: dir, Tag: third, Push: true})
 		out, code := runCLI(t, l, "verify", third, "--key", l.TracerPub)
 		expectCode(t, out, code, 1, "verify", third)
-		if !strings.Contains(out, "[binding] the witness step") || !strings.Contains(out, "was cached") {
-			t.Errorf("verify does not fail for the unproven witness:\n%s", out)
+		if strings.Contains(out, "[binding]") || !strings.Contains(out, "[cached]") {
+			t.Errorf("verify fails for other than the cached RUN:\n%s", out)
 		}
 		t.Logf("verify:\n%s", out)
 		out, code = runCLI(t, l, "verify", third, "--key", l.TracerPub, "--policy", writePolicy(t, "cached:\n  allow: true\n"))
 		expectCode(t, out, code, 0, "verify", third, "cached.allow")
-		if !strings.Contains(out, "by plan position only 1,") {
-			t.Errorf("cached.allow: the COPY layer is not bound by plan position:\n%s", out)
+		witnessAllBound(t, out)
+		if !strings.Contains(out, "witness executed") {
+			t.Errorf("cached.allow: the witness did not run:\n%s", out)
 		}
 	})
 }

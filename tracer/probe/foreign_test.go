@@ -9,10 +9,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -82,6 +84,8 @@ func foreignOp(fd int, op string) error {
 		defer unix.Close(p[0])
 		defer unix.Close(p[1])
 		_, err = unix.Splice(fd, nil, p[1], nil, 3, 0)
+	case "aio":
+		err = aioWrite(fd, msg)
 	case "read":
 		_, err = unix.Read(fd, buf)
 	case "readv":
@@ -105,6 +109,59 @@ func foreignOp(fd int, op string) error {
 		_, err = c.Write(msg)
 	}
 	return err
+}
+
+// aioWrite writes msg to fd with Linux AIO: one IOCB_CMD_PWRITE, which the
+// kernel performs inside io_submit (redteam16). Two iocbs go in one call,
+// a pipe's first, so the socket's is not the array's first.
+func aioWrite(fd int, msg []byte) error {
+	var ctx uint64
+	if _, _, e := unix.Syscall(unix.SYS_IO_SETUP, 2, uintptr(unsafe.Pointer(&ctx)), 0); e != 0 {
+		return fmt.Errorf("io_setup: %w", e)
+	}
+	defer unix.Syscall(unix.SYS_IO_DESTROY, uintptr(ctx), 0, 0)
+	var p [2]int
+	if err := unix.Pipe(p[:]); err != nil {
+		return err
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	// struct iocb (linux/aio_abi.h): data, key and rw_flags, opcode,
+	// reqprio, fildes, buf, nbytes, offset, reserved2, flags, resfd.
+	type iocb struct {
+		data         uint64
+		key, rwFlags uint32
+		opcode       uint16
+		reqprio      int16
+		fildes       uint32
+		buf, nbytes  uint64
+		offset       int64
+		reserved2    uint64
+		flags, resfd uint32
+	}
+	const cmdPwrite = 1
+	cbs := []iocb{
+		{opcode: cmdPwrite, fildes: uint32(p[1]), buf: uint64(uintptr(unsafe.Pointer(&msg[0]))), nbytes: uint64(len(msg))},
+		{opcode: cmdPwrite, fildes: uint32(fd), buf: uint64(uintptr(unsafe.Pointer(&msg[0]))), nbytes: uint64(len(msg))},
+	}
+	ptrs := []uintptr{uintptr(unsafe.Pointer(&cbs[0])), uintptr(unsafe.Pointer(&cbs[1]))}
+	n, _, e := unix.Syscall(unix.SYS_IO_SUBMIT, uintptr(ctx), 2, uintptr(unsafe.Pointer(&ptrs[0])))
+	if e != 0 || n != 2 {
+		return fmt.Errorf("io_submit: %d, %v", n, e)
+	}
+	// struct io_event: data, obj, res, res2.
+	evs := make([]int64, 8)
+	if n, _, e := unix.Syscall6(unix.SYS_IO_GETEVENTS, uintptr(ctx), 2, 2, uintptr(unsafe.Pointer(&evs[0])), 0, 0); e != 0 || n != 2 {
+		return fmt.Errorf("io_getevents: %d, %v", n, e)
+	}
+	for _, res := range []int64{evs[2], evs[6]} {
+		if res < 0 {
+			return fmt.Errorf("aio write: %w", syscall.Errno(-res))
+		}
+	}
+	runtime.KeepAlive(cbs)
+	runtime.KeepAlive(msg)
+	return nil
 }
 
 // greeter accepts connections on a loopback port, sends "hi\n" and reads
@@ -143,7 +200,7 @@ func greeter(t *testing.T) netip.AddrPort {
 func TestForeignSocket(t *testing.T) {
 	requireRoot(t)
 	p, c := startProbe(t)
-	ops := []string{"write", "writev", "pwritev2", "sendto", "sendfile", "splice", "splice-in", "read", "readv", "recvfrom"}
+	ops := []string{"write", "writev", "pwritev2", "sendto", "sendfile", "splice", "splice-in", "aio", "read", "readv", "recvfrom"}
 	peers := map[netip.AddrPort]string{}
 	var files []*os.File
 	for _, op := range ops {

@@ -3,16 +3,23 @@
 // socket argv[1] (shared by every process on the host's network namespace,
 // RUN steps on the host network included). Run as "sockfd take NAME [HOW]", it
 // is the step's side: it takes the socket and writes to it with write(2), or
-// with HOW: writev (as musl's stdio does), sendfile (from its own binary) or
-// splice (from a pipe).
+// with HOW: writev (as musl's stdio does), sendfile (from its own binary),
+// splice (from a pipe), aio (Linux AIO: io_submit with IOCB_CMD_PWRITE) or
+// uring (io_uring, IORING_OP_SEND) (redteam16).
 #define _GNU_SOURCE /* splice */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/aio_abi.h>
+#include <linux/io_uring.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <sys/sendfile.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -25,6 +32,65 @@ static socklen_t abstract(struct sockaddr_un *a, const char *name)
 	size_t n = strlen(name);
 	memcpy(a->sun_path + 1, name, n);
 	return sizeof(sa_family_t) + 1 + n;
+}
+
+/* One IOCB_CMD_PWRITE of buf on fd through Linux AIO: the write happens
+ * inside io_submit. */
+static ssize_t rt_aio_write(int fd, const void *buf, size_t len)
+{
+	aio_context_t ctx = 0;
+	if (syscall(SYS_io_setup, 1, &ctx) < 0)
+		return -1;
+	struct iocb cb;
+	memset(&cb, 0, sizeof(cb));
+	cb.aio_fildes = fd;
+	cb.aio_lio_opcode = IOCB_CMD_PWRITE;
+	cb.aio_buf = (uint64_t)(uintptr_t)buf;
+	cb.aio_nbytes = len;
+	struct iocb *cbs[1] = {&cb};
+	if (syscall(SYS_io_submit, ctx, 1, cbs) != 1)
+		return -1;
+	struct io_event ev;
+	if (syscall(SYS_io_getevents, ctx, 1, 1, &ev, NULL) != 1)
+		return -1;
+	return ev.res;
+}
+
+/* One IORING_OP_SEND of buf on fd through io_uring. */
+static ssize_t uring_send(int fd, const void *buf, size_t len)
+{
+	struct io_uring_params p;
+	memset(&p, 0, sizeof(p));
+	int r = syscall(SYS_io_uring_setup, 2, &p);
+	if (r < 0) {
+		perror("RT9 io_uring_setup");
+		return -1;
+	}
+	char *sq = mmap(NULL, p.sq_off.array + p.sq_entries * sizeof(unsigned), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r, IORING_OFF_SQ_RING);
+	struct io_uring_sqe *sqes = mmap(NULL, p.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r, IORING_OFF_SQES);
+	char *cq = mmap(NULL, p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r, IORING_OFF_CQ_RING);
+	if (sq == MAP_FAILED || sqes == MAP_FAILED || cq == MAP_FAILED)
+		return -1;
+	unsigned *tail = (unsigned *)(sq + p.sq_off.tail), mask = *(unsigned *)(sq + p.sq_off.ring_mask);
+	unsigned *array = (unsigned *)(sq + p.sq_off.array);
+	unsigned i = *tail & mask;
+	struct io_uring_sqe *e = &sqes[i];
+	memset(e, 0, sizeof(*e));
+	e->opcode = IORING_OP_SEND;
+	e->fd = fd;
+	e->addr = (uint64_t)(uintptr_t)buf;
+	e->len = len;
+	array[i] = i;
+	__atomic_store_n(tail, *tail + 1, __ATOMIC_RELEASE);
+	if (syscall(SYS_io_uring_enter, r, 1, 1, IORING_ENTER_GETEVENTS, NULL, 0) < 0)
+		return -1;
+	unsigned head = *(unsigned *)(cq + p.cq_off.head), cmask = *(unsigned *)(cq + p.cq_off.ring_mask);
+	struct io_uring_cqe *c = (struct io_uring_cqe *)(cq + p.cq_off.cqes) + (head & cmask);
+	if (c->res < 0) {
+		errno = -c->res;
+		return -1;
+	}
+	return c->res;
 }
 
 static int take(const char *name, const char *how)
@@ -65,6 +131,10 @@ static int take(const char *name, const char *how)
 		int p[2];
 		if (pipe(p) == 0 && write(p[1], msg, sizeof(msg) - 1) > 0)
 			n = splice(p[0], NULL, fd, NULL, sizeof(msg) - 1, 0);
+	} else if (!strcmp(how, "aio")) {
+		n = rt_aio_write(fd, msg, sizeof(msg) - 1);
+	} else if (!strcmp(how, "uring")) {
+		n = uring_send(fd, msg, sizeof(msg) - 1);
 	}
 	if (n < 0) {
 		perror("RT9 write");
@@ -81,7 +151,7 @@ int main(int argc, char **argv)
 	if ((argc == 3 || argc == 4) && !strcmp(argv[1], "take"))
 		return take(argv[2], argc == 4 ? argv[3] : "write");
 	if (argc != 3) {
-		fprintf(stderr, "usage: sockfd NAME IP:PORT | sockfd take NAME [write|writev|sendfile|splice]\n");
+		fprintf(stderr, "usage: sockfd NAME IP:PORT | sockfd take NAME [write|writev|sendfile|splice|aio|uring]\n");
 		return 2;
 	}
 	char host[64];
