@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -63,22 +62,8 @@ func BenchmarkProgramCost(b *testing.B) {
 	if err := os.WriteFile("f", nil, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	self, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var home string
-	for _, l := range strings.Split(string(self), "\n") {
-		if rest, ok := strings.CutPrefix(l, "0::"); ok {
-			home = filepath.Join(DefaultCgroupRoot, rest)
-		}
-	}
+	home, move := selfMover(b)
 	cg := mkCgroup(b, randHex(b, 16), "cost")
-	move := func(to string) {
-		if err := os.WriteFile(filepath.Join(to, "cgroup.procs"), []byte(fmt.Sprint(os.Getpid())), 0o644); err != nil {
-			b.Fatalf("moving into %s: %v", to, err)
-		}
-	}
 	zero, err := syscall.Open("/dev/zero", syscall.O_RDONLY, 0)
 	if err != nil {
 		b.Fatal(err)
@@ -234,20 +219,27 @@ func execStorm(n string) int {
 		fmt.Fprintf(os.Stderr, "%s=%q: %v\n", execStormEnv, n, err)
 		return 2
 	}
-	// As hostload does: no descriptors, no environment.
 	for range count {
-		pid, err := syscall.ForkExec(busybox, []string{"true"}, &syscall.ProcAttr{Env: []string{}})
-		if err != nil {
+		if err := forkExecTrue(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		var ws syscall.WaitStatus
-		if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
-			fmt.Fprintf(os.Stderr, "busybox true: %v (status %v)\n", err, ws)
 			return 1
 		}
 	}
 	return 0
+}
+
+// forkExecTrue is one cycle of the exec storm, as hostload makes it: fork,
+// exec busybox true (no descriptors, no environment) and wait for it.
+func forkExecTrue() error {
+	pid, err := syscall.ForkExec(busybox, []string{"true"}, &syscall.ProcAttr{Env: []string{}})
+	if err != nil {
+		return err
+	}
+	var ws syscall.WaitStatus
+	if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
+		return fmt.Errorf("busybox true: %v (status %v)", err, ws)
+	}
+	return nil
 }
 
 // BenchmarkExecTracked is the exec storm of test/e2e's BenchmarkExecStorm
@@ -315,26 +307,8 @@ func benchWays(b *testing.B, units int, cmd func(cg string) *exec.Cmd) {
 		b.Fatalf("loading an empty tp_btf/sys_exit: %v", err)
 	}
 	defer empty.Close()
-	progs := []struct {
-		name string
-		prog *ebpf.Program
-	}{
-		{"sys_exit", p.objs.SysExit},
-		{"sched_fork", p.objs.SchedFork},
-		{"sched_exec", p.objs.SchedExec},
-		{"sched_exit", p.objs.SchedExit},
-	}
-	runtimes := func() []time.Duration {
-		var d []time.Duration
-		for _, pr := range progs {
-			st, err := pr.prog.Stats()
-			if err != nil {
-				b.Fatalf("%s: %v", pr.name, err)
-			}
-			d = append(d, st.Runtime)
-		}
-		return d
-	}
+	progs := hookPrograms(p)
+	runtimes := func() []time.Duration { return runtimesOf(b, progs) }
 
 	step := randHex(b, 16)
 	detached := func() {
@@ -452,6 +426,38 @@ func benchWays(b *testing.B, units int, cmd func(cg string) *exec.Cmd) {
 	b.Logf("seconds: %v", times)
 }
 
+// namedProg is one of the probe's programs, by its section's name.
+type namedProg struct {
+	name string
+	prog *ebpf.Program
+}
+
+// hookPrograms are the programs a traced process's system calls and
+// fork, exec and exit run.
+func hookPrograms(p *Probe) []namedProg {
+	return []namedProg{
+		{"sys_exit", p.objs.SysExit},
+		{"sched_fork", p.objs.SchedFork},
+		{"sched_exec", p.objs.SchedExec},
+		{"sched_exit", p.objs.SchedExit},
+	}
+}
+
+// runtimesOf is each program's BPF run time so far (run-time statistics
+// must be on).
+func runtimesOf(t testing.TB, progs []namedProg) []time.Duration {
+	t.Helper()
+	d := make([]time.Duration, 0, len(progs))
+	for _, pr := range progs {
+		st, err := pr.prog.Stats()
+		if err != nil {
+			t.Fatalf("%s: %v", pr.name, err)
+		}
+		d = append(d, st.Runtime)
+	}
+	return d
+}
+
 func writeSmallFilesTar(name string) error {
 	f, err := os.Create(name)
 	if err != nil {
@@ -507,13 +513,8 @@ func BenchmarkExecCycle(b *testing.B) {
 	cycles := func(n int) time.Duration {
 		start := time.Now()
 		for range n {
-			pid, err := syscall.ForkExec(busybox, []string{"true"}, &syscall.ProcAttr{Env: []string{}})
-			if err != nil {
+			if err := forkExecTrue(); err != nil {
 				b.Fatal(err)
-			}
-			var ws syscall.WaitStatus
-			if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
-				b.Fatalf("busybox true: %v (status %v)", err, ws)
 			}
 		}
 		return time.Since(start)
@@ -568,22 +569,8 @@ func BenchmarkExecCycle(b *testing.B) {
 	defer p.Close()
 	var events atomic.Uint64
 	go p.Run(ctx, func(Event) { events.Add(1) })
-	self, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var home string
-	for _, l := range strings.Split(string(self), "\n") {
-		if rest, ok := strings.CutPrefix(l, "0::"); ok {
-			home = filepath.Join(DefaultCgroupRoot, rest)
-		}
-	}
+	home, move := selfMover(b)
 	cg := mkCgroup(b, randHex(b, 16), "cycle")
-	move := func(to string) {
-		if err := os.WriteFile(filepath.Join(to, "cgroup.procs"), []byte(fmt.Sprint(os.Getpid())), 0o644); err != nil {
-			b.Fatalf("moving into %s: %v", to, err)
-		}
-	}
 	tracked := func() func() { move(cg); return func() { move(home) } }
 	tracer, untrackedUS, trackedUS := pairs(none, tracked)
 	syncProbe(b, p)
@@ -594,34 +581,16 @@ func BenchmarkExecCycle(b *testing.B) {
 		b.Fatalf("BPF run-time statistics: %v", err)
 	}
 	defer stats.Close()
-	progs := []struct {
-		name string
-		prog *ebpf.Program
-	}{
-		{"sys_exit", p.objs.SysExit},
-		{"sched_fork", p.objs.SchedFork},
-		{"sched_exec", p.objs.SchedExec},
-		{"sched_exit", p.objs.SchedExit},
-	}
-	var before []time.Duration
-	for _, pr := range progs {
-		st, err := pr.prog.Stats()
-		if err != nil {
-			b.Fatalf("%s: %v", pr.name, err)
-		}
-		before = append(before, st.Runtime)
-	}
+	progs := hookPrograms(p)
+	before := runtimesOf(b, progs)
 	const statCycles = 2000
 	undo := tracked()
 	cycles(statCycles)
 	undo()
+	after := runtimesOf(b, progs)
 	var all float64
 	for i, pr := range progs {
-		st, err := pr.prog.Stats()
-		if err != nil {
-			b.Fatalf("%s: %v", pr.name, err)
-		}
-		ns := float64((st.Runtime - before[i]).Nanoseconds()) / statCycles
+		ns := float64((after[i] - before[i]).Nanoseconds()) / statCycles
 		all += ns
 		b.ReportMetric(ns, pr.name+"-ns/cycle")
 	}

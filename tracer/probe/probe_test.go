@@ -78,6 +78,29 @@ func inode(t testing.TB, path string) uint64 {
 	return fi.Sys().(*syscall.Stat_t).Ino
 }
 
+// selfMover returns this process's cgroup2 directory and a function that
+// moves the process (all its threads) into a cgroup directory.
+func selfMover(t testing.TB) (home string, move func(to string)) {
+	t.Helper()
+	self, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(self), "\n") {
+		if rest, ok := strings.CutPrefix(l, "0::"); ok {
+			home = filepath.Join(DefaultCgroupRoot, rest)
+		}
+	}
+	if home == "" {
+		t.Fatal("no cgroup2 line in /proc/self/cgroup")
+	}
+	return home, func(to string) {
+		if err := os.WriteFile(filepath.Join(to, "cgroup.procs"), []byte(fmt.Sprint(os.Getpid())), 0o644); err != nil {
+			t.Fatalf("moving into %s: %v", to, err)
+		}
+	}
+}
+
 // inCgroup runs script with busybox sh inside cgroup dir cg.
 func inCgroup(cg, dir string, env []string, script string) *exec.Cmd {
 	cmd := exec.Command(busybox, "sh", "-c", `echo $$ > "$0"/cgroup.procs && exec /bin/busybox sh -c "$1"`, cg, script)
@@ -520,25 +543,8 @@ func BenchmarkSyscallTracked(b *testing.B) {
 	}
 	defer os.Chdir(wd)
 
-	self, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var home string
-	for _, l := range strings.Split(string(self), "\n") {
-		if rest, ok := strings.CutPrefix(l, "0::"); ok {
-			home = filepath.Join(DefaultCgroupRoot, rest)
-		}
-	}
-	if home == "" {
-		b.Fatal("no cgroup2 line in /proc/self/cgroup")
-	}
+	home, move := selfMover(b)
 	cg := mkCgroup(b, randHex(b, 16), "bench")
-	move := func(to string) {
-		if err := os.WriteFile(filepath.Join(to, "cgroup.procs"), []byte(fmt.Sprint(os.Getpid())), 0o644); err != nil {
-			b.Fatalf("moving into %s: %v", to, err)
-		}
-	}
 	for _, tracked := range []bool{false, true} {
 		for _, name := range []string{file, "f"} {
 			b.Run(fmt.Sprintf("tracked=%v/abs=%v", tracked, name == file), func(b *testing.B) {
